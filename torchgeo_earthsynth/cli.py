@@ -1,0 +1,71 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""The ``earthsynth`` command: TorchGeo's LightningCLI plus our extra subcommands."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Final
+
+#: Extra subcommands, each ``module:function`` taking the remaining argv.
+EXTRA_COMMANDS: Final[dict[str, str]] = {
+    'build-corpus': 'torchgeo_earthsynth.corpus_builder:main',
+    'demo': 'torchgeo_earthsynth.demo:main',
+    'evaluate': 'torchgeo_earthsynth.evaluation:main',
+    'synthesize': 'torchgeo_earthsynth.bank:main',
+}
+
+
+def lightning_main(args: Sequence[str] | None = None) -> None:
+    """``fit|validate|test|predict``: TorchGeo's LightningCLI with our classes registered.
+
+    Args:
+        args: command-line arguments (default ``sys.argv[1:]``).
+    """
+    from lightning.pytorch.cli import LightningCLI
+    from torchgeo.datamodules import BaseDataModule
+    from torchgeo.trainers import BaseTask
+
+    import torchgeo_earthsynth
+
+    # Importing registers the classes, so configs may name them by class name too.
+    import torchgeo_earthsynth.datamodules
+    import torchgeo_earthsynth.lightning_modules
+    import torchgeo_earthsynth.transforms  # noqa: F401
+
+    LightningCLI(
+        model_class=BaseTask,
+        datamodule_class=BaseDataModule,
+        seed_everything_default=0,
+        parser_kwargs={'version': torchgeo_earthsynth.__version__},
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={'overwrite': True},
+        args=list(args) if args is not None else None,
+    )
+
+
+def _resolve(target: str) -> Callable[[Sequence[str]], None]:
+    module, _, name = target.partition(':')
+    function: Callable[[Sequence[str]], None] = getattr(importlib.import_module(module), name)
+    return function
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of the ``earthsynth`` console script.
+
+    Args:
+        args: command-line arguments (default ``sys.argv[1:]``).
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in EXTRA_COMMANDS:
+        _resolve(EXTRA_COMMANDS[argv[0]])(argv[1:])
+    else:
+        lightning_main(argv)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,9 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""TorchGeo datasets for EarthSynth-180K and the bundled mini corpus."""
+
+from .earthsynth180k import EarthSynth180K
+from .mini import EarthSynthMini, make_mini_corpus
+
+__all__ = ('EarthSynth180K', 'EarthSynthMini', 'make_mini_corpus')

@@ -1,0 +1,230 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""EarthSynthMini: a small procedural corpus in the EarthSynth-180K layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Final, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..vocabulary import CLASS_IDS
+from . import layout
+from .earthsynth180k import EarthSynth180K
+
+#: Bump when the renderer changes, so stale caches are not reused.
+MINI_VERSION: Final = 1
+
+C = CLASS_IDS
+#: Scene recipe per source prefix: base class, blob classes, and which structures appear.
+_SCENES: Final[dict[str, dict[str, Any]]] = {
+    'DG_': {'base': C['agriculture land'], 'blobs': [C['forest land'], C['water']],
+            'fields': True, 'roads': 0.3, 'buildings': 0, 'vehicles': 0, 'tanks': 0},
+    'LD_': {'base': C['background'], 'blobs': [C['water'], C['forest land']],
+            'fields': False, 'roads': 1.0, 'buildings': 6, 'vehicles': 0, 'tanks': 0},
+    'OEM_': {'base': C['grass'], 'blobs': [C['tree'], C['bare land']],
+             'fields': False, 'roads': 0.8, 'buildings': 4, 'vehicles': 0, 'tanks': 0},
+    'SIOR_': {'base': C['pavement'], 'blobs': [C['grass']],
+              'fields': False, 'roads': 1.0, 'buildings': 2, 'vehicles': 6, 'tanks': 2},
+}  # fmt: skip
+
+#: Mean RGB colour of each rendered class.
+_COLOURS: Final[dict[int, tuple[int, int, int]]] = {
+    C['background']: (120, 110, 95), C['bare land']: (175, 150, 115), C['grass']: (110, 160, 70),
+    C['pavement']: (150, 150, 145), C['road']: (90, 90, 95), C['tree']: (50, 110, 45),
+    C['water']: (35, 65, 120), C['agriculture land']: (170, 165, 80), C['building']: (185, 75, 60),
+    C['forest land']: (25, 75, 35), C['small vehicle']: (235, 235, 240),
+    C['storage tank']: (225, 225, 215),
+}  # fmt: skip
+
+#: Per-source "sensor" colour response (channel gains) so sources differ in appearance.
+_SENSOR: Final[dict[str, tuple[float, float, float]]] = {
+    'DG_': (1.05, 1.0, 0.9), 'LD_': (0.95, 1.0, 1.08), 'OEM_': (1.1, 1.08, 1.0),
+    'SIOR_': (0.92, 0.92, 0.92),
+}  # fmt: skip
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    grid = torch.from_numpy(rng.random((1, 1, cells, cells), dtype=np.float32))
+    up = F.interpolate(grid, size=(size, size), mode='bicubic', align_corners=False)
+    out: np.ndarray = up[0, 0].numpy()
+    return out
+
+
+def _layout(rng: np.random.Generator, prefix: str, size: int) -> np.ndarray:
+    scene = _SCENES[prefix]
+    mask = np.full((size, size), scene['base'], dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for cls in scene['blobs']:
+        if rng.random() < 0.75:
+            noise = _smooth_noise(rng, size, int(rng.integers(2, 5)))
+            mask[noise > rng.uniform(0.6, 0.75)] = cls
+    for _ in range(int(rng.random() < scene['roads']) + int(rng.random() < scene['roads'] / 3)):
+        width = int(rng.integers(3, 6))
+        pos = int(rng.integers(width, size - width))
+        if rng.random() < 0.5:
+            mask[pos - width // 2 : pos - width // 2 + width, :] = C['road']
+        else:
+            mask[:, pos - width // 2 : pos - width // 2 + width] = C['road']
+    road = mask == C['road']
+    for _ in range(int(rng.integers(0, scene['buildings'] + 1))):
+        h, w = rng.integers(size // 12, size // 5, size=2)
+        y, x = rng.integers(0, size - h), rng.integers(0, size - w)
+        if not road[y : y + h, x : x + w].any():
+            mask[y : y + h, x : x + w] = C['building']
+    if scene['vehicles'] and road.any():
+        ys, xs = np.nonzero(road)
+        for i in rng.choice(len(ys), size=min(len(ys), scene['vehicles']), replace=False):
+            mask[ys[i] : ys[i] + 2, xs[i] : xs[i] + 3] = C['small vehicle']
+    for _ in range(int(rng.integers(0, scene['tanks'] + 1))):
+        r = int(rng.integers(size // 20 + 2, size // 10 + 3))
+        cy, cx = rng.integers(r, size - r, size=2)
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        if not (road & disk).any():
+            mask[disk] = C['storage tank']
+    return mask
+
+
+def _render(rng: np.random.Generator, prefix: str, mask: np.ndarray) -> np.ndarray:
+    size = mask.shape[0]
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    image = np.zeros((size, size, 3), dtype=np.float32)
+    fine = rng.normal(0, 1, (size, size)).astype(np.float32)
+    blotch = _smooth_noise(rng, size, max(4, size // 6)) - 0.5
+    for cls in np.unique(mask).tolist():
+        where = mask == cls
+        colour = np.array(_COLOURS.get(cls, (128, 128, 128)), dtype=np.float32)
+        shade = np.zeros((size, size), dtype=np.float32)
+        if cls == C['agriculture land']:  # striped fields, orientation and tone per quadrant
+            q = (yy // (size // 2)) * 2 + xx // (size // 2)
+            angle = rng.uniform(0, np.pi, 4)[q.astype(int)]
+            period = rng.uniform(3, 6)
+            shade = 18 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
+            shade += rng.normal(0, 20, 4)[q.astype(int)]
+        elif cls in (C['forest land'], C['tree']):  # canopy blotches
+            shade = 60 * blotch + 10 * fine
+        elif cls == C['water']:  # smooth with faint ripples
+            shade = 5 * np.sin(yy * 0.8 + xx * 0.3) + 2 * fine
+        elif cls == C['building']:  # bright roof, dark shadow on the lower edge
+            below = np.roll(where, -2, axis=0) & ~where
+            image[np.roll(below, 0, axis=0)] *= 0.55
+            shade = 8 * fine
+        else:
+            shade = 12 * fine + 15 * blotch
+        image[where] = colour + shade[where, None]
+    image *= np.array(_SENSOR[prefix], dtype=np.float32)
+    image += rng.normal(0, 4, image.shape).astype(np.float32)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def default_cache_dir() -> Path:
+    """``$EARTHSYNTH_CACHE`` or ``~/.cache/torchgeo_earthsynth``."""
+    env = os.environ.get('EARTHSYNTH_CACHE')
+    return Path(env) if env else Path.home() / '.cache' / 'torchgeo_earthsynth'
+
+
+def make_mini_corpus(
+    root: str | Path | None = None,
+    seed: int = 0,
+    size: int = 64,
+    num_train: int = 256,
+    num_val: int = 64,
+    progress: bool = False,
+) -> Path:
+    """Render the mini corpus in the EarthSynth-180K layout, once per parameter set.
+
+    Deterministic for a seed. Written to a temporary folder and renamed when complete, so
+    concurrent callers (DataLoader workers, DDP ranks) never see a half-written corpus.
+
+    Args:
+        root: parent folder of the corpus (default :func:`default_cache_dir`).
+        seed: random seed.
+        size: tile size in pixels.
+        num_train: number of full training scenes.
+        num_val: number of full validation scenes.
+        progress: show a progress bar.
+
+    Returns:
+        The corpus root (holding ``train/`` and ``val/``).
+    """
+    params = {'version': MINI_VERSION, 'seed': seed, 'size': size,
+              'num_train': num_train, 'num_val': num_val}  # fmt: skip
+    parent = Path(root) if root is not None else default_cache_dir()
+    target = parent / f'mini-v{MINI_VERSION}-s{seed}-{size}px-{num_train}-{num_val}'
+    if (target / 'corpus.json').exists():
+        return target
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix='.mini-'))
+    try:
+        rng = np.random.default_rng(seed)
+        prefixes = list(_SCENES)
+        bar = tqdm(total=num_train + num_val, desc='mini corpus', disable=not progress)
+        for split, count in (('train', num_train), ('val', num_val)):
+            records: list[dict[str, Any]] = []
+            for i in range(count):
+                prefix = prefixes[i % len(prefixes)]
+                mask = _layout(rng, prefix, size)
+                image = _render(rng, prefix, mask)
+                records += layout.write_sample(tmp / split, f'{prefix}{split}{i:05d}', image, mask)
+                bar.update()
+            layout.write_jsonl(layout.jsonl_path(tmp / split), records)
+        bar.close()
+        (tmp / 'corpus.json').write_text(json.dumps(params))
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first
+            if not (target / 'corpus.json').exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class EarthSynthMini(EarthSynth180K):
+    """The bundled mini corpus: procedural satellite-like scenes rendered from their masks.
+
+    Scenes from four "sources" (``DG_`` fields and forest, ``LD_`` buildings and roads,
+    ``OEM_`` grass and trees, ``SIOR_`` vehicles and storage tanks), each class with its own
+    colour and texture and each source with its own colour response, so the image is a
+    function of the layout. Generated once into a cache folder.
+
+    .. versionadded:: 0.1
+    """
+
+    sources: ClassVar[tuple[str, ...]] = tuple(_SCENES)
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        split: Literal['train', 'val'] = 'train',
+        mode: Literal['full', 'category', 'both'] = 'full',
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        seed: int = 0,
+        size: int = 64,
+        num_train: int = 256,
+        num_val: int = 64,
+    ) -> None:
+        """Initialize a new EarthSynthMini instance, generating the corpus if needed.
+
+        Args:
+            root: parent folder of the cached corpus (default :func:`default_cache_dir`).
+            split: one of ``train`` or ``val``.
+            mode: ``full``, ``category`` or ``both``.
+            transforms: a function/transform applied to each sample dict.
+            seed: random seed of the corpus.
+            size: tile size in pixels.
+            num_train: number of full training scenes.
+            num_val: number of full validation scenes.
+        """
+        corpus = make_mini_corpus(root, seed, size, num_train, num_val)
+        super().__init__(corpus, split=split, mode=mode, transforms=transforms)

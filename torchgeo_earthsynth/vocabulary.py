@@ -1,0 +1,233 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""The EarthSynth-180K class vocabulary, prompt template, palette and label maps."""
+
+from __future__ import annotations
+
+import colorsys
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: Class names; the index is the pixel value in EarthSynth-180K masks.
+VOCABULARY: Final[tuple[str, ...]] = (
+    'background',
+    # 1-11 land cover
+    'bare land', 'grass', 'pavement', 'road', 'tree', 'water', 'agriculture land',
+    'building', 'forest land', 'barren land', 'urban land',
+    # 12-39 objects
+    'large vehicle', 'swimming pool', 'helicopter', 'bridge', 'plane', 'ship',
+    'soccer ball field', 'basketball court', 'ground track field', 'small vehicle',
+    'baseball diamond', 'tennis court', 'roundabout', 'storage tank', 'harbor',
+    'container crane', 'airport', 'helipad', 'chimney', 'expressway service area',
+    'expressway toll station', 'dam', 'golf field', 'overpass', 'stadium',
+    'train station', 'vehicle', 'windmill',
+    # 40-66 fine-grained FAIR1M types
+    'A220', 'A321', 'A330', 'A350', 'ARJ21', 'Boeing737', 'Boeing747', 'Boeing777',
+    'Boeing787', 'bus', 'C919', 'cargo truck', 'dry cargo ship', 'dump truck',
+    'engineering ship', 'excavator', 'fishing boat', 'intersection', 'liquid cargo ship',
+    'motorboat', 'passenger ship', 'tractor', 'trailer', 'truck tractor', 'tugboat', 'van',
+    'warship',
+)  # fmt: skip
+
+NUM_CLASSES: Final[int] = len(VOCABULARY)
+BACKGROUND: Final[int] = 0
+PROMPT_PREFIX: Final[str] = 'A satellite image of '
+CLASS_IDS: Final[Mapping[str, int]] = {name: i for i, name in enumerate(VOCABULARY)}
+
+#: File-stem prefix -> source dataset (checked in order; longest prefixes first).
+SOURCE_PREFIXES: Final[tuple[tuple[str, str], ...]] = (
+    ('FAST_', 'FAIR1M'),
+    ('SIOR_', 'DIOR'),
+    ('SOTA_', 'DOTA'),
+    ('DG_', 'DeepGlobe'),
+    ('LD_', 'LoveDA'),
+    ('OEM', 'OpenEarthMap'),
+)
+SOURCES: Final[tuple[str, ...]] = (*(s for _, s in SOURCE_PREFIXES), 'other')
+
+
+def _make_palette() -> np.ndarray:
+    """A fixed, readable colour per class: hand-picked land cover, evenly spread hues after."""
+    land_cover = [
+        (0, 0, 0), (180, 150, 110), (130, 200, 90), (160, 160, 160), (240, 240, 240),
+        (40, 140, 40), (30, 90, 220), (230, 210, 90), (220, 60, 60), (0, 90, 30),
+        (140, 100, 60), (200, 120, 200),
+    ]  # fmt: skip
+    others = []
+    n = NUM_CLASSES - len(land_cover)
+    for i in range(n):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65 + 0.35 * (i % 2), 0.95)
+        others.append((round(r * 255), round(g * 255), round(b * 255)))
+    return np.array(land_cover + others, dtype=np.uint8)
+
+
+#: RGB display colour per class id, shape [67, 3], uint8.
+PALETTE: Final[np.ndarray] = _make_palette()
+
+
+def class_names(ids: Iterable[int]) -> list[str]:
+    """Names of the given ids, ascending, background excluded.
+
+    Args:
+        ids: vocabulary ids (duplicates allowed).
+
+    Returns:
+        Sorted class names.
+
+    Raises:
+        ValueError: if an id is outside the vocabulary.
+    """
+    unique = sorted({int(i) for i in ids})
+    bad = [i for i in unique if not 0 <= i < NUM_CLASSES]
+    if bad:
+        raise ValueError(f'class ids {bad} are outside the vocabulary [0, {NUM_CLASSES - 1}]')
+    return [VOCABULARY[i] for i in unique if i != BACKGROUND]
+
+
+def prompt_from_ids(ids: Iterable[int]) -> str:
+    """The EarthSynth prompt for a set of class ids.
+
+    Args:
+        ids: vocabulary ids present in a mask.
+
+    Returns:
+        ``"A satellite image of c1, c2"`` with names ascending by id, background excluded.
+    """
+    return PROMPT_PREFIX + ', '.join(class_names(ids))
+
+
+def present_ids(mask: Tensor | np.ndarray) -> list[int]:
+    """Sorted ids present in a mask (background included if present)."""
+    if isinstance(mask, Tensor):
+        return [int(i) for i in torch.unique(mask).tolist()]
+    return [int(i) for i in np.unique(mask).tolist()]
+
+
+def prompt_from_mask(mask: Tensor | np.ndarray) -> str:
+    """The EarthSynth prompt derived from a class-index mask."""
+    return prompt_from_ids(present_ids(mask))
+
+
+def ids_from_prompt(prompt: str) -> list[int]:
+    """Parse a template prompt back into ids (inverse of :func:`prompt_from_ids`).
+
+    Raises:
+        ValueError: if the prompt does not follow the template or names an unknown class.
+    """
+    if not prompt.startswith(PROMPT_PREFIX):
+        raise ValueError(f'prompt {prompt!r} does not start with {PROMPT_PREFIX!r}')
+    body = prompt[len(PROMPT_PREFIX) :].strip()
+    if not body:
+        return []
+    ids = []
+    for name in body.split(', '):
+        if name not in CLASS_IDS:
+            raise ValueError(f'prompt {prompt!r} names {name!r}, which is not in the vocabulary')
+        ids.append(CLASS_IDS[name])
+    return sorted(ids)
+
+
+def multi_hot(mask: Tensor) -> Tensor:
+    """Multi-hot float32 vector [67] of the ids present in a mask (background included)."""
+    counts = torch.bincount(mask.reshape(-1).long(), minlength=NUM_CLASSES)
+    return (counts[:NUM_CLASSES] > 0).float()
+
+
+def source_from_stem(stem: str) -> str:
+    """The source dataset named by a file stem's prefix, or ``'other'``."""
+    for prefix, source in SOURCE_PREFIXES:
+        if stem.startswith(prefix):
+            return source
+    return 'other'
+
+
+def colorize(mask: Tensor | np.ndarray) -> np.ndarray:
+    """RGB uint8 [H, W, 3] rendering of a class-index mask with :data:`PALETTE`."""
+    array = mask.cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
+    return PALETTE[np.clip(array, 0, NUM_CLASSES - 1)]
+
+
+def _norm(name: str) -> str:
+    return re.sub(r'[^a-z0-9]', '', name.lower())
+
+
+#: Downstream class name (normalised) -> vocabulary id, per TorchGeo dataset.
+LABEL_MAPS: Final[Mapping[str, Mapping[str, int]]] = {
+    'LoveDA': {
+        'background': 0, 'building': 8, 'road': 4, 'water': 6, 'barren': 10,
+        'forest': 9, 'agriculture': 7, 'nodata': 0,
+    },
+    'DeepGlobeLandCover': {
+        'urbanland': 11, 'agricultureland': 7, 'rangeland': 2, 'forestland': 9,
+        'water': 6, 'barrenland': 10, 'unknown': 0,
+    },
+    'OpenEarthMap': {
+        'background': 0, 'bareland': 1, 'rangeland': 2, 'developedspace': 3, 'road': 4,
+        'tree': 5, 'water': 6, 'agricultureland': 7, 'building': 8,
+    },
+}  # fmt: skip
+
+
+def label_map(
+    classes: Sequence[str], dataset: str | None = None, overrides: Mapping[str, int] | None = None
+) -> Tensor:
+    """A lookup table from a downstream dataset's class indices to vocabulary ids.
+
+    Names are matched by the dataset's table in :data:`LABEL_MAPS` when given, then exactly
+    against the vocabulary (case and punctuation ignored), then by ``overrides``.
+
+    Args:
+        classes: the downstream classes in index order (e.g. ``LoveDA.classes``).
+        dataset: key of :data:`LABEL_MAPS` (e.g. ``'LoveDA'``), optional.
+        overrides: extra ``{class name: vocabulary id or name}`` entries, checked first.
+
+    Returns:
+        int64 tensor ``lut`` with ``lut[downstream_index] = vocabulary_id``.
+
+    Raises:
+        ValueError: if a class has no vocabulary mapping, naming it and the way to add one.
+    """
+    table: dict[str, int] = {_norm(n): i for i, n in enumerate(VOCABULARY)}
+    if dataset is not None:
+        if dataset not in LABEL_MAPS:
+            raise ValueError(f'no label map for dataset {dataset!r}; known: {sorted(LABEL_MAPS)}')
+        table.update(LABEL_MAPS[dataset])
+    for name, value in (overrides or {}).items():
+        table[_norm(name)] = CLASS_IDS[value] if isinstance(value, str) else int(value)
+    lut = []
+    for name in classes:
+        key = _norm(name)
+        if key not in table:
+            raise ValueError(
+                f'class {name!r} has no vocabulary mapping; pass overrides={{{name!r}: <id>}}'
+            )
+        lut.append(table[key])
+    return torch.tensor(lut, dtype=torch.long)
+
+
+__all__ = (
+    'BACKGROUND',
+    'CLASS_IDS',
+    'LABEL_MAPS',
+    'NUM_CLASSES',
+    'PALETTE',
+    'PROMPT_PREFIX',
+    'SOURCES',
+    'SOURCE_PREFIXES',
+    'VOCABULARY',
+    'class_names',
+    'colorize',
+    'ids_from_prompt',
+    'label_map',
+    'multi_hot',
+    'present_ids',
+    'prompt_from_ids',
+    'prompt_from_mask',
+    'source_from_stem',
+)
