@@ -1,6 +1,13 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""torchgeo_earthsynth.lightning_modules."""
+"""EarthSynth LightningModules (TorchGeo tasks) and their callbacks."""
 
-__all__: tuple[str, ...] = ()
+from .earthsynth_controlnet import (
+    AtomicCheckpointIO,
+    DiffusersExport,
+    EarthSynthControlNet,
+    sample_grid,
+)
+
+__all__ = ('AtomicCheckpointIO', 'DiffusersExport', 'EarthSynthControlNet', 'sample_grid')

@@ -1,0 +1,32 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Shared fixtures: a tiny mini corpus made once per session, offline hub, Agg plots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use('Agg')
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep the mini-corpus cache out of the user's home during tests."""
+    path = tmp_path_factory.mktemp('earthsynth-cache')
+    os.environ['EARTHSYNTH_CACHE'] = str(path)
+    return path
+
+
+@pytest.fixture(scope='session')
+def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small mini corpus (32 px, 24 train / 8 val scenes) in the EarthSynth-180K layout."""
+    from torchgeo_earthsynth.datasets import make_mini_corpus
+
+    return make_mini_corpus(tmp_path_factory.mktemp('mini'), seed=0, size=32, num_train=24,
+                            num_val=8)  # fmt: skip
