@@ -63,8 +63,8 @@ def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in EXTRA_COMMANDS:
         _resolve(EXTRA_COMMANDS[argv[0]])(argv[1:])
-    else:
-        lightning_main(argv)
+    else:  # LightningCLI reads sys.argv itself when given no args
+        lightning_main(None if args is None else argv)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,8 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""torchgeo_earthsynth.transforms."""
+"""Batch-level transforms (nn.Modules applied on the device) and callbacks."""
 
-__all__: tuple[str, ...] = ()
+from .cf_comp import PASTE, REAL, TILE, CompositionPlan, CounterfactualComposition
+
+__all__ = ('PASTE', 'REAL', 'TILE', 'CompositionPlan', 'CounterfactualComposition')

@@ -1,0 +1,152 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Training samples/s: EarthSynthControlNet under the Lightning Trainer vs a diffusers-style loop.
+
+The plain loop follows diffusers' ``examples/controlnet/train_controlnet.py``: captions are
+tokenized in the dataset, the text encoder runs every step, VAE latents are sampled and
+scaled, the ControlNet residuals feed the frozen UNet, MSE on the noise, AdamW. Both sides
+use the same tiny models (ControlNet trained, UNet frozen, as in the script), data, batch,
+optimizer and steps. Each run is a fresh subprocess (so peak memory is its own), and the
+three variants are interleaved over several rounds.
+
+Usage: uv run python benchmarks/train_step.py [--steps 30] [--batch-size 16] [--rounds 3]
+The last line is ``ratio: <ours with prompt cache / plain loop>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+VARIANTS = ('plain', 'ours-nocache', 'ours-cache')
+
+
+def run_variant(variant: str, steps: int, batch_size: int, size: int) -> dict[str, float]:
+    import lightning.pytorch as pl
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, Dataset
+
+    from torchgeo_earthsynth.datasets import EarthSynthMini
+    from torchgeo_earthsynth.lightning_modules import EarthSynthControlNet
+    from torchgeo_earthsynth.synthesis import encode_condition
+
+    torch.manual_seed(0)
+    corpus = EarthSynthMini(size=size, num_train=64, num_val=8)
+    samples = [corpus[i] for i in range(len(corpus))]
+    model = EarthSynthControlNet(
+        image_size=size, train_unet=False, prompt_dropout=0.0, val_num_samples=0,
+        prompt_cache=variant == 'ours-cache', lr=1e-4,
+    )  # fmt: skip
+    warmup = 3
+
+    if variant == 'plain':
+        tokenizer, text_encoder = model.tokenizer, model.text_encoder
+        vae, unet, controlnet = model.vae, model.unet, model.controlnet
+        scheduler = model.noise_scheduler
+
+        class Plain(Dataset[dict[str, Any]]):
+            def __len__(self) -> int:
+                return len(samples)
+
+            def __getitem__(self, i: int) -> dict[str, Any]:
+                s = samples[i]
+                ids = tokenizer(s['prompt'], max_length=tokenizer.model_max_length,
+                                padding='max_length', truncation=True, return_tensors='pt')  # fmt: skip
+                return {
+                    'pixel_values': s['image'] / 127.5 - 1,
+                    'conditioning_pixel_values': encode_condition(s['mask'][None])[0],
+                    'input_ids': ids.input_ids[0],
+                }
+
+        loader = DataLoader(Plain(), batch_size=batch_size, shuffle=True, drop_last=True)
+        optimizer = torch.optim.AdamW(controlnet.parameters(), lr=1e-4, weight_decay=1e-2)
+        controlnet.train()
+        done, start = 0, 0.0
+        while done < steps + warmup:
+            for batch in loader:
+                if done == warmup:
+                    start = time.perf_counter()
+                with torch.no_grad():
+                    latents = vae.encode(batch['pixel_values']).latent_dist.sample()
+                latents = latents * vae.config.scaling_factor
+                noise = torch.randn_like(latents)
+                timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),))
+                noisy = scheduler.add_noise(latents, noise, timesteps)
+                text = text_encoder(batch['input_ids'], return_dict=False)[0]
+                down, mid = controlnet(
+                    noisy, timesteps, encoder_hidden_states=text,
+                    controlnet_cond=batch['conditioning_pixel_values'], return_dict=False,
+                )  # fmt: skip
+                pred = unet(noisy, timesteps, encoder_hidden_states=text,
+                            down_block_additional_residuals=down,
+                            mid_block_additional_residual=mid, return_dict=False)[0]  # fmt: skip
+                loss = F.mse_loss(pred.float(), noise.float(), reduction='mean')
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                done += 1
+                if done == steps + warmup:
+                    break
+        elapsed = time.perf_counter() - start
+    else:
+
+        class Timer(pl.Callback):
+            def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+                if trainer.global_step == warmup:
+                    self.start = time.perf_counter()
+
+            def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
+                self.elapsed = time.perf_counter() - self.start
+
+        timer = Timer()
+        loader = DataLoader(samples, batch_size=batch_size, shuffle=True, drop_last=True)  # type: ignore[arg-type]
+        trainer = pl.Trainer(
+            accelerator='cpu', max_steps=steps + warmup, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+            callbacks=[timer],
+        )  # fmt: skip
+        trainer.fit(model, loader)
+        elapsed = timer.elapsed
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {'samples_per_s': steps * batch_size / elapsed, 'peak_rss_mb': peak_mb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--steps', type=int, default=30)
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--size', type=int, default=64)
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--variant', choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:  # child process
+        print(json.dumps(run_variant(args.variant, args.steps, args.batch_size, args.size)))
+        return
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    for round_ in range(args.rounds):
+        for variant in VARIANTS:
+            out = subprocess.run(
+                [sys.executable, __file__, '--variant', variant, '--steps', str(args.steps),
+                 '--batch-size', str(args.batch_size), '--size', str(args.size)],
+                check=True, capture_output=True, text=True,
+            ).stdout  # fmt: skip
+            results[variant].append(json.loads(out.strip().splitlines()[-1]))
+            print(f'round {round_}: {variant:13s} {results[variant][-1]}', flush=True)
+    rate = {v: statistics.median(r['samples_per_s'] for r in results[v]) for v in VARIANTS}
+    peak = {v: max(r['peak_rss_mb'] for r in results[v]) for v in VARIANTS}
+    for v in VARIANTS:
+        print(f'{v:13s} {rate[v]:8.2f} samples/s   peak RSS {peak[v]:7.0f} MB')
+    print(f'ratio (cache off): {rate["ours-nocache"] / rate["plain"]:.3f}')
+    print(f'ratio: {rate["ours-cache"] / rate["plain"]:.3f}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,673 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Build an EarthSynth-180K-layout corpus from your own GeoTIFF scenes and labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.features import rasterize
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+from rasterio.windows import bounds as window_bounds
+from rasterio.windows import transform as window_transform
+from tqdm.auto import tqdm
+
+from .datasets import layout
+from .vocabulary import BACKGROUND, CLASS_IDS, NUM_CLASSES, VOCABULARY
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    from rasterio.io import DatasetReader
+
+#: Label files with these suffixes are read with geopandas; anything else with rasterio.
+VECTOR_SUFFIXES: Final[frozenset[str]] = frozenset(
+    {'.gpkg', '.geojson', '.json', '.shp', '.fgb', '.gml', '.kml'}
+)
+#: Longest side of the decimated read used to compute a scene's percentile stretch.
+STRETCH_SAMPLE_SIZE: Final = 1024
+#: Random windows tried per requested crop before a scene is given up on.
+TRIES_PER_CROP: Final = 10
+
+_SAFE = re.compile(r'[^A-Za-z0-9_.-]+')
+
+
+@dataclass
+class BuildReport:
+    """What :func:`build_corpus` did.
+
+    .. versionadded:: 0.1
+    """
+
+    #: The split folder written to, e.g. ``<output>/train``.
+    split_dir: Path
+    #: Scenes processed.
+    scenes: int = 0
+    #: Full samples (crops) written.
+    written: int = 0
+    #: Single-category samples written alongside them.
+    category_samples: int = 0
+    #: Candidate crops rejected for a labelled fraction below the minimum.
+    rejected: int = 0
+    #: Records that were already in the split's JSONL and were kept.
+    existing_records: int = 0
+    #: Crops written per scene (by scene path).
+    per_scene: dict[str, int] = field(default_factory=dict)
+    #: Pixels per vocabulary class name over all written crops (background included).
+    class_pixels: dict[str, int] = field(default_factory=dict)
+    #: Crops requested per scene.
+    requested: int = 0
+    #: Where each written crop came from: file stem -> (scene path, pixel window in it).
+    windows: dict[str, tuple[str, Window]] = field(default_factory=dict)
+
+    @property
+    def shortfalls(self) -> dict[str, int]:
+        """Scenes that gave fewer crops than requested, with how many they gave."""
+        return {s: n for s, n in self.per_scene.items() if n < self.requested}
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        top = sorted(
+            ((n, c) for c, n in self.class_pixels.items() if c != VOCABULARY[BACKGROUND]),
+            reverse=True,
+        )[:5]
+        classes = ', '.join(f'{c} {n}' for n, c in top) or 'none'
+        short = f', {len(self.shortfalls)} scene(s) short of crops' if self.shortfalls else ''
+        return (
+            f'{self.split_dir}: wrote {self.written} crops (+{self.category_samples} category '
+            f'samples) from {self.scenes} scene(s); rejected {self.rejected} below the labelled '
+            f'fraction{short}; top classes (px): {classes}'
+        )
+
+
+def _key(value: Any) -> str:
+    """Canonical text of a mapping key or a label value, so ``3``, ``3.0`` and ``"3"`` match."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _vocabulary_id(target: Any, source: Any) -> int:
+    if isinstance(target, str) and target.strip().isdigit():
+        target = int(target)
+    if isinstance(target, str):
+        if target not in CLASS_IDS:
+            raise ValueError(
+                f'class_mapping[{source!r}] = {target!r} is not a vocabulary class name '
+                '(see torchgeo_earthsynth.vocabulary.VOCABULARY)'
+            )
+        return CLASS_IDS[target]
+    if not isinstance(target, int | np.integer) or isinstance(target, bool):
+        raise ValueError(
+            f'class_mapping[{source!r}] = {target!r}: expected a vocabulary id or class name'
+        )
+    if not 0 <= target < NUM_CLASSES:
+        raise ValueError(
+            f'class_mapping[{source!r}] = {target!r} is not a vocabulary id '
+            f'in [0, {NUM_CLASSES - 1}]'
+        )
+    return int(target)
+
+
+def _lookup(class_mapping: Mapping[Any, int | str]) -> dict[str, int]:
+    if not class_mapping:
+        raise ValueError('class_mapping is empty; map at least one label value to a class')
+    return {_key(k): _vocabulary_id(v, k) for k, v in class_mapping.items()}
+
+
+class _Labels:
+    """Labels of one scene, read window by window on the scene's pixel grid."""
+
+    def window(self, window: Window) -> np.ndarray:
+        """uint8 vocabulary-id mask of ``window`` of the scene."""
+        raise NotImplementedError
+
+
+class _VectorLabels(_Labels):
+    def __init__(self, geometries: gpd.GeoSeries, ids: np.ndarray, scene: DatasetReader) -> None:
+        self.geometries = geometries
+        self.ids = ids
+        self.scene = scene
+
+    def window(self, window: Window) -> np.ndarray:
+        import shapely
+
+        shape = (int(window.height), int(window.width))
+        area = shapely.box(*window_bounds(window, self.scene.transform))
+        hits = self.geometries.sindex.query(area)
+        if len(hits) == 0:
+            return np.zeros(shape, dtype=np.uint8)
+        # rasterize burns in order, so sorting the hits keeps the file's order: later wins
+        hits = np.sort(hits)
+        shapes = zip(self.geometries.iloc[hits], self.ids[hits].tolist())
+        burned: np.ndarray = rasterize(
+            shapes,
+            out_shape=shape,
+            transform=window_transform(window, self.scene.transform),
+            fill=BACKGROUND,
+            dtype='uint8',
+        )
+        return burned
+
+
+class _RasterLabels(_Labels):
+    def __init__(
+        self,
+        source: DatasetReader | WarpedVRT,
+        path: Path,
+        lookup: Mapping[str, int],
+        unmapped: Literal['error', 'background'],
+    ) -> None:
+        self.source = source
+        self.path = path
+        self.lookup = dict(lookup)
+        self.unmapped = unmapped
+        # pixel value 0 and the nodata value mean "no label" unless the user maps them
+        self.lookup.setdefault('0', BACKGROUND)
+
+    def window(self, window: Window) -> np.ndarray:
+        data = self.source.read(1, window=window, masked=True)
+        valid = ~np.ma.getmaskarray(data)
+        values, inverse = np.unique(data.data.ravel(), return_inverse=True)
+        inverse = inverse.reshape(data.shape)
+        ids = np.zeros(len(values), dtype=np.uint8)
+        for i in np.unique(inverse[valid]).tolist():
+            key = _key(values[i])
+            if key not in self.lookup and self.unmapped == 'error':
+                raise ValueError(
+                    f'{self.path}: pixel value {key} (band 1) is not in class_mapping '
+                    f'(mapped: {sorted(self.lookup)}); add it to the mapping or pass '
+                    "unmapped='background'"
+                )
+            ids[i] = self.lookup.get(key, BACKGROUND)
+        out: np.ndarray = np.where(valid, ids[inverse], BACKGROUND).astype(np.uint8)
+        return out
+
+
+class _VectorFile:
+    """A vector label file read once, mapped to ids once, reprojected per scene CRS."""
+
+    def __init__(
+        self,
+        path: Path,
+        lookup: Mapping[str, int],
+        label_column: str,
+        unmapped: Literal['error', 'background'],
+    ) -> None:
+        import geopandas as gpd
+
+        try:
+            frame = gpd.read_file(path)
+        except Exception as error:
+            raise ValueError(f'{path}: cannot read vector labels ({error})') from error
+        if label_column not in frame.columns:
+            columns = [c for c in frame.columns if c != frame.geometry.name]
+            raise ValueError(
+                f'{path}: no column {label_column!r} (columns: {columns}); '
+                'pass label_column=<the class attribute>'
+            )
+        if frame.crs is None:
+            raise ValueError(
+                f'{path}: the vector file has no CRS; set one (e.g. with '
+                'GeoDataFrame.set_crs) so it can be reprojected to the scenes'
+            )
+        frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+        keys = [_key(v) for v in frame[label_column].tolist()]
+        missing = sorted({k for k in keys if k not in lookup})
+        if missing and unmapped == 'error':
+            raise ValueError(
+                f'{path}, column {label_column!r}: value(s) {missing[:10]} are not in '
+                f'class_mapping (mapped: {sorted(lookup)}); add them to the mapping or pass '
+                "unmapped='background'"
+            )
+        self.path = path
+        self.geometries = frame.geometry.reset_index(drop=True)
+        self.ids = np.array([lookup.get(k, BACKGROUND) for k in keys], dtype=np.uint8)
+        self._by_crs: dict[str, gpd.GeoSeries] = {}
+
+    def for_scene(self, scene: DatasetReader) -> _VectorLabels:
+        if scene.crs is None:
+            raise ValueError(
+                f'{scene.name}: the scene has no CRS, so vector labels '
+                f'{self.path} cannot be placed on it'
+            )
+        crs = scene.crs.to_wkt()
+        if crs not in self._by_crs:
+            self._by_crs[crs] = self.geometries.to_crs(crs)
+        return _VectorLabels(self._by_crs[crs], self.ids, scene)
+
+
+def _open_raster_labels(
+    path: Path,
+    scene: DatasetReader,
+    lookup: Mapping[str, int],
+    unmapped: Literal['error', 'background'],
+    stack: ExitStack,
+) -> _RasterLabels:
+    try:
+        src = stack.enter_context(rasterio.open(path))
+    except RasterioIOError as error:
+        raise ValueError(f'{path}: cannot open raster labels ({error})') from error
+    same_grid = (
+        src.crs == scene.crs and src.transform == scene.transform and src.shape == scene.shape
+    )
+    if same_grid:
+        return _RasterLabels(src, path, lookup, unmapped)
+    if src.crs is None or scene.crs is None:
+        raise ValueError(
+            f'{path}: the mask is {src.width}x{src.height} and the scene {scene.name} is '
+            f'{scene.width}x{scene.height}; without a CRS on both they must share a grid'
+        )
+    # put the mask on the scene's grid lazily; NEAREST keeps class values intact
+    vrt = stack.enter_context(
+        WarpedVRT(
+            src,
+            crs=scene.crs,
+            transform=scene.transform,
+            width=scene.width,
+            height=scene.height,
+            resampling=Resampling.nearest,
+        )
+    )
+    return _RasterLabels(vrt, path, lookup, unmapped)
+
+
+def _open_scene(path: Path) -> DatasetReader:
+    try:
+        scene: DatasetReader = rasterio.open(path)
+    except RasterioIOError as error:
+        raise ValueError(f'{path}: cannot open scene ({error})') from error
+    return scene
+
+
+def _bands(scene: DatasetReader, bands: Sequence[int] | None) -> list[int]:
+    if bands is None:
+        if scene.count == 1:
+            return [1, 1, 1]
+        if scene.count == 2:
+            raise ValueError(f'{scene.name}: has 2 bands; pass bands=(r, g, b) (1-based)')
+        return [1, 2, 3]
+    chosen = list(bands)
+    if len(chosen) == 1:
+        chosen *= 3
+    if len(chosen) != 3:
+        raise ValueError(f'bands must name 1 or 3 band indexes (1-based), got {list(bands)}')
+    bad = [b for b in chosen if not 1 <= b <= scene.count]
+    if bad:
+        raise ValueError(
+            f'{scene.name}: band(s) {bad} out of range; the scene has '
+            f'{scene.count} band(s), numbered from 1'
+        )
+    return chosen
+
+
+def _stretch(scene: DatasetReader, bands: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-band 2nd and 98th percentiles of a decimated read, or None for uint8 scenes."""
+    if all(scene.dtypes[b - 1] == 'uint8' for b in bands):
+        return None
+    scale = min(1.0, STRETCH_SAMPLE_SIZE / max(scene.width, scene.height))
+    shape = (len(bands), max(1, round(scene.height * scale)), max(1, round(scene.width * scale)))
+    sample = scene.read(bands, out_shape=shape, masked=True, resampling=Resampling.nearest)
+    low, high = np.zeros(len(bands)), np.ones(len(bands))
+    for i in range(len(bands)):
+        values = sample[i].compressed().astype(np.float64)
+        values = values[np.isfinite(values)]
+        if values.size:
+            low[i], high[i] = np.percentile(values, [2, 98])
+    return low, high
+
+
+def _to_uint8(data: np.ndarray, stretch: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """[3, H, W] band data -> uint8 [H, W, 3]."""
+    if stretch is None:
+        out = data.astype(np.uint8)
+    else:
+        low, high = (s[:, None, None] for s in stretch)
+        span = np.maximum(high - low, np.finfo(np.float64).eps)
+        values = data.astype(np.float64)
+        # NaN and inf (float nodata) fall to the band's low end, i.e. 0
+        values = np.where(np.isfinite(values), values, low)
+        scaled = (values - low) / span * 255
+        out = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
+def _windows(
+    rng: np.random.Generator, scene: DatasetReader, tile_size: int, tries: int
+) -> Iterator[Window]:
+    for _ in range(tries):
+        col = int(rng.integers(0, scene.width - tile_size + 1))
+        row = int(rng.integers(0, scene.height - tile_size + 1))
+        yield Window(col, row, tile_size, tile_size)
+
+
+def _existing_records(split_dir: Path) -> list[dict[str, Any]]:
+    jsonl = layout.jsonl_path(split_dir)
+    if not jsonl.exists():
+        if any((split_dir / layout.MASKS).glob('*.png')):
+            raise ValueError(
+                f'{split_dir} already holds masks but no {jsonl.name}; appending would hide '
+                'them from readers. Run torchgeo_earthsynth.datasets.layout.augment_split on '
+                'it first, or choose another output folder'
+            )
+        return []
+    records = []
+    for number, line in layout.iter_jsonl(jsonl):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f'{jsonl} line {number}: not valid JSON ({error.msg}); fix or '
+                'remove it before appending'
+            )
+    return records
+
+
+def _pair_labels(scenes: Sequence[Path], labels: Sequence[str | Path] | str | Path) -> list[Path]:
+    if isinstance(labels, str | Path):
+        return [Path(labels)] * len(scenes)
+    paths = [Path(p) for p in labels]
+    if len(paths) == 1:
+        return paths * len(scenes)
+    if len(paths) != len(scenes):
+        raise ValueError(
+            f'got {len(paths)} label files for {len(scenes)} scenes; pass one '
+            'label file shared by all scenes or one per scene, in order'
+        )
+    return paths
+
+
+def build_corpus(
+    scenes: Sequence[str | Path],
+    labels: Sequence[str | Path] | str | Path,
+    output: str | Path,
+    class_mapping: Mapping[Any, int | str],
+    split: Literal['train', 'val'] = 'train',
+    crops_per_scene: int = 16,
+    tile_size: int = 512,
+    min_labelled_fraction: float = 0.1,
+    bands: Sequence[int] | None = None,
+    label_column: str = 'class',
+    source_prefix: str = 'USR_',
+    unmapped: Literal['error', 'background'] = 'error',
+    seed: int = 0,
+    categories: bool = True,
+    progress: bool = True,
+) -> BuildReport:
+    """Cut random labelled crops from GeoTIFF scenes into an EarthSynth-180K-layout corpus.
+
+    Labels are either raster masks or vector files:
+
+    * a raster mask (GeoTIFF or anything rasterio opens) holds label values in band 1;
+      ``class_mapping`` maps them to vocabulary ids. If the mask is not on the scene's
+      grid it is warped onto it (nearest neighbour) window by window. Pixel value 0 and the
+      mask's nodata value are background unless ``class_mapping`` maps them.
+    * a vector file (suffix in :data:`VECTOR_SUFFIXES`) is read with geopandas, reprojected
+      to each scene's CRS and burned with :func:`rasterio.features.rasterize`, using
+      ``class_mapping[feature[label_column]]``; overlapping features: the later one wins.
+      Pixels outside every feature are background.
+
+    Keys of ``class_mapping`` match label values by their text (``3``, ``3.0`` and ``"3"``
+    are the same key), so JSON mappings work for raster masks too. Values are vocabulary
+    ids or names (:data:`~torchgeo_earthsynth.vocabulary.VOCABULARY`).
+
+    Images: ``bands`` (1-based, default the first three; a one-band scene is repeated into
+    grey) are read window by window. uint8 data are kept as they are; other dtypes get a
+    per-band linear stretch from the 2nd to the 98th percentile, computed once per scene on
+    a read decimated to at most :data:`STRETCH_SAMPLE_SIZE` pixels a side (nodata and
+    non-finite values ignored), then clipped to 0..255. A flat band becomes 0.
+
+    Crops: ``crops_per_scene`` random ``tile_size`` windows at native resolution (they may
+    overlap); a window whose labelled (non-background) fraction is below
+    ``min_labelled_fraction`` is rejected and another drawn, up to
+    :data:`TRIES_PER_CROP` tries per requested crop. File stems are
+    ``<source_prefix><scene stem>_<crop index>``.
+
+    Output: ``<output>/<split>/images``, ``masks`` (and the single-category samples when
+    ``categories``) written with :func:`~torchgeo_earthsynth.datasets.layout.write_sample`;
+    the split's JSONL is rewritten with its existing records first and the new ones
+    appended. A stem that is already in the JSONL is refused before anything is written
+    (use another ``source_prefix`` to add the same scenes again). The JSONL is written last,
+    so an interrupted build leaves the corpus as it was (plus unlisted PNGs).
+
+    Args:
+        scenes: GeoTIFF scenes.
+        labels: one label file shared by all scenes, or one per scene, in order.
+        output: corpus root.
+        class_mapping: label value (pixel value or attribute value) -> vocabulary id or name.
+        split: split folder to write.
+        crops_per_scene: crops wanted per scene.
+        tile_size: crop side in pixels.
+        min_labelled_fraction: minimum share of non-background pixels in a crop, 0..1.
+        bands: 1-based band indexes giving R, G, B (or one band for grey).
+        label_column: attribute of vector labels that holds the class.
+        source_prefix: file-stem prefix naming the source (letters, digits, ``_``, ``-``).
+        unmapped: ``'error'`` raises on a label value missing from ``class_mapping``;
+            ``'background'`` maps it to 0.
+        seed: seed of the crop positions (scene ``i`` uses ``(seed, i)``).
+        categories: also write single-category samples (category augmentation).
+        progress: show a tqdm progress bar over crops.
+
+    Returns:
+        A :class:`BuildReport`.
+
+    Raises:
+        ValueError: on bad arguments, unreadable or mismatched files, unmapped label values,
+            scenes smaller than ``tile_size``, or stems already in the split.
+
+    .. versionadded:: 0.1
+    """
+    if split not in ('train', 'val'):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if unmapped not in ('error', 'background'):
+        raise ValueError(f"unmapped must be 'error' or 'background', got {unmapped!r}")
+    if crops_per_scene < 1 or tile_size < 1:
+        raise ValueError(
+            f'crops_per_scene and tile_size must be >= 1, got {crops_per_scene} and {tile_size}'
+        )
+    if not 0 <= min_labelled_fraction <= 1:
+        raise ValueError(f'min_labelled_fraction must be in [0, 1], got {min_labelled_fraction}')
+    if not re.fullmatch(r'[A-Za-z0-9_-]+', source_prefix):
+        raise ValueError(f'source_prefix {source_prefix!r} must be letters, digits, _ or -')
+    scene_paths = [Path(s) for s in scenes]
+    if not scene_paths:
+        raise ValueError('no scenes given')
+    label_paths = _pair_labels(scene_paths, labels)
+    lookup = _lookup(class_mapping)
+
+    stems = [source_prefix + _SAFE.sub('-', p.stem) for p in scene_paths]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise ValueError(f'scenes share file stems {dupes}; rename them so crops do not collide')
+
+    split_dir = Path(output) / split
+    existing = _existing_records(split_dir)
+    # full-sample stems are '<scene stem>_<crop index>'
+    taken = {
+        re.sub(r'_\d+$', '', Path(str(r.get('file_name'))).stem)
+        for r in existing
+        if isinstance(r, dict)
+    }
+    clash = sorted(set(stems) & taken)
+    if clash:
+        raise ValueError(
+            f'{layout.jsonl_path(split_dir)} already lists crops of {clash}; pass '
+            'another source_prefix or output to add them again'
+        )
+
+    # check every scene and vector file before writing anything
+    vector_files = {
+        path: _VectorFile(path, lookup, label_column, unmapped)
+        for path in dict.fromkeys(label_paths)
+        if path.suffix.lower() in VECTOR_SUFFIXES
+    }
+    for scene_path in scene_paths:
+        with _open_scene(scene_path) as scene:
+            if scene.width < tile_size or scene.height < tile_size:
+                raise ValueError(
+                    f'{scene_path}: scene is {scene.width}x{scene.height}, '
+                    f'smaller than tile_size={tile_size}'
+                )
+            _bands(scene, bands)
+
+    report = BuildReport(
+        split_dir=split_dir, existing_records=len(existing), requested=crops_per_scene
+    )
+    pixels: Counter[int] = Counter()
+    records: list[dict[str, Any]] = []
+    bar = tqdm(
+        total=len(scene_paths) * crops_per_scene,
+        desc='build-corpus',
+        unit='crop',
+        disable=not progress,
+    )
+    with bar:
+        for index, (scene_path, label_path, stem) in enumerate(
+            zip(scene_paths, label_paths, stems)
+        ):
+            bar.set_postfix_str(scene_path.name)
+            with ExitStack() as stack:
+                scene = stack.enter_context(_open_scene(scene_path))
+                chosen = _bands(scene, bands)
+                stretch = _stretch(scene, chosen)
+                if label_path in vector_files:
+                    scene_labels: _Labels = vector_files[label_path].for_scene(scene)
+                else:
+                    scene_labels = _open_raster_labels(label_path, scene, lookup, unmapped, stack)
+
+                rng = np.random.default_rng((seed, index))
+                count = 0
+                for window in _windows(rng, scene, tile_size, crops_per_scene * TRIES_PER_CROP):
+                    mask = scene_labels.window(window)
+                    if np.count_nonzero(mask) < min_labelled_fraction * mask.size:
+                        report.rejected += 1
+                        continue
+                    image = _to_uint8(scene.read(chosen, window=window), stretch)
+                    name = f'{stem}_{count:04d}'
+                    new = layout.write_sample(split_dir, name, image, mask, categories=categories)
+                    report.windows[name] = (str(scene_path), window)
+                    records.extend(new)
+                    report.category_samples += len(new) - 1
+                    ids, counts = np.unique(mask, return_counts=True)
+                    pixels.update(dict(zip(ids.tolist(), counts.tolist())))
+                    count += 1
+                    bar.update()
+                    if count == crops_per_scene:
+                        break
+                # keep the bar's total honest when a scene falls short
+                bar.update(crops_per_scene - count)
+            report.per_scene[str(scene_path)] = count
+            report.written += count
+            report.scenes += 1
+    layout.write_jsonl(layout.jsonl_path(split_dir), [*existing, *records])
+    report.class_pixels = {VOCABULARY[int(i)]: int(n) for i, n in sorted(pixels.items())}
+    return report
+
+
+def _parse_mapping(text: str) -> dict[str, int | str]:
+    path = Path(text)
+    source = f'mapping file {path}'
+    if text.lstrip().startswith('{'):
+        source = 'inline --mapping'
+    else:
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise ValueError(
+                f'--mapping {text!r} is neither inline JSON nor a readable file ({error})'
+            ) from error
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f'{source}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})'
+        ) from error
+    if not isinstance(mapping, dict):
+        raise ValueError(f'{source}: expected a JSON object {{"label value": class id or name}}')
+    return mapping
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``earthsynth build-corpus``: the command-line face of :func:`build_corpus`.
+
+    Args:
+        argv: arguments after ``build-corpus`` (default ``sys.argv[1:]``).
+
+    .. versionadded:: 0.1
+    """
+    parser = argparse.ArgumentParser(
+        prog='earthsynth build-corpus',
+        description='Cut labelled crops from GeoTIFF scenes into an EarthSynth-180K corpus.',
+    )
+    parser.add_argument('--scenes', nargs='+', required=True, help='GeoTIFF scenes')
+    parser.add_argument(
+        '--labels',
+        nargs='+',
+        required=True,
+        help='one label file (raster mask or vector) for all scenes, or one per scene',
+    )
+    parser.add_argument(
+        '--mapping',
+        required=True,
+        help='JSON file or inline JSON: {"label value": vocabulary id or name}',
+    )
+    parser.add_argument('--output', required=True, help='corpus root')
+    parser.add_argument('--split', choices=('train', 'val'), default='train')
+    parser.add_argument('--crops', type=int, default=16, help='crops per scene')
+    parser.add_argument('--tile-size', type=int, default=512)
+    parser.add_argument(
+        '--min-labelled',
+        type=float,
+        default=0.1,
+        help='minimum labelled (non-background) fraction of a crop',
+    )
+    parser.add_argument('--bands', type=int, nargs='+', help='1-based R G B band indexes')
+    parser.add_argument('--label-column', default='class', help='class attribute of vectors')
+    parser.add_argument('--prefix', default='USR_', help='file-stem source prefix')
+    parser.add_argument('--unmapped', choices=('error', 'background'), default='error')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--no-categories', action='store_true', help='do not write single-category samples'
+    )
+    parser.add_argument('--no-progress', action='store_true')
+    args = parser.parse_args(argv)
+    try:
+        mapping = _parse_mapping(args.mapping)
+        report = build_corpus(
+            args.scenes,
+            args.labels,
+            args.output,
+            mapping,
+            split=args.split,
+            crops_per_scene=args.crops,
+            tile_size=args.tile_size,
+            min_labelled_fraction=args.min_labelled,
+            bands=args.bands,
+            label_column=args.label_column,
+            source_prefix=args.prefix,
+            unmapped=args.unmapped,
+            seed=args.seed,
+            categories=not args.no_categories,
+            progress=not args.no_progress,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    print(report.summary())
+
+
+__all__ = ('BuildReport', 'build_corpus', 'main')
