@@ -1,6 +1,20 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""torchgeo_earthsynth.datamodules."""
+"""torchgeo_earthsynth.datamodules: LightningDataModules for EarthSynth corpora."""
 
-__all__: tuple[str, ...] = ()
+from .earthsynth180k import (
+    EarthSynth180KDataModule,
+    EarthSynthMiniDataModule,
+    RefreshLabels,
+    balanced_weights,
+    sample_class_ids,
+)
+
+__all__ = (
+    'EarthSynth180KDataModule',
+    'EarthSynthMiniDataModule',
+    'RefreshLabels',
+    'balanced_weights',
+    'sample_class_ids',
+)
