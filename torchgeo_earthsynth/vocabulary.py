@@ -103,19 +103,39 @@ def prompt_from_ids(ids: Iterable[int]) -> str:
 
 
 def present_ids(mask: Tensor | np.ndarray) -> list[int]:
-    """Sorted ids present in a mask (background included if present)."""
+    """Sorted ids present in a mask (background included if present).
+
+    Args:
+        mask: class-index mask of any shape.
+
+    Returns:
+        The distinct values, ascending.
+    """
     if isinstance(mask, Tensor):
         return [int(i) for i in torch.unique(mask).tolist()]
     return [int(i) for i in np.unique(mask).tolist()]
 
 
 def prompt_from_mask(mask: Tensor | np.ndarray) -> str:
-    """The EarthSynth prompt derived from a class-index mask."""
+    """The EarthSynth prompt derived from a class-index mask.
+
+    Args:
+        mask: class-index mask with vocabulary ids.
+
+    Returns:
+        The template prompt naming the classes present (see :func:`prompt_from_ids`).
+    """
     return prompt_from_ids(present_ids(mask))
 
 
 def ids_from_prompt(prompt: str) -> list[int]:
     """Parse a template prompt back into ids (inverse of :func:`prompt_from_ids`).
+
+    Args:
+        prompt: a prompt made by :func:`prompt_from_ids`.
+
+    Returns:
+        The distinct ids named, ascending (background never appears).
 
     Raises:
         ValueError: if the prompt does not follow the template or names an unknown class.
@@ -130,17 +150,39 @@ def ids_from_prompt(prompt: str) -> list[int]:
         if name not in CLASS_IDS:
             raise ValueError(f'prompt {prompt!r} names {name!r}, which is not in the vocabulary')
         ids.append(CLASS_IDS[name])
-    return sorted(ids)
+    return sorted(set(ids))
 
 
 def multi_hot(mask: Tensor) -> Tensor:
-    """Multi-hot float32 vector [67] of the ids present in a mask (background included)."""
-    counts = torch.bincount(mask.reshape(-1).long(), minlength=NUM_CLASSES)
-    return (counts[:NUM_CLASSES] > 0).float()
+    """Multi-hot float32 vector [67] of the ids present in a mask (background included).
+
+    Args:
+        mask: integer class-index mask of any shape.
+
+    Returns:
+        float32 tensor [67] with 1 where the id occurs.
+
+    Raises:
+        ValueError: if the mask holds an id outside ``[0, 66]``.
+    """
+    flat = mask.reshape(-1).long()
+    if flat.numel() and not 0 <= int(flat.min()) <= int(flat.max()) < NUM_CLASSES:
+        raise ValueError(
+            f'mask ids span [{int(flat.min())}, {int(flat.max())}]; '
+            f'expected vocabulary ids in [0, {NUM_CLASSES - 1}]'
+        )
+    return (torch.bincount(flat, minlength=NUM_CLASSES) > 0).float()
 
 
 def source_from_stem(stem: str) -> str:
-    """The source dataset named by a file stem's prefix, or ``'other'``."""
+    """The source dataset named by a file stem's prefix.
+
+    Args:
+        stem: file stem such as ``DG_629683_0`` or ``OEMxBD_coxsbazar_56_2``.
+
+    Returns:
+        One of :data:`SOURCES`; ``'other'`` for an unknown prefix.
+    """
     for prefix, source in SOURCE_PREFIXES:
         if stem.startswith(prefix):
             return source
@@ -148,9 +190,17 @@ def source_from_stem(stem: str) -> str:
 
 
 def colorize(mask: Tensor | np.ndarray) -> np.ndarray:
-    """RGB uint8 [H, W, 3] rendering of a class-index mask with :data:`PALETTE`."""
+    """Render a class-index mask with :data:`PALETTE`.
+
+    Args:
+        mask: class-index mask [H, W]; ids outside the vocabulary are clipped.
+
+    Returns:
+        RGB uint8 array [H, W, 3].
+    """
     array = mask.cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
-    return PALETTE[np.clip(array, 0, NUM_CLASSES - 1)]
+    rgb: np.ndarray = PALETTE[np.clip(array, 0, NUM_CLASSES - 1)]
+    return rgb
 
 
 def _norm(name: str) -> str:
@@ -175,23 +225,26 @@ LABEL_MAPS: Final[Mapping[str, Mapping[str, int]]] = {
 
 
 def label_map(
-    classes: Sequence[str], dataset: str | None = None, overrides: Mapping[str, int] | None = None
+    classes: Sequence[str],
+    dataset: str | None = None,
+    overrides: Mapping[str, int | str] | None = None,
 ) -> Tensor:
     """A lookup table from a downstream dataset's class indices to vocabulary ids.
 
-    Names are matched by the dataset's table in :data:`LABEL_MAPS` when given, then exactly
-    against the vocabulary (case and punctuation ignored), then by ``overrides``.
+    Case and punctuation are ignored. ``overrides`` win over the dataset's table in
+    :data:`LABEL_MAPS` (when ``dataset`` is given), which wins over vocabulary names.
 
     Args:
         classes: the downstream classes in index order (e.g. ``LoveDA.classes``).
         dataset: key of :data:`LABEL_MAPS` (e.g. ``'LoveDA'``), optional.
-        overrides: extra ``{class name: vocabulary id or name}`` entries, checked first.
+        overrides: extra ``{class name: vocabulary id or name}`` entries, which win.
 
     Returns:
         int64 tensor ``lut`` with ``lut[downstream_index] = vocabulary_id``.
 
     Raises:
-        ValueError: if a class has no vocabulary mapping, naming it and the way to add one.
+        ValueError: if a class has no vocabulary mapping (naming it and the way to add one),
+            if ``dataset`` is unknown, or if an override is not a vocabulary id or name.
     """
     table: dict[str, int] = {_norm(n): i for i, n in enumerate(VOCABULARY)}
     if dataset is not None:
@@ -199,13 +252,23 @@ def label_map(
             raise ValueError(f'no label map for dataset {dataset!r}; known: {sorted(LABEL_MAPS)}')
         table.update(LABEL_MAPS[dataset])
     for name, value in (overrides or {}).items():
-        table[_norm(name)] = CLASS_IDS[value] if isinstance(value, str) else int(value)
+        if isinstance(value, str):
+            if value not in CLASS_IDS:
+                raise ValueError(f'overrides[{name!r}] = {value!r} is not a vocabulary class name')
+            value = CLASS_IDS[value]
+        if not 0 <= int(value) < NUM_CLASSES:
+            raise ValueError(
+                f'overrides[{name!r}] = {value!r} is outside the vocabulary [0, {NUM_CLASSES - 1}]'
+            )
+        table[_norm(name)] = int(value)
     lut = []
     for name in classes:
         key = _norm(name)
         if key not in table:
+            where = f' in LABEL_MAPS[{dataset!r}]' if dataset is not None else ''
             raise ValueError(
-                f'class {name!r} has no vocabulary mapping; pass overrides={{{name!r}: <id>}}'
+                f'class {name!r} has no vocabulary mapping{where} and matches no vocabulary '
+                f'name; pass overrides={{{name!r}: <vocabulary id or name>}}'
             )
         lut.append(table[key])
     return torch.tensor(lut, dtype=torch.long)

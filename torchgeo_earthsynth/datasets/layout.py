@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -17,71 +19,124 @@ from PIL import Image
 
 from ..vocabulary import NUM_CLASSES, VOCABULARY, prompt_from_ids
 
+logger = logging.getLogger(__name__)
+
 IMAGES: Final = 'images'
 MASKS: Final = 'masks'
 CATEGORY_IMAGES: Final = 'category_images'
 CATEGORY_MASKS: Final = 'category_masks'
+FOLDERS: Final = (IMAGES, MASKS, CATEGORY_IMAGES, CATEGORY_MASKS)
 REQUIRED_FIELDS: Final = ('file_name', 'mask_name', 'text')
 
 
 def jsonl_path(split_dir: Path) -> Path:
-    """``<split>/<split>.jsonl``, as released."""
+    """The JSONL of a split, ``<split>/<split>.jsonl`` as released.
+
+    Args:
+        split_dir: the split folder, e.g. ``<root>/train``.
+
+    Returns:
+        The path of its JSONL file (which may not exist).
+    """
     return split_dir / f'{split_dir.name}.jsonl'
 
 
 def category_stem(stem: str, class_id: int) -> str:
-    """File stem of a single-category record (spaces in class names become ``-``)."""
-    return f'{stem}_{VOCABULARY[class_id].replace(" ", "-")}'
+    """File stem of a single-category sample, as the released category augmentation names it.
+
+    Args:
+        stem: the full sample's file stem.
+        class_id: the vocabulary id of the category.
+
+    Returns:
+        ``<stem>_<class name with spaces as underscores>``, e.g. ``DG_1_0_forest_land``.
+    """
+    return f'{stem}_{VOCABULARY[class_id].replace(" ", "_")}'
 
 
-def atomic_write_png(array: np.ndarray, path: Path) -> None:
-    """Write a PNG through a temporary file and rename, so readers never see half a file."""
+def _atomic_write(data: bytes, path: Path) -> None:
+    """Write through a temporary file and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix='.png.tmp')
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
-            Image.fromarray(array).save(f, format='PNG')
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format='PNG')
+    return buffer.getvalue()
+
+
+def atomic_write_png(array: np.ndarray, path: Path) -> None:
+    """Write a PNG through a temporary file and rename, so readers never see half a file.
+
+    Args:
+        array: uint8 [H, W] or [H, W, 3].
+        path: destination.
+    """
+    _atomic_write(_png_bytes(array), path)
+
+
 def category_records(
-    split_dir: Path, stem: str, image: np.ndarray, mask: np.ndarray, write: bool = True
+    split_dir: Path,
+    stem: str,
+    image: np.ndarray | Path,
+    mask: np.ndarray,
+    write: bool = True,
 ) -> list[dict[str, Any]]:
     """Category augmentation: one single-category sample per class in ``mask``.
 
-    The category mask keeps the class id where the class is and 0 elsewhere; the category
-    image keeps the image's pixels there and is black elsewhere.
+    As in the released corpus, the category mask keeps the class id where the class is and 0
+    elsewhere, and the category image is a copy of the full image.
 
     Args:
         split_dir: the split folder records are relative to.
         stem: the full sample's file stem.
-        image: uint8 [H, W, 3].
+        image: uint8 [H, W, 3], or the path of the full image's PNG (copied byte for byte).
         mask: uint8 [H, W] class-index mask.
         write: write the PNGs (False only computes records).
 
     Returns:
-        JSONL records of the single-category samples.
+        JSONL records of the single-category samples, ascending by class id.
     """
     records = []
+    image_png: bytes | None = None
     for class_id in np.unique(mask).tolist():
         if class_id == 0:
             continue
-        keep = mask == class_id
         name = category_stem(stem, class_id)
+        image_path = split_dir / CATEGORY_IMAGES / f'{name}.png'
+        mask_path = split_dir / CATEGORY_MASKS / f'{name}.png'
         if write:
-            atomic_write_png(np.where(keep[..., None], image, 0).astype(np.uint8),
-                             split_dir / CATEGORY_IMAGES / f'{name}.png')
-            atomic_write_png(np.where(keep, mask, 0).astype(np.uint8),
-                             split_dir / CATEGORY_MASKS / f'{name}.png')
+            if image_png is None:
+                image_png = (
+                    image.read_bytes()
+                    if isinstance(image, Path)
+                    else _png_bytes(np.ascontiguousarray(image, dtype=np.uint8))
+                )
+            _atomic_write(image_png, image_path)
+            atomic_write_png(np.where(mask == class_id, mask, 0).astype(np.uint8), mask_path)
         records.append({
             'file_name': f'{CATEGORY_IMAGES}/{name}.png',
             'mask_name': f'{CATEGORY_MASKS}/{name}.png',
             'text': prompt_from_ids([class_id]),
         })  # fmt: skip
     return records
+
+
+def _full_record(stem: str, mask: np.ndarray, categories: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        'file_name': f'{IMAGES}/{stem}.png',
+        'mask_name': f'{MASKS}/{stem}.png',
+        'text': prompt_from_ids(np.unique(mask).tolist()),
+        'category_masks': [r['mask_name'] for r in categories],
+    }
 
 
 def write_sample(
@@ -103,67 +158,167 @@ def write_sample(
         ValueError: if shapes or ids are wrong.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != mask.shape:
-        raise ValueError(f'{stem}: expected image [H,W,3] and mask [H,W], '
-                         f'got {image.shape} and {mask.shape}')
-    if mask.size and int(mask.max()) >= NUM_CLASSES:
-        raise ValueError(f'{stem}: mask id {int(mask.max())} outside [0, {NUM_CLASSES - 1}]')
+        raise ValueError(
+            f'{stem}: expected image [H,W,3] and mask [H,W], got {image.shape} and {mask.shape}'
+        )
+    if mask.size and not 0 <= int(mask.min()) <= int(mask.max()) < NUM_CLASSES:
+        raise ValueError(
+            f'{stem}: mask ids span [{int(mask.min())}, {int(mask.max())}]; expected '
+            f'vocabulary ids in [0, {NUM_CLASSES - 1}]'
+        )
     image = np.ascontiguousarray(image, dtype=np.uint8)
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
-    atomic_write_png(image, split_dir / IMAGES / f'{stem}.png')
+    image_path = split_dir / IMAGES / f'{stem}.png'
+    atomic_write_png(image, image_path)
     atomic_write_png(mask, split_dir / MASKS / f'{stem}.png')
-    cats = category_records(split_dir, stem, image, mask, write=True) if categories else []
-    full = {
-        'file_name': f'{IMAGES}/{stem}.png',
-        'mask_name': f'{MASKS}/{stem}.png',
-        'text': prompt_from_ids(np.unique(mask).tolist()),
-        'category_masks': [r['mask_name'] for r in cats],
-    }
-    return [full, *cats]
+    cats = category_records(split_dir, stem, image_path, mask) if categories else []
+    return [_full_record(stem, mask, cats), *cats]
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Atomically write JSONL records; returns how many were written."""
+    """Atomically write JSONL records.
+
+    Args:
+        path: the JSONL file.
+        records: JSON-serialisable dicts, one per line.
+
+    Returns:
+        The number of records written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     n = 0
-    with tmp.open('w') as f:
-        for record in records:
-            f.write(json.dumps(record) + '\n')
-            n += 1
-    os.replace(tmp, path)
+    try:
+        with tmp.open('w', encoding='utf-8') as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + '\n')
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return n
 
 
-def augment_split(split_dir: Path) -> int:
+def read_mask_png(path: Path) -> np.ndarray:
+    """Decode a class-index mask PNG.
+
+    Single-channel (``L``, ``P``, ``I``) masks are taken as they are; a 3- or 4-channel mask
+    must have equal colour channels.
+
+    Args:
+        path: the mask PNG.
+
+    Returns:
+        The mask [H, W] (uint8 unless the PNG holds wider integers).
+
+    Raises:
+        ValueError: naming the file, if it cannot be decoded, has unequal colour channels, or
+            holds an id outside the vocabulary.
+    """
+    try:
+        with Image.open(path) as img:
+            mask = np.asarray(img)
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ValueError(f'{path}: cannot decode the mask PNG ({error})') from error
+    return check_mask(mask, path)
+
+
+def check_mask(mask: np.ndarray, path: Path | str) -> np.ndarray:
+    """Reduce a decoded mask to [H, W] and check its ids.
+
+    Args:
+        mask: the decoded PNG, [H, W] or [H, W, C].
+        path: named in errors.
+
+    Returns:
+        The class-index mask [H, W].
+
+    Raises:
+        ValueError: if a multi-channel mask's colour channels differ or an id is outside
+            ``[0, 66]``.
+    """
+    if mask.ndim == 3:
+        colour = mask[..., : min(3, mask.shape[2])]
+        if not (colour == colour[..., :1]).all():
+            raise ValueError(
+                f'{path}: a {mask.shape[2]}-channel mask must have equal colour channels; '
+                'expected a class-index mask (one vocabulary id per pixel)'
+            )
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise ValueError(f'{path}: expected a mask [H, W], got shape {mask.shape}')
+    if mask.dtype != bool and not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(f'{path}: mask of {mask.dtype} values; expected integer class ids')
+    if mask.size:
+        low = 0 if mask.dtype == np.uint8 else int(mask.min())
+        high = int(mask.max())
+        if not 0 <= low <= high < NUM_CLASSES:
+            raise ValueError(
+                f'{path}: mask ids span [{low}, {high}]; expected vocabulary ids in '
+                f'[0, {NUM_CLASSES - 1}]'
+            )
+    return mask
+
+
+def augment_split(split_dir: Path, strict: bool = True) -> int:
     """Category-augment a split that only has ``images/`` and ``masks/``; write its JSONL.
 
-    Used after downloading the released archives and by the corpus builder.
+    Used after downloading the released archives and by the corpus builder. Only the masks
+    are decoded; category images are byte copies of the full images.
+
+    Args:
+        split_dir: the split folder, e.g. ``<root>/train``.
+        strict: raise on a bad pair; if False, log it and leave it out of the JSONL.
 
     Returns:
         The number of JSONL records written.
+
+    Raises:
+        ValueError: when ``strict``, if a mask has no image of the same name and size or
+            cannot be read.
     """
     records: list[dict[str, Any]] = []
+    skipped = 0
     for mask_path in sorted((split_dir / MASKS).glob('*.png')):
         image_path = split_dir / IMAGES / mask_path.name
-        if not image_path.exists():
-            raise ValueError(f'{mask_path}: no matching image {image_path}')
-        image = np.asarray(Image.open(image_path).convert('RGB'))
-        mask = np.asarray(Image.open(mask_path))
-        mask = mask[..., 0] if mask.ndim == 3 else mask
-        cats = category_records(split_dir, mask_path.stem, image, mask)
-        records.append({
-            'file_name': f'{IMAGES}/{mask_path.name}',
-            'mask_name': f'{MASKS}/{mask_path.name}',
-            'text': prompt_from_ids(np.unique(mask).tolist()),
-            'category_masks': [r['mask_name'] for r in cats],
-        })  # fmt: skip
-        records.extend(cats)
+        try:
+            if not image_path.is_file():
+                raise ValueError(f'{mask_path}: no matching image {image_path}')
+            mask = read_mask_png(mask_path)
+            try:
+                with Image.open(image_path) as img:
+                    size = img.size
+            except (OSError, SyntaxError) as error:
+                raise ValueError(f'{image_path}: cannot read the PNG header ({error})') from error
+            if size != (mask.shape[1], mask.shape[0]):
+                raise ValueError(
+                    f'{image_path} is {size[0]}x{size[1]} but {mask_path} is '
+                    f'{mask.shape[1]}x{mask.shape[0]}; expected equal sizes'
+                )
+        except ValueError as error:
+            if strict:
+                raise
+            skipped += 1
+            logger.warning('augment_split: leaving out %s', error)
+            continue
+        cats = category_records(split_dir, mask_path.stem, image_path, mask)
+        records += [_full_record(mask_path.stem, mask, cats), *cats]
+    if skipped:
+        logger.warning('augment_split(%s): left out %d bad pair(s)', split_dir, skipped)
     return write_jsonl(jsonl_path(split_dir), records)
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, text)`` of non-empty lines, 1-based."""
-    with path.open() as f:
+    """Yield the non-empty lines of a JSONL file.
+
+    Args:
+        path: the JSONL file.
+
+    Yields:
+        ``(line number, text)``, numbered from 1; undecodable bytes become U+FFFD.
+    """
+    with path.open(encoding='utf-8', errors='replace') as f:
         for number, line in enumerate(f, start=1):
             if line.strip():
                 yield number, line

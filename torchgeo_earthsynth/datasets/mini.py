@@ -23,7 +23,7 @@ from . import layout
 from .earthsynth180k import EarthSynth180K
 
 #: Bump when the renderer changes, so stale caches are not reused.
-MINI_VERSION: Final = 1
+MINI_VERSION: Final = 2
 
 C = CLASS_IDS
 #: Scene recipe per source prefix: base class, blob classes, and which structures appear.
@@ -104,7 +104,7 @@ def _render(rng: np.random.Generator, prefix: str, mask: np.ndarray) -> np.ndarr
     for cls in np.unique(mask).tolist():
         where = mask == cls
         colour = np.array(_COLOURS.get(cls, (128, 128, 128)), dtype=np.float32)
-        shade = np.zeros((size, size), dtype=np.float32)
+        shade: np.ndarray = np.zeros((size, size), dtype=np.float32)
         if cls == C['agriculture land']:  # striped fields, orientation and tone per quadrant
             q = (yy // (size // 2)) * 2 + xx // (size // 2)
             angle = rng.uniform(0, np.pi, 4)[q.astype(int)]
@@ -115,13 +115,15 @@ def _render(rng: np.random.Generator, prefix: str, mask: np.ndarray) -> np.ndarr
             shade = 60 * blotch + 10 * fine
         elif cls == C['water']:  # smooth with faint ripples
             shade = 5 * np.sin(yy * 0.8 + xx * 0.3) + 2 * fine
-        elif cls == C['building']:  # bright roof, dark shadow on the lower edge
-            below = np.roll(where, -2, axis=0) & ~where
-            image[np.roll(below, 0, axis=0)] *= 0.55
+        elif cls == C['building']:  # flat bright roof (its shadow is cast below)
             shade = 8 * fine
         else:
             shade = 12 * fine + 15 * blotch
         image[where] = colour + shade[where, None]
+    building = mask == C['building']
+    shadow = np.zeros_like(building)
+    shadow[2:] = building[:-2]  # two rows south of each roof
+    image[shadow & ~building] *= 0.6
     image *= np.array(_SENSOR[prefix], dtype=np.float32)
     image += rng.normal(0, 4, image.shape).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
