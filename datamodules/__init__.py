@@ -10,10 +10,13 @@ from .earthsynth180k import (
     balanced_weights,
     sample_class_ids,
 )
+from .downstream import MiniClassificationDataModule, MiniSegmentationDataModule
 
 __all__ = (
     'EarthSynth180KDataModule',
     'EarthSynthMiniDataModule',
+    'MiniClassificationDataModule',
+    'MiniSegmentationDataModule',
     'RefreshLabels',
     'balanced_weights',
     'sample_class_ids',

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import matplotlib
@@ -41,6 +41,8 @@ class DemoConfig:
     vae_steps: int = 200
     batch_size: int = 16
     lr: float = 1e-3
+    # palette colours are learnt in minutes from scratch; 'grey' matches the released weights
+    condition_encoding: Literal['grey', 'palette'] = 'palette'
     inference_steps: int = 20
     guidance_scale: float = 2.0
     num_synthetic: int = 64
@@ -147,11 +149,13 @@ def run_demo(config: DemoConfig) -> Path:
     with _stage(config, '2/6 train EarthSynth (tiny)'):
         model = EarthSynthControlNet(
             preset='tiny', image_size=config.image_size, lr=config.lr, lr_warmup_steps=20,
+            condition_encoding=config.condition_encoding,
             vae_warmup_steps=config.vae_steps, snr_gamma=5.0, local_loss_weight=0.5,
             val_num_samples=8, val_inference_steps=config.inference_steps,
             val_guidance_scale=config.guidance_scale, seed=config.seed,
         )  # fmt: skip
         untrained = EarthSynthControlNet(preset='tiny', image_size=config.image_size,
+                                         condition_encoding=config.condition_encoding,
                                          seed=config.seed)  # fmt: skip
         trainer = pl.Trainer(
             accelerator=accelerator, devices=1, max_steps=config.steps,

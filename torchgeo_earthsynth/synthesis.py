@@ -18,6 +18,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
     StableDiffusionControlNetPipeline,
+    UNet2DConditionModel,
     UniPCMultistepScheduler,
 )
 from torch import Tensor
@@ -75,15 +76,73 @@ def encode_condition(
     return cond.contiguous()
 
 
-def build_pipeline(
-    parts: Any, controlnet: ControlNetModel
-) -> StableDiffusionControlNetPipeline:
+def build_pipeline(parts: Any, controlnet: ControlNetModel) -> StableDiffusionControlNetPipeline:
     """A ControlNet pipeline sharing (not copying) the given modules."""
     return StableDiffusionControlNetPipeline(
         vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
         unet=parts.unet, controlnet=controlnet, scheduler=parts.scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
+
+
+def _looks_local(source: str | Path) -> bool:
+    """Whether ``source`` names a local path rather than a hub id (``org/name``)."""
+    text = str(source)
+    return (isinstance(source, Path) or Path(text).exists() or text.startswith(('/', '.', '~'))
+            or text.count('/') > 1 or '\\' in text)  # fmt: skip
+
+
+def _check_exists(source: str | Path, what: str) -> None:
+    if _looks_local(source) and not Path(source).expanduser().exists():
+        raise FileNotFoundError(f'{what} {str(source)!r} does not exist (expected a diffusers '
+                                'folder made with save_pretrained, or a hub id)')  # fmt: skip
+
+
+#: Config fields a ControlNet must share with the UNet it steers.
+_MATCHING_FIELDS: Final = ('cross_attention_dim', 'block_out_channels', 'in_channels',
+                           'layers_per_block')  # fmt: skip
+
+
+def check_compatible(
+    controlnet: ControlNetModel,
+    unet: UNet2DConditionModel,
+    text_encoder: torch.nn.Module | None = None,
+    controlnet_source: str = 'controlnet',
+    base_source: str = 'base',
+) -> None:
+    """Check that a ControlNet can steer a base UNet (and its text encoder).
+
+    Args:
+        controlnet: the ControlNet.
+        unet: the base UNet.
+        text_encoder: the base text encoder (its hidden size must be the cross-attention
+            width).
+        controlnet_source: where the ControlNet came from (for the message).
+        base_source: where the base came from (for the message).
+
+    Raises:
+        ValueError: naming both sources and every mismatching field.
+    """
+    cn, un = controlnet.config, unet.config
+    problems = [
+        f'{field} {getattr(cn, field)!r} != {getattr(un, field)!r}'
+        for field in _MATCHING_FIELDS
+        if _as_tuple(getattr(cn, field, None)) != _as_tuple(getattr(un, field, None))
+    ]
+    hidden = getattr(getattr(text_encoder, 'config', None), 'hidden_size', None)
+    if hidden is not None and hidden != un.cross_attention_dim:
+        problems.append(f'text encoder hidden_size {hidden} != UNet cross_attention_dim '
+                        f'{un.cross_attention_dim!r}')  # fmt: skip
+    if problems:
+        raise ValueError(
+            f'ControlNet {controlnet_source!r} does not fit the base {base_source!r}: '
+            + '; '.join(problems)
+            + ' (a ControlNet only works with the base it was trained on, e.g. SD 1.5)'
+        )
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
 
 
 class Synthesizer:
@@ -107,6 +166,9 @@ class Synthesizer:
         prompt_encoder: share an existing prompt-embedding cache (its text encoder must be
             the pipeline's).
 
+    Raises:
+        ValueError: on an unknown scheduler name or a step count/batch size below 1.
+
     .. versionadded:: 0.1
     """
 
@@ -126,6 +188,9 @@ class Synthesizer:
     ) -> None:
         if scheduler not in _SCHEDULERS:
             raise ValueError(f'scheduler must be one of {sorted(_SCHEDULERS)}, got {scheduler!r}')
+        if num_inference_steps < 1 or batch_size < 1:
+            raise ValueError('num_inference_steps and batch_size must be >= 1, got '
+                             f'{num_inference_steps} and {batch_size}')  # fmt: skip
         pipeline.scheduler = _SCHEDULERS[scheduler].from_config(pipeline.scheduler.config)
         if device is not None or dtype is not None:
             pipeline = pipeline.to(device=device, dtype=dtype)
@@ -153,7 +218,8 @@ class Synthesizer:
 
         Args:
             controlnet: a full pipeline export of ours (folder with ``model_index.json``), or
-                a ControlNet (hub id such as ``jaychempan/EarthSynth`` or a folder).
+                a ControlNet (hub id such as ``jaychempan/EarthSynth`` or a folder; a folder
+                holding only ``controlnet/`` is read from there).
             base: the Stable Diffusion base for a bare ControlNet (hub id or folder).
             subfolder: the ControlNet's subfolder (``controlnet`` for the released weights;
                 chosen automatically for ``jaychempan/EarthSynth``).
@@ -163,21 +229,45 @@ class Synthesizer:
             The synthesizer.
 
         Raises:
-            ValueError: if a local folder holds neither a pipeline nor a ControlNet.
+            FileNotFoundError: if a local path does not exist.
+            ValueError: if a folder holds neither a pipeline nor a ControlNet, if loading
+                fails, or if the ControlNet does not fit the base.
         """
         path = Path(controlnet)
+        _check_exists(controlnet, 'ControlNet checkpoint')
         if (path / 'model_index.json').exists():
-            pipeline = StableDiffusionControlNetPipeline.from_pretrained(
-                str(path), safety_checker=None, requires_safety_checker=False
-            )
+            try:
+                pipeline = StableDiffusionControlNetPipeline.from_pretrained(
+                    str(path), safety_checker=None, requires_safety_checker=False
+                )
+            except (OSError, ValueError, KeyError) as error:
+                message = f'{path}: cannot load the ControlNet pipeline ({error})'
+                raise ValueError(message) from error
+            check_compatible(pipeline.controlnet, pipeline.unet, pipeline.text_encoder,
+                             str(path), str(path))  # fmt: skip
             meta = path / 'earthsynth.json'
             if meta.exists() and 'condition_encoding' not in kwargs:
                 kwargs['condition_encoding'] = json.loads(meta.read_text())['condition_encoding']
             return cls(pipeline, **kwargs)
         if subfolder is None and str(controlnet) == EARTHSYNTH_ID:
             subfolder = EARTHSYNTH_SUBFOLDER
-        model = load_controlnet(controlnet, subfolder)
-        return cls(build_pipeline(pretrained_parts(base), model), **kwargs)
+        if subfolder is None and path.is_dir() and not (path / 'config.json').exists():
+            if (path / EARTHSYNTH_SUBFOLDER / 'config.json').exists():  # our ControlNet-only export
+                subfolder = EARTHSYNTH_SUBFOLDER
+        _check_exists(base, 'Stable Diffusion base')
+        try:
+            model = load_controlnet(controlnet, subfolder)
+        except (OSError, KeyError) as error:
+            message = f'{controlnet}: cannot load a diffusers ControlNet ({error})'
+            raise ValueError(message) from error
+        try:
+            parts = pretrained_parts(base)
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f'{base}: cannot load the Stable Diffusion base (expected a diffusers '
+                             f'folder or hub id with unet/, vae/, text_encoder/, tokenizer/, '
+                             f'scheduler/): {error}') from error  # fmt: skip
+        check_compatible(model, parts.unet, parts.text_encoder, str(controlnet), str(base))
+        return cls(build_pipeline(parts, model), **kwargs)
 
     @classmethod
     def tiny(cls, seed: int = 0, image_size: int = 64, **kwargs: Any) -> Synthesizer:
@@ -211,23 +301,36 @@ class Synthesizer:
         Returns:
             float32 [B, 3, H, W] images in 0..255 on the masks' device.
         """
+        if masks.dim() != 3:
+            raise ValueError(f'expected masks [B, H, W], got shape {tuple(masks.shape)}')
         if len(prompts) != len(masks):
             raise ValueError(f'{len(masks)} masks but {len(prompts)} prompts')
         seeds = list(range(len(masks))) if seeds is None else [int(s) for s in seeds]
-        height, width = size or tuple(masks.shape[-2:])
+        if len(seeds) != len(masks):
+            raise ValueError(f'{len(masks)} masks but {len(seeds)} seeds')
+        height, width = size or (int(masks.shape[-2]), int(masks.shape[-1]))
+        factor = self.pipeline.vae_scale_factor
+        if height % factor or width % factor:
+            raise ValueError(f'image size {height}x{width} must be a multiple of the VAE '
+                             f'downscale factor {factor}')  # fmt: skip
+        guided = self.guidance_scale > 1
+        # The negative prompt is one embedding for every sample: encode it once per call.
+        negative = self.prompts([self.negative_prompt]) if guided else None
         out = []
         for start in range(0, len(masks), self.batch_size):
             stop = start + self.batch_size
             chunk = masks[start:stop].to(self.device)
-            cond = encode_condition(chunk, (height, width), self.condition_encoding)
             embeds = self.prompts(list(prompts[start:stop]))
-            negative = self.prompts([self.negative_prompt] * len(chunk))
-            generators = [torch.Generator(device='cpu').manual_seed(s) for s in seeds[start:stop]]
+            cond = encode_condition(chunk, (height, width), self.condition_encoding)
+            # One CPU generator per sample: a sample depends on its seed only.
             latents = torch.stack([
-                torch.randn(self._latent_shape(height, width), generator=g) for g in generators
+                torch.randn(self._latent_shape(height, width),
+                            generator=torch.Generator().manual_seed(seed))
+                for seed in seeds[start:stop]
             ]).to(self.device, embeds.dtype)  # fmt: skip
             images = self.pipeline(
-                prompt_embeds=embeds, negative_prompt_embeds=negative,
+                prompt_embeds=embeds,
+                negative_prompt_embeds=None if negative is None else negative.expand_as(embeds),
                 image=cond.to(embeds.dtype), height=height, width=width,
                 num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
                 latents=latents, output_type='pt',

@@ -4,5 +4,27 @@
 """Batch-level transforms (nn.Modules applied on the device) and callbacks."""
 
 from .cf_comp import PASTE, REAL, TILE, CompositionPlan, CounterfactualComposition
+from .synthetic_augmentation import (
+    BankLike,
+    SynthesizerLoader,
+    SyntheticAugmentation,
+    SyntheticAugmentationCallback,
+    SyntheticPlan,
+    attach,
+    rasterize_boxes,
+)
 
-__all__ = ('PASTE', 'REAL', 'TILE', 'CompositionPlan', 'CounterfactualComposition')
+__all__ = (
+    'PASTE',
+    'REAL',
+    'TILE',
+    'BankLike',
+    'CompositionPlan',
+    'CounterfactualComposition',
+    'SynthesizerLoader',
+    'SyntheticAugmentation',
+    'SyntheticAugmentationCallback',
+    'SyntheticPlan',
+    'attach',
+    'rasterize_boxes',
+)

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
+from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.models import SD15_ID
 from torchgeo_earthsynth.synthesis import SchedulerName, Synthesizer
 from torchgeo_earthsynth.vocabulary import (
@@ -93,7 +93,7 @@ class SyntheticPlan:
 
     @property
     def synthetic(self) -> Tensor:
-        """bool [B_out]: True where the row is synthetic."""
+        """Where the rows are synthetic: bool [B_out]."""
         return self.origin != REAL
 
 
@@ -247,6 +247,13 @@ def _concat_pools(pools: Sequence[_Pool]) -> _Pool | None:
     return _Pool(torch.cat([p.mask for p in pools]), torch.cat([p.counts for p in pools]))
 
 
+def _to_vocab(mask: Tensor, lut: Tensor) -> Tensor:
+    """Downstream class ids -> vocabulary ids (ignore/nodata values become background)."""
+    mask = mask.long()
+    inside = (mask >= 0) & (mask < len(lut))
+    return torch.where(inside, lut[mask.clamp(0, len(lut) - 1)], BACKGROUND)
+
+
 def _present_prompts(cond: Tensor) -> tuple[list[str], Tensor]:
     """Template prompts and multi-hot float [N, 67] of vocabulary masks [N, H, W]."""
     present = torch.zeros(cond.shape[0], NUM_CLASSES, device=cond.device)
@@ -348,8 +355,9 @@ class SyntheticAugmentation(nn.Module):
     from ``bank``; ``'both'`` draws from the bank with probability ``bank_share`` and generates
     otherwise, each falling back to the other when it has nothing suitable. Bank samples are
     pre-loaded into a tensor cache of ``cache_size`` samples on the batch's device (resized to
-    the batch; images rounded to uint8), refreshed every ``cache_refresh`` batches, so drawing
-    costs no disk access. Bank samples were R-Filtered when they were banked; generated ones
+    the batch; images rounded to uint8), reloaded every ``cache_refresh`` batches (after the
+    bank's own ``refresh()``, if it has one, so newly added samples show), so drawing costs
+    no disk access. Bank samples were R-Filtered when they were banked; generated ones
     go through ``rfilter`` here, and a sample it drops keeps its real sample.
 
     The R-Filter protocol: a callable taking one argument (like
@@ -378,7 +386,7 @@ class SyntheticAugmentation(nn.Module):
         mode: Literal['replace', 'append'] = 'replace',
         synthesizer: Synthesizer | SynthesizerLoader | None = None,
         bank: BankLike | None = None,
-        layouts: Dataset[dict[str, Any]] | None = None,
+        layouts: EarthSynth180K | None = None,
         rfilter: FilterLike | None = None,
         cf_comp: nn.Module | None = None,
         then: Callable[[Batch], Batch] | None = None,
@@ -405,8 +413,8 @@ class SyntheticAugmentation(nn.Module):
                 :class:`SynthesizerLoader`, for configs), for ``online``/``both``.
             bank: a bank of synthetic samples (:class:`BankLike`, e.g. ``SyntheticBank``),
                 for ``bank``/``both``; also a source of classification layouts.
-            layouts: a corpus dataset of vocabulary-mask samples (e.g. ``EarthSynth180K``)
-                to draw classification layouts from.
+            layouts: a corpus (:class:`~torchgeo_earthsynth.datasets.EarthSynth180K` or a
+                subclass) to draw classification layouts from.
             rfilter: R-Filter for generated samples (see the protocol above).
             cf_comp: batch module recomposing the segmentation conditions counterfactually
                 (takes and returns a vocabulary batch: ``image``, ``mask``, ``prompt``,
@@ -443,9 +451,9 @@ class SyntheticAugmentation(nn.Module):
         if class_rule not in ('contains', 'dominant'):
             raise ValueError(f"class_rule must be 'contains' or 'dominant', got {class_rule!r}")
         if source in ('online', 'both') and synthesizer is None:
-            raise ValueError(f"source={source!r} needs a synthesizer")
+            raise ValueError(f'source={source!r} needs a synthesizer')
         if source in ('bank', 'both') and bank is None:
-            raise ValueError(f"source={source!r} needs a bank")
+            raise ValueError(f'source={source!r} needs a bank')
         if task == 'detection' and source != 'online':
             raise ValueError("task='detection' supports source='online' only: bank samples "
                              'carry masks, not boxes')  # fmt: skip
@@ -526,7 +534,14 @@ class SyntheticAugmentation(nn.Module):
         self.classes = classes
         self.lut = lut
         self.inverse = inverse
+        self._tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
         self._candidates = {}
+
+    def _tables_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(lut, inverse)`` on ``device``, copied once per device."""
+        if device not in self._tables:
+            self._tables[device] = (self.lut.to(device), self.inverse.to(device))
+        return self._tables[device]
 
     def reset_stats(self) -> None:
         """Set every counter of :attr:`stats` to 0."""
@@ -544,7 +559,7 @@ class SyntheticAugmentation(nn.Module):
             synth = synth.get()
         # Datamodule attributes are not moved by Lightning.
         if synth.device != device:
-            synth.pipeline.to(device)
+            synth.pipeline.to(device)  # type: ignore[attr-defined]
         return synth
 
     # ------------------------------------------------------------------ caches
@@ -554,6 +569,9 @@ class SyntheticAugmentation(nn.Module):
         self._layout_pool = None
         layout_pools: list[_Pool] = []
         if self.bank is not None:
+            refresh = getattr(self.bank, 'refresh', None)
+            if self._batches and callable(refresh):  # see what was added since (SyntheticBank)
+                refresh()
             samples: list[dict[str, Any]] = []
             if len(self.bank):
                 samples = list(self.bank.sample(min(self.cache_size, len(self.bank)),
@@ -564,11 +582,13 @@ class SyntheticAugmentation(nn.Module):
                 self._bank_pool = _pool_from_samples(samples, size, True, 'bank')
                 layout_pools.append(self._bank_pool)
             elif self.source == 'bank':
-                raise ValueError(f'the bank {self.bank!r} is empty; fill it (e.g. with '
-                                 '`earthsynth synthesize`) or use source="online"/"both"')
+                raise ValueError(
+                    f'the bank {self.bank!r} is empty; fill it (e.g. with '
+                    '`earthsynth synthesize`) or use source="online"/"both"'
+                )
         if self.layouts is not None and self.task == 'classification':
-            count = min(self.cache_size, len(self.layouts))  # type: ignore[arg-type]
-            order = torch.randperm(len(self.layouts), generator=self.generator)[:count]  # type: ignore[arg-type]
+            count = min(self.cache_size, len(self.layouts))
+            order = torch.randperm(len(self.layouts), generator=self.generator)[:count]
             samples = [self.layouts[int(i)] for i in order]
             layout_pools.append(_pool_from_samples(samples, size, False, 'layouts'))
         self._layout_pool = _concat_pools(layout_pools)
@@ -673,14 +693,14 @@ class SyntheticAugmentation(nn.Module):
         self.stats['seen'] += b
         needs_pools = self.bank is not None or self.layouts is not None
         refresh = self.cache_refresh is not None and self._batches % self.cache_refresh == 0
-        if needs_pools and (self._batches == 0 and self._layout_pool is None or refresh):
+        if needs_pools and (self._batches == 0 or refresh):
             self._load_pools(size, device)
         self._batches += 1
 
         chosen = (torch.rand(b, generator=self.generator) < self.p).nonzero().flatten().tolist()
         from_bank = torch.rand(b, generator=self.generator) < self.bank_share
-        lut = self.lut.to(device)
-        # (row, origin, condition, label mask or None, bank index or None)
+        lut = self._tables_on(device)[0]
+        # (row, origin, online condition or None, bank index or None)
         picks: list[tuple[int, int, Tensor | None, int | None]] = []
         online_conditions = self._online_conditions(batch, chosen, lut, size)
         for row in chosen:
@@ -689,7 +709,7 @@ class SyntheticAugmentation(nn.Module):
                 self.stats['unavailable'] += 1
             else:
                 picks.append((row, *origin))
-        return self._apply(batch, picks, size, device)
+        return self._assemble(batch, picks, size, device)
 
     def _check(self, batch: Batch) -> Tensor:
         if not isinstance(batch, Mapping):
@@ -730,10 +750,7 @@ class SyntheticAugmentation(nn.Module):
             return None
         match self.task:
             case 'segmentation':
-                mask = batch['mask'].long()
-                inside = (mask >= 0) & (mask < len(lut))
-                # ignore/nodata values outside the classes are drawn as background
-                cond = torch.where(inside, lut[mask.clamp(0, len(lut) - 1)], BACKGROUND)
+                cond = _to_vocab(batch['mask'], lut)
                 if self.cf_comp is not None:
                     cond = self._recompose(batch, cond)
                 return cond
@@ -781,19 +798,17 @@ class SyntheticAugmentation(nn.Module):
             layout = self._layout_pool.mask[index].long()
             return GENERATED, torch.where(layout == vocab_id, vocab_id, BACKGROUND), None
 
-        first, second = (bank, generate) if (self.source == 'bank' or
-                                             (self.source == 'both' and bank_first)) else (
-            generate, bank)  # fmt: skip
-        return first() or second()
+        if self.source == 'bank' or (self.source == 'both' and bank_first):
+            return bank() or generate()
+        return generate() or bank()
 
-    def _apply(
+    def _assemble(
         self,
         batch: Batch,
         picks: list[tuple[int, int, Tensor | None, int | None]],
         size: tuple[int, int],
         device: torch.device,
     ) -> tuple[Batch, SyntheticPlan]:
-        b = batch['image'].shape[0]
         rows: list[int] = []
         origins: list[int] = []
         images: list[Tensor] = []
@@ -806,12 +821,13 @@ class SyntheticAugmentation(nn.Module):
             index = torch.tensor([i for _, i in bank_picks], device=device)
             bank_images = _resize_images(self._bank_pool.image[index].float(), size)
             bank_masks = _resize_masks(self._bank_pool.mask[index].long(), size)
+            bank_labels = self._tables_on(device)[1][bank_masks]
             for k, (row, _) in enumerate(bank_picks):
                 rows.append(row)
                 origins.append(BANK)
                 images.append(bank_images[k])
                 conditions.append(bank_masks[k])
-                labels.append(self.inverse.to(device)[bank_masks[k]])
+                labels.append(bank_labels[k])
             self.stats['from_bank'] += len(bank_picks)
 
         generated = [(row, cond) for row, origin, cond, _ in picks if origin == GENERATED]
@@ -849,17 +865,16 @@ class SyntheticAugmentation(nn.Module):
         """The label mask of a generated segmentation sample: exact for its condition."""
         if self.task != 'segmentation':
             return None
-        real = batch['mask'][row]
+        real: Tensor = batch['mask'][row]
         if self.cf_comp is None:
             return real
         # Pixels whose condition CF-Comp changed get the class of their new vocabulary id.
-        unchanged = torch.where(
-            (real >= 0) & (real < len(self.lut)), self.lut.to(real.device)[
-                real.long().clamp(0, len(self.lut) - 1)], BACKGROUND) == cond
-        return torch.where(unchanged, real, self.inverse.to(real.device)[cond].to(real.dtype))
+        lut, inverse = self._tables_on(real.device)
+        unchanged = _to_vocab(real, lut) == cond
+        return torch.where(unchanged, real, inverse[cond].to(real.dtype))
 
     def _filter(self, images: Tensor, masks: Tensor, prompts: list[str], real: Tensor) -> Tensor:
-        """bool [N] (CPU): which generated samples the R-Filter keeps."""
+        """Which generated samples the R-Filter keeps: bool [N] on the CPU."""
         if self.rfilter is None:
             return torch.ones(len(images), dtype=torch.bool)
         if isinstance(self.rfilter, nn.Module):
@@ -871,8 +886,10 @@ class SyntheticAugmentation(nn.Module):
             result = self.rfilter(images, masks, prompts)
         keep = torch.as_tensor(getattr(result, 'keep', result)).to('cpu', torch.bool).flatten()
         if keep.shape != (len(images),):
-            raise ValueError(f'the R-Filter returned keep of shape {tuple(keep.shape)} for '
-                             f'{len(images)} samples; expected a bool tensor [{len(images)}]')
+            raise ValueError(
+                f'the R-Filter returned keep of shape {tuple(keep.shape)} for '
+                f'{len(images)} samples; expected a bool tensor [{len(images)}]'
+            )
         return keep
 
     def _bank_add(self, images: Tensor, masks: Tensor, prompts: list[str], keep: Tensor) -> None:
@@ -909,9 +926,10 @@ class SyntheticAugmentation(nn.Module):
         index = torch.tensor(rows, device=device)
         synth_image = torch.stack(images).to(batch['image'].dtype)
         synth_cond = torch.stack(conditions).long()
-        prompts, present = _present_prompts(synth_cond)
+        # classification prompts name the label's class
+        classes = None
         if self.task == 'classification':
-            prompts = [prompt_from_ids([int(self.lut[int(batch['label'][r])])]) for r in rows]
+            classes = [int(batch['label'][r]) for r in rows]
         out = dict(batch)
         if self.mode == 'replace':
             out['image'] = batch['image'].clone()
@@ -919,8 +937,9 @@ class SyntheticAugmentation(nn.Module):
             if self.task == 'segmentation':
                 out['mask'] = batch['mask'].clone()
                 out['mask'][index] = torch.stack([x for x in labels if x is not None]).to(
-                    batch['mask'].dtype)
-            self._describe(out, rows, prompts, present)
+                    batch['mask'].dtype
+                )
+            self._describe(out, rows, synth_cond, classes)
             origin[index] = torch.tensor(origins, device=device)
             condition[index] = synth_cond
             self.last_plan = SyntheticPlan(origin, source_index, condition)
@@ -935,7 +954,7 @@ class SyntheticAugmentation(nn.Module):
         if self.task == 'segmentation':
             synth_mask = torch.stack([x for x in labels if x is not None])
             out['mask'] = torch.cat([batch['mask'], synth_mask.to(batch['mask'].dtype)])
-        self._describe(out, list(range(b, b + len(rows))), prompts, present)
+        self._describe(out, list(range(b, b + len(rows))), synth_cond, classes)
         self.last_plan = SyntheticPlan(
             torch.cat([origin, torch.tensor(origins, device=device)]),
             torch.cat([source_index, index]),
@@ -943,19 +962,27 @@ class SyntheticAugmentation(nn.Module):
         )
         return out, self.last_plan
 
-    @staticmethod
-    def _describe(out: Batch, rows: list[int], prompts: list[str], present: Tensor) -> None:
+    def _describe(
+        self, out: Batch, rows: list[int], cond: Tensor, labels: list[int] | None
+    ) -> None:
         """Set ``prompt``, ``source`` and ``categories`` of synthetic rows, where present."""
-        if isinstance(out.get('prompt'), list):
-            out['prompt'] = list(out['prompt'])
-            for row, prompt in zip(rows, prompts):
-                out['prompt'][row] = prompt
         if isinstance(out.get('source'), list):
             out['source'] = list(out['source'])
             for row in rows:
                 out['source'][row] = 'synthetic'
+        has_prompt = isinstance(out.get('prompt'), list)
         categories = out.get('categories')
-        if isinstance(categories, Tensor) and categories.shape[-1] == NUM_CLASSES:
+        has_categories = isinstance(categories, Tensor) and categories.shape[-1] == NUM_CLASSES
+        if not (has_prompt or has_categories):
+            return  # spare the conditions' copy to the CPU
+        prompts, present = _present_prompts(cond)
+        if labels is not None:  # classification: the class's own prompt
+            prompts = [prompt_from_ids([int(self.lut[label])]) for label in labels]
+        if has_prompt:
+            out['prompt'] = list(out['prompt'])
+            for row, prompt in zip(rows, prompts):
+                out['prompt'][row] = prompt
+        if isinstance(categories, Tensor) and has_categories:
             categories = categories.clone()
             categories[torch.tensor(rows, device=categories.device)] = present.to(categories)
             out['categories'] = categories
@@ -963,6 +990,8 @@ class SyntheticAugmentation(nn.Module):
 
 def _positional_arity(function: Callable[..., Any]) -> int:
     """How many positional parameters a callable takes without defaults (3 when unknown)."""
+    if isinstance(function, nn.Module):  # its __call__ takes (*args, **kwargs)
+        function = function.forward
     try:
         params = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):

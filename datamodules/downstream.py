@@ -1,0 +1,319 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Small downstream datamodules over an EarthSynth corpus, for synthetic-augmentation runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchgeo.datamodules import NonGeoDataModule
+
+from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
+from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation, attach
+from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, PALETTE, label_map
+
+#: LoveDA's classes (without ``no-data``), the segmentation datamodule's classes.
+SEGMENTATION_CLASSES: Final[tuple[str, ...]] = (
+    'background', 'building', 'road', 'water', 'barren', 'forest', 'agriculture',
+)  # fmt: skip
+#: Classes of the classification datamodule (vocabulary names).
+CLASSIFICATION_CLASSES: Final[tuple[str, ...]] = (
+    'agriculture land', 'forest land', 'water', 'building', 'road',
+)  # fmt: skip
+
+
+def reverse_map(lut: Tensor, fill: int = 0) -> Tensor:
+    """Vocabulary id -> downstream class index, the inverse of a label map.
+
+    Args:
+        lut: int64 [C] vocabulary id per downstream class
+            (:func:`~torchgeo_earthsynth.vocabulary.label_map`).
+        fill: index of vocabulary ids no downstream class maps to.
+
+    Returns:
+        int64 [67]; where several classes share an id, the first one wins.
+
+    .. versionadded:: 0.1
+    """
+    inverse = torch.full((NUM_CLASSES,), fill, dtype=torch.long)
+    for index in reversed(range(len(lut))):
+        inverse[lut[index]] = index
+    return inverse
+
+
+class _ToSegmentation:
+    """Sample transform: keep ``image``, map the vocabulary mask to downstream class ids."""
+
+    def __init__(self, inverse: Tensor) -> None:
+        self.inverse = inverse
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        return {'image': sample['image'], 'mask': self.inverse[sample['mask']]}
+
+
+def dominant_class(mask: Tensor) -> int | None:
+    """The vocabulary id covering most non-background pixels of a mask, or None if none.
+
+    Args:
+        mask: int [H, W] vocabulary ids.
+
+    Returns:
+        The id (ties go to the smaller id), or None for an all-background mask.
+
+    .. versionadded:: 0.1
+    """
+    counts = torch.bincount(mask.reshape(-1).long(), minlength=NUM_CLASSES)
+    counts[BACKGROUND] = 0
+    return int(counts.argmax()) if int(counts.max()) > 0 else None
+
+
+class _Classification(Dataset[dict[str, Tensor]]):
+    """The scenes of a corpus whose dominant class is one of ``classes``, as image + label."""
+
+    def __init__(self, corpus: EarthSynth180K, lut: Tensor) -> None:
+        self.corpus = corpus
+        index_of = {int(v): i for i, v in reversed(list(enumerate(lut.tolist())))}
+        self.items: list[tuple[int, int]] = []
+        for i in range(len(corpus)):
+            dominant = dominant_class(corpus[i]['mask'])
+            if dominant in index_of:
+                self.items.append((i, index_of[dominant]))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        i, label = self.items[index]
+        return {'image': self.corpus[i]['image'], 'label': torch.tensor(label)}
+
+
+class _MiniDownstreamDataModule(NonGeoDataModule):
+    """Shared set-up: corpus root (or the generated mini corpus), splits, synthetic slot."""
+
+    classes: ClassVar[tuple[str, ...]]
+    label_map_dataset: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        root: str | Path | None = None,
+        synthetic: SyntheticAugmentation | None = None,
+        seed: int = 0,
+        tile_size: int = 64,
+        num_train: int = 256,
+        num_val: int = 64,
+    ) -> None:
+        super().__init__(EarthSynth180K, batch_size, num_workers)
+        self.root = root
+        self.mini = (seed, tile_size, num_train, num_val)
+        self.lut = label_map(self.classes, dataset=self.label_map_dataset)
+        self.synthetic = synthetic
+        if synthetic is not None:
+            synthetic.bind(self.classes, dataset=self.label_map_dataset)
+            attach(self, synthetic)
+
+    def corpus_root(self) -> Path:
+        """The corpus folder: ``root``, or the mini corpus (generated once if needed)."""
+        if self.root is not None:
+            return Path(self.root)
+        return make_mini_corpus(None, *self.mini)
+
+    def prepare_data(self) -> None:
+        """Generate the mini corpus once (on one process) when no ``root`` is given."""
+        self.corpus_root()
+
+    def _dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        """Set up the datasets: ``train`` for fitting, ``val`` for the rest.
+
+        Args:
+            stage: either 'fit', 'validate', 'test', or 'predict'.
+        """
+        if stage == 'fit':
+            self.train_dataset = self._dataset('train')
+        if stage in ('fit', 'validate'):
+            self.val_dataset = self._dataset('val')
+        if stage == 'test':
+            self.test_dataset = self._dataset('val')
+        if stage == 'predict':
+            self.predict_dataset = self._dataset('val')
+
+
+class MiniSegmentationDataModule(_MiniDownstreamDataModule):
+    """LoveDA-like semantic segmentation over an EarthSynth corpus (the mini one by default).
+
+    Samples are ``image`` float32 [3, H, W] in 0..255 and ``mask`` int64 [H, W] with indices
+    of :attr:`classes`, LoveDA's classes without no-data. The corpus' vocabulary ids map back
+    through :data:`~torchgeo_earthsynth.vocabulary.LABEL_MAPS` ``['LoveDA']`` (building 8,
+    road 4, water 6, barren land 10, forest land 9, agriculture land 7); every other id
+    (grass, tree, pavement, vehicles...) becomes background. Batches are normalised by
+    TorchGeo's default ``aug`` (images / 255).
+
+    With ``synthetic`` set, the augmentation is bound to :attr:`classes` (LoveDA's label map)
+    and put in ``train_aug`` ahead of the normal ``aug``.
+
+    .. versionadded:: 0.1
+    """
+
+    classes: ClassVar[tuple[str, ...]] = SEGMENTATION_CLASSES
+    label_map_dataset: ClassVar[str | None] = 'LoveDA'
+
+    def __init__(
+        self,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        root: str | Path | None = None,
+        synthetic: SyntheticAugmentation | None = None,
+        seed: int = 0,
+        tile_size: int = 64,
+        num_train: int = 256,
+        num_val: int = 64,
+    ) -> None:
+        """Initialize a new MiniSegmentationDataModule instance.
+
+        Args:
+            batch_size: size of each mini-batch.
+            num_workers: number of workers for parallel data loading.
+            root: an EarthSynth-180K-layout corpus; None generates the mini corpus.
+            synthetic: synthetic augmentation of training batches (``task='segmentation'``).
+            seed: random seed of the mini corpus.
+            tile_size: tile size of the mini corpus in pixels.
+            num_train: training scenes of the mini corpus.
+            num_val: validation scenes of the mini corpus.
+
+        Raises:
+            ValueError: if ``synthetic`` is bound to other classes.
+        """
+        super().__init__(batch_size, num_workers, root, synthetic, seed, tile_size, num_train,
+                         num_val)  # fmt: skip
+        #: Vocabulary id -> index of :attr:`classes` (background for ids outside them).
+        self.reverse = reverse_map(self.lut, fill=0)
+
+    def _dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
+        return EarthSynth180K(self.corpus_root(), split=split,  # type: ignore[arg-type]
+                              transforms=_ToSegmentation(self.reverse))  # fmt: skip
+
+    def plot(self, sample: dict[str, Tensor], suptitle: str | None = None) -> Figure:
+        """Plot image, mask (and prediction) in the vocabulary's colours.
+
+        Args:
+            sample: ``image`` [3, H, W] in 0..255, ``mask`` [H, W], optional ``prediction``.
+            suptitle: optional title.
+
+        Returns:
+            A matplotlib Figure.
+        """
+        colours = PALETTE[self.lut.numpy()]
+        panels = [('Mask', sample['mask'])]
+        if 'prediction' in sample:
+            panels.append(('Prediction', sample['prediction']))
+        fig, axs = plt.subplots(1, 1 + len(panels), figsize=(4 * (1 + len(panels)), 4))
+        axs[0].imshow(sample['image'].cpu().permute(1, 2, 0).clamp(0, 255).numpy() / 255)
+        axs[0].set_title('Image')
+        for ax, (title, mask) in zip(axs[1:], panels):
+            ax.imshow(colours[mask.cpu().numpy().clip(0, len(colours) - 1)])
+            ax.set_title(title)
+        for ax in axs:
+            ax.axis('off')
+        handles = [Patch(color=c / 255, label=n) for c, n in zip(colours, self.classes)]
+        axs[-1].legend(handles=handles, loc='center left', bbox_to_anchor=(1.0, 0.5))
+        if suptitle is not None:
+            fig.suptitle(suptitle)
+        return fig
+
+
+class MiniClassificationDataModule(_MiniDownstreamDataModule):
+    """Scene classification over an EarthSynth corpus (the mini one by default).
+
+    The label of a scene is its dominant class: the vocabulary class covering most of its
+    non-background pixels (:func:`dominant_class`). Scenes whose dominant class is one of
+    :attr:`classes` are kept, with that class's index as ``label``; the others (e.g. scenes
+    mostly of grass or pavement) are left out. Samples are ``image`` float32 [3, H, W] in
+    0..255 and ``label`` int64. Finding labels decodes every mask once at set-up, which suits
+    small corpora. Batches are normalised by TorchGeo's default ``aug`` (images / 255).
+
+    With ``synthetic`` set, the augmentation is bound to :attr:`classes` and put in
+    ``train_aug`` ahead of the normal ``aug``; ``class_rule='dominant'`` makes bank samples
+    follow the same labelling.
+
+    .. versionadded:: 0.1
+    """
+
+    classes: ClassVar[tuple[str, ...]] = CLASSIFICATION_CLASSES
+
+    def __init__(
+        self,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        root: str | Path | None = None,
+        synthetic: SyntheticAugmentation | None = None,
+        seed: int = 0,
+        tile_size: int = 64,
+        num_train: int = 256,
+        num_val: int = 64,
+    ) -> None:
+        """Initialize a new MiniClassificationDataModule instance.
+
+        Args:
+            batch_size: size of each mini-batch.
+            num_workers: number of workers for parallel data loading.
+            root: an EarthSynth-180K-layout corpus; None generates the mini corpus.
+            synthetic: synthetic augmentation of training batches
+                (``task='classification'``).
+            seed: random seed of the mini corpus.
+            tile_size: tile size of the mini corpus in pixels.
+            num_train: training scenes of the mini corpus.
+            num_val: validation scenes of the mini corpus.
+
+        Raises:
+            ValueError: if ``synthetic`` is bound to other classes.
+        """
+        super().__init__(batch_size, num_workers, root, synthetic, seed, tile_size, num_train,
+                         num_val)  # fmt: skip
+
+    def _dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
+        corpus = EarthSynth180K(self.corpus_root(), split=split)  # type: ignore[arg-type]
+        return _Classification(corpus, self.lut)
+
+    def plot(self, sample: dict[str, Tensor], suptitle: str | None = None) -> Figure:
+        """Plot the image with its label (and prediction).
+
+        Args:
+            sample: ``image`` [3, H, W] in 0..255, ``label``, optional ``prediction``.
+            suptitle: optional title.
+
+        Returns:
+            A matplotlib Figure.
+        """
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.imshow(sample['image'].cpu().permute(1, 2, 0).clamp(0, 255).numpy() / 255)
+        ax.axis('off')
+        title = f'Label: {self.classes[int(sample["label"])]}'
+        if 'prediction' in sample:
+            title += f'\nPrediction: {self.classes[int(np.asarray(sample["prediction"]))]}'
+        ax.set_title(title)
+        if suptitle is not None:
+            fig.suptitle(suptitle)
+        return fig
+
+
+__all__ = (
+    'CLASSIFICATION_CLASSES',
+    'SEGMENTATION_CLASSES',
+    'MiniClassificationDataModule',
+    'MiniSegmentationDataModule',
+    'dominant_class',
+    'reverse_map',
+)

@@ -1,0 +1,361 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from torchgeo_earthsynth.bank import (
+    BankWriter,
+    KeyedFilter,
+    MaskPromptDataModule,
+    MaskPromptDataset,
+    SyntheticBank,
+    main,
+)
+from torchgeo_earthsynth.datasets import EarthSynth180K, layout
+from torchgeo_earthsynth.synthesis import Synthesizer
+from torchgeo_earthsynth.vocabulary import multi_hot, prompt_from_mask
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 16
+
+
+def make_sample(key: int) -> dict[str, Any]:
+    """A sample whose pixels and classes are a function of its key."""
+    ramp = (torch.arange(SIZE * SIZE).view(SIZE, SIZE) + 7 * key) % 256
+    image = torch.stack([ramp, 255 - ramp, torch.full_like(ramp, key % 256)]).float()
+    mask = torch.zeros(SIZE, SIZE, dtype=torch.long)
+    mask[:8, :8] = key % 5 + 1
+    if key % 2 == 0:
+        mask[12:] = 6  # water
+    return {'image': image, 'mask': mask, 'key': key, 'seed': 100 + key}
+
+
+def assert_matches(sample: dict[str, Any], key: int) -> None:
+    expected = make_sample(key)
+    assert torch.equal(sample['image'], expected['image'])
+    assert torch.equal(sample['mask'], expected['mask'])
+    assert sample['prompt'] == prompt_from_mask(expected['mask'])
+
+
+def fork_context() -> Any:
+    if 'fork' not in mp.get_all_start_methods():
+        pytest.skip('needs the fork start method')
+    return mp.get_context('fork')
+
+
+def test_add_and_read_back(tmp_path: Path) -> None:
+    bank = SyntheticBank(tmp_path, categories=True)
+    assert bank.add([make_sample(k) for k in range(4)]) == 4
+    assert len(bank) == 4 and bank.keys() == [0, 1, 2, 3]
+    dataset = EarthSynth180K(tmp_path, split='train')
+    assert len(dataset) == 4
+    for index, key in enumerate(bank.keys()):
+        assert_matches(dataset[index], key)
+    records = [json.loads(line) for line in bank.jsonl.read_text().splitlines()]
+    assert records[0]['key'] == 0 and records[0]['seed'] == 100
+    assert records[0]['file_name'].startswith('images/SYN_0_')
+    # category augmentation: one single-category sample per class of each mask
+    categories = EarthSynth180K(tmp_path, split='train', mode='category')
+    assert len(categories) == sum(len(torch.unique(make_sample(k)['mask'])) - 1 for k in range(4))
+    assert all(len(torch.unique(categories[i]['mask'])) <= 2 for i in range(len(categories)))
+
+
+def test_add_rejects_bad_samples(tmp_path: Path) -> None:
+    bank = SyntheticBank(tmp_path)
+    bad = make_sample(1)
+    bad['image'][0, 0, 0] = float('nan')
+    with pytest.raises(ValueError, match='sample 1: image has NaN'):
+        bank.add([make_sample(0), bad])  # checked before anything is written
+    assert not list(tmp_path.rglob('*.png'))
+    with pytest.raises(ValueError, match=r'expected image \[3, H, W\] and mask \[H, W\]'):
+        bank.add([make_sample(2) | {'mask': torch.zeros(8, 8)}])
+    with pytest.raises(ValueError, match=r'mask ids must lie in \[0, 66\], got \[70, 70\]'):
+        bank.add([make_sample(3) | {'mask': torch.full((SIZE, SIZE), 70)}])
+    with pytest.raises(ValueError, match='key must be an int or a str'):
+        bank.add([make_sample(4) | {'key': 1.5}])
+    with pytest.raises(ValueError, match='split must be one of'):
+        SyntheticBank(tmp_path, split='test')  # type: ignore[arg-type]
+    assert bank.done_keys() == set() and len(bank) == 0
+
+
+def test_keys_default_to_content_hash(tmp_path: Path) -> None:
+    bank = SyntheticBank(tmp_path)
+    sample = {k: v for k, v in make_sample(3).items() if k not in ('key', 'seed')}
+    bank.add([sample, sample])  # the same content twice: one sample
+    (key,) = bank.done_keys()
+    assert isinstance(key, str) and key.startswith('sha1-')
+    assert len(bank.refresh()) == 1
+
+
+def _write_keys(root: str, keys: list[int]) -> None:
+    bank = SyntheticBank(root)  # default writer id: this process's own part
+    for start in range(0, len(keys), 2):
+        bank.add([make_sample(k) for k in keys[start : start + 2]])
+
+
+def test_concurrent_writers(tmp_path: Path) -> None:
+    ctx = fork_context()
+    writers = [ctx.Process(target=_write_keys, args=(str(tmp_path), list(range(i, 120, 3))))
+               for i in range(3)]  # fmt: skip
+    for process in writers:
+        process.start()
+    reader = SyntheticBank(tmp_path)
+    snapshots = 0
+    while any(p.is_alive() for p in writers) or snapshots == 0:
+        # consolidating and reading while writers append: every listed sample loads
+        reader.consolidate()
+        dataset = EarthSynth180K(tmp_path, split='train')
+        for index in range(len(dataset)):
+            assert dataset[index]['image'].shape == (3, SIZE, SIZE)
+        snapshots += 1
+    for process in writers:
+        process.join(30)
+        assert process.exitcode == 0
+    assert len(list(reader.parts_dir.glob('*.jsonl'))) == 3
+    reader.refresh()
+    assert len(reader) == 120 and sorted(reader.keys()) == list(range(120))  # type: ignore[type-var]
+    assert reader.done_keys() == set(range(120))
+    dataset = reader.dataset()
+    for index, key in enumerate(reader.keys()):
+        assert_matches(dataset[index], int(key))  # type: ignore[arg-type]
+    assert not reader.problems
+
+
+def _write_forever(root: str) -> None:
+    bank = SyntheticBank(root, writer_id='victim')
+    key = 1000
+    while True:
+        bank.add([make_sample(key)])
+        key += 1
+
+
+def test_killed_writer_leaves_no_broken_sample(tmp_path: Path) -> None:
+    ctx = fork_context()
+    victim = ctx.Process(target=_write_forever, args=(str(tmp_path),))
+    victim.start()
+    part = tmp_path / 'train' / 'parts' / 'victim.jsonl'
+    deadline = time.monotonic() + 60
+    while (not part.exists() or part.read_text().count('\n') < 3) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(10)
+    assert victim.exitcode == -signal.SIGKILL
+    complete = part.read_text().count('\n')
+    assert complete >= 3
+    # what a writer killed at other moments leaves: a temporary PNG, PNGs without a
+    # record, and a torn last line
+    split = tmp_path / 'train'
+    (split / 'images' / '.SYN_x.abc.png.tmp').write_bytes(b'\x89PNG half')
+    layout.write_sample(split, 'SYN_orphan', np.zeros((SIZE, SIZE, 3), np.uint8),
+                        np.ones((SIZE, SIZE), np.uint8), categories=False)  # fmt: skip
+    with part.open('a') as f:
+        f.write('{"records": [{"file_name": "images/SYN_torn')
+    bank = SyntheticBank(tmp_path).refresh()
+    assert len(bank) == complete
+    dataset = EarthSynth180K(tmp_path, split='train')
+    assert len(dataset) == complete
+    for index, key in enumerate(bank.keys()):
+        assert_matches(dataset[index], int(key))  # type: ignore[arg-type]
+    assert 'SYN_orphan' not in bank.jsonl.read_text()
+    # the same writer resumes: its torn line is closed off, the new line reads back
+    SyntheticBank(tmp_path, writer_id='victim').add([make_sample(5000)])
+    bank.refresh()
+    assert len(bank) == complete + 1 and 5000 in bank.keys()
+    assert bank.problems['unreadable lines'] == 1
+    removed = bank.prune()
+    assert removed['temporary'] == 1 and removed['orphans'] >= 2
+    assert not (split / 'images' / 'SYN_orphan.png').exists()
+    assert not list((split / 'images').glob('.*.tmp'))
+    dataset = bank.refresh().dataset()
+    assert len(dataset) == complete + 1
+    assert all(dataset[i]['image'].shape == (3, SIZE, SIZE) for i in range(len(dataset)))
+
+
+def test_resume_and_mask_prompt_dataset(tmp_path: Path, mini_root: Path) -> None:
+    bank = SyntheticBank(tmp_path / 'bank')
+    bank.add([make_sample(k) for k in (0, 2, 3)])
+    assert bank.done_keys() == {0, 2, 3}
+    source = EarthSynth180K(mini_root, split='val')
+    todo = MaskPromptDataset(source, seed=10, skip=bank.done_keys())
+    assert todo.keys == [1, 4, 5, 6, 7] and todo.skipped == 3 and len(todo) == 5
+    item = todo[1]
+    assert item['key'] == 4 and item['index'] == 4 and item['seed'] == 14
+    assert torch.equal(item['mask'], source[4]['mask']) and item['prompt'] == source[4]['prompt']
+    repeated = MaskPromptDataset(source, seed=0, repeats=2, skip={0}, limit=12)
+    assert len(repeated) == 11 and repeated[9]['index'] == 2 and repeated[9]['key'] == 10
+    with pytest.raises(ValueError, match='repeats must be >= 1'):
+        MaskPromptDataset(source, repeats=0)
+    datamodule = MaskPromptDataModule(
+        str(mini_root), batch_size=4, bank_root=str(tmp_path / 'bank')
+    )
+    datamodule.setup('predict')
+    batch = next(iter(datamodule.predict_dataloader()))
+    assert batch['key'].tolist() == [1, 4, 5, 6] and batch['mask'].shape == (4, 32, 32)
+
+
+def test_sample(tmp_path: Path) -> None:
+    bank = SyntheticBank(tmp_path)
+    with pytest.raises(ValueError, match='holds no sample'):
+        bank.sample(1)
+    assert len(bank) == 0
+    bank.add([make_sample(k) for k in range(10)])
+    assert len(bank) == 0  # cached until refresh()
+    bank.refresh()
+    assert len(bank) == 10
+    draw = bank.sample(4, generator=torch.Generator().manual_seed(0))
+    again = bank.sample(4, generator=torch.Generator().manual_seed(0))
+    assert [d['prompt'] for d in draw] == [a['prompt'] for a in again]
+    for sample in draw:
+        assert sample['source'] == 'synthetic' and sample['image'].dtype == torch.float32
+        assert torch.equal(sample['categories'], multi_hot(sample['mask']))
+    # water (6) is in even keys only; class 3 in keys 2 and 7
+    water = bank.sample(20, classes=[6])
+    assert len(water) == 5 and all((s['mask'] == 6).any() for s in water)
+    assert len({s['image'][2, 0, 0].item() for s in water}) == 5  # distinct samples
+    three = bank.sample(5, classes=[3], replacement=True)
+    assert len(three) == 5 and all((s['mask'] == 3).any() for s in three)
+    either = bank.sample(10, classes=[3, 4])
+    assert len(either) == 4
+    with pytest.raises(ValueError, match=r'holds no sample with any of the classes \[40\]'):
+        bank.sample(1, classes=[40])
+    with pytest.raises(ValueError, match=r'class ids \[99\] must lie in'):
+        bank.sample(1, classes=[99])
+    with pytest.raises(ValueError, match='n must be >= 0'):
+        bank.sample(-1)
+
+
+class Painter(pl.LightningModule):
+    """Predicts images made from the mask and seed (no diffusion: fast)."""
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        masks = batch['mask']
+        shade = 30 * (batch['seed'] % 7).view(-1, 1, 1, 1).float()
+        images = 10 * (masks[:, None] > 0).float().expand(-1, 3, -1, -1) + shade
+        images = torch.where(batch['key'].view(-1, 1, 1, 1) == 5, float('nan'), images)
+        return {**batch, 'image': images}
+
+
+def test_bank_writer_filter_and_summary(tmp_path: Path, mini_root: Path) -> None:
+    def drop_odd(images: torch.Tensor, masks: torch.Tensor, prompts: list[str]) -> Any:
+        keep = images[:, 0, 0, 0] >= 0  # NaN -> False too
+        keep = keep & (images.new_tensor([i % 2 == 0 for i in range(len(images))]) > 0)
+        reasons = ['' if k else 'alignment 3.0 < 20.0; sanity: flat' for k in keep.tolist()]
+        return SimpleNamespace(keep=keep, reasons=reasons)
+
+    writer = BankWriter(str(tmp_path), rfilter=KeyedFilter(drop_odd))
+    datamodule = MaskPromptDataModule(str(mini_root), batch_size=4, bank_root=str(tmp_path))
+    trainer = pl.Trainer(accelerator='cpu', devices=1, callbacks=[writer], logger=False,
+                         enable_progress_bar=False)  # fmt: skip
+    trainer.predict(Painter(), datamodule=datamodule, return_predictions=False)
+    summary = json.loads((tmp_path / 'train' / 'summary.json').read_text())
+    assert summary == writer.summary
+    assert (summary['predicted'], summary['written'], summary['dropped']) == (8, 4, 4)
+    assert summary['dropped_by'] == {'alignment': 4, 'sanity': 4}
+    assert summary['bank_size'] == 4 and summary['skipped_done'] == 0
+    bank = SyntheticBank(tmp_path)
+    assert bank.done_keys() == {0, 2, 4, 6}
+    # without a filter only the NaN image (key 5) is dropped; done keys are skipped
+    writer = BankWriter(str(tmp_path))
+    trainer = pl.Trainer(accelerator='cpu', devices=1, callbacks=[writer], logger=False,
+                         enable_progress_bar=False)  # fmt: skip
+    trainer.predict(Painter(), datamodule=datamodule, return_predictions=False)
+    assert writer.summary is not None
+    assert writer.summary['skipped_done'] == 4 and writer.summary['written'] == 3
+    assert writer.summary['dropped_by'] == {'non-finite': 1}
+    assert bank.refresh().done_keys() == {0, 1, 2, 3, 4, 6, 7}
+    dataset = bank.dataset()
+    stored = dataset[bank.keys().index(3)]
+    mask = EarthSynth180K(mini_root, split='val')[3]['mask']
+    assert torch.equal(stored['mask'], mask)
+    assert torch.equal(stored['image'], 10 * (mask > 0).float().expand(3, -1, -1) + 90)
+
+
+def test_bank_writer_rejects_bad_filter_output(tmp_path: Path, mini_root: Path) -> None:
+    writer = BankWriter(str(tmp_path), rfilter=lambda batch: torch.ones(3, dtype=torch.bool))
+    trainer = pl.Trainer(accelerator='cpu', devices=1, callbacks=[writer], logger=False,
+                         enable_progress_bar=False)  # fmt: skip
+    datamodule = MaskPromptDataModule(str(mini_root), batch_size=4)
+    with pytest.raises(ValueError, match=r'keep of shape \(3,\); expected a bool tensor \[4\]'):
+        trainer.predict(Painter(), datamodule=datamodule, return_predictions=False)
+
+
+def test_cli_config_and_resume(tmp_path: Path, mini_root: Path) -> None:
+    args = ['--config', str(REPO / 'configs' / 'synthesize_mini.yaml'),
+            '--data.root', str(mini_root), '--bank.root', str(tmp_path),
+            '--model.init_args.image_size', '32', '--model.init_args.predict_inference_steps', '2',
+            '--data.batch_size', '2', '--trainer.enable_progress_bar', 'false']  # fmt: skip
+    summary = main([*args, '--data.limit', '3'])
+    assert summary is not None and (summary['written'], summary['bank_size']) == (3, 3)
+    summary = main([*args, '--data.limit', '5'])
+    assert summary is not None
+    assert (summary['written'], summary['skipped_done'], summary['bank_size']) == (2, 3, 5)
+    bank = SyntheticBank(tmp_path)
+    assert bank.done_keys() == set(range(5)) and len(bank) == 5
+    records = [json.loads(line) for line in bank.jsonl.read_text().splitlines()]
+    assert [r['seed'] for r in records] == [r['key'] for r in records]  # seed 0 + key
+
+
+def test_cli_with_diffusers_export(tmp_path: Path, mini_root: Path) -> None:
+    from torchgeo_earthsynth.lightning_modules import EarthSynthControlNet
+
+    export = EarthSynthControlNet(preset='tiny', image_size=32).save_pretrained(tmp_path / 'x')
+    summary = main([
+        '--model', 'torchgeo_earthsynth.bank.SynthesizerModule',
+        '--model.pretrained', str(export), '--model.num_inference_steps', '2',
+        '--model.guidance_scale', '3.0', '--data.root', str(mini_root), '--data.limit', '3',
+        '--data.seed', '50', '--bank.root', str(tmp_path / 'bank'),
+        '--trainer.accelerator', 'cpu', '--trainer.enable_progress_bar', 'false',
+    ])  # fmt: skip
+    assert summary is not None and summary['written'] == 3
+    synth = Synthesizer.from_pretrained(export, num_inference_steps=2, guidance_scale=3.0)
+    source = EarthSynth180K(mini_root, split='val')
+    masks = torch.stack([source[i]['mask'] for i in range(3)])
+    expected = synth.generate(masks, [source[i]['prompt'] for i in range(3)], seeds=[50, 51, 52])
+    bank = SyntheticBank(tmp_path / 'bank')
+    dataset = bank.dataset()
+    for row, key in enumerate(bank.keys()):
+        stored = dataset[row]
+        assert torch.equal(stored['mask'], masks[int(key)])  # type: ignore[arg-type]
+        assert (stored['image'] - expected[int(key)]).abs().max() <= 1  # type: ignore[arg-type]
+
+
+def test_ddp_synthesis(tmp_path: Path, mini_root: Path) -> None:
+    env = os.environ | {'SYNTH_CORPUS': str(mini_root), 'SYNTH_BANK': str(tmp_path),
+                        'SYNTH_LIMITS': '5,8,8', 'OMP_NUM_THREADS': '1'}  # fmt: skip
+    run = subprocess.run([sys.executable, str(REPO / 'tests' / 'data' / 'synthesize_ddp.py')],
+                         env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    summaries = [json.loads(line.removeprefix('SUMMARY '))
+                 for line in run.stdout.splitlines() if line.startswith('SUMMARY ')]  # fmt: skip
+    assert [s['written'] for s in summaries] == [5, 3, 0]
+    assert [s['skipped_done'] for s in summaries] == [0, 5, 8]
+    assert [len(s['ranks']) for s in summaries] == [2, 2, 2]
+    parts = sorted(p.name for p in (tmp_path / 'train' / 'parts').glob('*.jsonl'))
+    assert len(parts) == 2 and parts[0].startswith('rank0-') and parts[1].startswith('rank1-')
+    lines = [json.loads(line) for part in (tmp_path / 'train' / 'parts').glob('*.jsonl')
+             for line in part.read_text().splitlines()]  # fmt: skip
+    keys = [line['records'][0]['key'] for line in lines]
+    assert sorted(keys) == list(range(8))  # each mask once, no duplicates across ranks
+    bank = SyntheticBank(tmp_path)
+    assert len(bank) == 8 and len(EarthSynth180K(tmp_path, split='train')) == 8
+    images = sorted((tmp_path / 'train' / 'images').glob('*.png'))
+    assert len(images) == 8
+    assert Image.open(images[0]).size == (32, 32)
