@@ -334,7 +334,7 @@ class EarthSynthControlNet(BaseTask):
         generated = synth.generate(batch['mask'][:n], list(batch['prompt'][:n]), seeds=range(n))
         figure = sample_grid(batch['mask'][:n], generated, batch['image'][:n],
                              list(batch['prompt'][:n]), title=f'step {self.global_step}')  # fmt: skip
-        out = Path(self.trainer.log_dir or '.') / 'samples'
+        out = output_dir(self.trainer) / 'samples'
         out.mkdir(parents=True, exist_ok=True)
         path = out / f'val_step{self.global_step:06d}.png'
         figure.savefig(path, dpi=80)
@@ -374,7 +374,8 @@ class EarthSynthControlNet(BaseTask):
     def configure_optimizers(self) -> Any:
         """AdamW over what trains (ControlNet, UNet in the tiny preset, VAE in warm-up)."""
         groups: list[dict[str, Any]] = [{'params': self.trained_parameters()}]
-        if self.vae_trainable:
+        if self.hparams['preset'] == 'tiny' and self.hparams['vae_warmup_steps'] > 0:
+            # kept after the warm-up (frozen params get no grads) so resumed states match
             groups.append({'params': list(self.vae.parameters()), 'weight_decay': 0.0})
         optimizer = AdamW(groups, lr=self.hparams['lr'],
                           weight_decay=self.hparams['weight_decay'])  # fmt: skip
@@ -444,6 +445,11 @@ class EarthSynthControlNet(BaseTask):
         tmp.rename(directory)
         shutil.rmtree(old, ignore_errors=True)
         return directory
+
+
+def output_dir(trainer: pl.Trainer) -> Path:
+    """The run's log folder, or ``default_root_dir`` when loggers are off (``fast_dev_run``)."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 def _model_card(meta: dict[str, Any], full: bool) -> str:
@@ -522,7 +528,7 @@ class DiffusersExport(Callback):
         self.last_export: Path | None = None
 
     def _target(self, trainer: pl.Trainer) -> Path:
-        return Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or '.') / 'export'
+        return Path(self.dirpath) if self.dirpath else output_dir(trainer) / 'export'
 
     @rank_zero_only
     def _export(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
