@@ -53,19 +53,26 @@ def main() -> None:
                                      condition_encoding=meta['condition_encoding'])  # fmt: skip
     synths = {
         'untrained': untrained.synthesizer(args.steps, args.guidance),
-        'trained': Synthesizer.from_pretrained(args.export, num_inference_steps=args.steps,
-                                               guidance_scale=args.guidance),  # fmt: skip
+        'trained': Synthesizer.from_pretrained(
+            args.export, num_inference_steps=args.steps, guidance_scale=args.guidance
+        ),
     }
     seeds = list(range(len(masks)))
     generated = {name: s.generate(masks, prompts, seeds) for name, s in synths.items()}
     scores = {'real': mask_fidelity(segmenter, real, masks).miou}
-    scores |= {name: mask_fidelity(segmenter, images, masks).miou
-               for name, images in generated.items()}  # fmt: skip
+    scores |= {
+        name: mask_fidelity(segmenter, images, masks).miou for name, images in generated.items()
+    }
     for name, miou in scores.items():
         print(f'mIoU of the pixel classifier on {name:9s} images vs condition masks: {miou:.3f}')
     if args.grid is not None:
-        fig = sample_grid(masks[:6], generated['trained'][:6], real[:6], prompts[:6],
-                          title=f'trained ({meta["global_step"]} steps), held-out masks')  # fmt: skip
+        fig = sample_grid(
+            masks[:6],
+            generated['trained'][:6],
+            real[:6],
+            prompts[:6],
+            title=f'trained ({meta["global_step"]} steps), held-out masks',
+        )
         fig.savefig(args.grid, dpi=80)
         plt.close(fig)
     print(f'ratio: {scores["trained"] / max(scores["untrained"], 1e-6):.3f}')

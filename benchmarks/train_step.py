@@ -58,8 +58,13 @@ def run_variant(variant: str, steps: int, batch_size: int, size: int) -> dict[st
 
             def __getitem__(self, i: int) -> dict[str, Any]:
                 s = samples[i]
-                ids = tokenizer(s['prompt'], max_length=tokenizer.model_max_length,
-                                padding='max_length', truncation=True, return_tensors='pt')  # fmt: skip
+                ids = tokenizer(
+                    s['prompt'],
+                    max_length=tokenizer.model_max_length,
+                    padding='max_length',
+                    truncation=True,
+                    return_tensors='pt',
+                )
                 return {
                     'pixel_values': s['image'] / 127.5 - 1,
                     'conditioning_pixel_values': encode_condition(s['mask'][None])[0],

@@ -3,6 +3,7 @@
 
 """torchgeo_earthsynth.datamodules: LightningDataModules for EarthSynth corpora."""
 
+from .downstream import MiniClassificationDataModule, MiniSegmentationDataModule
 from .earthsynth180k import (
     EarthSynth180KDataModule,
     EarthSynthMiniDataModule,
@@ -10,7 +11,6 @@ from .earthsynth180k import (
     balanced_weights,
     sample_class_ids,
 )
-from .downstream import MiniClassificationDataModule, MiniSegmentationDataModule
 
 __all__ = (
     'EarthSynth180KDataModule',

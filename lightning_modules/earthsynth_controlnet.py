@@ -288,7 +288,9 @@ class EarthSynthControlNet(BaseTask):
         return F.mse_loss(recon, images) + 1e-3 * kl
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+    def training_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
         """One training step: VAE warm-up (tiny preset) or the diffusion loss."""
         batch_size = len(batch['image'])
         if self.vae_trainable and self.global_step < self.hparams['vae_warmup_steps']:
@@ -316,7 +318,9 @@ class EarthSynthControlNet(BaseTask):
         if self.ema is not None:
             self.ema.step(self.trained_parameters())
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         """Validation loss with fixed noise, and a sample grid from the first batch."""
         generator = torch.Generator().manual_seed(self.hparams['seed'] + batch_idx)
         with self.ema_weights():
@@ -332,8 +336,13 @@ class EarthSynthControlNet(BaseTask):
         synth = self.synthesizer(self.hparams['val_inference_steps'],
                                  self.hparams['val_guidance_scale'])  # fmt: skip
         generated = synth.generate(batch['mask'][:n], list(batch['prompt'][:n]), seeds=range(n))
-        figure = sample_grid(batch['mask'][:n], generated, batch['image'][:n],
-                             list(batch['prompt'][:n]), title=f'step {self.global_step}')  # fmt: skip
+        figure = sample_grid(
+            batch['mask'][:n],
+            generated,
+            batch['image'][:n],
+            list(batch['prompt'][:n]),
+            title=f'step {self.global_step}',
+        )
         out = output_dir(self.trainer) / 'samples'
         out.mkdir(parents=True, exist_ok=True)
         path = out / f'val_step{self.global_step:06d}.png'
@@ -347,7 +356,9 @@ class EarthSynthControlNet(BaseTask):
             elif hasattr(logger, 'log_image'):  # W&B, Neptune...
                 logger.log_image(key='val/samples', images=[str(path)], step=self.global_step)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
         """Synthesise an image per (mask, prompt); the mask stays the label.
 
         Seeds come from ``batch['seed']`` when present (reproducible whatever the rank or

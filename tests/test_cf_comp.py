@@ -15,6 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+
+from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.transforms.cf_comp import (
     PASTE,
     REAL,
@@ -22,8 +24,6 @@ from torchgeo_earthsynth.transforms.cf_comp import (
     CompositionPlan,
     CounterfactualComposition,
 )
-
-from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.vocabulary import (
     CLASS_IDS,
     NUM_CLASSES,

@@ -28,7 +28,10 @@ def test_demo_writes_an_honest_report(tmp_path: Path) -> None:
     assert (report.parent / 'export' / 'model_index.json').exists()
     summary = json.loads((report.parent / 'demo.json').read_text())
     assert [row['images'] for row in summary['mask_fidelity']] == [
-        'real held-out images (reference)', 'untrained model', 'trained model']
+        'real held-out images (reference)',
+        'untrained model',
+        'trained model',
+    ]
     assert all(0 <= row['mIoU'] <= 1 for row in summary['mask_fidelity'])
     # layout threshold 0 with a sane generator keeps samples, and they land in the bank
     assert summary['kept'] > 0

@@ -12,7 +12,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,18 +65,8 @@ def _fsync(path: Path) -> None:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """Write through a unique temporary file, fsync and rename (safe with several writers)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomic, fsynced text write (safe with several writers)."""
+    layout.atomic_write_bytes(text.encode('utf-8'), path, durable=True)
 
 
 @dataclass
@@ -400,7 +389,7 @@ class SyntheticBank:
             by_image = {e.records[0]['file_name']: e for e in entries}
             # Another process may have consolidated since: keep the rows both lists hold.
             for row, record in enumerate(index.dataset.records):
-                entry = by_image.get(record.image.relative_to(base).as_posix())
+                entry = by_image.get(record.image.resolve().relative_to(base).as_posix())
                 if entry is not None:
                     index.rows.append(row)
                     index.entries.append(entry)

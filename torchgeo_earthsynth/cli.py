@@ -34,7 +34,7 @@ def lightning_main(args: Sequence[str] | None = None) -> None:
     # Importing registers the classes, so configs may name them by class name too.
     import torchgeo_earthsynth.datamodules
     import torchgeo_earthsynth.lightning_modules
-    import torchgeo_earthsynth.transforms  # noqa: F401
+    import torchgeo_earthsynth.transforms
 
     LightningCLI(
         model_class=BaseTask,

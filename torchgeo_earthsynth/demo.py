@@ -46,7 +46,7 @@ class DemoConfig:
     inference_steps: int = 20
     guidance_scale: float = 2.0
     num_synthetic: int = 64
-    layout_threshold: float = 0.25
+    layout_threshold: float = 0.15
     downstream_train: int = 16
     downstream_steps: int = 120
     seeds: tuple[int, ...] = (0, 1)
@@ -221,6 +221,7 @@ def run_demo(config: DemoConfig) -> Path:
             rfilter = RFilter(
                 clip_model=clip.model, clip_tokenizer=clip.tokenizer, alignment_threshold=0.0,
                 segmenter=segmenter, layout_threshold=config.layout_threshold,
+                normalize_std=(1.0, 1.0, 1.0),  # the pixel classifier takes 0..255 images
             )  # fmt: skip
         batch = {'image': bank_images, 'mask': torch.stack([s['mask'] for s in layouts]),
                  'prompt': [s['prompt'] for s in layouts],
@@ -240,17 +241,35 @@ def run_demo(config: DemoConfig) -> Path:
         tqdm.write(f'    kept {len(kept)} of {len(layouts)}; bank holds {len(bank.refresh())}')
 
     with _stage(config, '6/6 downstream: real vs real + synthetic'):
-        data_args: dict[str, Any] = {'batch_size': min(16, config.downstream_train),
-                                     'num_workers': 0, 'root': None,
-                                     'tile_size': config.image_size, 'seed': config.seed,
-                                     'num_train': config.num_train, 'num_val': config.num_val}
+        data_args: dict[str, Any] = {
+            'batch_size': min(16, config.downstream_train),
+            'num_workers': 0,
+            'root': None,
+            'tile_size': config.image_size,
+            'seed': config.seed,
+            'num_train': config.num_train,
+            'num_val': config.num_val,
+        }
         if config.root is not None:
             data_args.update(root=str(config.root))
+        if len(kept):
+            synthetic_source: dict[str, Any] = {'bank': str(out / 'bank'), 'synthetic': {'p': 0.5}}
+            source_note = f'drawn from the R-Filtered bank ({len(kept)} samples), p = 0.5'
+        else:  # R-Filter kept nothing: generate online from the export instead
+            loader = 'torchgeo_earthsynth.transforms.synthetic_augmentation.SynthesizerLoader'
+            synthetic_source = {'synthetic': {
+                'class_path': 'torchgeo_earthsynth.transforms.SyntheticAugmentation',
+                'init_args': {'source': 'online', 'p': 0.5, 'synthesizer': {
+                    'class_path': loader,
+                    'init_args': {'pretrained': str(out / 'export'),
+                                  'num_inference_steps': config.inference_steps,
+                                  'guidance_scale': config.guidance_scale}}}}}  # fmt: skip
+            source_note = 'generated online from the export (R-Filter kept nothing), p = 0.5'
         experiment = run_experiment({
             'task': 'segmentation',
             'data': {'class_path': 'torchgeo_earthsynth.datamodules.downstream.'
                                    'MiniSegmentationDataModule', 'init_args': data_args},
-            'bank': str(out / 'bank'), 'synthetic': {'p': 0.5},
+            **synthetic_source,
             'arms': ['real', 'real+synthetic'], 'seeds': list(config.seeds),
             'train_subset': config.downstream_train,
             'trainer': {'accelerator': accelerator, 'max_steps': config.downstream_steps,
@@ -281,6 +300,7 @@ def run_demo(config: DemoConfig) -> Path:
         'The tiny CLIP model is random, so its alignment scores are reported but do not drop '
         'samples (threshold 0).\n\n'
         '## Downstream segmentation with and without synthetic data\n\n'
+        f'Synthetic samples {source_note}. '
         f'TorchGeo `SemanticSegmentationTask` (U-Net/ResNet-18), {config.downstream_train} real '
         f'training scenes, {config.downstream_steps} steps, seeds {list(config.seeds)}, tested '
         'on the real held-out split:\n\n'
@@ -301,8 +321,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     defaults = DemoConfig()
     parser = argparse.ArgumentParser(prog='earthsynth demo', description=__doc__)
     parser.add_argument('--output', type=Path, default=defaults.output)
-    parser.add_argument('--root', type=Path, default=None,
-                        help='an EarthSynth-180K root instead of the bundled mini corpus')
+    parser.add_argument(
+        '--root',
+        type=Path,
+        default=None,
+        help='an EarthSynth-180K root instead of the bundled mini corpus',
+    )
     parser.add_argument('--device', default=defaults.device, help='cpu, cuda, cuda:1...')
     parser.add_argument('--steps', type=int, default=defaults.steps)
     parser.add_argument('--vae-steps', type=int, default=defaults.vae_steps)

@@ -91,9 +91,7 @@ def clip_tokenizer(directory: str | None = None) -> CLIPTokenizer:
         for name in ('vocab.json', 'merges.txt'):
             os.replace(tmp / name, out / name)
         tmp.rmdir()
-    return CLIPTokenizer.from_pretrained(
-        str(out), model_max_length=77, pad_token='<|endoftext|>'
-    )
+    return CLIPTokenizer.from_pretrained(str(out), model_max_length=77, pad_token='<|endoftext|>')
 
 
 def tiny_text_encoder(seed: int = 0) -> CLIPTextModel:
@@ -136,7 +134,9 @@ def sd_scheduler(prediction_type: str = 'epsilon') -> DDPMScheduler:
     )  # fmt: skip
 
 
-def tiny_parts(seed: int = 0, image_size: int = 64, prediction_type: str = 'epsilon') -> DiffusionParts:
+def tiny_parts(
+    seed: int = 0, image_size: int = 64, prediction_type: str = 'epsilon'
+) -> DiffusionParts:
     """Every Stable Diffusion part from small configs, built in code (nothing downloaded).
 
     Args:

@@ -39,8 +39,14 @@ def main() -> None:
     model = EarthSynthControlNet(image_size=32, val_num_samples=0, lr=1e-3)
     loader = DataLoader(EarthSynth180K(root), batch_size=2, shuffle=True)
     trainer = pl.Trainer(
-        accelerator='cpu', devices=2, strategy='ddp', max_steps=3, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, callbacks=[SaveWeights(out)],
+        accelerator='cpu',
+        devices=2,
+        strategy='ddp',
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[SaveWeights(out)],
         default_root_dir=out,
     )
     trainer.fit(model, loader)

@@ -54,13 +54,22 @@ def category_stem(stem: str, class_id: int) -> str:
     return f'{stem}_{VOCABULARY[class_id].replace(" ", "_")}'
 
 
-def _atomic_write(data: bytes, path: Path) -> None:
-    """Write through a temporary file and rename, so readers never see half a file."""
+def atomic_write_bytes(data: bytes, path: Path, durable: bool = False) -> None:
+    """Write through a unique temporary file and rename, so readers never see half a file.
+
+    Args:
+        data: the file's content.
+        path: destination.
+        durable: fsync before the rename (survives a crash, not only a killed process).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -80,7 +89,7 @@ def atomic_write_png(array: np.ndarray, path: Path) -> None:
         array: uint8 [H, W] or [H, W, 3].
         path: destination.
     """
-    _atomic_write(_png_bytes(array), path)
+    atomic_write_bytes(_png_bytes(array), path)
 
 
 def category_records(
@@ -120,7 +129,7 @@ def category_records(
                     if isinstance(image, Path)
                     else _png_bytes(np.ascontiguousarray(image, dtype=np.uint8))
                 )
-            _atomic_write(image_png, image_path)
+            atomic_write_bytes(image_png, image_path)
             atomic_write_png(np.where(mask == class_id, mask, 0).astype(np.uint8), mask_path)
         records.append({
             'file_name': f'{CATEGORY_IMAGES}/{name}.png',
