@@ -47,9 +47,9 @@ class DemoConfig:
     guidance_scale: float = 2.0
     num_synthetic: int = 64
     layout_threshold: float = 0.15
-    downstream_train: int = 16
-    downstream_steps: int = 120
-    seeds: tuple[int, ...] = (0, 1)
+    downstream_train: int = 32
+    downstream_steps: int = 400
+    seeds: tuple[int, ...] = (0, 1, 2)
     seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
