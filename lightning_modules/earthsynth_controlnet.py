@@ -22,6 +22,7 @@ from diffusers.training_utils import EMAModel, compute_snr
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
+from matplotlib.figure import Figure
 from torch import Tensor
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
@@ -56,6 +57,8 @@ class EarthSynthControlNet(BaseTask):
 
     monitor = 'val_loss'
     mode = 'min'
+    latent_scale: Tensor  # buffers: the VAE latent scale and its warm-up estimate
+    latent_std_ema: Tensor
 
     def __init__(
         self,
@@ -203,9 +206,7 @@ class EarthSynthControlNet(BaseTask):
             self.ema.restore(params)
 
     # ------------------------------------------------------------------ loss
-    def forward(  # type: ignore[override]
-        self, noisy: Tensor, timesteps: Tensor, text: Tensor, condition: Tensor
-    ) -> Tensor:
+    def forward(self, noisy: Tensor, timesteps: Tensor, text: Tensor, condition: Tensor) -> Tensor:
         """Predict noise (or v) of noisy latents given text embeddings and condition images."""
         down, mid = self.controlnet(
             noisy, timesteps, encoder_hidden_states=text, controlnet_cond=condition,
@@ -264,7 +265,7 @@ class EarthSynthControlNet(BaseTask):
             if self.noise_scheduler.config.prediction_type == 'v_prediction':
                 weight = snr.clamp(max=hp['snr_gamma']) / (snr + 1)
             per_sample = per_sample * weight
-        loss = per_sample.mean()
+        loss: Tensor = per_sample.mean()
         if hp['local_loss_weight'] > 0:
             fg = (batch['mask'] > 0).float().unsqueeze(1)
             fg = F.interpolate(fg, size=error.shape[-2:], mode='nearest')
@@ -285,7 +286,8 @@ class EarthSynthControlNet(BaseTask):
         std = posterior.mean.detach().std()
         self.latent_std_ema.copy_(std if self.latent_std_ema == 0 else
                                   0.9 * self.latent_std_ema + 0.1 * std)  # fmt: skip
-        return F.mse_loss(recon, images) + 1e-3 * kl
+        loss: Tensor = F.mse_loss(recon, images) + 1e-3 * kl
+        return loss
 
     # ------------------------------------------------------------------ steps
     def training_step(
@@ -350,7 +352,7 @@ class EarthSynthControlNet(BaseTask):
         plt.close(figure)
         for logger in self.loggers:
             experiment = getattr(logger, 'experiment', None)
-            if hasattr(experiment, 'add_figure'):  # TensorBoard
+            if experiment is not None and hasattr(experiment, 'add_figure'):  # TensorBoard
                 experiment.add_image('val/samples', plt.imread(path)[..., :3],
                                      self.global_step, dataformats='HWC')  # fmt: skip
             elif hasattr(logger, 'log_image'):  # W&B, Neptune...
@@ -485,7 +487,7 @@ def _model_card(meta: dict[str, Any], full: bool) -> str:
 
 def sample_grid(
     masks: Tensor, generated: Tensor, real: Tensor | None, prompts: list[str], title: str = ''
-) -> plt.Figure:
+) -> Figure:
     """A figure with one row per sample: condition | generated | real.
 
     Args:

@@ -833,7 +833,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     ckpt_path = cli.config.get('ckpt_path')
     cli.trainer.predict(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path,
                         return_predictions=False)  # fmt: skip
-    writer = next(c for c in cli.trainer.callbacks if isinstance(c, BankWriter))
+    callbacks: list[pl.Callback] = cli.trainer.callbacks  # type: ignore[attr-defined]
+    writer = next(c for c in callbacks if isinstance(c, BankWriter))
     summary: dict[str, Any] | None = getattr(writer, 'summary', None)
     if cli.trainer.is_global_zero and summary is not None:
         print(f'bank {summary["bank"]}: wrote {summary["written"]}, dropped '

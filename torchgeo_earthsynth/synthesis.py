@@ -280,7 +280,8 @@ class Synthesizer:
     @property
     def device(self) -> torch.device:
         """The device the pipeline runs on."""
-        return self.pipeline.unet.device
+        device: torch.device = self.pipeline.unet.device
+        return device
 
     @torch.inference_mode()
     def generate(

@@ -559,7 +559,7 @@ class SyntheticAugmentation(nn.Module):
             synth = synth.get()
         # Datamodule attributes are not moved by Lightning.
         if synth.device != device:
-            synth.pipeline.to(device)  # type: ignore[attr-defined]
+            synth.pipeline.to(device)
         return synth
 
     # ------------------------------------------------------------------ caches
