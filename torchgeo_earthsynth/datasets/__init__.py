@@ -3,7 +3,13 @@
 
 """TorchGeo datasets for EarthSynth-180K and the bundled mini corpus."""
 
-from .earthsynth180k import EarthSynth180K
+from .earthsynth180k import EarthSynth180K, EarthSynthNotFoundError, Record
 from .mini import EarthSynthMini, make_mini_corpus
 
-__all__ = ('EarthSynth180K', 'EarthSynthMini', 'make_mini_corpus')
+__all__ = (
+    'EarthSynth180K',
+    'EarthSynthMini',
+    'EarthSynthNotFoundError',
+    'Record',
+    'make_mini_corpus',
+)
