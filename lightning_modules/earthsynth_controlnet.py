@@ -158,6 +158,11 @@ class EarthSynthControlNet(BaseTask):
         # Frozen pretrained weights are not written into checkpoints (see on_save_checkpoint).
         self.strict_loading = hp['preset'] == 'tiny'
 
+    def _freeze_vae(self) -> None:
+        """End of the VAE warm-up: the VAE is frozen from here on."""
+        self.vae_trainable = False
+        self.vae.requires_grad_(False).eval()
+
     def trained_parameters(self) -> list[torch.nn.Parameter]:
         """The diffusion parameters the optimizer updates (ControlNet, and UNet if trained)."""
         params = list(self.controlnet.parameters())
@@ -300,8 +305,7 @@ class EarthSynthControlNet(BaseTask):
             self.log('vae_loss', loss, prog_bar=True, batch_size=batch_size)
             return loss
         if self.vae_trainable:  # warm-up over: freeze the VAE, fix the latent scale
-            self.vae_trainable = False
-            self.vae.requires_grad_(False).eval()
+            self._freeze_vae()
             self.latent_scale.fill_(1.0 / float(self.latent_std_ema.clamp(min=1e-3)))
         loss = self.diffusion_loss(batch)
         self.log('train_loss', loss, prog_bar=True, batch_size=batch_size)
@@ -312,8 +316,7 @@ class EarthSynthControlNet(BaseTask):
         if self.ema is not None:
             self.ema.to(self.device)
         if self.vae_trainable and self.global_step >= self.hparams['vae_warmup_steps']:
-            self.vae_trainable = False  # resumed after the warm-up
-            self.vae.requires_grad_(False).eval()
+            self._freeze_vae()  # resumed after the warm-up
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Update the EMA of the trained weights."""
@@ -417,8 +420,7 @@ class EarthSynthControlNet(BaseTask):
         if self.ema is not None and 'ema' in checkpoint:
             self.ema.load_state_dict(checkpoint['ema'])
         if checkpoint.get('global_step', 0) >= self.hparams['vae_warmup_steps']:
-            self.vae_trainable = False
-            self.vae.requires_grad_(False)
+            self._freeze_vae()
 
     # ------------------------------------------------------------------ export
     def save_pretrained(self, directory: str | Path, full_pipeline: bool | None = None) -> Path:

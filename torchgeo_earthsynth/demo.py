@@ -10,7 +10,8 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,16 +55,13 @@ class DemoConfig:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _stage(config: DemoConfig, name: str) -> Any:
-    class Timer:
-        def __enter__(self) -> None:
-            self.start = time.perf_counter()
-            tqdm.write(f'==> {name}')
-
-        def __exit__(self, *exc: object) -> None:
-            config.timings[name] = round(time.perf_counter() - self.start, 1)
-
-    return Timer()
+@contextmanager
+def _stage(config: DemoConfig, name: str) -> Iterator[None]:
+    """Announce a stage and record its wall time in ``config.timings``."""
+    tqdm.write(f'==> {name}')
+    start = time.perf_counter()
+    yield
+    config.timings[name] = round(time.perf_counter() - start, 1)
 
 
 def _datamodule(config: DemoConfig, **kwargs: Any) -> Any:
@@ -294,7 +292,7 @@ def run_demo(config: DemoConfig) -> Path:
         'mIoU against the condition masks:\n\n'
         f'{_table(fidelity_rows)}\n\n'
         '## R-Filter\n\n'
-        f'{_table(rfilter_rows)}\n\n'
+        f'{summary.to_markdown()}\n\n'
         f'Kept {len(kept)} of {len(layouts)} samples generated from training masks into the '
         f'bank `{(out / "bank").as_posix()}`. '
         'The tiny CLIP model is random, so its alignment scores are reported but do not drop '
