@@ -438,6 +438,7 @@ def test_clip_novelty_without_clip_is_off(caplog: pytest.LogCaptureFixture) -> N
         ({'normalize_std': (1.0, 0.0, 1.0)}, 'normalize_std must be of length 1 or 3, all > 0'),
         ({'novelty_size': 0}, 'novelty_size must be >= 1'),
         ({'segmenter_label_map': [0, -1]}, 'segmenter_label_map must be a flat list'),
+        ({'cpu_micro_batch': 0}, 'cpu_micro_batch must be None or >= 1'),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
@@ -609,6 +610,20 @@ def test_batched_equals_per_image(clip: nn.Module) -> None:
     assert 'novelty 1.00 > 0.95 (reference)' in reasons[5]
     if result.keep[1]:
         assert 'novelty 1.00 > 0.95 (kept sample)' in reasons[6]
+
+
+def test_cpu_micro_batches_give_the_same_scores(clip: nn.Module) -> None:
+    batch = mixed_batch()
+    whole, chunked = full_filter(clip), full_filter(clip)
+    whole.cpu_micro_batch, chunked.cpu_micro_batch = None, 3
+    seen: list[int] = []
+    assert chunked.segmenter is not None
+    chunked.segmenter.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    expected, result = whole(batch), chunked(batch)
+    assert seen == [3, 3, 2]  # 8 images in chunks of 3
+    assert result.keep.tolist() == expected.keep.tolist()
+    for name, score in expected.scores.items():
+        torch.testing.assert_close(result.scores[name], score, atol=1e-5, rtol=1e-5)
 
 
 def test_reasons_are_joined_in_rule_order() -> None:
