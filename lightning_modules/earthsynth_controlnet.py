@@ -393,8 +393,12 @@ class EarthSynthControlNet(BaseTask):
         if self.hparams['preset'] == 'tiny' and self.hparams['vae_warmup_steps'] > 0:
             # kept after the warm-up (frozen params get no grads) so resumed states match
             groups.append({'params': list(self.vae.parameters()), 'weight_decay': 0.0})
-        optimizer = AdamW(groups, lr=self.hparams['lr'],
-                          weight_decay=self.hparams['weight_decay'])  # fmt: skip
+        params = [p for group in groups for p in group['params']]
+        # The fused kernel is ~4x faster than foreach on CPU; plain tensors only (not FSDP's).
+        fused = all(type(p) is torch.nn.Parameter and p.device.type in ('cpu', 'cuda')
+                    for p in params)  # fmt: skip
+        optimizer = AdamW(groups, lr=self.hparams['lr'], weight_decay=self.hparams['weight_decay'],
+                          fused=fused or None)  # fmt: skip
         warmup = max(1, self.hparams['lr_warmup_steps'])
         scheduler = LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {'optimizer': optimizer,

@@ -71,6 +71,25 @@ def test_pretrained_preset_freezes_unet() -> None:
     assert not any(p.requires_grad for p in tiny.unet.parameters())
 
 
+def test_fused_adamw_on_cpu_matches_foreach() -> None:
+    model = EarthSynthControlNet(image_size=32, train_unet=False)
+    optimizer = model.configure_optimizers()['optimizer']
+    assert optimizer.defaults['fused'] is True
+    params = model.trained_parameters()
+    start = [p.detach().clone() for p in params]
+    initial = [p.clone() for p in start]
+    for p in params:
+        p.grad = torch.full_like(p, 0.5)
+    optimizer.step()
+    reference = torch.optim.AdamW(start, lr=model.hparams['lr'], weight_decay=1e-2, foreach=True)
+    for p in start:
+        p.grad = torch.full_like(p, 0.5)
+    reference.step()
+    assert all(not torch.equal(p, q) for p, q in zip(params, initial))  # the step moved them
+    for p, q in zip(params, start):
+        torch.testing.assert_close(p.detach(), q, atol=1e-6, rtol=1e-5)
+
+
 def test_prompt_cache_gives_the_same_numbers() -> None:
     cached = EarthSynthControlNet(image_size=32, prompt_cache=True).eval()
     plain = EarthSynthControlNet(image_size=32, prompt_cache=False).eval()
