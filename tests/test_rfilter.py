@@ -17,15 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.segmentation import mean_iou
 
-from torchgeo_earthsynth.rfilter import (
-    RFilter,
-    RFilterResult,
-    clip_image_features,
-    clip_scores,
-    clip_text_features,
-    per_sample_miou,
-    select,
-)
+from torchgeo_earthsynth.metrics import ClipScorer
+from torchgeo_earthsynth.rfilter import RFilter, RFilterResult, per_sample_miou, select
 
 SIZE = 16
 PROMPT = 'A satellite image of road'
@@ -163,32 +156,23 @@ def test_per_sample_miou_rejects_bad_input() -> None:
         per_sample_miou(torch.zeros(1, 2, 2), -torch.ones(1, 2, 2))
 
 
-def test_clip_scores_tiny_model(clip: nn.Module, tokenizer: object) -> None:
+def test_alignment_scores_are_the_clip_score_metric(clip: nn.Module, tokenizer: object) -> None:
     images = textured(3, size=40)  # resized and centre-cropped to 32
     prompts = [PROMPT, 'A satellite image of water', PROMPT]
-    scores = clip_scores(clip, tokenizer, images, prompts)  # type: ignore[arg-type]
+    with pytest.warns(UserWarning, match='random weights'):
+        scorer = ClipScorer(clip, tokenizer)  # type: ignore[arg-type]
+    rf = only('alignment', clip_model=clip, alignment_threshold=0.0)
+    scores = rf({'image': images, 'prompt': prompts}).scores['alignment']
     assert scores.shape == (3,)
     assert ((scores >= 0) & (scores <= 100)).all()
-    text = clip_text_features(clip, tokenizer, prompts)  # type: ignore[arg-type]
-    torch.testing.assert_close(text[0], text[2])
-    single = clip_text_features(clip, tokenizer, ['A satellite image of water'])  # type: ignore[arg-type]
-    torch.testing.assert_close(text[1], single[0])
-    image = clip_image_features(clip, images)
-    assert image.shape == (3, 32)
-    torch.testing.assert_close(image.norm(dim=1), torch.ones(3))
-    torch.testing.assert_close(scores, (100 * (image * text).sum(1)).clamp(min=0))
-    with pytest.raises(ValueError, match='got 2 prompts for 3 images'):
-        clip_scores(clip, tokenizer, images, prompts[:2])  # type: ignore[arg-type]
+    torch.testing.assert_close(scores, scorer.score(images, prompts))
+    shared = only('alignment', clip_model=scorer, alignment_threshold=0.0)
+    assert shared.scorer is scorer and shared.clip is clip
+    torch.testing.assert_close(shared({'image': images, 'prompt': prompts}).scores['alignment'],
+                               scores)  # fmt: skip
 
 
-def test_text_embeddings_are_cached(clip: nn.Module, tokenizer: object) -> None:
-    cache: dict[str, Tensor] = {}
-    prompts = [PROMPT, 'A satellite image of water']
-    first = clip_text_features(clip, tokenizer, prompts, cache)  # type: ignore[arg-type]
-    assert set(cache) == set(prompts)
-    fresh = clip_text_features(clip, tokenizer, prompts[::-1])  # type: ignore[arg-type]
-    torch.testing.assert_close(first, fresh.flip(0))
-
+def test_text_embeddings_are_cached() -> None:
     fake = FakeClip()
     calls = fake.text_calls
     rf = only('alignment', clip_model=fake, text_cache_size=2)
@@ -200,7 +184,7 @@ def test_text_embeddings_are_cached(clip: nn.Module, tokenizer: object) -> None:
     assert calls == [2, 1]
     rf({'image': images, 'prompt': [PROMPT] * 3})  # the cache outgrew its size: cleared first
     assert calls == [2, 1, 1]
-    assert set(rf._text_cache) == {PROMPT}
+    assert rf.scorer is not None and rf.scorer.num_cached_prompts == 1
 
 
 # --- rules, one at a time ----------------------------------------------------------------------
@@ -475,13 +459,12 @@ def test_models_stay_in_eval_mode() -> None:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def test_named_clip_that_cannot_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    def offline(*args: object, **kwargs: object) -> None:
-        raise OSError('We could not connect to huggingface.co')
-
-    monkeypatch.setattr(open_clip, 'create_model_and_transforms', offline)
+def test_named_clip_that_cannot_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HOME', str(tmp_path))  # nothing cached
     with pytest.raises(RuntimeError, match="could not load open_clip model 'ViT-B-32' with "
-                       r"pretrained='openai' \(We could not connect") as info:  # fmt: skip
+                       r"pretrained='openai' \(CLIP weights ViT-B-32/openai are not in the "
+                       'local cache') as info:  # fmt: skip
         RFilter()
     assert 'clip_checkpoint=<file>' in str(info.value)
     with pytest.raises(ValueError, match=r"clip_checkpoint '/no/such\.pt' is not a file"):
@@ -508,7 +491,7 @@ def test_named_clip_from_local_checkpoint(
     rf = RFilter(clip_model='tiny-rfilter', clip_checkpoint=tmp_path / 'tiny.pt', segmenter=None)
     images = textured(2, size=32)
     prompts = [PROMPT, 'A satellite image of water']
-    expected = clip_scores(source, tokenizer, images, prompts)  # type: ignore[arg-type]
+    expected = ClipScorer(source, tokenizer, pretrained=True).score(images, prompts)  # type: ignore[arg-type]
     result = rf({'image': images, 'prompt': prompts})
     torch.testing.assert_close(result.scores['alignment'], expected)
 

@@ -401,8 +401,17 @@ class ClipScorer:
     def to(self, device: str | torch.device) -> ClipScorer:
         """Move the model to ``device`` (clears the text cache); returns ``self``."""
         self.model.to(device)
-        self._text_cache.clear()
+        self.clear_cache()
         return self
+
+    @property
+    def num_cached_prompts(self) -> int:
+        """How many prompts' text features are cached."""
+        return len(self._text_cache)
+
+    def clear_cache(self) -> None:
+        """Forget every cached text feature."""
+        self._text_cache.clear()
 
     def preprocess(self, images: Tensor) -> Tensor:
         """Resize and normalise float 0..255 images ``[B, 3, H, W]`` for the model.

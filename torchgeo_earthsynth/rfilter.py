@@ -13,12 +13,13 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .metrics import ClipModel, ClipScorer
 from .vocabulary import BACKGROUND, NUM_CLASSES
 
 logger = logging.getLogger(__name__)
@@ -47,96 +48,6 @@ def _clean(images: Tensor) -> Tensor:
     if not torch.isfinite(x.sum()):  # a cheap test first: nan_to_num is a slow pass on CPU
         x = x.nan_to_num(nan=0.0, posinf=255.0, neginf=0.0)
     return x.clamp(0.0, 255.0)
-
-
-@torch.inference_mode()
-def clip_image_features(model: nn.Module, images: Tensor) -> Tensor:
-    """L2-normalised open_clip image embeddings of 0..255 images.
-
-    Images are resized (shortest side, bicubic, antialiased), centre-cropped and normalised as
-    the model's own preprocessing config says (open_clip's ``preprocess_cfg``; OpenAI mean/std
-    when the model carries none).
-
-    Args:
-        model: an open_clip model (``encode_image`` and a ``visual`` tower).
-        images: float [B, 3, H, W] in 0..255, any device.
-
-    Returns:
-        float32 [B, D] on the model's device.
-    """
-    import open_clip
-
-    device = _device(model, images.device)
-    cfg = open_clip.get_model_preprocess_cfg(model)
-    size = cfg.get('size', 224)
-    th, tw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    mean = torch.tensor(cfg.get('mean', open_clip.OPENAI_DATASET_MEAN), device=device)
-    std = torch.tensor(cfg.get('std', open_clip.OPENAI_DATASET_STD), device=device)
-    x = _clean(images.to(device)) / 255.0
-    h, w = x.shape[-2:]
-    if (h, w) != (th, tw):
-        scale = max(th / h, tw / w)
-        nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
-        x = F.interpolate(x, size=(nh, nw), mode='bicubic', antialias=True, align_corners=False)
-        top, left = (nh - th) // 2, (nw - tw) // 2
-        x = x[..., top : top + th, left : left + tw].clamp(0.0, 1.0)
-    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-    dtype = next(model.parameters()).dtype
-    encode: Callable[[Tensor], Tensor] = getattr(model, 'encode_image')  # nn.Module hides it
-    return F.normalize(encode(x.to(dtype)).float(), dim=-1)
-
-
-@torch.inference_mode()
-def clip_text_features(
-    model: nn.Module,
-    tokenizer: Tokenizer,
-    prompts: Sequence[str],
-    cache: dict[str, Tensor] | None = None,
-) -> Tensor:
-    """L2-normalised open_clip text embeddings; each distinct prompt is encoded once.
-
-    Args:
-        model: an open_clip model (``encode_text``).
-        tokenizer: the model's tokenizer (``open_clip.get_tokenizer(name)``).
-        prompts: one prompt per sample.
-        cache: prompt -> embedding, read first and filled with new prompts (template prompts
-            repeat a lot); the caller owns it and must clear it if the model changes.
-
-    Returns:
-        float32 [len(prompts), D] on the model's device.
-    """
-    device = _device(model, torch.device('cpu'))
-    known = cache if cache is not None else {}
-    new = [p for p in dict.fromkeys(prompts) if p not in known]
-    if new:
-        encode: Callable[[Tensor], Tensor] = getattr(model, 'encode_text')  # nn.Module hides it
-        features = F.normalize(encode(tokenizer(new).to(device)).float(), dim=-1)
-        known.update(zip(new, features, strict=True))
-    return torch.stack([known[p].to(device) for p in prompts])
-
-
-def clip_scores(
-    model: nn.Module, tokenizer: Tokenizer, images: Tensor, prompts: Sequence[str]
-) -> Tensor:
-    """CLIP score of each image against its prompt: ``clamp(100 * cos(image, text), min=0)``.
-
-    Args:
-        model: an open_clip model.
-        tokenizer: its tokenizer.
-        images: float [B, 3, H, W] in 0..255.
-        prompts: B prompts.
-
-    Returns:
-        float32 [B] on the model's device.
-
-    Raises:
-        ValueError: if the number of prompts differs from the number of images.
-    """
-    if len(prompts) != images.shape[0]:
-        raise ValueError(f'got {len(prompts)} prompts for {images.shape[0]} images')
-    image = clip_image_features(model, images)
-    text = clip_text_features(model, tokenizer, prompts)
-    return (100.0 * (image * text).sum(-1)).clamp(min=0.0)
 
 
 def per_sample_miou(
@@ -189,49 +100,37 @@ def per_sample_miou(
     return (iou * present).sum(1) / present.sum(1)  # 0 / 0 -> NaN: nothing to score
 
 
-def load_clip(
-    model_name: str,
-    pretrained: str | None = None,
-    checkpoint: str | Path | None = None,
-    device: str | torch.device = 'cpu',
-) -> tuple[nn.Module, Tokenizer]:
-    """Build an open_clip model and its tokenizer.
+def _clip_scorer(
+    model: str | nn.Module | ClipScorer,
+    pretrained: str | None,
+    checkpoint: str | Path | None,
+    tokenizer: Tokenizer | None,
+    device: str,
+) -> ClipScorer:
+    """The alignment rule's CLIP scorer from a name (tag or checkpoint), a model or a scorer."""
+    if isinstance(model, ClipScorer):
+        return model
+    if not isinstance(model, str):
+        import open_clip
 
-    Args:
-        model_name: open_clip architecture name, e.g. ``'ViT-B-32'``.
-        pretrained: open_clip pretrained tag, e.g. ``'openai'`` (downloads once, then cached).
-        checkpoint: a local checkpoint file for ``model_name``; overrides ``pretrained``.
-        device: where to put the model.
-
-    Returns:
-        The model in eval mode and its tokenizer.
-
-    Raises:
-        ValueError: if ``checkpoint`` is not a file.
-        RuntimeError: if open_clip cannot build or load the model (e.g. offline without the
-            weights cached), with how to get around it.
-    """
-    import open_clip
-
+        tokenizer = tokenizer or open_clip.get_tokenizer(DEFAULT_TOKENIZER)
+        return ClipScorer(cast(ClipModel, model), tokenizer)
     source = pretrained
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             raise ValueError(f'clip_checkpoint {str(checkpoint)!r} is not a file')
         source = str(checkpoint)
-    if source is None:
-        logger.warning('open_clip %r has random weights: alignment scores mean nothing', model_name)
     try:
-        model, _, _ = open_clip.create_model_and_transforms(
-            model_name, pretrained=source, device=device
-        )
-        tokenizer = open_clip.get_tokenizer(model_name)
-    except Exception as err:
+        scorer = ClipScorer.from_pretrained(model, source, device=device)
+    except (OSError, RuntimeError, ValueError) as err:
         raise RuntimeError(
-            f'could not load open_clip model {model_name!r} with pretrained={source!r} ({err}). '
+            f'could not load open_clip model {model!r} with pretrained={source!r} ({err}). '
             'Offline, download the weights once elsewhere and pass clip_checkpoint=<file>, or '
             'pass a built model as clip_model, or set alignment=False.'
         ) from err
-    return model.eval(), tokenizer
+    if tokenizer is not None:
+        scorer.tokenizer = tokenizer
+    return scorer
 
 
 def load_task(
@@ -409,7 +308,7 @@ class RFilter(nn.Module):
     def __init__(
         self,
         alignment: bool = True,
-        clip_model: str | nn.Module | None = 'ViT-B-32',
+        clip_model: str | nn.Module | ClipScorer | None = 'ViT-B-32',
         clip_pretrained: str | None = 'openai',
         clip_checkpoint: str | Path | None = None,
         clip_tokenizer: Tokenizer | None = None,
@@ -444,7 +343,9 @@ class RFilter(nn.Module):
 
         Args:
             alignment: switch for the CLIP alignment rule.
-            clip_model: open_clip architecture name, a built open_clip model, or None (rule off).
+            clip_model: open_clip architecture name, a built open_clip model, a
+                :class:`~torchgeo_earthsynth.metrics.ClipScorer` (the same scoring as the
+                CLIP-score metric), or None (rule off).
             clip_pretrained: open_clip pretrained tag for a named model.
             clip_checkpoint: local checkpoint file for a named model (overrides the tag).
             clip_tokenizer: tokenizer for the CLIP model; default open_clip's for the name
@@ -536,24 +437,17 @@ class RFilter(nn.Module):
         }
         self.notes: dict[str, str] = {}
 
-        self.clip: nn.Module | None = None
         self.text_cache_size = text_cache_size
-        self._text_cache: dict[str, Tensor] = {}
-        self.clip_tokenizer: Tokenizer | None = clip_tokenizer
+        self.scorer: ClipScorer | None = None
         needs_clip = alignment or (novelty and novelty_features == 'clip')
         if needs_clip and clip_model is not None:
-            if isinstance(clip_model, str):
-                self.clip, tokenizer = load_clip(
-                    clip_model, clip_pretrained, clip_checkpoint, device=map_location
-                )
-                self.clip_tokenizer = clip_tokenizer or tokenizer
-            else:
-                self.clip = clip_model
-        if self.clip is not None and self.clip_tokenizer is None:
-            import open_clip
-
-            self.clip_tokenizer = open_clip.get_tokenizer(DEFAULT_TOKENIZER)
-        if self.clip is None:
+            self.scorer = _clip_scorer(
+                clip_model, clip_pretrained, clip_checkpoint, clip_tokenizer, map_location
+            )
+        # A submodule, so that .to() and .eval() reach it; the scorer reads its device.
+        model = None if self.scorer is None else self.scorer.model
+        self.clip: nn.Module | None = model if isinstance(model, nn.Module) else None
+        if self.scorer is None:
             self._switch_off('alignment', 'no CLIP model given (clip_model=None)')
             if novelty_features == 'clip':
                 self._switch_off('novelty', "novelty_features='clip' needs a CLIP model")
@@ -653,7 +547,7 @@ class RFilter(nn.Module):
 
     def _alignment(self, batch: Mapping[str, Any], images: Tensor) -> tuple[_Verdict, Tensor]:
         """Alignment verdict, and the CLIP image features for reuse by novelty."""
-        assert self.clip is not None and self.clip_tokenizer is not None
+        assert self.scorer is not None
         b = images.shape[0]
         prompts = batch.get('prompt')
         if isinstance(prompts, str) and b == 1:
@@ -662,11 +556,11 @@ class RFilter(nn.Module):
             raise ValueError(
                 f"batch['prompt'] must hold {b} prompts for the alignment rule, got {prompts!r}"
             )
-        features = clip_image_features(self.clip, images)
-        if len(self._text_cache) > self.text_cache_size:
-            self._text_cache.clear()
-        text = clip_text_features(self.clip, self.clip_tokenizer, list(prompts), self._text_cache)
-        score = (100.0 * (features * text).sum(-1)).clamp(min=0.0).cpu()
+        features = self.scorer.encode_images(images)
+        if self.scorer.num_cached_prompts > self.text_cache_size:
+            self.scorer.clear_cache()
+        text = self.scorer.encode_prompts(list(prompts)).to(features.device)
+        score = ClipScorer.score_features(features, text).cpu()
         ok = score >= self.alignment_threshold
         why = {i: f'alignment {score[i]:.1f} < {self.alignment_threshold:.1f}' for i in _failed(ok)}
         return _Verdict(ok, {'alignment': score}, why), features
@@ -765,10 +659,10 @@ class RFilter(nn.Module):
     @torch.inference_mode()
     def _novelty_features(self, clean: Tensor, clip_features: Tensor | None = None) -> Tensor:
         if self.novelty_features == 'clip':
-            assert self.clip is not None
+            assert self.scorer is not None
             if clip_features is not None:
                 return clip_features
-            return clip_image_features(self.clip, clean)
+            return self.scorer.encode_images(clean)
         x = F.adaptive_avg_pool2d(clean, self.novelty_size).flatten(1)
         # Mean-centred, so cosine similarity is a correlation: brightness alone is no match.
         return F.normalize(x - x.mean(1, keepdim=True), dim=1)
@@ -931,10 +825,6 @@ __all__ = (
     'RFilter',
     'RFilterResult',
     'RFilterSummary',
-    'clip_image_features',
-    'clip_scores',
-    'clip_text_features',
-    'load_clip',
     'load_task',
     'per_sample_miou',
     'select',
