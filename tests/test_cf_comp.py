@@ -372,6 +372,27 @@ def test_deterministic_for_a_seed(gen: torch.Generator) -> None:
     )
 
 
+def test_each_distributed_rank_draws_its_own_choices(
+    gen: torch.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches = [make_batch(gen) for _ in range(3)]
+
+    def plans(seed: int) -> list[CompositionPlan]:
+        cf = CounterfactualComposition(real_share=0.25, num_regions=2, seed=seed)
+        return [cf.compose(clone(b))[1] for b in batches]
+
+    def same(a: list[CompositionPlan], b: list[CompositionPlan]) -> bool:
+        return all(torch.equal(p.op, q.op) and torch.equal(p.donors, q.donors)
+                   for p, q in zip(a, b))  # fmt: skip
+
+    rank0, seed8 = plans(7), plans(8)
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch.distributed, 'get_rank', lambda: 1)
+    rank1 = plans(7)
+    assert not same(rank0, rank1)
+    assert same(rank1, seed8)  # rank r draws as seed + r would
+
+
 def test_pickles_with_its_random_state(gen: torch.Generator) -> None:
     cf = CounterfactualComposition(real_share=0.0, seed=3)
     cf(make_batch(gen))

@@ -270,6 +270,24 @@ def test_reproducible_with_seed(mini_root: Path, bank: SyntheticBank, synth: Syn
     assert {BANK, GENERATED} <= set(first[1].tolist()) | set(other[1].tolist())
 
 
+def test_each_distributed_rank_draws_its_own_choices(
+    mini_root: Path, bank: SyntheticBank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = seg_batch(mini_root, 8)
+
+    def origins(seed: int) -> Tensor:
+        aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='bank', p=0.5,
+                                    bank=bank, seed=seed)  # fmt: skip
+        return torch.stack([aug.augment(clone(batch))[1].origin for _ in range(3)])
+
+    rank0, seed4 = origins(3), origins(4)
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch.distributed, 'get_rank', lambda: 1)
+    rank1 = origins(3)
+    assert not torch.equal(rank0, rank1)
+    assert torch.equal(rank1, seed4)  # rank r draws as seed + r would
+
+
 def test_rfilter_drops_keep_the_real_sample(mini_root: Path, synth: Synthesizer) -> None:
     batch = seg_batch(mini_root, 6)
     calls: list[dict[str, Any]] = []

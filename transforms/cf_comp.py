@@ -16,6 +16,28 @@ from torch import Tensor, nn
 
 from ..vocabulary import BACKGROUND, NUM_CLASSES, prompt_from_ids
 
+
+def seed_for_rank(generator: torch.Generator, seed: int | None, seeded_rank: int) -> int:
+    """Reseed ``generator`` with ``seed + rank`` once this process has a distributed rank.
+
+    Every DDP process builds its modules with the same seed before the process group exists;
+    without the offset all ranks would draw the same random choices for their own data.
+
+    Args:
+        generator: the module's CPU generator.
+        seed: the module's seed (None: already random per process, left alone).
+        seeded_rank: the rank the generator is seeded for now.
+
+    Returns:
+        The rank the generator is seeded for after the call.
+    """
+    dist = torch.distributed
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if rank != seeded_rank and seed is not None:
+        generator.manual_seed(seed + rank)
+    return rank
+
+
 #: Keys CF-Comp reads and rewrites; every other key passes through untouched.
 REQUIRED_KEYS: Final[tuple[str, ...]] = ('image', 'mask', 'prompt', 'categories', 'source')
 
@@ -157,6 +179,7 @@ class CounterfactualComposition(nn.Module):
             self.generator.seed()
         else:
             self.generator.manual_seed(seed)
+        self._seeded_rank = 0
         # Share of samples containing each class, and how many samples it was counted over.
         self.register_buffer('class_frequency', torch.zeros(NUM_CLASSES, dtype=torch.float64))
         self.register_buffer('samples_seen', torch.zeros((), dtype=torch.float64))
@@ -294,6 +317,7 @@ class CounterfactualComposition(nn.Module):
     def _plan(self, batch: Mapping[str, Any], mask: Tensor) -> CompositionPlan:
         """Draw which samples are composed, how, and from which donors (on the CPU)."""
         b = mask.shape[0]
+        self._seeded_rank = seed_for_rank(self.generator, self.seed, self._seeded_rank)
         g = self.generator
         op = torch.zeros(b, dtype=torch.long)
         donors = torch.full((b, self.num_regions), -1, dtype=torch.long)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.models import SD15_ID
 from torchgeo_earthsynth.synthesis import SchedulerName, Synthesizer
+from torchgeo_earthsynth.transforms.cf_comp import seed_for_rank
 from torchgeo_earthsynth.vocabulary import (
     BACKGROUND,
     NUM_CLASSES,
@@ -484,6 +485,7 @@ class SyntheticAugmentation(nn.Module):
         self.add_to_bank = add_to_bank
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self._seeded_rank = 0
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.last_plan: SyntheticPlan | None = None
         self.classes: tuple[str, ...] | None = None
@@ -690,6 +692,7 @@ class SyntheticAugmentation(nn.Module):
         image = self._check(batch)
         b, device = image.shape[0], image.device
         size = (int(image.shape[-2]), int(image.shape[-1]))
+        self._seeded_rank = seed_for_rank(self.generator, self.seed, self._seeded_rank)
         self.stats['seen'] += b
         needs_pools = self.bank is not None or self.layouts is not None
         refresh = self.cache_refresh is not None and self._batches % self.cache_refresh == 0
