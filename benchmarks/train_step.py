@@ -3,14 +3,19 @@
 
 """Training samples/s: EarthSynthControlNet under the Lightning Trainer vs a diffusers-style loop.
 
-The plain loop follows diffusers' ``examples/controlnet/train_controlnet.py``: captions are
-tokenized in the dataset, the text encoder runs every step, VAE latents are sampled and
-scaled, the ControlNet residuals feed the frozen UNet, MSE on the noise, AdamW. Both sides
-use the same tiny models (ControlNet trained, UNet frozen, as in the script), data, batch,
-optimizer and steps. Each run is a fresh subprocess (so peak memory is its own), and the
-three variants are interleaved over several rounds.
+The plain loop follows diffusers' ``examples/controlnet/train_controlnet.py`` with its
+defaults: captions are tokenized in the dataset, the text encoder runs every step, VAE
+latents are sampled and scaled, the ControlNet residuals feed the frozen UNet, MSE on the
+noise, then gradient clipping at 1.0, AdamW, a constant learning-rate schedule, grads zeroed
+in place, and a tqdm bar showing loss and learning rate. Our side runs the same under the
+Trainer (``gradient_clip_val=1.0``, Lightning's progress bar). Both use the same tiny models
+(ControlNet trained, UNet frozen, as in the script), data, batch, optimizer and steps. Each
+run is a fresh subprocess (so peak memory is its own), and the three variants are
+interleaved over several rounds.
 
-Usage: uv run python benchmarks/train_step.py [--steps 30] [--batch-size 16] [--rounds 3]
+    uv run python benchmarks/train_step.py [--steps 30] [--batch-size 16] [--size 32] [--rounds 3]
+
+32 px is the size the tiny preset trains at (``configs/mini.yaml``).
 The last line is ``ratio: <ours with prompt cache / plain loop>``.
 """
 
@@ -33,6 +38,7 @@ def run_variant(variant: str, steps: int, batch_size: int, size: int) -> dict[st
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, Dataset
+    from tqdm import tqdm
 
     from torchgeo_earthsynth.datasets import EarthSynthMini
     from torchgeo_earthsynth.lightning_modules import EarthSynthControlNet
@@ -73,6 +79,8 @@ def run_variant(variant: str, steps: int, batch_size: int, size: int) -> dict[st
 
         loader = DataLoader(Plain(), batch_size=batch_size, shuffle=True, drop_last=True)
         optimizer = torch.optim.AdamW(controlnet.parameters(), lr=1e-4, weight_decay=1e-2)
+        lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        progress_bar = tqdm(total=steps + warmup, desc='Steps')
         controlnet.train()
         done, start = 0, 0.0
         while done < steps + warmup:
@@ -95,8 +103,14 @@ def run_variant(variant: str, steps: int, batch_size: int, size: int) -> dict[st
                             mid_block_additional_residual=mid, return_dict=False)[0]  # fmt: skip
                 loss = F.mse_loss(pred.float(), noise.float(), reduction='mean')
                 loss.backward()
+                torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
                 optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=False)  # the script's default
+                progress_bar.update(1)
+                progress_bar.set_postfix(
+                    loss=loss.detach().item(), lr=lr_scheduler.get_last_lr()[0]
+                )
                 done += 1
                 if done == steps + warmup:
                     break
@@ -115,7 +129,7 @@ def run_variant(variant: str, steps: int, batch_size: int, size: int) -> dict[st
         loader = DataLoader(samples, batch_size=batch_size, shuffle=True, drop_last=True)  # type: ignore[arg-type]
         trainer = pl.Trainer(
             accelerator='cpu', max_steps=steps + warmup, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+            enable_model_summary=False, limit_val_batches=0, gradient_clip_val=1.0,
             callbacks=[timer],
         )  # fmt: skip
         trainer.fit(model, loader)
@@ -128,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--steps', type=int, default=30)
     parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--size', type=int, default=64)
+    parser.add_argument('--size', type=int, default=32)
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--variant', choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
