@@ -157,6 +157,7 @@ class EarthSynthControlNet(BaseTask):
         ) else None  # fmt: skip
         # Frozen pretrained weights are not written into checkpoints (see on_save_checkpoint).
         self.strict_loading = hp['preset'] == 'tiny'
+        self.train(self.training)  # frozen parts in eval mode from the start
 
     def _freeze_vae(self) -> None:
         """End of the VAE warm-up: the VAE is frozen from here on."""

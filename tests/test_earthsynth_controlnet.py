@@ -69,6 +69,9 @@ def test_pretrained_preset_freezes_unet() -> None:
     trained = {id(p) for p in tiny.trained_parameters()}
     assert trained == {id(p) for p in tiny.controlnet.parameters()}
     assert not any(p.requires_grad for p in tiny.unet.parameters())
+    # frozen parts are in eval mode from construction on, not only once fit calls train()
+    assert not tiny.unet.training and not tiny.text_encoder.training
+    assert tiny.controlnet.training
 
 
 def test_fused_adamw_on_cpu_matches_foreach() -> None:

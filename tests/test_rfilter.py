@@ -531,6 +531,29 @@ def test_segmenter_and_informer_from_torchgeo_checkpoint(tmp_path: Path) -> None
         RFilter(clip_model=None, segmenter='/no/seg.ckpt')
 
 
+def test_informer_from_a_torchgeo_classification_checkpoint(tmp_path: Path) -> None:
+    from lightning import Trainer
+    from torchgeo.trainers import ClassificationTask
+
+    torch.manual_seed(0)
+    task = ClassificationTask(model='resnet18', in_channels=3, num_classes=3)
+    trainer = Trainer(logger=False, enable_checkpointing=False, accelerator='cpu')
+    trainer.strategy.connect(task)
+    path = tmp_path / 'cls.ckpt'
+    trainer.save_checkpoint(path)
+    images = textured(3, size=32)
+    with torch.no_grad():
+        confidence = task.eval()(images / 255).softmax(1).amax(1)
+    low, high = float(confidence.min()), float(confidence.max())
+    rf = only('informativeness', informer=path, informer_task='classification',
+              confidence_low=low, confidence_high=(low + high) / 2)  # fmt: skip
+    assert isinstance(rf.informer, ClassificationTask) and not rf.informer.training
+    result = rf({'image': images})
+    torch.testing.assert_close(result.scores['informativeness'], confidence)
+    assert result.keep.tolist() == (confidence <= (low + high) / 2).tolist()
+    assert any('too easy' in reason for reason in result.reasons)
+
+
 # --- whole filter ------------------------------------------------------------------------------
 
 
