@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -60,6 +61,8 @@ def main(args: Sequence[str] | None = None) -> None:
     Args:
         args: command-line arguments (default ``sys.argv[1:]``).
     """
+    # Lightning 2.6 calls a pytree API that torch 2.15 deprecates, once per fit: noise only.
+    warnings.filterwarnings('ignore', message=r'`isinstance\(treespec, LeafSpec\)` is deprecated')
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in EXTRA_COMMANDS:
         _resolve(EXTRA_COMMANDS[argv[0]])(argv[1:])
