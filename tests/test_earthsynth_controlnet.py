@@ -262,8 +262,12 @@ def test_fit_writes_checkpoint_export_grid_and_resumes(mini_root: Path, tmp_path
     assert trainer.global_step == 4
 
 
-def test_cli_fit_with_the_mini_config(tmp_path: Path) -> None:
-    cli_main([
+@pytest.mark.parametrize('entry', ['earthsynth', 'torchgeo'])
+def test_cli_fit_with_the_mini_config(tmp_path: Path, entry: str) -> None:
+    from torchgeo.main import main as torchgeo_main
+
+    main = cli_main if entry == 'earthsynth' else torchgeo_main  # same config, both CLIs
+    main([
         'fit', '--config', str(REPO / 'configs' / 'mini.yaml'),
         '--trainer.fast_dev_run', '1', '--trainer.default_root_dir', str(tmp_path),
         '--data.init_args.root', str(tmp_path / 'cache'), '--data.init_args.tile_size', '32',
