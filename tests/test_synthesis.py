@@ -17,7 +17,7 @@ from diffusers import (
 )
 
 from torchgeo_earthsynth.lightning_modules import EarthSynthControlNet
-from torchgeo_earthsynth.models import DiffusionParts
+from torchgeo_earthsynth.models import DiffusionParts, tiny_unet
 from torchgeo_earthsynth.synthesis import (
     Synthesizer,
     build_pipeline,
@@ -255,12 +255,7 @@ def test_from_pretrained_errors(exported: dict[str, Path], tmp_path: Path) -> No
     with pytest.raises(ValueError, match='cannot load the Stable Diffusion base'):
         Synthesizer.from_pretrained(exported['bare'], base=tmp_path / 'empty')
     # a ControlNet made for another base (cross-attention width 16, not 32)
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'),
-        up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'), cross_attention_dim=16,
-        attention_head_dim=8, norm_num_groups=8,
-    )  # fmt: skip
+    unet = UNet2DConditionModel.from_config({**tiny_unet(0, 16).config, 'cross_attention_dim': 16})
     other = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
     other.save_pretrained(tmp_path / 'other')
     with pytest.raises(ValueError, match=r"ControlNet '.*other' does not fit the base '.*base'"
@@ -272,12 +267,8 @@ def test_from_pretrained_errors(exported: dict[str, Path], tmp_path: Path) -> No
 def test_check_compatible(synth: Synthesizer) -> None:
     pipe = synth.pipeline
     check_compatible(pipe.controlnet, pipe.unet, pipe.text_encoder)  # fits: no error
-    wide = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 32), down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'),
-        up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'), cross_attention_dim=32,
-        attention_head_dim=8, norm_num_groups=8,
-    )  # fmt: skip
+    wide = UNet2DConditionModel.from_config({**tiny_unet(0, 16).config,
+                                             'block_out_channels': (32, 32)})  # fmt: skip
     with pytest.raises(ValueError, match=r'block_out_channels \(32, 64\) != \(32, 32\)'):
         check_compatible(pipe.controlnet, wide, None, 'mine', 'theirs')
 

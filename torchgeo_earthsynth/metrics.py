@@ -49,6 +49,7 @@ _INIT_LOGIT_SCALE: Final = float(np.log(1 / 0.07))
 #: The tokenizer shipped with open_clip (its BPE file is bundled, so it works offline).
 _DEFAULT_TOKENIZER: Final = 'ViT-B-32'
 
+#: A tokenizer in open_clip's style: prompts -> int token ids [N, context_length].
 Tokenizer = Callable[[list[str]], Tensor]
 
 

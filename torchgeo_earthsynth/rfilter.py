@@ -19,15 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .metrics import ClipModel, ClipScorer
+from .metrics import ClipModel, ClipScorer, Tokenizer
 from .vocabulary import BACKGROUND, NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 
 NoveltyFeatures = Literal['pixels', 'clip']
 TaskKind = Literal['segmentation', 'classification']
-#: A tokenizer in open_clip's style: prompts -> int token ids [N, context_length].
-Tokenizer = Callable[[list[str]], Tensor]
 
 #: Rule names, in the order their reasons are reported.
 RULES: Final[tuple[str, ...]] = ('alignment', 'layout', 'sanity', 'novelty', 'informativeness')
@@ -382,9 +380,10 @@ class RFilter(nn.Module):
             normalize_std: per-channel std divided by before them (TorchGeo datamodules
                 default to dividing by 255).
             cpu_micro_batch: on the CPU, run the segmenter and the informer on chunks of this
-                many images, so that their activations stay in the CPU cache (1.5x faster
-                for a small conv segmenter at 64 px and batch 32, measured); None runs whole
-                batches. Off the CPU whole batches always run.
+                many images, so that their activations stay in the CPU cache (a small conv
+                segmenter at 64 px runs about 3x faster in chunks of 8 than on a batch of 32;
+                ``benchmarks/profiles.py rfilter``); None runs whole batches. Off the CPU whole
+                batches always run.
             map_location: device for models loaded from checkpoints.
             weights_only: ``torch.load`` mode for task checkpoints.
 
@@ -609,7 +608,7 @@ class RFilter(nn.Module):
             finite[~finite] = torch.isfinite(x[~finite]).all(1)
         finite = finite.cpu()
         clean = clean_images.flatten(1)
-        # A centred norm is ~15x faster than Tensor.std on CPU; same value.
+        # A centred norm is much faster than Tensor.std on CPU; same value.
         centred = clean - clean.mean(1, keepdim=True)
         std = (torch.linalg.vector_norm(centred, dim=1) / clean.shape[1] ** 0.5).cpu()
         # |x - 127.5| >= 127.5 means x at 0 or 255 (x is clipped); 4x faster than two compares.
