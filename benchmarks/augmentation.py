@@ -76,8 +76,7 @@ def make_bank(corpus: Path, folder: Path) -> SyntheticBank:
 def module_cost(corpus: Path, bank: SyntheticBank, batch_size: int, device: str) -> None:
     """Print the per-batch time of ``train_aug`` (augmentation + normalisation) vs ``aug``."""
     synthetic = SyntheticAugmentation(source='bank', bank=bank, p=0.5, unmapped_index=0)
-    datamodule = MiniSegmentationDataModule(batch_size=batch_size, root=corpus,
-                                            synthetic=synthetic)  # fmt: skip
+    datamodule = MiniSegmentationDataModule(batch_size=batch_size, root=corpus, synthetic=synthetic)
     datamodule.setup('fit')
     assert datamodule.train_dataset is not None
     samples = [datamodule.train_dataset[i] for i in range(batch_size)]
@@ -92,8 +91,10 @@ def module_cost(corpus: Path, bank: SyntheticBank, batch_size: int, device: str)
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - start)
     ms = {name: 1e3 * statistics.median(values) for name, values in times.items()}
-    print(f'per batch: train_aug (synthetic + aug) {ms["train_aug"]:.2f} ms, '
-          f'aug alone {ms["aug"]:.2f} ms')  # fmt: skip
+    print(
+        f'per batch: train_aug (synthetic + aug) {ms["train_aug"]:.2f} ms, '
+        f'aug alone {ms["aug"]:.2f} ms'
+    )
 
 
 def run(
@@ -103,16 +104,23 @@ def run(
     synthetic = None
     if bank is not None:
         synthetic = SyntheticAugmentation(source='bank', bank=bank, p=0.5, unmapped_index=0)
-    datamodule = MiniSegmentationDataModule(batch_size=batch_size, root=corpus,
-                                            synthetic=synthetic)  # fmt: skip
-    task = SemanticSegmentationTask(model='unet', backbone='resnet18', weights=None,
-                                    num_classes=len(datamodule.classes))  # fmt: skip
+    datamodule = MiniSegmentationDataModule(batch_size=batch_size, root=corpus, synthetic=synthetic)
+    task = SemanticSegmentationTask(
+        model='unet', backbone='resnet18', weights=None, num_classes=len(datamodule.classes)
+    )
     timer = Timer(WARMUP)
     trainer = pl.Trainer(
-        accelerator=device, devices=1, max_steps=steps + WARMUP, limit_val_batches=0,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-    )  # fmt: skip
+        accelerator=device,
+        devices=1,
+        max_steps=steps + WARMUP,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
     trainer.fit(task, datamodule)
     # The least disturbed step (as timeit does): load from other processes on a shared
     # machine comes in bursts longer than a step, and no step of a run does extra work.
@@ -133,8 +141,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # One epoch covers every step: TorchGeo's plateau scheduler wants val_loss at epoch end.
         num_train = max(256, args.batch_size * (args.steps + WARMUP + 1))
-        corpus = make_mini_corpus(Path(tmp), seed=0, size=args.size, num_train=num_train,
-                                  num_val=8)  # fmt: skip
+        corpus = make_mini_corpus(Path(tmp), seed=0, size=args.size, num_train=num_train, num_val=8)
         bank = SyntheticBank(args.bank) if args.bank else make_bank(corpus, Path(tmp) / 'bank')
         print(f'bank: {bank!r}, {len(bank)} samples')
         module_cost(corpus, bank, args.batch_size, args.device)
@@ -150,8 +157,10 @@ def main() -> None:
                     rates['with bank (p=0.5)'].append(rate)
                     stats = run_stats
     for name, values in rates.items():
-        print(f'{name:>18}: {statistics.median(values):8.1f} samples/s '
-              f'(runs: {", ".join(f"{v:.1f}" for v in values)})')  # fmt: skip
+        print(
+            f'{name:>18}: {statistics.median(values):8.1f} samples/s '
+            f'(runs: {", ".join(f"{v:.1f}" for v in values)})'
+        )
     print(f'augmentation stats of the last run: {stats}')
     # Each round's two runs are back to back, so their ratio is the least affected by load
     # drifting on a shared machine; report the median over rounds.

@@ -45,13 +45,19 @@ def bare_samples(split_dir: Path) -> Callable[[], list[dict[str, Any]]]:
                 image = np.asarray(f)
             with Image.open(split_dir / record['mask_name']) as f:
                 mask = torch.from_numpy(np.asarray(f).astype(np.int64))
-            samples.append({
-                'image': torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float(),
-                'mask': mask,
-                'prompt': record['text'],
-                'categories': (torch.bincount(mask.view(-1), minlength=NUM_CLASSES) > 0).float(),
-                'source': source_from_stem(Path(record['file_name']).stem),
-            })  # fmt: skip
+            samples.append(
+                {
+                    'image': torch.from_numpy(
+                        np.ascontiguousarray(image.transpose(2, 0, 1))
+                    ).float(),
+                    'mask': mask,
+                    'prompt': record['text'],
+                    'categories': (
+                        torch.bincount(mask.view(-1), minlength=NUM_CLASSES) > 0
+                    ).float(),
+                    'source': source_from_stem(Path(record['file_name']).stem),
+                }
+            )
         return samples
 
     return load

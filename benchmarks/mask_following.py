@@ -46,11 +46,13 @@ def main() -> None:
     real = torch.stack([s['image'] for s in held_out])
     prompts = [s['prompt'] for s in held_out]
     fit = [train[i] for i in range(min(128, len(train)))]
-    segmenter = PixelClassifier().fit(torch.stack([s['image'] for s in fit]),
-                                      torch.stack([s['mask'] for s in fit])).eval()  # fmt: skip
+    segmenter = (
+        PixelClassifier()
+        .fit(torch.stack([s['image'] for s in fit]), torch.stack([s['mask'] for s in fit]))
+        .eval()
+    )
 
-    untrained = EarthSynthControlNet(image_size=size,
-                                     condition_encoding=meta['condition_encoding'])  # fmt: skip
+    untrained = EarthSynthControlNet(image_size=size, condition_encoding=meta['condition_encoding'])
     synths = {
         'untrained': untrained.synthesizer(args.steps, args.guidance),
         'trained': Synthesizer.from_pretrained(

@@ -45,8 +45,9 @@ def profile_train(size: int, batch_size: int, steps: int) -> None:
     torch.manual_seed(0)
     corpus = EarthSynthMini(size=size, num_train=batch_size, num_val=1)
     samples = [corpus[i] for i in range(batch_size)]
-    model = EarthSynthControlNet(image_size=size, train_unet=False, prompt_dropout=0.0,
-                                 val_num_samples=0, prompt_cache=False).train()  # fmt: skip
+    model = EarthSynthControlNet(
+        image_size=size, train_unet=False, prompt_dropout=0.0, val_num_samples=0, prompt_cache=False
+    ).train()
     tok, text_encoder, vae = model.tokenizer, model.text_encoder, model.vae
     unet, controlnet, scheduler = model.unet, model.controlnet, model.noise_scheduler
     batch = {key: [s[key] for s in samples] for key in ('prompt',)}
@@ -62,11 +63,17 @@ def profile_train(size: int, batch_size: int, steps: int) -> None:
         return out
 
     def plain_step() -> torch.Tensor:
-        ids = timed('tokenize', lambda: torch.stack([
-            tok(p, max_length=77, padding='max_length', truncation=True,
-                return_tensors='pt').input_ids[0]
-            for p in batch['prompt']
-        ]))  # fmt: skip
+        ids = timed(
+            'tokenize',
+            lambda: torch.stack(
+                [
+                    tok(
+                        p, max_length=77, padding='max_length', truncation=True, return_tensors='pt'
+                    ).input_ids[0]
+                    for p in batch['prompt']
+                ]
+            ),
+        )
         images, cond = batch['image'] / 127.5 - 1, encode_condition(batch['mask'])
         with torch.no_grad():
             latents = timed('VAE encode', lambda: vae.encode(images).latent_dist.sample())
@@ -74,12 +81,27 @@ def profile_train(size: int, batch_size: int, steps: int) -> None:
         noise = torch.randn_like(latents)
         timesteps = torch.randint(0, 1000, (len(latents),))
         noisy = scheduler.add_noise(latents, noise, timesteps)
-        down, mid = timed('ControlNet forward', lambda: controlnet(
-            noisy, timesteps, encoder_hidden_states=text, controlnet_cond=cond,
-            return_dict=False))  # fmt: skip
-        pred = timed('UNet forward', lambda: unet(
-            noisy, timesteps, encoder_hidden_states=text, down_block_additional_residuals=down,
-            mid_block_additional_residual=mid, return_dict=False)[0])  # fmt: skip
+        down, mid = timed(
+            'ControlNet forward',
+            lambda: controlnet(
+                noisy,
+                timesteps,
+                encoder_hidden_states=text,
+                controlnet_cond=cond,
+                return_dict=False,
+            ),
+        )
+        pred = timed(
+            'UNet forward',
+            lambda: unet(
+                noisy,
+                timesteps,
+                encoder_hidden_states=text,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+                return_dict=False,
+            )[0],
+        )
         return F.mse_loss(pred.float(), noise.float())
 
     def train(step: Callable[[], torch.Tensor], record: bool) -> None:
@@ -118,8 +140,9 @@ def profile_synthesis(size: int, repeats: int) -> None:
     from torchgeo_earthsynth.synthesis import Synthesizer
     from torchgeo_earthsynth.vocabulary import prompt_from_mask
 
-    synth = Synthesizer.tiny(image_size=size, num_inference_steps=20, batch_size=8,
-                             guidance_scale=3.0)  # fmt: skip
+    synth = Synthesizer.tiny(
+        image_size=size, num_inference_steps=20, batch_size=8, guidance_scale=3.0
+    )
     generator = torch.Generator().manual_seed(0)
     masks = torch.randint(0, 12, (16, size // 8, size // 8), generator=generator)
     masks = masks.repeat_interleave(8, -1).repeat_interleave(8, -2)
@@ -170,10 +193,14 @@ def profile_rfilter(size: int, repeats: int) -> None:
         norm = _median_ms(
             lambda: torch.linalg.vector_norm(flat - flat.mean(1, keepdim=True), dim=1), repeats
         )
-    print(f'conv segmenter, 32 images at {size} px: whole batch {whole:.2f} ms, '
-          f'chunks of 8 {chunked:.2f} ms ({whole / chunked:.1f}x)')  # fmt: skip
-    print(f'per-image spread of 32 images: Tensor.std {std:.3f} ms, centred norm {norm:.3f} ms '
-          f'({std / norm:.1f}x)')  # fmt: skip
+    print(
+        f'conv segmenter, 32 images at {size} px: whole batch {whole:.2f} ms, '
+        f'chunks of 8 {chunked:.2f} ms ({whole / chunked:.1f}x)'
+    )
+    print(
+        f'per-image spread of 32 images: Tensor.std {std:.3f} ms, centred norm {norm:.3f} ms '
+        f'({std / norm:.1f}x)'
+    )
 
 
 def main() -> None:

@@ -35,9 +35,13 @@ def main() -> None:
     args = parser.parse_args()
 
     synth = Synthesizer.tiny(
-        image_size=args.image_size, num_inference_steps=args.steps, batch_size=args.batch_size,
-        guidance_scale=args.guidance_scale, device=args.device, scheduler='unipc',
-    )  # fmt: skip
+        image_size=args.image_size,
+        num_inference_steps=args.steps,
+        batch_size=args.batch_size,
+        guidance_scale=args.guidance_scale,
+        device=args.device,
+        scheduler='unipc',
+    )
     size = args.image_size
     generator = torch.Generator().manual_seed(0)
     masks = torch.randint(0, 12, (args.num_images, size // 8, size // 8), generator=generator)
@@ -50,11 +54,16 @@ def main() -> None:
         for mask, prompt, seed in zip(masks, prompts, seeds):
             cond = encode_condition(mask[None], (size, size), synth.condition_encoding)
             pipe(
-                prompt=prompt, negative_prompt=synth.negative_prompt,
-                image=cond.to(synth.device), height=size, width=size,
-                num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-                generator=torch.Generator().manual_seed(seed), output_type='pt',
-            )  # fmt: skip
+                prompt=prompt,
+                negative_prompt=synth.negative_prompt,
+                image=cond.to(synth.device),
+                height=size,
+                width=size,
+                num_inference_steps=args.steps,
+                guidance_scale=args.guidance_scale,
+                generator=torch.Generator().manual_seed(seed),
+                output_type='pt',
+            )
 
     def batched() -> None:
         synth.prompts.clear()  # no warm cache carried over from the warm-up
@@ -74,9 +83,11 @@ def main() -> None:
                     torch.cuda.synchronize()
                 best[name] = min(best[name], time.perf_counter() - start)
     rates = {name: args.num_images / seconds for name, seconds in best.items()}
-    print(f'device {args.device} ({torch.get_num_threads()} threads), {size} px, {args.steps} '
-          f'UniPC steps, guidance {args.guidance_scale}, {args.num_images} images, best of '
-          f'{args.repeats}')  # fmt: skip
+    print(
+        f'device {args.device} ({torch.get_num_threads()} threads), {size} px, {args.steps} '
+        f'UniPC steps, guidance {args.guidance_scale}, {args.num_images} images, best of '
+        f'{args.repeats}'
+    )
     print(f'naive loop (1 image/call): {rates["naive loop"]:.2f} images/s')
     print(f'Synthesizer (batch {args.batch_size}): {rates["Synthesizer"]:.2f} images/s')
     print(f'ratio: {rates["Synthesizer"] / rates["naive loop"]:.2f}')

@@ -48,9 +48,13 @@ def run_variant(variant: str, steps: int, batch_size: int, size: int) -> dict[st
     corpus = EarthSynthMini(size=size, num_train=64, num_val=8)
     samples = [corpus[i] for i in range(len(corpus))]
     model = EarthSynthControlNet(
-        image_size=size, train_unet=False, prompt_dropout=0.0, val_num_samples=0,
-        prompt_cache=variant == 'ours-cache', lr=1e-4,
-    )  # fmt: skip
+        image_size=size,
+        train_unet=False,
+        prompt_dropout=0.0,
+        val_num_samples=0,
+        prompt_cache=variant == 'ours-cache',
+        lr=1e-4,
+    )
     warmup = 3
 
     if variant == 'plain':
@@ -95,12 +99,20 @@ def run_variant(variant: str, steps: int, batch_size: int, size: int) -> dict[st
                 noisy = scheduler.add_noise(latents, noise, timesteps)
                 text = text_encoder(batch['input_ids'], return_dict=False)[0]
                 down, mid = controlnet(
-                    noisy, timesteps, encoder_hidden_states=text,
-                    controlnet_cond=batch['conditioning_pixel_values'], return_dict=False,
-                )  # fmt: skip
-                pred = unet(noisy, timesteps, encoder_hidden_states=text,
-                            down_block_additional_residuals=down,
-                            mid_block_additional_residual=mid, return_dict=False)[0]  # fmt: skip
+                    noisy,
+                    timesteps,
+                    encoder_hidden_states=text,
+                    controlnet_cond=batch['conditioning_pixel_values'],
+                    return_dict=False,
+                )
+                pred = unet(
+                    noisy,
+                    timesteps,
+                    encoder_hidden_states=text,
+                    down_block_additional_residuals=down,
+                    mid_block_additional_residual=mid,
+                    return_dict=False,
+                )[0]
                 loss = F.mse_loss(pred.float(), noise.float(), reduction='mean')
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
@@ -128,10 +140,15 @@ def run_variant(variant: str, steps: int, batch_size: int, size: int) -> dict[st
         timer = Timer()
         loader = DataLoader(samples, batch_size=batch_size, shuffle=True, drop_last=True)  # type: ignore[arg-type]
         trainer = pl.Trainer(
-            accelerator='cpu', max_steps=steps + warmup, logger=False, enable_checkpointing=False,
-            enable_model_summary=False, limit_val_batches=0, gradient_clip_val=1.0,
+            accelerator='cpu',
+            max_steps=steps + warmup,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            gradient_clip_val=1.0,
             callbacks=[timer],
-        )  # fmt: skip
+        )
         trainer.fit(model, loader)
         elapsed = timer.elapsed
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -153,10 +170,22 @@ def main() -> None:
     for round_ in range(args.rounds):
         for variant in VARIANTS:
             out = subprocess.run(
-                [sys.executable, __file__, '--variant', variant, '--steps', str(args.steps),
-                 '--batch-size', str(args.batch_size), '--size', str(args.size)],
-                check=True, capture_output=True, text=True,
-            ).stdout  # fmt: skip
+                [
+                    sys.executable,
+                    __file__,
+                    '--variant',
+                    variant,
+                    '--steps',
+                    str(args.steps),
+                    '--batch-size',
+                    str(args.batch_size),
+                    '--size',
+                    str(args.size),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             results[variant].append(json.loads(out.strip().splitlines()[-1]))
             print(f'round {round_}: {variant:13s} {results[variant][-1]}', flush=True)
     rate = {v: statistics.median(r['samples_per_s'] for r in results[v]) for v in VARIANTS}

@@ -23,12 +23,22 @@ from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, PALETTE, lab
 
 #: LoveDA's classes (without ``no-data``), the segmentation datamodule's classes.
 SEGMENTATION_CLASSES: Final[tuple[str, ...]] = (
-    'background', 'building', 'road', 'water', 'barren', 'forest', 'agriculture',
-)  # fmt: skip
+    'background',
+    'building',
+    'road',
+    'water',
+    'barren',
+    'forest',
+    'agriculture',
+)
 #: Classes of the classification datamodule (vocabulary names).
 CLASSIFICATION_CLASSES: Final[tuple[str, ...]] = (
-    'agriculture land', 'forest land', 'water', 'building', 'road',
-)  # fmt: skip
+    'agriculture land',
+    'forest land',
+    'water',
+    'building',
+    'road',
+)
 
 
 def reverse_map(lut: Tensor, fill: int = 0) -> Tensor:
@@ -196,14 +206,18 @@ class MiniSegmentationDataModule(_MiniDownstreamDataModule):
         Raises:
             ValueError: if ``synthetic`` is bound to other classes.
         """
-        super().__init__(batch_size, num_workers, root, synthetic, seed, tile_size, num_train,
-                         num_val)  # fmt: skip
+        super().__init__(
+            batch_size, num_workers, root, synthetic, seed, tile_size, num_train, num_val
+        )
         #: Vocabulary id -> index of :attr:`classes` (background for ids outside them).
         self.reverse = reverse_map(self.lut, fill=0)
 
     def _dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
-        return EarthSynth180K(self.corpus_root(), split=split,  # type: ignore[arg-type]
-                              transforms=_ToSegmentation(self.reverse))  # fmt: skip
+        return EarthSynth180K(
+            self.corpus_root(),
+            split=split,  # type: ignore[arg-type]
+            transforms=_ToSegmentation(self.reverse),
+        )
 
     def plot(self, sample: dict[str, Tensor], suptitle: str | None = None) -> Figure:
         """Plot image, mask (and prediction) in the vocabulary's colours.
@@ -280,8 +294,9 @@ class MiniClassificationDataModule(_MiniDownstreamDataModule):
         Raises:
             ValueError: if ``synthetic`` is bound to other classes.
         """
-        super().__init__(batch_size, num_workers, root, synthetic, seed, tile_size, num_train,
-                         num_val)  # fmt: skip
+        super().__init__(
+            batch_size, num_workers, root, synthetic, seed, tile_size, num_train, num_val
+        )
 
     def _dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
         corpus = EarthSynth180K(self.corpus_root(), split=split)  # type: ignore[arg-type]

@@ -207,9 +207,15 @@ class EarthSynth180KDataModule(NonGeoDataModule):
             ValueError: if ``size`` is not positive or ``val_split_pct`` not in (0, 1).
         """
         super().__init__(
-            EarthSynth180K, batch_size, num_workers,
-            root=root, mode=mode, download=download, strict=strict, **kwargs,
-        )  # fmt: skip
+            EarthSynth180K,
+            batch_size,
+            num_workers,
+            root=root,
+            mode=mode,
+            download=download,
+            strict=strict,
+            **kwargs,
+        )
         if size is not None and size <= 0:
             raise ValueError(f'size must be a positive number of pixels or None, got {size}')
         if not 0 < val_split_pct < 1:
@@ -423,14 +429,27 @@ class EarthSynthMiniDataModule(EarthSynth180KDataModule):
             **kwargs: additional keyword arguments passed to
                 :class:`~torchgeo_earthsynth.datasets.EarthSynthMini`.
         """
-        super().__init__(batch_size, num_workers, size, crop, normalize, flip, balanced,
-                         cf_comp, mode=mode)  # fmt: skip
+        super().__init__(
+            batch_size, num_workers, size, crop, normalize, flip, balanced, cf_comp, mode=mode
+        )
         # Same pipeline, other dataset: EarthSynthMini takes no download/strict.
         self.dataset_class = EarthSynthMini
-        self.kwargs = {'root': root, 'mode': mode, 'seed': seed, 'size': tile_size,
-                       'num_train': num_train, 'num_val': num_val, **kwargs}  # fmt: skip
+        self.kwargs = {
+            'root': root,
+            'mode': mode,
+            'seed': seed,
+            'size': tile_size,
+            'num_train': num_train,
+            'num_val': num_val,
+            **kwargs,
+        }
 
     def prepare_data(self) -> None:
         """Generate the corpus once (on one process) before the ranks set up."""
-        make_mini_corpus(self.kwargs['root'], self.kwargs['seed'], self.kwargs['size'],
-                         self.kwargs['num_train'], self.kwargs['num_val'])  # fmt: skip
+        make_mini_corpus(
+            self.kwargs['root'],
+            self.kwargs['seed'],
+            self.kwargs['size'],
+            self.kwargs['num_train'],
+            self.kwargs['num_val'],
+        )

@@ -138,9 +138,9 @@ class EarthSynthControlNet(BaseTask):
             self.controlnet = tiny_controlnet(self.unet)
         else:
             self.controlnet = ControlNetModel.from_unet(self.unet)
-        self.train_unet = hp['train_unet'] if hp['train_unet'] is not None else (
-            hp['preset'] == 'tiny'
-        )  # fmt: skip
+        self.train_unet = (
+            hp['train_unet'] if hp['train_unet'] is not None else (hp['preset'] == 'tiny')
+        )
         self.vae_trainable = hp['preset'] == 'tiny' and hp['vae_warmup_steps'] > 0
         self.vae.requires_grad_(self.vae_trainable)
         self.text_encoder.requires_grad_(False)
@@ -152,9 +152,11 @@ class EarthSynthControlNet(BaseTask):
         self.prompt_encoder = PromptEncoder(self.tokenizer, self.text_encoder, hp['prompt_cache'])
         self.register_buffer('latent_scale', torch.tensor(float(self.vae.config.scaling_factor)))
         self.register_buffer('latent_std_ema', torch.tensor(0.0))
-        self.ema = EMAModel(self.trained_parameters(), decay=hp['ema_decay']) if (
-            hp['ema_decay'] is not None
-        ) else None  # fmt: skip
+        self.ema = (
+            EMAModel(self.trained_parameters(), decay=hp['ema_decay'])
+            if (hp['ema_decay'] is not None)
+            else None
+        )
         # Frozen pretrained weights are not written into checkpoints (see on_save_checkpoint).
         self.strict_loading = hp['preset'] == 'tiny'
         self.train(self.training)  # frozen parts in eval mode from the start
@@ -185,17 +187,19 @@ class EarthSynthControlNet(BaseTask):
     def parts(self) -> DiffusionParts:
         """The Stable Diffusion parts (shared, not copied), VAE scale in sync."""
         self.vae.register_to_config(scaling_factor=float(self.latent_scale))
-        return DiffusionParts(self.unet, self.vae, self.text_encoder, self.tokenizer,
-                              self.noise_scheduler)  # fmt: skip
+        return DiffusionParts(
+            self.unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler
+        )
 
     def synthesizer(self, num_inference_steps: int, guidance_scale: float) -> Synthesizer:
         """A :class:`Synthesizer` over this module's current weights and prompt cache."""
         return Synthesizer(
             build_pipeline(self.parts, self.controlnet),
-            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
             condition_encoding=self.hparams['condition_encoding'],
             prompt_encoder=self.prompt_encoder,
-        )  # fmt: skip
+        )
 
     @contextmanager
     def ema_weights(self) -> Iterator[None]:
@@ -215,13 +219,20 @@ class EarthSynthControlNet(BaseTask):
     def forward(self, noisy: Tensor, timesteps: Tensor, text: Tensor, condition: Tensor) -> Tensor:
         """Predict noise (or v) of noisy latents given text embeddings and condition images."""
         down, mid = self.controlnet(
-            noisy, timesteps, encoder_hidden_states=text, controlnet_cond=condition,
+            noisy,
+            timesteps,
+            encoder_hidden_states=text,
+            controlnet_cond=condition,
             return_dict=False,
-        )  # fmt: skip
+        )
         pred: Tensor = self.unet(
-            noisy, timesteps, encoder_hidden_states=text, down_block_additional_residuals=down,
-            mid_block_additional_residual=mid, return_dict=False,
-        )[0]  # fmt: skip
+            noisy,
+            timesteps,
+            encoder_hidden_states=text,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            return_dict=False,
+        )[0]
         return pred
 
     def _prompts(self, prompts: list[str], generator: torch.Generator | None) -> list[str]:
@@ -247,17 +258,20 @@ class EarthSynthControlNet(BaseTask):
         images = batch['image'] / 127.5 - 1
         with torch.no_grad():
             posterior = self.vae.encode(images).latent_dist
-        latents = posterior.sample(generator=None) if generator is None else (
-            posterior.mean + posterior.std * self._randn(posterior.mean, generator)
-        )  # fmt: skip
+        latents = (
+            posterior.sample(generator=None)
+            if generator is None
+            else (posterior.mean + posterior.std * self._randn(posterior.mean, generator))
+        )
         latents = latents.detach() * self.latent_scale
         noise = self._randn(latents, generator)
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (len(latents),), generator=generator).to(self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         text = self.prompt_encoder(self._prompts(list(batch['prompt']), generator))
-        condition = encode_condition(batch['mask'], tuple(images.shape[-2:]),
-                                     hp['condition_encoding'])  # fmt: skip
+        condition = encode_condition(
+            batch['mask'], tuple(images.shape[-2:]), hp['condition_encoding']
+        )
         pred = self(noisy, timesteps, text.to(noisy.dtype), condition.to(noisy.dtype))
         if self.noise_scheduler.config.prediction_type == 'v_prediction':
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -290,8 +304,9 @@ class EarthSynthControlNet(BaseTask):
         recon = self.vae.decode(posterior.sample()).sample
         kl = posterior.kl().mean() / images[0].numel()
         std = posterior.mean.detach().std()
-        self.latent_std_ema.copy_(std if self.latent_std_ema == 0 else
-                                  0.9 * self.latent_std_ema + 0.1 * std)  # fmt: skip
+        self.latent_std_ema.copy_(
+            std if self.latent_std_ema == 0 else 0.9 * self.latent_std_ema + 0.1 * std
+        )
         loss: Tensor = F.mse_loss(recon, images) + 1e-3 * kl
         return loss
 
@@ -339,8 +354,9 @@ class EarthSynthControlNet(BaseTask):
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
         n = min(self.hparams['val_num_samples'], len(batch['image']))
-        synth = self.synthesizer(self.hparams['val_inference_steps'],
-                                 self.hparams['val_guidance_scale'])  # fmt: skip
+        synth = self.synthesizer(
+            self.hparams['val_inference_steps'], self.hparams['val_guidance_scale']
+        )
         generated = synth.generate(batch['mask'][:n], list(batch['prompt'][:n]), seeds=range(n))
         figure = sample_grid(
             batch['mask'][:n],
@@ -357,8 +373,9 @@ class EarthSynthControlNet(BaseTask):
         for logger in self.loggers:
             experiment = getattr(logger, 'experiment', None)
             if experiment is not None and hasattr(experiment, 'add_figure'):  # TensorBoard
-                experiment.add_image('val/samples', plt.imread(path)[..., :3],
-                                     self.global_step, dataformats='HWC')  # fmt: skip
+                experiment.add_image(
+                    'val/samples', plt.imread(path)[..., :3], self.global_step, dataformats='HWC'
+                )
             elif hasattr(logger, 'log_image'):  # W&B, Neptune...
                 logger.log_image(key='val/samples', images=[str(path)], step=self.global_step)
 
@@ -377,15 +394,19 @@ class EarthSynthControlNet(BaseTask):
             start = self.hparams['seed'] * 1_000_003 + batch_idx * len(masks)
             seeds = torch.arange(start, start + len(masks))
         with self.ema_weights():
-            synth = self.synthesizer(self.hparams['predict_inference_steps'],
-                                     self.hparams['predict_guidance_scale'])  # fmt: skip
+            synth = self.synthesizer(
+                self.hparams['predict_inference_steps'], self.hparams['predict_guidance_scale']
+            )
             images = synth.generate(masks, prompts, seeds=seeds)
         return {
             **{k: v for k, v in batch.items() if k not in ('image',)},
-            'image': images, 'mask': masks.long(), 'prompt': prompts,
+            'image': images,
+            'mask': masks.long(),
+            'prompt': prompts,
             'categories': torch.stack([multi_hot(m) for m in masks]),
-            'source': ['synthetic'] * len(masks), 'seed': torch.as_tensor(seeds),
-        }  # fmt: skip
+            'source': ['synthetic'] * len(masks),
+            'seed': torch.as_tensor(seeds),
+        }
 
     # ------------------------------------------------------------------ optim / ckpt
     def configure_optimizers(self) -> Any:
@@ -396,14 +417,21 @@ class EarthSynthControlNet(BaseTask):
             groups.append({'params': list(self.vae.parameters()), 'weight_decay': 0.0})
         params = [p for group in groups for p in group['params']]
         # The fused kernel is ~3x faster than foreach on CPU; plain tensors only (not FSDP's).
-        fused = all(type(p) is torch.nn.Parameter and p.device.type in ('cpu', 'cuda')
-                    for p in params)  # fmt: skip
-        optimizer = AdamW(groups, lr=self.hparams['lr'], weight_decay=self.hparams['weight_decay'],
-                          fused=fused or None)  # fmt: skip
+        fused = all(
+            type(p) is torch.nn.Parameter and p.device.type in ('cpu', 'cuda') for p in params
+        )
+        optimizer = AdamW(
+            groups,
+            lr=self.hparams['lr'],
+            weight_decay=self.hparams['weight_decay'],
+            fused=fused or None,
+        )
         warmup = max(1, self.hparams['lr_warmup_steps'])
         scheduler = LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {'optimizer': optimizer,
-                'lr_scheduler': {'scheduler': scheduler, 'interval': 'step'}}  # fmt: skip
+        return {
+            'optimizer': optimizer,
+            'lr_scheduler': {'scheduler': scheduler, 'interval': 'step'},
+        }
 
     def _frozen_prefixes(self) -> tuple[str, ...]:
         if self.hparams['preset'] == 'tiny':
@@ -453,10 +481,12 @@ class EarthSynthControlNet(BaseTask):
         meta = {
             'condition_encoding': self.hparams['condition_encoding'],
             'base_model': self.hparams['base_model'] if self.hparams['preset'] != 'tiny' else None,
-            'preset': self.hparams['preset'], 'image_size': self.hparams['image_size'],
+            'preset': self.hparams['preset'],
+            'image_size': self.hparams['image_size'],
             'prompt_template': PROMPT_PREFIX + '<class names, ascending id, comma-separated>',
-            'global_step': int(self.global_step), 'ema': self.ema is not None,
-        }  # fmt: skip
+            'global_step': int(self.global_step),
+            'ema': self.ema is not None,
+        }
         (tmp / 'earthsynth.json').write_text(json.dumps(meta, indent=2))
         (tmp / 'README.md').write_text(_model_card(meta, full))
         old = directory.with_name(f'.{directory.name}.old-{os.getpid()}')
@@ -475,11 +505,12 @@ def output_dir(trainer: pl.Trainer) -> Path:
 def _model_card(meta: dict[str, Any], full: bool) -> str:
     load = (
         "pipe = StableDiffusionControlNetPipeline.from_pretrained('<this folder>')"
-        if full else
-        "controlnet = ControlNetModel.from_pretrained('<this folder>', subfolder='controlnet')\n"
+        if full
+        else "controlnet = ControlNetModel.from_pretrained('<this folder>', "
+        "subfolder='controlnet')\n"
         f"pipe = StableDiffusionControlNetPipeline.from_pretrained('{meta['base_model']}', "
         'controlnet=controlnet)'
-    )  # fmt: skip
+    )
     return (
         '---\nlibrary_name: diffusers\ntags: [controlnet, remote-sensing, earthsynth]\n---\n'
         '# EarthSynth ControlNet (torchgeo-earthsynth export)\n\n'
@@ -514,8 +545,9 @@ def sample_grid(
         if real is not None:
             panels.append(real[i].detach().cpu().permute(1, 2, 0) / 255)
         for j, panel in enumerate(panels):
-            axs[i, j].imshow(torch.as_tensor(panel).clamp(0, 1).numpy() if j else panel,
-                             interpolation='nearest')  # fmt: skip
+            axs[i, j].imshow(
+                torch.as_tensor(panel).clamp(0, 1).numpy() if j else panel, interpolation='nearest'
+            )
             axs[i, j].set_xticks([])
             axs[i, j].set_yticks([])
         axs[i, 0].set_ylabel(prompts[i].removeprefix(PROMPT_PREFIX)[:28], fontsize=6)
@@ -539,9 +571,11 @@ class DiffusersExport(Callback):
     """
 
     def __init__(
-        self, dirpath: str | None = None, every_n_train_steps: int | None = None,
+        self,
+        dirpath: str | None = None,
+        every_n_train_steps: int | None = None,
         full_pipeline: bool | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.dirpath = dirpath
         self.every_n_train_steps = every_n_train_steps
         self.full_pipeline = full_pipeline
@@ -557,9 +591,13 @@ class DiffusersExport(Callback):
         self.last_export = module.save_pretrained(self._target(trainer), self.full_pipeline)
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Export every ``every_n_train_steps``."""
         n = self.every_n_train_steps
         if n and trainer.global_step > 0 and trainer.global_step % n == 0:

@@ -28,5 +28,6 @@ def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small mini corpus (32 px, 24 train / 8 val scenes) in the EarthSynth-180K layout."""
     from torchgeo_earthsynth.datasets import make_mini_corpus
 
-    return make_mini_corpus(tmp_path_factory.mktemp('mini'), seed=0, size=32, num_train=24,
-                            num_val=8)  # fmt: skip
+    return make_mini_corpus(
+        tmp_path_factory.mktemp('mini'), seed=0, size=32, num_train=24, num_val=8
+    )

@@ -112,8 +112,10 @@ def _write_keys(root: str, keys: list[int]) -> None:
 
 def test_concurrent_writers(tmp_path: Path) -> None:
     ctx = fork_context()
-    writers = [ctx.Process(target=_write_keys, args=(str(tmp_path), list(range(i, 120, 3))))
-               for i in range(3)]  # fmt: skip
+    writers = [
+        ctx.Process(target=_write_keys, args=(str(tmp_path), list(range(i, 120, 3))))
+        for i in range(3)
+    ]
     for process in writers:
         process.start()
     reader = SyntheticBank(tmp_path)
@@ -165,8 +167,13 @@ def test_killed_writer_leaves_no_broken_sample(tmp_path: Path) -> None:
     # record, and a torn last line
     split = tmp_path / 'train'
     (split / 'images' / '.SYN_x.abc.png.tmp').write_bytes(b'\x89PNG half')
-    layout.write_sample(split, 'SYN_orphan', np.zeros((SIZE, SIZE, 3), np.uint8),
-                        np.ones((SIZE, SIZE), np.uint8), categories=False)  # fmt: skip
+    layout.write_sample(
+        split,
+        'SYN_orphan',
+        np.zeros((SIZE, SIZE, 3), np.uint8),
+        np.ones((SIZE, SIZE), np.uint8),
+        categories=False,
+    )
     with part.open('a') as f:
         f.write('{"records": [{"file_name": "images/SYN_torn')
     bank = SyntheticBank(tmp_path).refresh()
@@ -263,8 +270,9 @@ def test_bank_writer_filter_and_summary(tmp_path: Path, mini_root: Path) -> None
 
     writer = BankWriter(str(tmp_path), rfilter=KeyedFilter(drop_odd))
     datamodule = MaskPromptDataModule(str(mini_root), batch_size=4, bank_root=str(tmp_path))
-    trainer = pl.Trainer(accelerator='cpu', devices=1, callbacks=[writer], logger=False,
-                         enable_progress_bar=False)  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator='cpu', devices=1, callbacks=[writer], logger=False, enable_progress_bar=False
+    )
     trainer.predict(Painter(), datamodule=datamodule, return_predictions=False)
     summary = json.loads((tmp_path / 'train' / 'summary.json').read_text())
     assert summary == writer.summary
@@ -275,8 +283,9 @@ def test_bank_writer_filter_and_summary(tmp_path: Path, mini_root: Path) -> None
     assert bank.done_keys() == {0, 2, 4, 6}
     # without a filter only the NaN image (key 5) is dropped; done keys are skipped
     writer = BankWriter(str(tmp_path))
-    trainer = pl.Trainer(accelerator='cpu', devices=1, callbacks=[writer], logger=False,
-                         enable_progress_bar=False)  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator='cpu', devices=1, callbacks=[writer], logger=False, enable_progress_bar=False
+    )
     trainer.predict(Painter(), datamodule=datamodule, return_predictions=False)
     assert writer.summary is not None
     assert writer.summary['skipped_done'] == 4 and writer.summary['written'] == 3
@@ -291,18 +300,31 @@ def test_bank_writer_filter_and_summary(tmp_path: Path, mini_root: Path) -> None
 
 def test_bank_writer_rejects_bad_filter_output(tmp_path: Path, mini_root: Path) -> None:
     writer = BankWriter(str(tmp_path), rfilter=lambda batch: torch.ones(3, dtype=torch.bool))
-    trainer = pl.Trainer(accelerator='cpu', devices=1, callbacks=[writer], logger=False,
-                         enable_progress_bar=False)  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator='cpu', devices=1, callbacks=[writer], logger=False, enable_progress_bar=False
+    )
     datamodule = MaskPromptDataModule(str(mini_root), batch_size=4)
     with pytest.raises(ValueError, match=r'keep of shape \(3,\); expected a bool tensor \[4\]'):
         trainer.predict(Painter(), datamodule=datamodule, return_predictions=False)
 
 
 def test_cli_config_and_resume(tmp_path: Path, mini_root: Path) -> None:
-    args = ['--config', str(REPO / 'configs' / 'synthesize_mini.yaml'),
-            '--data.root', str(mini_root), '--bank.root', str(tmp_path),
-            '--model.init_args.image_size', '32', '--model.init_args.predict_inference_steps', '2',
-            '--data.batch_size', '2', '--trainer.enable_progress_bar', 'false']  # fmt: skip
+    args = [
+        '--config',
+        str(REPO / 'configs' / 'synthesize_mini.yaml'),
+        '--data.root',
+        str(mini_root),
+        '--bank.root',
+        str(tmp_path),
+        '--model.init_args.image_size',
+        '32',
+        '--model.init_args.predict_inference_steps',
+        '2',
+        '--data.batch_size',
+        '2',
+        '--trainer.enable_progress_bar',
+        'false',
+    ]
     summary = main([*args, '--data.limit', '3'])
     assert summary is not None and (summary['written'], summary['bank_size']) == (3, 3)
     summary = main([*args, '--data.limit', '5'])
@@ -318,13 +340,30 @@ def test_cli_with_diffusers_export(tmp_path: Path, mini_root: Path) -> None:
     from torchgeo_earthsynth.lightning_modules import EarthSynthControlNet
 
     export = EarthSynthControlNet(preset='tiny', image_size=32).save_pretrained(tmp_path / 'x')
-    summary = main([
-        '--model', 'torchgeo_earthsynth.bank.SynthesizerModule',
-        '--model.pretrained', str(export), '--model.num_inference_steps', '2',
-        '--model.guidance_scale', '3.0', '--data.root', str(mini_root), '--data.limit', '3',
-        '--data.seed', '50', '--bank.root', str(tmp_path / 'bank'),
-        '--trainer.accelerator', 'cpu', '--trainer.enable_progress_bar', 'false',
-    ])  # fmt: skip
+    summary = main(
+        [
+            '--model',
+            'torchgeo_earthsynth.bank.SynthesizerModule',
+            '--model.pretrained',
+            str(export),
+            '--model.num_inference_steps',
+            '2',
+            '--model.guidance_scale',
+            '3.0',
+            '--data.root',
+            str(mini_root),
+            '--data.limit',
+            '3',
+            '--data.seed',
+            '50',
+            '--bank.root',
+            str(tmp_path / 'bank'),
+            '--trainer.accelerator',
+            'cpu',
+            '--trainer.enable_progress_bar',
+            'false',
+        ]
+    )
     assert summary is not None and summary['written'] == 3
     synth = Synthesizer.from_pretrained(export, num_inference_steps=2, guidance_scale=3.0)
     source = EarthSynth180K(mini_root, split='val')
@@ -339,20 +378,35 @@ def test_cli_with_diffusers_export(tmp_path: Path, mini_root: Path) -> None:
 
 
 def test_ddp_synthesis(tmp_path: Path, mini_root: Path) -> None:
-    env = os.environ | {'SYNTH_CORPUS': str(mini_root), 'SYNTH_BANK': str(tmp_path),
-                        'SYNTH_LIMITS': '5,8,8', 'OMP_NUM_THREADS': '1'}  # fmt: skip
-    run = subprocess.run([sys.executable, str(REPO / 'tests' / 'data' / 'synthesize_ddp.py')],
-                         env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    env = os.environ | {
+        'SYNTH_CORPUS': str(mini_root),
+        'SYNTH_BANK': str(tmp_path),
+        'SYNTH_LIMITS': '5,8,8',
+        'OMP_NUM_THREADS': '1',
+    }
+    run = subprocess.run(
+        [sys.executable, str(REPO / 'tests' / 'data' / 'synthesize_ddp.py')],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    summaries = [json.loads(line.removeprefix('SUMMARY '))
-                 for line in run.stdout.splitlines() if line.startswith('SUMMARY ')]  # fmt: skip
+    summaries = [
+        json.loads(line.removeprefix('SUMMARY '))
+        for line in run.stdout.splitlines()
+        if line.startswith('SUMMARY ')
+    ]
     assert [s['written'] for s in summaries] == [5, 3, 0]
     assert [s['skipped_done'] for s in summaries] == [0, 5, 8]
     assert [len(s['ranks']) for s in summaries] == [2, 2, 2]
     parts = sorted(p.name for p in (tmp_path / 'train' / 'parts').glob('*.jsonl'))
     assert len(parts) == 2 and parts[0].startswith('rank0-') and parts[1].startswith('rank1-')
-    lines = [json.loads(line) for part in (tmp_path / 'train' / 'parts').glob('*.jsonl')
-             for line in part.read_text().splitlines()]  # fmt: skip
+    lines = [
+        json.loads(line)
+        for part in (tmp_path / 'train' / 'parts').glob('*.jsonl')
+        for line in part.read_text().splitlines()
+    ]
     keys = [line['records'][0]['key'] for line in lines]
     assert sorted(keys) == list(range(8))  # each mask once, no duplicates across ranks
     bank = SyntheticBank(tmp_path)
@@ -365,8 +419,12 @@ def test_ddp_synthesis(tmp_path: Path, mini_root: Path) -> None:
 def test_relative_bank_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     bank = SyntheticBank('rel/bank')
-    sample = {'image': torch.full((3, 8, 8), 50.0), 'mask': torch.full((8, 8), 6),
-              'prompt': 'A satellite image of water', 'seed': 3}  # fmt: skip
+    sample = {
+        'image': torch.full((3, 8, 8), 50.0),
+        'mask': torch.full((8, 8), 6),
+        'prompt': 'A satellite image of water',
+        'seed': 3,
+    }
     assert bank.add([sample]) == 1
     bank.consolidate()
     assert len(bank.refresh()) == 1

@@ -164,8 +164,12 @@ def test_tiling_places_each_quadrant(gen: torch.Generator) -> None:
     for i in range(8):
         members = plan.tiles[i].tolist()
         assert i in members and len(set(members)) == 4
-        quadrants = [(slice(0, 8), slice(0, 8)), (slice(0, 8), slice(8, 16)),
-                     (slice(8, 16), slice(0, 8)), (slice(8, 16), slice(8, 16))]  # fmt: skip
+        quadrants = [
+            (slice(0, 8), slice(0, 8)),
+            (slice(0, 8), slice(8, 16)),
+            (slice(8, 16), slice(0, 8)),
+            (slice(8, 16), slice(8, 16)),
+        ]
         for m, (ys, xs) in zip(members, quadrants):
             expected_image = F.avg_pool2d(batch['image'][m][None], 2)[0]
             assert torch.allclose(out['image'][i][:, ys, xs], expected_image)
@@ -184,11 +188,13 @@ def test_tiling_odd_size_and_small_batch(gen: torch.Generator) -> None:
     # Top-left tile is 8x8 (ceil), bottom-right 7x7, each a nearest downscale of its sample.
     for i in range(2):
         tl, br = int(plan.tiles[i, 0]), int(plan.tiles[i, 3])
-        expected = F.interpolate(batch['mask'][tl][None, None].float(), size=(8, 8),
-                                 mode='nearest-exact')[0, 0].long()  # fmt: skip
+        expected = F.interpolate(
+            batch['mask'][tl][None, None].float(), size=(8, 8), mode='nearest-exact'
+        )[0, 0].long()
         assert torch.equal(out['mask'][i, :8, :8], expected)
-        expected = F.interpolate(batch['mask'][br][None, None].float(), size=(7, 7),
-                                 mode='nearest-exact')[0, 0].long()  # fmt: skip
+        expected = F.interpolate(
+            batch['mask'][br][None, None].float(), size=(7, 7), mode='nearest-exact'
+        )[0, 0].long()
         assert torch.equal(out['mask'][i, 8:, 8:], expected)
     assert_consistent(out)
 
@@ -293,9 +299,13 @@ def test_class_frequencies_get_flatter() -> None:
 def test_rare_classes_are_pasted_more(gen: torch.Generator) -> None:
     def share_of_rare(rarity_weight: float) -> float:
         cf = CounterfactualComposition(
-            real_share=0.0, tile_prob=0.0, rarity_weight=rarity_weight, source_weight=0.0,
-            scene_weight=0.0, seed=0,
-        )  # fmt: skip
+            real_share=0.0,
+            tile_prob=0.0,
+            rarity_weight=rarity_weight,
+            source_weight=0.0,
+            scene_weight=0.0,
+            seed=0,
+        )
         g = torch.Generator().manual_seed(5)
         pasted = torch.cat([cf.compose(make_batch(g, b=16))[1].classes[:, 0] for _ in range(50)])
         return float(
@@ -382,8 +392,9 @@ def test_each_distributed_rank_draws_its_own_choices(
         return [cf.compose(clone(b))[1] for b in batches]
 
     def same(a: list[CompositionPlan], b: list[CompositionPlan]) -> bool:
-        return all(torch.equal(p.op, q.op) and torch.equal(p.donors, q.donors)
-                   for p, q in zip(a, b))  # fmt: skip
+        return all(
+            torch.equal(p.op, q.op) and torch.equal(p.donors, q.donors) for p, q in zip(a, b)
+        )
 
     rank0, seed8 = plans(7), plans(8)
     monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
@@ -405,9 +416,13 @@ def test_pickles_with_its_random_state(gen: torch.Generator) -> None:
 
 @pytest.mark.parametrize(
     'device',
-    ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                         reason='no CUDA'))],
-)  # fmt: skip
+    [
+        'cpu',
+        pytest.param(
+            'cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA')
+        ),
+    ],
+)
 def test_runs_on_the_batch_device(gen: torch.Generator, device: str) -> None:
     batch = make_batch(gen)
     moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -30,9 +30,17 @@ BUILDING = (150, 190, 150, 190)
 
 def write_tif(path: Path, bands: np.ndarray, transform=TRANSFORM, crs=CRS, nodata=None) -> Path:
     with rasterio.open(
-        path, 'w', driver='GTiff', width=bands.shape[2], height=bands.shape[1],
-        count=bands.shape[0], dtype=bands.dtype, crs=crs, transform=transform, nodata=nodata,
-    ) as dst:  # fmt: skip
+        path,
+        'w',
+        driver='GTiff',
+        width=bands.shape[2],
+        height=bands.shape[1],
+        count=bands.shape[0],
+        dtype=bands.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as dst:
         dst.write(bands)
     return path
 
@@ -105,9 +113,16 @@ def read_png(path: Path) -> np.ndarray:
 def test_vector_labels_end_to_end(tmp_path: Path, uint8_scene: Path, geojson: Path) -> None:
     out = tmp_path / 'corpus'
     report = build_corpus(
-        [uint8_scene], geojson, out, {'road': 4, 'building': 'building'}, crops_per_scene=6,
-        tile_size=64, min_labelled_fraction=0.3, bands=(4, 1, 2), progress=False,
-    )  # fmt: skip
+        [uint8_scene],
+        geojson,
+        out,
+        {'road': 4, 'building': 'building'},
+        crops_per_scene=6,
+        tile_size=64,
+        min_labelled_fraction=0.3,
+        bands=(4, 1, 2),
+        progress=False,
+    )
     assert report.written == 6 and report.scenes == 1 and len(report.windows) == 6
     assert report.per_scene == {str(uint8_scene): 6} and not report.shortfalls
     blocks = {4: ROAD, 8: BUILDING}
@@ -148,8 +163,15 @@ def test_vector_labels_end_to_end(tmp_path: Path, uint8_scene: Path, geojson: Pa
 
 def test_polygon_centre_reprojected(tmp_path: Path, uint8_scene: Path, geojson: Path) -> None:
     # one crop covering the whole scene: the road block's centre must carry the road id
-    report = build_corpus([uint8_scene], [geojson], tmp_path / 'c', {'road': 'road', 'building': 0},
-                          crops_per_scene=1, tile_size=SIZE, progress=False)  # fmt: skip
+    report = build_corpus(
+        [uint8_scene],
+        [geojson],
+        tmp_path / 'c',
+        {'road': 'road', 'building': 0},
+        crops_per_scene=1,
+        tile_size=SIZE,
+        progress=False,
+    )
     (stem,) = report.windows
     mask = read_png(tmp_path / 'c' / 'train' / 'masks' / f'{stem}.png')
     assert mask[100, 80] == CLASS_IDS['road']
@@ -161,26 +183,48 @@ def test_polygon_centre_reprojected(tmp_path: Path, uint8_scene: Path, geojson: 
 def test_min_labelled_fraction_and_shortfall(
     tmp_path: Path, uint8_scene: Path, geojson: Path
 ) -> None:
-    report = build_corpus([uint8_scene], geojson, tmp_path / 'c', {'road': 4, 'building': 8},
-                          crops_per_scene=5, tile_size=32, min_labelled_fraction=0.9,
-                          progress=False)  # fmt: skip
+    report = build_corpus(
+        [uint8_scene],
+        geojson,
+        tmp_path / 'c',
+        {'road': 4, 'building': 8},
+        crops_per_scene=5,
+        tile_size=32,
+        min_labelled_fraction=0.9,
+        progress=False,
+    )
     assert report.written == 5 and report.rejected > 0
     for stem in report.windows:
         mask = read_png(tmp_path / 'c' / 'train' / 'masks' / f'{stem}.png')
         assert np.count_nonzero(mask) >= 0.9 * mask.size
     # no 100x100 window can be 90 % labelled: every try is rejected and the scene falls short
-    short = build_corpus([uint8_scene], geojson, tmp_path / 'd', {'road': 4, 'building': 8},
-                         crops_per_scene=2, tile_size=100, min_labelled_fraction=0.9,
-                         progress=False)  # fmt: skip
+    short = build_corpus(
+        [uint8_scene],
+        geojson,
+        tmp_path / 'd',
+        {'road': 4, 'building': 8},
+        crops_per_scene=2,
+        tile_size=100,
+        min_labelled_fraction=0.9,
+        progress=False,
+    )
     assert short.written == 0 and short.rejected == 20
     assert short.shortfalls == {str(uint8_scene): 0}
     assert 'rejected 20' in short.summary()
 
 
 def test_uint16_percentile_stretch(tmp_path: Path, uint16_scene: Path, geojson: Path) -> None:
-    report = build_corpus([uint16_scene], geojson, tmp_path / 'c', {'road': 4, 'building': 8},
-                          crops_per_scene=1, tile_size=SIZE, min_labelled_fraction=0,
-                          categories=False, progress=False)  # fmt: skip
+    report = build_corpus(
+        [uint16_scene],
+        geojson,
+        tmp_path / 'c',
+        {'road': 4, 'building': 8},
+        crops_per_scene=1,
+        tile_size=SIZE,
+        min_labelled_fraction=0,
+        categories=False,
+        progress=False,
+    )
     (stem,) = report.windows
     assert stem == 'USR_scene-b_0000'  # unsafe characters replaced
     image = read_png(tmp_path / 'c' / 'train' / 'images' / f'{stem}.png')
@@ -198,8 +242,15 @@ def test_float_single_band_scene(tmp_path: Path, geojson: Path) -> None:
     band = cols.astype(np.float32)[None]
     band[0, :, :10] = np.nan  # ignored by the stretch, written as 0
     scene = write_tif(tmp_path / 'grey.tif', band)
-    report = build_corpus([scene], geojson, tmp_path / 'c', {'road': 4, 'building': 8},
-                          crops_per_scene=1, tile_size=SIZE, progress=False)  # fmt: skip
+    report = build_corpus(
+        [scene],
+        geojson,
+        tmp_path / 'c',
+        {'road': 4, 'building': 8},
+        crops_per_scene=1,
+        tile_size=SIZE,
+        progress=False,
+    )
     image = read_png(tmp_path / 'c' / 'train' / 'images' / f'{next(iter(report.windows))}.png')
     assert (image[..., 0] == image[..., 1]).all() and (image[..., 0] == image[..., 2]).all()
     low, high = np.percentile(np.tile(np.arange(10, SIZE), SIZE), [2, 98])
@@ -216,37 +267,64 @@ def test_raster_mask_labels(tmp_path: Path, uint8_scene: Path) -> None:
     coarse[0, 0:10, :] = 255  # nodata: background, needs no mapping
     coarse_grid = from_origin(500_000, 5_000_000, 20, 20)
     mask_path = write_tif(tmp_path / 'mask.tif', coarse, transform=coarse_grid, nodata=255)
-    report = build_corpus([uint8_scene], [mask_path], tmp_path / 'c', {'3': 'water', 7: 9},
-                          crops_per_scene=1, tile_size=SIZE, min_labelled_fraction=0,
-                          progress=False)  # fmt: skip
+    report = build_corpus(
+        [uint8_scene],
+        [mask_path],
+        tmp_path / 'c',
+        {'3': 'water', 7: 9},
+        crops_per_scene=1,
+        tile_size=SIZE,
+        min_labelled_fraction=0,
+        progress=False,
+    )
     mask = read_png(tmp_path / 'c' / 'train' / 'masks' / 'USR_scene_a_0000.png')
     np.testing.assert_array_equal(
         mask, expected_mask({6: (40, 120, 20, 100), 9: (140, 180, 140, 180)})
     )
     records = [json.loads(line) for line in layout.jsonl_path(tmp_path / 'c' / 'train').open()]
     assert records[0]['text'] == 'A satellite image of water, forest land'
-    assert report.class_pixels == {'background': SIZE * SIZE - 80 * 80 - 40 * 40,
-                                   'water': 80 * 80, 'forest land': 40 * 40}  # fmt: skip
+    assert report.class_pixels == {
+        'background': SIZE * SIZE - 80 * 80 - 40 * 40,
+        'water': 80 * 80,
+        'forest land': 40 * 40,
+    }
 
 
 def test_unmapped_values(tmp_path: Path, uint8_scene: Path, geojson: Path) -> None:
     with pytest.raises(ValueError, match=r"labels\.geojson, column 'class'.*\['building'\]"):
-        build_corpus([uint8_scene], geojson, tmp_path / 'c', {'road': 4}, progress=False,
-                     tile_size=64)  # fmt: skip
+        build_corpus(
+            [uint8_scene], geojson, tmp_path / 'c', {'road': 4}, progress=False, tile_size=64
+        )
     with pytest.raises(ValueError, match=r"no column 'kind'.*columns: \['class'\]"):
-        build_corpus([uint8_scene], geojson, tmp_path / 'c', {'road': 4}, label_column='kind',
-                     progress=False)  # fmt: skip
-    report = build_corpus([uint8_scene], geojson, tmp_path / 'c', {'road': 4},
-                          unmapped='background', crops_per_scene=1, tile_size=SIZE,
-                          progress=False)  # fmt: skip
+        build_corpus(
+            [uint8_scene], geojson, tmp_path / 'c', {'road': 4}, label_column='kind', progress=False
+        )
+    report = build_corpus(
+        [uint8_scene],
+        geojson,
+        tmp_path / 'c',
+        {'road': 4},
+        unmapped='background',
+        crops_per_scene=1,
+        tile_size=SIZE,
+        progress=False,
+    )
     assert set(report.class_pixels) == {'background', 'road'}
 
     bad = np.zeros((1, SIZE, SIZE), dtype=np.uint8)
     bad[0, :50, :50] = 5
     mask_path = write_tif(tmp_path / 'bad.tif', bad)
     with pytest.raises(ValueError, match=r'bad\.tif: pixel value 5 \(band 1\) is not in'):
-        build_corpus([uint8_scene], mask_path, tmp_path / 'e', {1: 4}, tile_size=SIZE,
-                     crops_per_scene=1, min_labelled_fraction=0, progress=False)  # fmt: skip
+        build_corpus(
+            [uint8_scene],
+            mask_path,
+            tmp_path / 'e',
+            {1: 4},
+            tile_size=SIZE,
+            crops_per_scene=1,
+            min_labelled_fraction=0,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="'rivers' is not a vocabulary class name"):
         build_corpus([uint8_scene], mask_path, tmp_path / 'e', {5: 'rivers'}, progress=False)
     with pytest.raises(ValueError, match=r'not a vocabulary id in \[0, 66\]'):
@@ -258,11 +336,17 @@ def test_unmapped_values(tmp_path: Path, uint8_scene: Path, geojson: Path) -> No
 def test_bad_arguments(tmp_path: Path, uint8_scene: Path, geojson: Path) -> None:
     mapping = {'road': 4, 'building': 8}
     with pytest.raises(ValueError, match=r'scene_a\.tif: scene is 200x200, smaller than'):
-        build_corpus([uint8_scene], geojson, tmp_path / 'c', mapping, tile_size=256,
-                     progress=False)  # fmt: skip
+        build_corpus([uint8_scene], geojson, tmp_path / 'c', mapping, tile_size=256, progress=False)
     with pytest.raises(ValueError, match=r'band\(s\) \[5\] out of range; the scene has 4'):
-        build_corpus([uint8_scene], geojson, tmp_path / 'c', mapping, bands=(1, 2, 5),
-                     tile_size=32, progress=False)  # fmt: skip
+        build_corpus(
+            [uint8_scene],
+            geojson,
+            tmp_path / 'c',
+            mapping,
+            bands=(1, 2, 5),
+            tile_size=32,
+            progress=False,
+        )
     with pytest.raises(ValueError, match='got 2 label files for 3 scenes'):
         build_corpus([uint8_scene] * 3, [geojson, geojson], tmp_path / 'c', mapping)
     with pytest.raises(ValueError, match='scenes share file stems'):
@@ -277,22 +361,46 @@ def test_append_and_refuse_clash(tmp_path: Path, uint8_scene: Path, geojson: Pat
     assert second.existing_records == 2
     lines = layout.jsonl_path(tmp_path / 'train').read_text().splitlines()
     stems = sorted(Path(json.loads(line)['file_name']).stem for line in lines)
-    assert stems == ['TWO_scene_a_0000', 'TWO_scene_a_0001', 'USR_scene_a_0000',
-                     'USR_scene_a_0001']  # fmt: skip
+    assert stems == ['TWO_scene_a_0000', 'TWO_scene_a_0001', 'USR_scene_a_0000', 'USR_scene_a_0001']
     with pytest.raises(ValueError, match=r"already lists crops of \['USR_scene_a'\]"):
         build_corpus([uint8_scene], geojson, tmp_path, mapping, **kwargs)
     assert len(EarthSynth180K(tmp_path)) == 4
 
 
-def test_cli_main(tmp_path: Path, uint8_scene: Path, uint16_scene: Path, geojson: Path,
-                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_cli_main(
+    tmp_path: Path,
+    uint8_scene: Path,
+    uint16_scene: Path,
+    geojson: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     mapping_file = tmp_path / 'mapping.json'
     mapping_file.write_text(json.dumps({'road': 'road', 'building': 8}))
     out = tmp_path / 'out'
-    main(['--scenes', str(uint8_scene), str(uint16_scene), '--labels', str(geojson),
-          '--mapping', str(mapping_file), '--output', str(out), '--split', 'val',
-          '--crops', '3', '--tile-size', '32', '--min-labelled', '0.2', '--prefix', 'CLI_',
-          '--no-progress'])  # fmt: skip
+    main(
+        [
+            '--scenes',
+            str(uint8_scene),
+            str(uint16_scene),
+            '--labels',
+            str(geojson),
+            '--mapping',
+            str(mapping_file),
+            '--output',
+            str(out),
+            '--split',
+            'val',
+            '--crops',
+            '3',
+            '--tile-size',
+            '32',
+            '--min-labelled',
+            '0.2',
+            '--prefix',
+            'CLI_',
+            '--no-progress',
+        ]
+    )
     summary = capsys.readouterr().out.strip()
     assert summary.count('\n') == 0
     assert summary.startswith(f'{out / "val"}: wrote 6 crops')
@@ -300,24 +408,75 @@ def test_cli_main(tmp_path: Path, uint8_scene: Path, uint16_scene: Path, geojson
     assert len(dataset) == 6
     assert all(dataset[i]['mask'].count_nonzero() >= 0.2 * 32 * 32 for i in range(6))
 
-    main(['--scenes', str(uint8_scene), '--labels', str(geojson), '--mapping',
-          '{"road": 4, "building": 8}', '--output', str(out), '--crops', '1', '--tile-size', '32',
-          '--no-categories', '--no-progress'])  # fmt: skip
+    main(
+        [
+            '--scenes',
+            str(uint8_scene),
+            '--labels',
+            str(geojson),
+            '--mapping',
+            '{"road": 4, "building": 8}',
+            '--output',
+            str(out),
+            '--crops',
+            '1',
+            '--tile-size',
+            '32',
+            '--no-categories',
+            '--no-progress',
+        ]
+    )
     assert 'wrote 1 crops (+0 category samples)' in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        main(['--scenes', str(uint8_scene), '--labels', str(geojson), '--mapping', '{"road": 4}',
-              '--output', str(tmp_path / 'other'), '--no-progress'])  # fmt: skip
+        main(
+            [
+                '--scenes',
+                str(uint8_scene),
+                '--labels',
+                str(geojson),
+                '--mapping',
+                '{"road": 4}',
+                '--output',
+                str(tmp_path / 'other'),
+                '--no-progress',
+            ]
+        )
     assert "value(s) ['building'] are not in class_mapping" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(['--scenes', str(uint8_scene), '--labels', str(geojson), '--mapping', '{road: 4}',
-              '--output', str(out)])  # fmt: skip
+        main(
+            [
+                '--scenes',
+                str(uint8_scene),
+                '--labels',
+                str(geojson),
+                '--mapping',
+                '{road: 4}',
+                '--output',
+                str(out),
+            ]
+        )
     assert 'inline --mapping: not valid JSON' in capsys.readouterr().err
 
 
 def test_earthsynth_command_dispatch(tmp_path: Path, uint8_scene: Path, geojson: Path) -> None:
     from torchgeo_earthsynth.cli import main as earthsynth
 
-    earthsynth(['build-corpus', '--scenes', str(uint8_scene), '--labels', str(geojson),
-                '--mapping', '{"road": 4, "building": 8}', '--output', str(tmp_path / 'o'),
-                '--crops', '2', '--tile-size', '32', '--no-progress'])  # fmt: skip
+    earthsynth(
+        [
+            'build-corpus',
+            '--scenes',
+            str(uint8_scene),
+            '--labels',
+            str(geojson),
+            '--mapping',
+            '{"road": 4, "building": 8}',
+            '--output',
+            str(tmp_path / 'o'),
+            '--crops',
+            '2',
+            '--tile-size',
+            '32',
+            '--no-progress',
+        ]
+    )
     assert len(EarthSynth180K(tmp_path / 'o')) == 2

@@ -31,8 +31,13 @@ CONFIG = Path(__file__).resolve().parents[1] / 'configs' / 'torchgeo_segmentatio
 
 
 def trainer_in(state: str) -> Trainer:
-    trainer = Trainer(accelerator='cpu', logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = Trainer(
+        accelerator='cpu',
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     setattr(trainer, state, True)
     return trainer
 
@@ -108,9 +113,13 @@ def test_mask_resized_nearest() -> None:
     dm = EarthSynth180KDataModule(root='unused', size=13)
     mask = torch.zeros(2, 32, 32, dtype=torch.int64)
     mask[:, :, 1::2] = CLASS_IDS['warship']  # one-pixel stripes: bilinear would blend ids
-    batch = {'image': torch.rand(2, 3, 32, 32) * 255, 'mask': mask,
-             'categories': torch.stack([multi_hot(m) for m in mask]),
-             'prompt': ['A satellite image of warship'] * 2, 'source': ['DOTA'] * 2}  # fmt: skip
+    batch = {
+        'image': torch.rand(2, 3, 32, 32) * 255,
+        'mask': mask,
+        'categories': torch.stack([multi_hot(m) for m in mask]),
+        'prompt': ['A satellite image of warship'] * 2,
+        'source': ['DOTA'] * 2,
+    }
     out = dm.aug(batch)
     assert out['mask'].shape == (2, 13, 13) and out['mask'].dtype == torch.int64
     assert set(out['mask'].unique().tolist()) == {0, CLASS_IDS['warship']}
@@ -121,8 +130,11 @@ def test_refresh_labels_rewrites_only_changed_samples() -> None:
     mask[:, :4] = CLASS_IDS['water']
     categories = torch.stack([multi_hot(m) for m in mask])
     categories[0, CLASS_IDS['plane']] = 1  # the plane was cropped out of sample 0
-    batch = {'mask': mask, 'categories': categories,
-             'prompt': ['A satellite image of water, plane', 'a lake, in free text']}  # fmt: skip
+    batch = {
+        'mask': mask,
+        'categories': categories,
+        'prompt': ['A satellite image of water, plane', 'a lake, in free text'],
+    }
     out = RefreshLabels()(batch)
     assert out['prompt'] == ['A satellite image of water', 'a lake, in free text']
     assert out['categories'][0].nonzero().flatten().tolist() == [0, CLASS_IDS['water']]
@@ -130,8 +142,9 @@ def test_refresh_labels_rewrites_only_changed_samples() -> None:
 
 
 def test_crop(mini_root: Path) -> None:
-    dm = EarthSynth180KDataModule(root=mini_root, batch_size=2, size=16, crop=True,
-                                  normalize=False, flip=False)  # fmt: skip
+    dm = EarthSynth180KDataModule(
+        root=mini_root, batch_size=2, size=16, crop=True, normalize=False, flip=False
+    )
     raw = first_batch(dm, 'val')
     out = transfer(dm, raw, 'validating')
     assert out['image'].shape == (2, 3, 16, 16)
@@ -140,8 +153,12 @@ def test_crop(mini_root: Path) -> None:
     out = transfer(dm, raw, 'training')
     assert out['mask'].shape == (2, 16, 16)
     image = out['image'][0]
-    windows = [(y, x) for y in range(17) for x in range(17)
-               if torch.equal(image, raw['image'][0, :, y : y + 16, x : x + 16])]  # fmt: skip
+    windows = [
+        (y, x)
+        for y in range(17)
+        for x in range(17)
+        if torch.equal(image, raw['image'][0, :, y : y + 16, x : x + 16])
+    ]
     assert len(windows) == 1
     y, x = windows[0]
     assert torch.equal(out['mask'][0], raw['mask'][0, y : y + 16, x : x + 16])
@@ -162,8 +179,9 @@ def _rare_corpus(root: Path, common: int = 18, rare: int = 2, val: int = 0) -> P
             if split == 'train' and i >= common:
                 mask[4:8, 4:8] = CLASS_IDS['plane']
             image = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
-            records += layout.write_sample(root / split, f'FAST_{split}{i:03d}', image, mask,
-                                           categories=False)  # fmt: skip
+            records += layout.write_sample(
+                root / split, f'FAST_{split}{i:03d}', image, mask, categories=False
+            )
         if records:
             layout.write_jsonl(layout.jsonl_path(root / split), records)
     return root
@@ -267,8 +285,9 @@ def test_splits_and_missing_data(mini_root: Path, tmp_path: Path) -> None:
 
 
 def test_mini_datamodule(mini_root: Path, tmp_path: Path) -> None:
-    dm = EarthSynthMiniDataModule(root=mini_root.parent, tile_size=32, num_train=24, num_val=8,
-                                  batch_size=4, size=16)  # fmt: skip
+    dm = EarthSynthMiniDataModule(
+        root=mini_root.parent, tile_size=32, num_train=24, num_val=8, batch_size=4, size=16
+    )
     assert isinstance(dm, EarthSynth180KDataModule)
     dm.setup('fit')
     assert dm.train_dataset is not None and dm.val_dataset is not None
@@ -284,13 +303,26 @@ def test_mini_datamodule(mini_root: Path, tmp_path: Path) -> None:
 
 def _cli_args(mini_root: Path, tmp_path: Path) -> list[str]:
     return [
-        'fit', '--config', str(CONFIG),
-        '--data.init_args.root', str(mini_root.parent),
-        '--data.init_args.tile_size', '32', '--data.init_args.num_train', '24',
-        '--data.init_args.num_val', '8', '--data.init_args.batch_size', '2',
-        '--trainer.accelerator', 'cpu', '--trainer.default_root_dir', str(tmp_path),
-        '--trainer.enable_progress_bar', 'false',
-    ]  # fmt: skip
+        'fit',
+        '--config',
+        str(CONFIG),
+        '--data.init_args.root',
+        str(mini_root.parent),
+        '--data.init_args.tile_size',
+        '32',
+        '--data.init_args.num_train',
+        '24',
+        '--data.init_args.num_val',
+        '8',
+        '--data.init_args.batch_size',
+        '2',
+        '--trainer.accelerator',
+        'cpu',
+        '--trainer.default_root_dir',
+        str(tmp_path),
+        '--trainer.enable_progress_bar',
+        'false',
+    ]
 
 
 def test_torchgeo_cli_fast_dev_run(mini_root: Path, tmp_path: Path, monkeypatch: Any) -> None:
@@ -327,8 +359,17 @@ def test_earthsynth_cli_fit(mini_root: Path, tmp_path: Path, monkeypatch: Any) -
     from torchgeo_earthsynth.cli import main
 
     monkeypatch.setattr('sys.argv', ['earthsynth'])
-    main([*_cli_args(mini_root, tmp_path), '--trainer.max_epochs', '1',
-          '--trainer.limit_train_batches', '2', '--trainer.limit_val_batches', '1'])  # fmt: skip
+    main(
+        [
+            *_cli_args(mini_root, tmp_path),
+            '--trainer.max_epochs',
+            '1',
+            '--trainer.limit_train_batches',
+            '2',
+            '--trainer.limit_val_batches',
+            '1',
+        ]
+    )
     checkpoints = list(tmp_path.glob('lightning_logs/version_0/checkpoints/*.ckpt'))
     assert [c.name for c in checkpoints] == ['epoch=0-step=2.ckpt']
     state = torch.load(checkpoints[0], map_location='cpu', weights_only=False)

@@ -335,11 +335,13 @@ def test_parts_joined_in_natural_order(tmp_path: Path) -> None:
     image = np.full((8, 8, 3), 90, dtype=np.uint8)
     mask = np.full((8, 8), 6, dtype=np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    data = zip_of({
-        'train/images/a.png': png_bytes(image),
-        'train/masks/a.png': png_bytes(mask),
-        'train/noise.png': png_bytes(noise),  # makes the archive long enough for 11 parts
-    })  # fmt: skip
+    data = zip_of(
+        {
+            'train/images/a.png': png_bytes(image),
+            'train/masks/a.png': png_bytes(mask),
+            'train/noise.png': png_bytes(noise),  # makes the archive long enough for 11 parts
+        }
+    )
     archives = tmp_path / 'root' / 'archives'
     archives.mkdir(parents=True)
     step = -(-len(data) // 11)
@@ -466,11 +468,13 @@ def scene_split(split_dir: Path, count: int) -> list[dict[str, str]]:
         (split_dir / 'images' / f'{stem}.png').write_bytes(png_bytes(image))
         mask = np.full((8, 8), 6, dtype=np.uint8)
         (split_dir / 'masks' / f'{stem}.png').write_bytes(png_bytes(mask))
-        records.append({
-            'file_name': f'images/{stem}.png',
-            'mask_name': f'masks/{stem}.png',
-            'text': 'A satellite image of water',
-        })  # fmt: skip
+        records.append(
+            {
+                'file_name': f'images/{stem}.png',
+                'mask_name': f'masks/{stem}.png',
+                'text': 'A satellite image of water',
+            }
+        )
     return records
 
 

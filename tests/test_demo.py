@@ -14,14 +14,30 @@ from torchgeo_earthsynth.demo import DemoConfig, run_demo
 
 def test_demo_writes_an_honest_report(tmp_path: Path) -> None:
     config = DemoConfig(
-        output=tmp_path / 'demo', image_size=32, num_train=16, num_val=8, steps=4, vae_steps=2,
-        batch_size=4, inference_steps=2, num_synthetic=8, downstream_train=8,
-        downstream_steps=2, seeds=(0,), layout_threshold=0.0,
-    )  # fmt: skip
+        output=tmp_path / 'demo',
+        image_size=32,
+        num_train=16,
+        num_val=8,
+        steps=4,
+        vae_steps=2,
+        batch_size=4,
+        inference_steps=2,
+        num_synthetic=8,
+        downstream_train=8,
+        downstream_steps=2,
+        seeds=(0,),
+        layout_threshold=0.0,
+    )
     report = run_demo(config)
     text = report.read_text()
-    for heading in ('## Training', '## Generated samples', '## Do generated images follow',
-                    '## R-Filter', '## Downstream segmentation', '## Timings'):  # fmt: skip
+    for heading in (
+        '## Training',
+        '## Generated samples',
+        '## Do generated images follow',
+        '## R-Filter',
+        '## Downstream segmentation',
+        '## Timings',
+    ):
         assert heading in text
     for link in re.findall(r'\]\(([^)]+\.png)\)', text):
         assert (report.parent / link).stat().st_size > 0, link

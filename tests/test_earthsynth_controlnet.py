@@ -189,9 +189,13 @@ def test_export_loads_in_diffusers_without_our_code(
     pipe = StableDiffusionControlNetPipeline.from_pretrained(full)
     pipe.set_progress_bar_config(disable=True)
     image = pipe(
-        prompt='A satellite image of water', image=torch.zeros(1, 3, 32, 32), height=32,
-        width=32, num_inference_steps=2, output_type='np',
-    ).images  # fmt: skip
+        prompt='A satellite image of water',
+        image=torch.zeros(1, 3, 32, 32),
+        height=32,
+        width=32,
+        num_inference_steps=2,
+        output_type='np',
+    ).images
     assert image.shape == (1, 32, 32, 3)
     bare = module.save_pretrained(tmp_path / 'bare', full_pipeline=False)
     assert not (bare / 'model_index.json').exists()
@@ -230,14 +234,21 @@ class Capture(pl.Callback):
 
 
 def test_fit_writes_checkpoint_export_grid_and_resumes(mini_root: Path, tmp_path: Path) -> None:
-    model = EarthSynthControlNet(image_size=32, val_num_samples=2, val_inference_steps=2,
-                                 vae_warmup_steps=1)  # fmt: skip
+    model = EarthSynthControlNet(
+        image_size=32, val_num_samples=2, val_inference_steps=2, vae_warmup_steps=1
+    )
     trainer = pl.Trainer(
-        accelerator='cpu', max_steps=3, limit_val_batches=1, default_root_dir=tmp_path,
-        val_check_interval=3, check_val_every_n_epoch=None,
-        plugins=[AtomicCheckpointIO()], callbacks=[DiffusersExport()],
-        logger=pl.loggers.CSVLogger(tmp_path), enable_progress_bar=False,
-    )  # fmt: skip
+        accelerator='cpu',
+        max_steps=3,
+        limit_val_batches=1,
+        default_root_dir=tmp_path,
+        val_check_interval=3,
+        check_val_every_n_epoch=None,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[DiffusersExport()],
+        logger=pl.loggers.CSVLogger(tmp_path),
+        enable_progress_bar=False,
+    )
     trainer.fit(model, loader(mini_root), loader(mini_root, 'val'))
     log_dir = Path(trainer.log_dir or '')
     assert list((log_dir / 'samples').glob('val_step*.png'))
@@ -249,9 +260,15 @@ def test_fit_writes_checkpoint_export_grid_and_resumes(mini_root: Path, tmp_path
 
     capture = Capture()
     resumed = EarthSynthControlNet(image_size=32, val_num_samples=0, vae_warmup_steps=1)
-    trainer = pl.Trainer(accelerator='cpu', max_steps=4, limit_val_batches=0, logger=False,
-                         enable_checkpointing=False, callbacks=[capture],
-                         enable_progress_bar=False)  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator='cpu',
+        max_steps=4,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[capture],
+        enable_progress_bar=False,
+    )
     trainer.fit(resumed, loader(mini_root), ckpt_path=ckpt)
     assert capture.start_step == 3
     expected = {k: v['exp_avg'] for k, v in saved['optimizer_states'][0]['state'].items()}
@@ -267,14 +284,33 @@ def test_cli_fit_with_the_mini_config(tmp_path: Path, entry: str) -> None:
     from torchgeo.main import main as torchgeo_main
 
     main = cli_main if entry == 'earthsynth' else torchgeo_main  # same config, both CLIs
-    main([
-        'fit', '--config', str(REPO / 'configs' / 'mini.yaml'),
-        '--trainer.fast_dev_run', '1', '--trainer.default_root_dir', str(tmp_path),
-        '--data.init_args.root', str(tmp_path / 'cache'), '--data.init_args.tile_size', '32',
-        '--data.init_args.num_train', '8', '--data.init_args.num_val', '4',
-        '--data.init_args.batch_size', '4', '--model.init_args.image_size', '32',
-        '--model.init_args.val_inference_steps', '2', '--model.init_args.vae_warmup_steps', '0',
-    ])  # fmt: skip
+    main(
+        [
+            'fit',
+            '--config',
+            str(REPO / 'configs' / 'mini.yaml'),
+            '--trainer.fast_dev_run',
+            '1',
+            '--trainer.default_root_dir',
+            str(tmp_path),
+            '--data.init_args.root',
+            str(tmp_path / 'cache'),
+            '--data.init_args.tile_size',
+            '32',
+            '--data.init_args.num_train',
+            '8',
+            '--data.init_args.num_val',
+            '4',
+            '--data.init_args.batch_size',
+            '4',
+            '--model.init_args.image_size',
+            '32',
+            '--model.init_args.val_inference_steps',
+            '2',
+            '--model.init_args.vae_warmup_steps',
+            '0',
+        ]
+    )
     # fast_dev_run turns loggers off: the export still lands under default_root_dir
     assert (tmp_path / 'export' / 'model_index.json').exists()
     assert (tmp_path / 'export' / 'controlnet' / 'config.json').exists()
@@ -292,9 +328,16 @@ def test_cli_print_config(capsys: pytest.CaptureFixture[str]) -> None:
 def test_ddp_two_processes_end_with_identical_weights(mini_root: Path, tmp_path: Path) -> None:
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)}
     subprocess.run(
-        [sys.executable, str(REPO / 'tests' / 'data' / 'train_ddp.py'), str(mini_root),
-         str(tmp_path)], check=True, env=env, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / 'tests' / 'data' / 'train_ddp.py'),
+            str(mini_root),
+            str(tmp_path),
+        ],
+        check=True,
+        env=env,
+        timeout=300,
+    )
     rank0 = torch.load(tmp_path / 'rank0.pt', weights_only=True)
     rank1 = torch.load(tmp_path / 'rank1.pt', weights_only=True)
     # the ranks saw different data but all-reduced gradients keep the weights equal

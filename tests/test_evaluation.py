@@ -40,8 +40,9 @@ FAST_TRAINER = {'accelerator': 'cpu', 'max_steps': 2, 'limit_val_batches': 1}
 @pytest.fixture(scope='module')
 def bank_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SyntheticBank filled with scenes of another mini corpus (stand-ins for generated ones)."""
-    other = make_mini_corpus(tmp_path_factory.mktemp('other'), seed=1, size=32, num_train=12,
-                             num_val=2)  # fmt: skip
+    other = make_mini_corpus(
+        tmp_path_factory.mktemp('other'), seed=1, size=32, num_train=12, num_val=2
+    )
     dataset = EarthSynth180K(other, split='train')
     root = tmp_path_factory.mktemp('bank')
     SyntheticBank(root, durable=False).add([dataset[i] for i in range(len(dataset))])
@@ -53,16 +54,18 @@ def classification(
     mini_root: Path, bank_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> ExperimentResult:
     """All three arms, 2 seeds; real+synthetic through the bank shorthand."""
-    return run_experiment({
-        'task': 'classification',
-        'data': {'root': str(mini_root), 'batch_size': 4},
-        'bank': str(bank_root),
-        'synthetic': {'p': 1.0},
-        'seeds': [0, 1],
-        'trainer': FAST_TRAINER,
-        'output': str(tmp_path_factory.mktemp('classification') / 'report'),
-        'progress': False,
-    })  # fmt: skip
+    return run_experiment(
+        {
+            'task': 'classification',
+            'data': {'root': str(mini_root), 'batch_size': 4},
+            'bank': str(bank_root),
+            'synthetic': {'p': 1.0},
+            'seeds': [0, 1],
+            'trainer': FAST_TRAINER,
+            'output': str(tmp_path_factory.mktemp('classification') / 'report'),
+            'progress': False,
+        }
+    )
 
 
 @pytest.fixture(scope='module')
@@ -70,22 +73,31 @@ def segmentation(mini_root: Path, tmp_path_factory: pytest.TempPathFactory) -> E
     """real and real+synthetic (online tiny synthesizer), 2 seeds, 12 real training scenes."""
     synthetic = {
         'class_path': f'{AUG}.SyntheticAugmentation',
-        'init_args': {'source': 'online', 'p': 0.5, 'synthesizer': {
-            'class_path': f'{AUG}.SynthesizerLoader',
-            'init_args': {'tiny': True, 'image_size': 32, 'num_inference_steps': 1}}},
-    }  # fmt: skip
-    return run_experiment({
-        'task': 'segmentation',
-        'data': {'class_path': 'torchgeo_earthsynth.datamodules.downstream.'
-                               'MiniSegmentationDataModule',
-                 'init_args': {'root': str(mini_root), 'batch_size': 4, 'synthetic': synthetic}},
-        'arms': ['real', 'real+synthetic'],
-        'seeds': [0, 1],
-        'train_subset': 12,
-        'trainer': FAST_TRAINER,
-        'output': str(tmp_path_factory.mktemp('segmentation') / 'report'),
-        'progress': False,
-    })  # fmt: skip
+        'init_args': {
+            'source': 'online',
+            'p': 0.5,
+            'synthesizer': {
+                'class_path': f'{AUG}.SynthesizerLoader',
+                'init_args': {'tiny': True, 'image_size': 32, 'num_inference_steps': 1},
+            },
+        },
+    }
+    return run_experiment(
+        {
+            'task': 'segmentation',
+            'data': {
+                'class_path': 'torchgeo_earthsynth.datamodules.downstream.'
+                'MiniSegmentationDataModule',
+                'init_args': {'root': str(mini_root), 'batch_size': 4, 'synthetic': synthetic},
+            },
+            'arms': ['real', 'real+synthetic'],
+            'seeds': [0, 1],
+            'train_subset': 12,
+            'trainer': FAST_TRAINER,
+            'output': str(tmp_path_factory.mktemp('segmentation') / 'report'),
+            'progress': False,
+        }
+    )
 
 
 class NoSlotSegmentation(MiniSegmentationDataModule):
@@ -134,8 +146,17 @@ def check_files(result: ExperimentResult, arms: list[str], seeds: list[int]) -> 
     assert float(rows[0][result.metric]) == pytest.approx(first.value)
     with files['summary_csv'].open() as f:
         summary = list(csv.reader(f))
-    assert summary[0] == ['arm', 'metric', 'n', 'mean', 'std', 'diff_vs_real',
-                          'paired_diff_mean', 'paired_diff_std', 'wins']  # fmt: skip
+    assert summary[0] == [
+        'arm',
+        'metric',
+        'n',
+        'mean',
+        'std',
+        'diff_vs_real',
+        'paired_diff_mean',
+        'paired_diff_std',
+        'wins',
+    ]
     assert [row[0] for row in summary[1:]] == arms
     assert float(summary[1][3]) == pytest.approx(result.summary[arms[0]].mean)
     png = files['plot'].read_bytes()
@@ -189,7 +210,7 @@ def test_same_seed_same_result_via_cli(
         'train_subset': 12,
         'trainer': FAST_TRAINER,
         'progress': False,
-    }  # fmt: skip
+    }
     path = tmp_path / 'experiment.yaml'
     path.write_text(yaml.safe_dump(config))
     main(['--config', str(path), '--output', str(tmp_path / 'cli')])
@@ -207,12 +228,23 @@ def test_attach_to_datamodule_without_synthetic_slot(
     mini_root: Path, bank_root: Path, tmp_path: Path
 ) -> None:
     data = {'class_path': f'{__name__}.NoSlotSegmentation', 'init_args': {'root': str(mini_root)}}
-    base = {'task': 'segmentation', 'data': data, 'seeds': [3], 'trainer': FAST_TRAINER,
-            'output': str(tmp_path), 'progress': False, 'arms': ['real+synthetic']}  # fmt: skip
+    base = {
+        'task': 'segmentation',
+        'data': data,
+        'seeds': [3],
+        'trainer': FAST_TRAINER,
+        'output': str(tmp_path),
+        'progress': False,
+        'arms': ['real+synthetic'],
+    }
     with pytest.raises(ValueError, match='NoSlotSegmentation takes no synthetic argument'):
         run_experiment({**base, 'synthetic': {'bank': str(bank_root)}})
-    synthetic = {'bank': str(bank_root), 'p': 1.0, 'classes': list(SEGMENTATION_CLASSES),
-                 'dataset': 'LoveDA'}  # fmt: skip
+    synthetic = {
+        'bank': str(bank_root),
+        'p': 1.0,
+        'classes': list(SEGMENTATION_CLASSES),
+        'dataset': 'LoveDA',
+    }
     result = run_experiment({**base, 'synthetic': synthetic})
     (run,) = result.runs
     assert run.synthetic_stats is not None and run.synthetic_stats['from_bank'] == 2 * 4
@@ -224,8 +256,13 @@ def test_summarize_by_hand(tmp_path: Path) -> None:
     def run(arm: str, seed: int, value: float) -> RunResult:
         return RunResult(arm, seed, value, {}, 1, None, 0.0, tmp_path)
 
-    runs = [run('real', 0, 0.5), run('real', 1, 0.7), run('real+synthetic', 0, 0.6),
-            run('real+synthetic', 1, 0.6), run('synthetic-only', 0, 0.2)]  # fmt: skip
+    runs = [
+        run('real', 0, 0.5),
+        run('real', 1, 0.7),
+        run('real+synthetic', 0, 0.6),
+        run('real+synthetic', 1, 0.6),
+        run('synthetic-only', 0, 0.2),
+    ]
     summary = summarize(runs, ['real', 'real+synthetic', 'synthetic-only'])
     assert summary['real'].mean == pytest.approx(0.6)
     assert summary['real'].std == pytest.approx(np.sqrt(0.02))
@@ -275,8 +312,12 @@ def test_bad_config(config: dict[str, Any], match: str) -> None:
 
 
 def test_bad_config_caught_before_training(tmp_path: Path, mini_root: Path) -> None:
-    base = {'output': str(tmp_path / 'out'), 'progress': False, 'trainer': FAST_TRAINER,
-            'data': {'root': str(mini_root), 'batch_size': 4}}  # fmt: skip
+    base = {
+        'output': str(tmp_path / 'out'),
+        'progress': False,
+        'trainer': FAST_TRAINER,
+        'data': {'root': str(mini_root), 'batch_size': 4},
+    }
     with pytest.raises(ValueError, match=r'bank .*missing.* has no train/images or train/masks'):
         run_experiment({**base, 'bank': str(tmp_path / 'missing'), 'arms': ['synthetic-only']})
     with pytest.raises(ValueError, match=r"(?s)bad data: .*'bogus' is not accepted"):
@@ -299,11 +340,18 @@ def test_bad_config_caught_before_training(tmp_path: Path, mini_root: Path) -> N
 
 
 def test_no_training_step_and_unknown_metric(tmp_path: Path, mini_root: Path) -> None:
-    base = {'output': str(tmp_path / 'out'), 'progress': False, 'trainer': FAST_TRAINER,
-            'task': 'classification', 'seeds': [0]}  # fmt: skip
+    base = {
+        'output': str(tmp_path / 'out'),
+        'progress': False,
+        'trainer': FAST_TRAINER,
+        'task': 'classification',
+        'seeds': [0],
+    }
     with pytest.raises(ValueError, match=r'real seed 0: no training step ran \(2 training'):
-        run_experiment({**base, 'train_subset': 2,
-                        'data': {'root': str(mini_root), 'batch_size': 4}})  # fmt: skip
+        run_experiment(
+            {**base, 'train_subset': 2, 'data': {'root': str(mini_root), 'batch_size': 4}}
+        )
     with pytest.raises(ValueError, match=r"metric 'test_mIoU' was not logged .*test_Overall"):
-        run_experiment({**base, 'metric': 'test_mIoU',
-                        'data': {'root': str(mini_root), 'batch_size': 2}})  # fmt: skip
+        run_experiment(
+            {**base, 'metric': 'test_mIoU', 'data': {'root': str(mini_root), 'batch_size': 2}}
+        )

@@ -168,8 +168,9 @@ def test_alignment_scores_are_the_clip_score_metric(clip: nn.Module, tokenizer: 
     torch.testing.assert_close(scores, scorer.score(images, prompts))
     shared = only('alignment', clip_model=scorer, alignment_threshold=0.0)
     assert shared.scorer is scorer and shared.clip is clip
-    torch.testing.assert_close(shared({'image': images, 'prompt': prompts}).scores['alignment'],
-                               scores)  # fmt: skip
+    torch.testing.assert_close(
+        shared({'image': images, 'prompt': prompts}).scores['alignment'], scores
+    )
 
 
 def test_text_embeddings_are_cached() -> None:
@@ -462,9 +463,12 @@ def test_models_stay_in_eval_mode() -> None:
 def test_named_clip_that_cannot_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     monkeypatch.setenv('HF_HOME', str(tmp_path))  # nothing cached
-    with pytest.raises(RuntimeError, match="could not load open_clip model 'ViT-B-32' with "
-                       r"pretrained='openai' \(CLIP weights ViT-B-32/openai are not in the "
-                       'local cache') as info:  # fmt: skip
+    with pytest.raises(
+        RuntimeError,
+        match="could not load open_clip model 'ViT-B-32' with "
+        r"pretrained='openai' \(CLIP weights ViT-B-32/openai are not in the "
+        'local cache',
+    ) as info:
         RFilter()
     assert 'clip_checkpoint=<file>' in str(info.value)
     with pytest.raises(ValueError, match=r"clip_checkpoint '/no/such\.pt' is not a file"):
@@ -479,11 +483,21 @@ def test_named_clip_from_local_checkpoint(
     monkeypatch.setattr(factory, '_MODEL_CONFIGS', dict(factory._MODEL_CONFIGS))
     config = {
         'embed_dim': 32,
-        'vision_cfg': {'layers': 1, 'width': 32, 'patch_size': 8, 'image_size': 32,
-                       'head_width': 16},
-        'text_cfg': {'context_length': 77, 'vocab_size': 49408, 'width': 32, 'heads': 2,
-                     'layers': 1},
-    }  # fmt: skip
+        'vision_cfg': {
+            'layers': 1,
+            'width': 32,
+            'patch_size': 8,
+            'image_size': 32,
+            'head_width': 16,
+        },
+        'text_cfg': {
+            'context_length': 77,
+            'vocab_size': 49408,
+            'width': 32,
+            'heads': 2,
+            'layers': 1,
+        },
+    }
     (tmp_path / 'tiny-rfilter.json').write_text(json.dumps(config))
     open_clip.add_model_config(tmp_path)
     source = tiny_clip(seed=3)
@@ -545,8 +559,13 @@ def test_informer_from_a_torchgeo_classification_checkpoint(tmp_path: Path) -> N
     with torch.no_grad():
         confidence = task.eval()(images / 255).softmax(1).amax(1)
     low, high = float(confidence.min()), float(confidence.max())
-    rf = only('informativeness', informer=path, informer_task='classification',
-              confidence_low=low, confidence_high=(low + high) / 2)  # fmt: skip
+    rf = only(
+        'informativeness',
+        informer=path,
+        informer_task='classification',
+        confidence_low=low,
+        confidence_high=(low + high) / 2,
+    )
     assert isinstance(rf.informer, ClassificationTask) and not rf.informer.training
     result = rf({'image': images})
     torch.testing.assert_close(result.scores['informativeness'], confidence)

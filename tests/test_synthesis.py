@@ -146,8 +146,9 @@ def test_guidance_and_negative_prompt(
     unguided = plain.generate(masks, prompts, seeds=[1, 2, 3])
     assert (guided - unguided).abs().mean() > 0.5
     assert plain.prompts.hits + plain.prompts.misses == 3  # no negative prompt encoded
-    negative = Synthesizer(synth.pipeline, num_inference_steps=2, guidance_scale=3.0,
-                           negative_prompt='blurry, cloudy')  # fmt: skip
+    negative = Synthesizer(
+        synth.pipeline, num_inference_steps=2, guidance_scale=3.0, negative_prompt='blurry, cloudy'
+    )
     steered = negative.generate(masks, prompts, seeds=[1, 2, 3])
     assert (guided - steered).abs().mean() > 0.05
     assert 'blurry, cloudy' in negative.prompts._cache
@@ -163,10 +164,12 @@ def test_prompt_cache(synth: Synthesizer, masks: torch.Tensor) -> None:
     second = cached.generate(four, prompts, seeds=[1, 2, 3, 4])
     assert (cached.prompts.misses, cached.prompts.hits) == (3, 7)
     torch.testing.assert_close(first, second)
-    uncached = Synthesizer(synth.pipeline, num_inference_steps=2, guidance_scale=3.0,
-                           prompt_cache=False)  # fmt: skip
-    torch.testing.assert_close(uncached.generate(four, prompts, seeds=[1, 2, 3, 4]), first,
-                               atol=1e-3, rtol=0)  # fmt: skip
+    uncached = Synthesizer(
+        synth.pipeline, num_inference_steps=2, guidance_scale=3.0, prompt_cache=False
+    )
+    torch.testing.assert_close(
+        uncached.generate(four, prompts, seeds=[1, 2, 3, 4]), first, atol=1e-3, rtol=0
+    )
     assert uncached.prompts.hits == 0 and not uncached.prompts._cache
 
 
@@ -188,12 +191,16 @@ def test_synthesize_sample_dicts(
 
 @pytest.mark.parametrize(('dtype', 'atol'), [(torch.float64, 0.05), (torch.bfloat16, None)])
 def test_dtype_on_cpu(
-    synth: Synthesizer, masks: torch.Tensor, prompts: list[str], dtype: torch.dtype,
+    synth: Synthesizer,
+    masks: torch.Tensor,
+    prompts: list[str],
+    dtype: torch.dtype,
     atol: float | None,
-) -> None:  # fmt: skip
+) -> None:
     reference = synth.generate(masks, prompts, seeds=[1, 2, 3])
-    other = Synthesizer.tiny(image_size=SIZE, num_inference_steps=2, guidance_scale=3.0,
-                             dtype=dtype)  # fmt: skip
+    other = Synthesizer.tiny(
+        image_size=SIZE, num_inference_steps=2, guidance_scale=3.0, dtype=dtype
+    )
     assert other.pipeline.unet.dtype == dtype and other.pipeline.text_encoder.dtype == dtype
     images = other.generate(masks, prompts, seeds=[1, 2, 3])
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
@@ -226,22 +233,33 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_from_pretrained_pipeline_export(
     exported: dict[str, Path], masks: torch.Tensor, prompts: list[str]
 ) -> None:
-    synth = Synthesizer.from_pretrained(exported['pipeline'], num_inference_steps=2,
-                                        guidance_scale=3.0)  # fmt: skip
+    synth = Synthesizer.from_pretrained(
+        exported['pipeline'], num_inference_steps=2, guidance_scale=3.0
+    )
     assert synth.condition_encoding == 'palette'  # read from earthsynth.json
     assert isinstance(synth.pipeline.scheduler, UniPCMultistepScheduler)
     images = synth.generate(masks, prompts, seeds=[1, 2, 3])
-    from_parts = Synthesizer.from_pretrained(exported['bare'], base=exported['base'],
-                                             num_inference_steps=2, guidance_scale=3.0,
-                                             condition_encoding='palette')  # fmt: skip
-    torch.testing.assert_close(from_parts.generate(masks, prompts, seeds=[1, 2, 3]), images,
-                               atol=1e-3, rtol=0)  # fmt: skip
+    from_parts = Synthesizer.from_pretrained(
+        exported['bare'],
+        base=exported['base'],
+        num_inference_steps=2,
+        guidance_scale=3.0,
+        condition_encoding='palette',
+    )
+    torch.testing.assert_close(
+        from_parts.generate(masks, prompts, seeds=[1, 2, 3]), images, atol=1e-3, rtol=0
+    )
     # our ControlNet-only export: the controlnet/ subfolder is found on its own
-    subfolder = Synthesizer.from_pretrained(exported['controlnet_only'], base=exported['base'],
-                                            num_inference_steps=2, guidance_scale=3.0,
-                                            condition_encoding='palette')  # fmt: skip
-    torch.testing.assert_close(subfolder.generate(masks, prompts, seeds=[1, 2, 3]), images,
-                               atol=1e-3, rtol=0)  # fmt: skip
+    subfolder = Synthesizer.from_pretrained(
+        exported['controlnet_only'],
+        base=exported['base'],
+        num_inference_steps=2,
+        guidance_scale=3.0,
+        condition_encoding='palette',
+    )
+    torch.testing.assert_close(
+        subfolder.generate(masks, prompts, seeds=[1, 2, 3]), images, atol=1e-3, rtol=0
+    )
 
 
 def test_from_pretrained_errors(exported: dict[str, Path], tmp_path: Path) -> None:
@@ -258,8 +276,11 @@ def test_from_pretrained_errors(exported: dict[str, Path], tmp_path: Path) -> No
     unet = UNet2DConditionModel.from_config({**tiny_unet(0, 16).config, 'cross_attention_dim': 16})
     other = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
     other.save_pretrained(tmp_path / 'other')
-    with pytest.raises(ValueError, match=r"ControlNet '.*other' does not fit the base '.*base'"
-                       r'.*cross_attention_dim 16 != 32') as error:  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"ControlNet '.*other' does not fit the base '.*base'"
+        r'.*cross_attention_dim 16 != 32',
+    ) as error:
         Synthesizer.from_pretrained(tmp_path / 'other', base=exported['base'])
     assert str(exported['base']) in str(error.value)
 
@@ -267,8 +288,9 @@ def test_from_pretrained_errors(exported: dict[str, Path], tmp_path: Path) -> No
 def test_check_compatible(synth: Synthesizer) -> None:
     pipe = synth.pipeline
     check_compatible(pipe.controlnet, pipe.unet, pipe.text_encoder)  # fits: no error
-    wide = UNet2DConditionModel.from_config({**tiny_unet(0, 16).config,
-                                             'block_out_channels': (32, 32)})  # fmt: skip
+    wide = UNet2DConditionModel.from_config(
+        {**tiny_unet(0, 16).config, 'block_out_channels': (32, 32)}
+    )
     with pytest.raises(ValueError, match=r'block_out_channels \(32, 64\) != \(32, 32\)'):
         check_compatible(pipe.controlnet, wide, None, 'mine', 'theirs')
 

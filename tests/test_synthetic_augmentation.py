@@ -111,8 +111,7 @@ def test_rasterize_boxes_pixel_centres_and_overlaps() -> None:
     assert out.dtype == torch.long
     assert torch.equal(out, expected)
     # a box covering less than half a pixel covers no pixel centre
-    thin = rasterize_boxes([torch.tensor([[1.1, 1.1, 1.4, 5.0]])], [torch.tensor([1])], lut,
-                           (8, 8))  # fmt: skip
+    thin = rasterize_boxes([torch.tensor([[1.1, 1.1, 1.4, 5.0]])], [torch.tensor([1])], lut, (8, 8))
     assert not thin.any()
     with pytest.raises(ValueError, match=r'box labels must be in \[0, 2\], got \[3\]'):
         rasterize_boxes([torch.tensor([[0.0, 0, 2, 2]])], [torch.tensor([3])], lut, (4, 4))
@@ -172,8 +171,9 @@ def test_segmentation_online_replace_keeps_mask_as_label(
     batch = seg_batch(mini_root)
     real = clone(batch)
     then = K.AugmentationSequential(K.Normalize(mean=0, std=255), data_keys=None, keepdim=True)
-    aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='online', p=1.0,
-                                synthesizer=synth, then=then)  # fmt: skip
+    aug = SyntheticAugmentation(
+        SEG_CLASSES, dataset='LoveDA', source='online', p=1.0, synthesizer=synth, then=then
+    )
     raw, plan = aug.augment(clone(batch))
     lut = label_map(SEG_CLASSES, dataset='LoveDA')
     assert plan.origin.tolist() == [GENERATED] * 6
@@ -196,8 +196,15 @@ def test_segmentation_append_copies_other_fields(mini_root: Path, synth: Synthes
     batch['prompt'] = ['real'] * 4
     batch['source'] = ['LoveDA'] * 4
     batch['categories'] = torch.zeros(4, 67)
-    aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='online', p=0.5,
-                                mode='append', synthesizer=synth, seed=3)  # fmt: skip
+    aug = SyntheticAugmentation(
+        SEG_CLASSES,
+        dataset='LoveDA',
+        source='online',
+        p=0.5,
+        mode='append',
+        synthesizer=synth,
+        seed=3,
+    )
     out, plan = aug.augment(clone(batch))
     rows = plan.source_index[4:].tolist()
     n = len(rows)
@@ -233,8 +240,9 @@ def test_segmentation_bank_pairs_map_back(
     for image, cond in zip(out['image'], plan.condition):
         assert (image.numpy().tobytes(), cond.numpy().tobytes()) in bank_pairs
     # with unmapped ids allowed, scenes with e.g. grass are drawn too, grass becoming background
-    loose = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='bank', p=1.0, bank=bank,
-                                  unmapped_index=0)  # fmt: skip
+    loose = SyntheticAugmentation(
+        SEG_CLASSES, dataset='LoveDA', source='bank', p=1.0, bank=bank, unmapped_index=0
+    )
     seen_grass = False
     for _ in range(4):
         out, plan = loose.augment(clone(batch))
@@ -248,8 +256,9 @@ def test_cf_comp_recomposed_labels_are_exact(mini_root: Path, synth: Synthesizer
     batch = seg_batch(mini_root, 8)
     lut = label_map(SEG_CLASSES, dataset='LoveDA')
     cf = CounterfactualComposition(real_share=0.0, tile_prob=0.5, seed=0)
-    aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='online', p=1.0,
-                                synthesizer=synth, cf_comp=cf)  # fmt: skip
+    aug = SyntheticAugmentation(
+        SEG_CLASSES, dataset='LoveDA', source='online', p=1.0, synthesizer=synth, cf_comp=cf
+    )
     out, plan = aug.augment(clone(batch))
     assert torch.equal(lut[out['mask']], plan.condition)
     assert not torch.equal(plan.condition, lut[batch['mask']])  # really recomposed
@@ -259,8 +268,15 @@ def test_reproducible_with_seed(mini_root: Path, bank: SyntheticBank, synth: Syn
     batch = seg_batch(mini_root, 8)
 
     def run(seed: int) -> tuple[Tensor, Tensor]:
-        aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='both', p=0.5,
-                                    bank=bank, synthesizer=synth, seed=seed)  # fmt: skip
+        aug = SyntheticAugmentation(
+            SEG_CLASSES,
+            dataset='LoveDA',
+            source='both',
+            p=0.5,
+            bank=bank,
+            synthesizer=synth,
+            seed=seed,
+        )
         out, plan = aug.augment(clone(batch))
         return out['image'], plan.origin
 
@@ -276,8 +292,9 @@ def test_each_distributed_rank_draws_its_own_choices(
     batch = seg_batch(mini_root, 8)
 
     def origins(seed: int) -> Tensor:
-        aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='bank', p=0.5,
-                                    bank=bank, seed=seed)  # fmt: skip
+        aug = SyntheticAugmentation(
+            SEG_CLASSES, dataset='LoveDA', source='bank', p=0.5, bank=bank, seed=seed
+        )
         return torch.stack([aug.augment(clone(batch))[1].origin for _ in range(3)])
 
     rank0, seed4 = origins(3), origins(4)
@@ -301,8 +318,14 @@ def test_rfilter_drops_keep_the_real_sample(mini_root: Path, synth: Synthesizer)
 
     lut = label_map(SEG_CLASSES, dataset='LoveDA')
     for rfilter, kept in ((by_batch, [0, 2, 4]), (by_parts, [1, 3, 5])):
-        aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='online', p=1.0,
-                                    synthesizer=synth, rfilter=rfilter)  # fmt: skip
+        aug = SyntheticAugmentation(
+            SEG_CLASSES,
+            dataset='LoveDA',
+            source='online',
+            p=1.0,
+            synthesizer=synth,
+            rfilter=rfilter,
+        )
         out, plan = aug.augment(clone(batch))
         assert aug.stats['generated'] == 6 and aug.stats['dropped_by_filter'] == 3
         assert aug.stats['replaced'] == 3
@@ -320,8 +343,9 @@ def test_real_rfilter_protocol(mini_root: Path, synth: Synthesizer) -> None:
 
     batch = seg_batch(mini_root, 6)
     rfilter = RFilter(alignment=False, clip_model=None, layout=False, novelty_threshold=0.5)
-    aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='online', p=1.0,
-                                synthesizer=synth, rfilter=rfilter)  # fmt: skip
+    aug = SyntheticAugmentation(
+        SEG_CLASSES, dataset='LoveDA', source='online', p=1.0, synthesizer=synth, rfilter=rfilter
+    )
     out, plan = aug.augment(clone(batch))
     total = rfilter.counts['total']
     assert total['seen'] == aug.stats['generated'] == 6
@@ -334,8 +358,15 @@ def test_real_rfilter_protocol(mini_root: Path, synth: Synthesizer) -> None:
 def test_add_to_bank(mini_root: Path, synth: Synthesizer, tmp_path: Path) -> None:
     batch = seg_batch(mini_root, 4)
     sink = SyntheticBank(tmp_path, durable=False)
-    aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='both', p=1.0,
-                                bank=sink, synthesizer=synth, add_to_bank=True)  # fmt: skip
+    aug = SyntheticAugmentation(
+        SEG_CLASSES,
+        dataset='LoveDA',
+        source='both',
+        p=1.0,
+        bank=sink,
+        synthesizer=synth,
+        add_to_bank=True,
+    )
     aug.augment(clone(batch))  # the empty bank falls back to online generation
     assert aug.stats['generated'] == aug.stats['added_to_bank'] == 4
     assert len(sink.refresh()) == 4
@@ -355,8 +386,14 @@ def test_empty_bank_is_an_error(mini_root: Path, tmp_path: Path) -> None:
 def test_classification_online_layouts(mini_root: Path, synth: Synthesizer) -> None:
     batch = cls_batch(mini_root)
     lut = label_map(CLS_CLASSES)
-    aug = SyntheticAugmentation(CLS_CLASSES, task='classification', source='online', p=1.0,
-                                synthesizer=synth, layouts=EarthSynth180K(mini_root))  # fmt: skip
+    aug = SyntheticAugmentation(
+        CLS_CLASSES,
+        task='classification',
+        source='online',
+        p=1.0,
+        synthesizer=synth,
+        layouts=EarthSynth180K(mini_root),
+    )
     out, plan = aug.augment(clone(batch))
     assert aug.stats['generated'] == aug.stats['replaced'] == 6
     assert torch.equal(out['label'], batch['label'])
@@ -369,8 +406,9 @@ def test_classification_online_layouts(mini_root: Path, synth: Synthesizer) -> N
 def test_classification_bank_dominant_rule(mini_root: Path, bank: SyntheticBank) -> None:
     batch = cls_batch(mini_root, 8)
     lut = label_map(CLS_CLASSES)
-    aug = SyntheticAugmentation(CLS_CLASSES, task='classification', source='bank', p=1.0,
-                                bank=bank, class_rule='dominant')  # fmt: skip
+    aug = SyntheticAugmentation(
+        CLS_CLASSES, task='classification', source='bank', p=1.0, bank=bank, class_rule='dominant'
+    )
     out, plan = aug.augment(clone(batch))
     assert aug.stats['from_bank'] == 8
     assert torch.equal(out['label'], batch['label'])
@@ -382,8 +420,9 @@ def test_classification_unavailable_class_keeps_real(tmp_path: Path) -> None:
     water = {'image': torch.full((3, 32, 32), 7.0), 'mask': torch.full((32, 32), C['water'])}
     water_only = make_bank(tmp_path, [water])
     batch = {'image': torch.zeros(2, 3, 32, 32), 'label': torch.tensor([2, 3])}  # water, building
-    aug = SyntheticAugmentation(CLS_CLASSES, task='classification', source='bank', p=1.0,
-                                bank=water_only)  # fmt: skip
+    aug = SyntheticAugmentation(
+        CLS_CLASSES, task='classification', source='bank', p=1.0, bank=water_only
+    )
     out, plan = aug.augment(clone(batch))
     assert plan.origin.tolist() == [BANK, REAL]
     assert aug.stats['unavailable'] == 1 and aug.stats['from_bank'] == 1
@@ -398,8 +437,9 @@ def test_detection_online(synth: Synthesizer) -> None:
     boxes = [torch.tensor([[2.0, 2.0, 12.0, 10.0]]), torch.tensor([[0.0, 16.0, 32.0, 32.0]])]
     labels = [torch.tensor([1]), torch.tensor([2])]
     batch = {'image': torch.zeros(2, 3, 32, 32), 'bbox_xyxy': boxes, 'label': labels}
-    aug = SyntheticAugmentation(classes, task='detection', source='online', p=1.0,
-                                mode='append', synthesizer=synth)  # fmt: skip
+    aug = SyntheticAugmentation(
+        classes, task='detection', source='online', p=1.0, mode='append', synthesizer=synth
+    )
     out, plan = aug.augment(batch)
     lut = label_map(classes)
     assert out['image'].shape == (4, 3, 32, 32)
@@ -413,8 +453,9 @@ def test_callback_modifies_normalised_batch_in_place(mini_root: Path, bank: Synt
     batch = seg_batch(mini_root, 6)
     normalised = {'image': batch['image'] / 255, 'mask': batch['mask']}
     original = clone(normalised)
-    aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='bank', p=0.5, bank=bank,
-                                seed=1)  # fmt: skip
+    aug = SyntheticAugmentation(
+        SEG_CLASSES, dataset='LoveDA', source='bank', p=0.5, bank=bank, seed=1
+    )
     callback = SyntheticAugmentationCallback(aug, mean=0.0, std=255.0)
     callback.on_train_batch_start(None, None, normalised, 0)  # type: ignore[arg-type]
     plan = aug.last_plan
@@ -486,24 +527,51 @@ def test_torchgeo_cli_trains_with_synthetic_samples(
     monkeypatch.setattr(sys, 'argv', ['torchgeo'])  # pytest's own arguments are not the CLI's
     synthetic = '--data.init_args.synthetic.init_args.'
     args = [
-        'fit', '--config', str(CONFIGS / f'torchgeo_{task}_synthetic.yaml'),
-        '--trainer.max_steps', '2', '--trainer.limit_val_batches', '1',
-        '--trainer.accelerator', 'cpu', '--trainer.enable_progress_bar', 'false',
-        '--trainer.enable_model_summary', 'false', '--trainer.log_every_n_steps', '1',
-        '--trainer.default_root_dir', str(tmp_path),
-        '--data.init_args.root', str(mini_root), '--data.init_args.batch_size', '4',
-        f'{synthetic}synthesizer.init_args.image_size', '32',
-        f'{synthetic}synthesizer.init_args.num_inference_steps', '2',
-    ]  # fmt: skip
+        'fit',
+        '--config',
+        str(CONFIGS / f'torchgeo_{task}_synthetic.yaml'),
+        '--trainer.max_steps',
+        '2',
+        '--trainer.limit_val_batches',
+        '1',
+        '--trainer.accelerator',
+        'cpu',
+        '--trainer.enable_progress_bar',
+        'false',
+        '--trainer.enable_model_summary',
+        'false',
+        '--trainer.log_every_n_steps',
+        '1',
+        '--trainer.default_root_dir',
+        str(tmp_path),
+        '--data.init_args.root',
+        str(mini_root),
+        '--data.init_args.batch_size',
+        '4',
+        f'{synthetic}synthesizer.init_args.image_size',
+        '32',
+        f'{synthetic}synthesizer.init_args.num_inference_steps',
+        '2',
+    ]
     if task == 'classification':
-        layouts = {'class_path': 'torchgeo_earthsynth.datasets.EarthSynth180K',
-                   'init_args': {'root': str(mini_root)}}  # fmt: skip
+        layouts = {
+            'class_path': 'torchgeo_earthsynth.datasets.EarthSynth180K',
+            'init_args': {'root': str(mini_root)},
+        }
         args += [f'{synthetic}layouts', json.dumps(layouts)]
     if source == 'bank':
-        bank = {'class_path': 'torchgeo_earthsynth.bank.SyntheticBank',
-                'init_args': {'root': str(bank_root)}}  # fmt: skip
-        args += [f'{synthetic}source', 'bank', f'{synthetic}bank', json.dumps(bank),
-                 f'{synthetic}unmapped_index', '0']  # fmt: skip
+        bank = {
+            'class_path': 'torchgeo_earthsynth.bank.SyntheticBank',
+            'init_args': {'root': str(bank_root)},
+        }
+        args += [
+            f'{synthetic}source',
+            'bank',
+            f'{synthetic}bank',
+            json.dumps(bank),
+            f'{synthetic}unmapped_index',
+            '0',
+        ]
     main(args)
 
     assert len(calls) == 2  # one call per training step, none in validation

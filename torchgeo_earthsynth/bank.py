@@ -206,9 +206,11 @@ class SyntheticBank:
                 stem = f'SYN_{_safe(str(key))}_{digest[:8]}'
             records = layout.write_sample(self.split_dir, stem, image, mask, self.categories)
             records[0] |= {
-                'key': key, 'seed': None if seed is None else int(seed),
-                'classes': [int(c) for c in np.unique(mask)], 'writer': self.writer_id,
-            }  # fmt: skip
+                'key': key,
+                'seed': None if seed is None else int(seed),
+                'classes': [int(c) for c in np.unique(mask)],
+                'writer': self.writer_id,
+            }
             if self.durable:
                 for record in records:
                     _fsync(self.split_dir / record['file_name'])
@@ -223,13 +225,17 @@ class SyntheticBank:
         mask = torch.as_tensor(sample['mask']).detach().cpu()
         where = f'sample {sample.get("key", "")!s}'.strip()
         if image.dim() != 3 or image.shape[0] != 3 or mask.shape != image.shape[1:]:
-            raise ValueError(f'{where}: expected image [3, H, W] and mask [H, W], got '
-                             f'{tuple(image.shape)} and {tuple(mask.shape)}')  # fmt: skip
+            raise ValueError(
+                f'{where}: expected image [3, H, W] and mask [H, W], got '
+                f'{tuple(image.shape)} and {tuple(mask.shape)}'
+            )
         if not torch.isfinite(image).all():
             raise ValueError(f'{where}: image has NaN or infinite values')
         if mask.numel() and not 0 <= int(mask.min()) <= int(mask.max()) < NUM_CLASSES:
-            raise ValueError(f'{where}: mask ids must lie in [0, {NUM_CLASSES - 1}], got '
-                             f'[{int(mask.min())}, {int(mask.max())}]')  # fmt: skip
+            raise ValueError(
+                f'{where}: mask ids must lie in [0, {NUM_CLASSES - 1}], got '
+                f'[{int(mask.min())}, {int(mask.max())}]'
+            )
         pixels = image.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
         return np.ascontiguousarray(pixels), mask.to(torch.uint8).numpy()
 
@@ -292,11 +298,15 @@ class SyntheticBank:
         for part in parts:
             for origin, line in self._read_lines(part):
                 records = line.get('records')
-                if not (isinstance(records, list) and records and all(
-                    isinstance(r, dict) and all(isinstance(r.get(k), str)
-                                                for k in layout.REQUIRED_FIELDS)
-                    for r in records
-                )):  # fmt: skip
+                if not (
+                    isinstance(records, list)
+                    and records
+                    and all(
+                        isinstance(r, dict)
+                        and all(isinstance(r.get(k), str) for k in layout.REQUIRED_FIELDS)
+                        for r in records
+                    )
+                ):
                     self.problems['records missing fields'] += 1
                     logger.warning('%s: skipped, expected {"records": [...]}', origin)
                     continue
@@ -367,9 +377,11 @@ class SyntheticBank:
                 if path.name.startswith('.') and path.name.endswith('.tmp'):
                     path.unlink(missing_ok=True)
                     counts['temporary'] += 1
-                elif folder in folders and path.suffix == '.png' and (
-                    f'{folder}/{path.name}' not in used
-                ):  # fmt: skip
+                elif (
+                    folder in folders
+                    and path.suffix == '.png'
+                    and (f'{folder}/{path.name}' not in used)
+                ):
                     path.unlink(missing_ok=True)
                     counts['orphans'] += 1
         return counts
@@ -460,8 +472,10 @@ class SyntheticBank:
             candidates = candidates[index.classes[:, ids].any(dim=1)]
         if not len(candidates):
             which = '' if classes is None else f' with any of the classes {list(classes)}'
-            raise ValueError(f'{self!r} holds no sample{which} (as of the last refresh(); fill '
-                             'it with `earthsynth synthesize` or SyntheticBank.add)')  # fmt: skip
+            raise ValueError(
+                f'{self!r} holds no sample{which} (as of the last refresh(); fill '
+                'it with `earthsynth synthesize` or SyntheticBank.add)'
+            )
         if replacement:
             picks = candidates[torch.randint(len(candidates), (n,), generator=generator)]
         else:
@@ -516,8 +530,13 @@ class MaskPromptDataset(Dataset[dict[str, Any]]):
         key = self.keys[index]
         source = key % self.size
         sample = self.dataset[source]
-        return {'mask': torch.as_tensor(sample['mask']).long(), 'prompt': sample['prompt'],
-                'seed': self.seed + key, 'index': source, 'key': key}  # fmt: skip
+        return {
+            'mask': torch.as_tensor(sample['mask']).long(),
+            'prompt': sample['prompt'],
+            'seed': self.seed + key,
+            'index': source,
+            'key': key,
+        }
 
 
 class MaskPromptDataModule(pl.LightningDataModule):
@@ -571,8 +590,12 @@ class MaskPromptDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
         """Conditions in key order (Lightning shards them across ranks without repeats)."""
         assert self.predict_dataset is not None, 'call setup() first'
-        return DataLoader(self.predict_dataset, batch_size=self.batch_size, shuffle=False,
-                          num_workers=self.num_workers)  # fmt: skip
+        return DataLoader(
+            self.predict_dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+        )
 
 
 class SynthesizerModule(pl.LightningModule):
@@ -607,14 +630,19 @@ class SynthesizerModule(pl.LightningModule):
         condition_encoding: ConditionEncoding | None = None,
     ) -> None:
         super().__init__()
-        kwargs: dict[str, Any] = {'condition_encoding': condition_encoding} if (
-            condition_encoding is not None
-        ) else {}  # fmt: skip
+        kwargs: dict[str, Any] = (
+            {'condition_encoding': condition_encoding} if (condition_encoding is not None) else {}
+        )
         self.synthesizer = Synthesizer.from_pretrained(
-            pretrained, base, subfolder, scheduler=scheduler,
-            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt, **kwargs,
-        )  # fmt: skip
+            pretrained,
+            base,
+            subfolder,
+            scheduler=scheduler,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            **kwargs,
+        )
         pipe = self.synthesizer.pipeline
         # Registered as submodules so the Trainer moves them to its device.
         self.unet, self.controlnet, self.vae = pipe.unet, pipe.controlnet, pipe.vae
@@ -631,10 +659,14 @@ class SynthesizerModule(pl.LightningModule):
         self.synthesizer.batch_size = len(masks)
         images = self.synthesizer.generate(masks, list(batch['prompt']), seeds)
         return {
-            **batch, 'image': images, 'mask': masks.long(), 'prompt': list(batch['prompt']),
+            **batch,
+            'image': images,
+            'mask': masks.long(),
+            'prompt': list(batch['prompt']),
             'categories': torch.stack([multi_hot(m) for m in masks]),
-            'source': ['synthetic'] * len(masks), 'seed': torch.as_tensor(seeds),
-        }  # fmt: skip
+            'source': ['synthetic'] * len(masks),
+            'seed': torch.as_tensor(seeds),
+        }
 
 
 # ---------------------------------------------------------------------- writer
@@ -642,8 +674,10 @@ def _keep_and_reasons(result: Any, size: int) -> tuple[Tensor, list[str]]:
     keep = getattr(result, 'keep', result)
     keep = torch.as_tensor(keep).detach().cpu()
     if keep.shape != (size,):
-        raise ValueError(f'the filter returned keep of shape {tuple(keep.shape)}; expected a '
-                         f'bool tensor [{size}]')  # fmt: skip
+        raise ValueError(
+            f'the filter returned keep of shape {tuple(keep.shape)}; expected a '
+            f'bool tensor [{size}]'
+        )
     reasons = getattr(result, 'reasons', None)
     reasons = [str(r) for r in reasons] if isinstance(reasons, Sequence) else [''] * size
     return keep.bool(), reasons
@@ -711,8 +745,13 @@ class BankWriter(BasePredictionWriter):
         writer = f'rank{trainer.global_rank}-{default_writer_id()}'
         self.bank = SyntheticBank(self.root, self.split, writer, self.categories)
         self.summary = None
-        self.stats = {'writer': self.bank.writer_id, 'predicted': 0, 'written': 0,
-                      'dropped': 0, 'dropped_by': Counter()}  # fmt: skip
+        self.stats = {
+            'writer': self.bank.writer_id,
+            'predicted': 0,
+            'written': 0,
+            'dropped': 0,
+            'dropped_by': Counter(),
+        }
 
     def write_on_batch_end(
         self,
@@ -748,8 +787,14 @@ class BankWriter(BasePredictionWriter):
                     self.stats['dropped_by'][rule.group(0) if rule else part] += 1
                 self.stats['dropped'] += 1
                 continue
-            samples.append({'image': images[i], 'mask': prediction['mask'][i], 'key': keys[i],
-                            'seed': None if seeds is None else int(seeds[i])})  # fmt: skip
+            samples.append(
+                {
+                    'image': images[i],
+                    'mask': prediction['mask'][i],
+                    'key': keys[i],
+                    'seed': None if seeds is None else int(seeds[i]),
+                }
+            )
         self.stats['predicted'] += size
         self.stats['written'] += self.bank.add(samples)
 
@@ -793,8 +838,12 @@ class SynthesizeCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         """Add the bank writer (a Trainer callback), the checkpoint, and link the bank."""
         parser.add_lightning_class_args(BankWriter, 'bank')
-        parser.add_argument('--ckpt_path', type=str | None, default=None,
-                            help='Lightning checkpoint to load into the model')  # fmt: skip
+        parser.add_argument(
+            '--ckpt_path',
+            type=str | None,
+            default=None,
+            help='Lightning checkpoint to load into the model',
+        )
         parser.link_arguments('bank.root', 'data.bank_root')
         parser.link_arguments('bank.split', 'data.bank_split')
 
@@ -821,24 +870,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     saved, sys.argv = sys.argv, sys.argv[:1]
     try:
         cli = SynthesizeCLI(
-            model_class=pl.LightningModule, subclass_mode_model=True,
-            datamodule_class=MaskPromptDataModule, run=False, args=args,
-            seed_everything_default=0, save_config_callback=None,
-            trainer_defaults={'logger': False, 'enable_checkpointing': False,
-                              'enable_model_summary': False},
+            model_class=pl.LightningModule,
+            subclass_mode_model=True,
+            datamodule_class=MaskPromptDataModule,
+            run=False,
+            args=args,
+            seed_everything_default=0,
+            save_config_callback=None,
+            trainer_defaults={
+                'logger': False,
+                'enable_checkpointing': False,
+                'enable_model_summary': False,
+            },
             parser_kwargs={'prog': 'earthsynth synthesize', 'description': main.__doc__},
-        )  # fmt: skip
+        )
     finally:
         sys.argv = saved
     ckpt_path = cli.config.get('ckpt_path')
-    cli.trainer.predict(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path,
-                        return_predictions=False)  # fmt: skip
+    cli.trainer.predict(
+        cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, return_predictions=False
+    )
     callbacks: list[pl.Callback] = cli.trainer.callbacks  # type: ignore[attr-defined]
     writer = next(c for c in callbacks if isinstance(c, BankWriter))
     summary: dict[str, Any] | None = getattr(writer, 'summary', None)
     if cli.trainer.is_global_zero and summary is not None:
-        print(f'bank {summary["bank"]}: wrote {summary["written"]}, dropped '
-              f'{summary["dropped"]} {summary["dropped_by"] or ""}, skipped '
-              f'{summary["skipped_done"]} already done; '
-              f'{summary["bank_size"]} in the bank')  # fmt: skip
+        print(
+            f'bank {summary["bank"]}: wrote {summary["written"]}, dropped '
+            f'{summary["dropped"]} {summary["dropped_by"] or ""}, skipped '
+            f'{summary["skipped_done"]} already done; '
+            f'{summary["bank_size"]} in the bank'
+        )
     return summary

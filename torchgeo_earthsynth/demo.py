@@ -70,22 +70,31 @@ def _datamodule(config: DemoConfig, **kwargs: Any) -> Any:
     if config.root is not None:
         return EarthSynth180KDataModule(root=config.root, size=config.image_size, **kwargs)
     return EarthSynthMiniDataModule(
-        seed=config.seed, tile_size=config.image_size, num_train=config.num_train,
-        num_val=config.num_val, **kwargs,
-    )  # fmt: skip
+        seed=config.seed,
+        tile_size=config.image_size,
+        num_train=config.num_train,
+        num_val=config.num_val,
+        **kwargs,
+    )
 
 
 def _loss_curve(metrics_csv: Path, out: Path) -> Path:
     frame = pd.read_csv(metrics_csv)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for column, label in (('vae_loss', 'VAE warm-up (reconstruction)'),
-                          ('train_loss', 'diffusion loss (train)'),
-                          ('val_loss', 'diffusion loss (val)')):  # fmt: skip
+    for column, label in (
+        ('vae_loss', 'VAE warm-up (reconstruction)'),
+        ('train_loss', 'diffusion loss (train)'),
+        ('val_loss', 'diffusion loss (val)'),
+    ):
         if column in frame:
             rows = frame[['step', column]].dropna()
             if len(rows):
-                ax.plot(rows['step'], rows[column], marker='.' if column == 'val_loss' else None,
-                        label=label)  # fmt: skip
+                ax.plot(
+                    rows['step'],
+                    rows[column],
+                    marker='.' if column == 'val_loss' else None,
+                    label=label,
+                )
     ax.set_xlabel('step')
     ax.set_ylabel('loss')
     ax.set_yscale('log')
@@ -136,9 +145,12 @@ def run_demo(config: DemoConfig) -> Path:
 
     with _stage(config, '1/6 corpus'):
         datamodule = _datamodule(
-            config, batch_size=config.batch_size, normalize=False, flip=True,
+            config,
+            batch_size=config.batch_size,
+            normalize=False,
+            flip=True,
             cf_comp=CounterfactualComposition(real_share=0.75, seed=config.seed),
-        )  # fmt: skip
+        )
         datamodule.prepare_data()
         datamodule.setup('fit')
         train_set, val_set = datamodule.train_dataset, datamodule.val_dataset
@@ -146,22 +158,38 @@ def run_demo(config: DemoConfig) -> Path:
 
     with _stage(config, '2/6 train EarthSynth (tiny)'):
         model = EarthSynthControlNet(
-            preset='tiny', image_size=config.image_size, lr=config.lr, lr_warmup_steps=20,
+            preset='tiny',
+            image_size=config.image_size,
+            lr=config.lr,
+            lr_warmup_steps=20,
             condition_encoding=config.condition_encoding,
-            vae_warmup_steps=config.vae_steps, snr_gamma=5.0, local_loss_weight=0.5,
-            val_num_samples=8, val_inference_steps=config.inference_steps,
-            val_guidance_scale=config.guidance_scale, seed=config.seed,
-        )  # fmt: skip
-        untrained = EarthSynthControlNet(preset='tiny', image_size=config.image_size,
-                                         condition_encoding=config.condition_encoding,
-                                         seed=config.seed)  # fmt: skip
+            vae_warmup_steps=config.vae_steps,
+            snr_gamma=5.0,
+            local_loss_weight=0.5,
+            val_num_samples=8,
+            val_inference_steps=config.inference_steps,
+            val_guidance_scale=config.guidance_scale,
+            seed=config.seed,
+        )
+        untrained = EarthSynthControlNet(
+            preset='tiny',
+            image_size=config.image_size,
+            condition_encoding=config.condition_encoding,
+            seed=config.seed,
+        )
         trainer = pl.Trainer(
-            accelerator=accelerator, devices=1, max_steps=config.steps,
-            val_check_interval=config.steps, check_val_every_n_epoch=None, limit_val_batches=1,
+            accelerator=accelerator,
+            devices=1,
+            max_steps=config.steps,
+            val_check_interval=config.steps,
+            check_val_every_n_epoch=None,
+            limit_val_batches=1,
             logger=pl.loggers.CSVLogger(out, name='train', version=''),
             callbacks=[DiffusersExport(dirpath=str(out / 'export'))],
-            enable_checkpointing=False, log_every_n_steps=10, num_sanity_val_steps=0,
-        )  # fmt: skip
+            enable_checkpointing=False,
+            log_every_n_steps=10,
+            num_sanity_val_steps=0,
+        )
         trainer.fit(model, datamodule=datamodule)
         _loss_curve(Path(trainer.log_dir or out) / 'metrics.csv', out / 'loss_curve.png')
 
@@ -192,7 +220,7 @@ def run_demo(config: DemoConfig) -> Path:
         for name, title, png in (
             ('trained', 'held-out masks: condition | generated | real', 'samples.png'),
             ('untrained', 'untrained model, same seeds', 'samples_untrained.png'),
-        ):  # fmt: skip
+        ):
             grid = sample_grid(masks[:8], generated[name][:8], real[:8], prompts[:8], title=title)
             grid.savefig(out / png, dpi=90)
             plt.close(grid)
@@ -207,8 +235,10 @@ def run_demo(config: DemoConfig) -> Path:
             'untrained model': mask_fidelity(segmenter, generated['untrained'], masks),
             'trained model': mask_fidelity(segmenter, generated['trained'], masks),
         }
-        fidelity_rows = [{'images': k, 'mIoU': v.miou, 'pixel accuracy': v.pixel_accuracy}
-                         for k, v in fidelity.items()]  # fmt: skip
+        fidelity_rows = [
+            {'images': k, 'mIoU': v.miou, 'pixel accuracy': v.pixel_accuracy}
+            for k, v in fidelity.items()
+        ]
 
     with _stage(config, '5/6 synthesise training masks, R-Filter into a bank'):
         layouts = [train_set[i] for i in range(min(config.num_synthetic, len(train_set)))]
@@ -217,23 +247,35 @@ def run_demo(config: DemoConfig) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # the tiny CLIP is random: alignment is reported only
             rfilter = RFilter(
-                clip_model=clip.model, clip_tokenizer=clip.tokenizer, alignment_threshold=0.0,
-                segmenter=segmenter, layout_threshold=config.layout_threshold,
+                clip_model=clip.model,
+                clip_tokenizer=clip.tokenizer,
+                alignment_threshold=0.0,
+                segmenter=segmenter,
+                layout_threshold=config.layout_threshold,
                 normalize_std=(1.0, 1.0, 1.0),  # the pixel classifier takes 0..255 images
-            )  # fmt: skip
-        batch = {'image': bank_images, 'mask': torch.stack([s['mask'] for s in layouts]),
-                 'prompt': [s['prompt'] for s in layouts],
-                 'reference': torch.stack([s['image'] for s in layouts])}  # fmt: skip
+            )
+        batch = {
+            'image': bank_images,
+            'mask': torch.stack([s['mask'] for s in layouts]),
+            'prompt': [s['prompt'] for s in layouts],
+            'reference': torch.stack([s['image'] for s in layouts]),
+        }
         result = rfilter(batch)
         summary = rfilter.summary()
         (out / 'rfilter_summary.csv').write_text(summary.to_csv())
         bank = SyntheticBank(out / 'bank')
         done = bank.done_keys()
         kept = [
-            {'image': bank_images[i], 'mask': batch['mask'][i], 'prompt': batch['prompt'][i],
-             'seed': i, 'source': 'synthetic'}
-            for i in range(len(layouts)) if bool(result.keep[i])
-        ]  # fmt: skip
+            {
+                'image': bank_images[i],
+                'mask': batch['mask'][i],
+                'prompt': batch['prompt'][i],
+                'seed': i,
+                'source': 'synthetic',
+            }
+            for i in range(len(layouts))
+            if bool(result.keep[i])
+        ]
         bank.add([s for s in kept if s['seed'] not in done])
         bank.consolidate()
         tqdm.write(f'    kept {len(kept)} of {len(layouts)}; bank holds {len(bank.refresh())}')
@@ -255,25 +297,45 @@ def run_demo(config: DemoConfig) -> Path:
             source_note = f'drawn from the R-Filtered bank ({len(kept)} samples), p = 0.5'
         else:  # R-Filter kept nothing: generate online from the export instead
             loader = 'torchgeo_earthsynth.transforms.synthetic_augmentation.SynthesizerLoader'
-            synthetic_source = {'synthetic': {
-                'class_path': 'torchgeo_earthsynth.transforms.SyntheticAugmentation',
-                'init_args': {'source': 'online', 'p': 0.5, 'synthesizer': {
-                    'class_path': loader,
-                    'init_args': {'pretrained': str(out / 'export'),
-                                  'num_inference_steps': config.inference_steps,
-                                  'guidance_scale': config.guidance_scale}}}}}  # fmt: skip
+            synthetic_source = {
+                'synthetic': {
+                    'class_path': 'torchgeo_earthsynth.transforms.SyntheticAugmentation',
+                    'init_args': {
+                        'source': 'online',
+                        'p': 0.5,
+                        'synthesizer': {
+                            'class_path': loader,
+                            'init_args': {
+                                'pretrained': str(out / 'export'),
+                                'num_inference_steps': config.inference_steps,
+                                'guidance_scale': config.guidance_scale,
+                            },
+                        },
+                    },
+                }
+            }
             source_note = 'generated online from the export (R-Filter kept nothing), p = 0.5'
-        experiment = run_experiment({
-            'task': 'segmentation',
-            'data': {'class_path': 'torchgeo_earthsynth.datamodules.downstream.'
-                                   'MiniSegmentationDataModule', 'init_args': data_args},
-            **synthetic_source,
-            'arms': ['real', 'real+synthetic'], 'seeds': list(config.seeds),
-            'train_subset': config.downstream_train,
-            'trainer': {'accelerator': accelerator, 'max_steps': config.downstream_steps,
-                        'limit_val_batches': 2},
-            'output': str(out / 'downstream'), 'progress': True,
-        })  # fmt: skip
+        experiment = run_experiment(
+            {
+                'task': 'segmentation',
+                'data': {
+                    'class_path': 'torchgeo_earthsynth.datamodules.downstream.'
+                    'MiniSegmentationDataModule',
+                    'init_args': data_args,
+                },
+                **synthetic_source,
+                'arms': ['real', 'real+synthetic'],
+                'seeds': list(config.seeds),
+                'train_subset': config.downstream_train,
+                'trainer': {
+                    'accelerator': accelerator,
+                    'max_steps': config.downstream_steps,
+                    'limit_val_batches': 2,
+                },
+                'output': str(out / 'downstream'),
+                'progress': True,
+            }
+        )
 
     report = out / 'report.md'
     rfilter_rows = [dict(row) for row in summary.rows]
@@ -306,10 +368,17 @@ def run_demo(config: DemoConfig) -> Path:
         '## Timings (s)\n\n'
         f'{_table([config.timings])}\n'
     )
-    (out / 'demo.json').write_text(json.dumps({
-        'config': {k: str(v) for k, v in asdict(config).items()},
-        'mask_fidelity': fidelity_rows, 'rfilter': rfilter_rows, 'kept': len(kept),
-    }, indent=2))  # fmt: skip
+    (out / 'demo.json').write_text(
+        json.dumps(
+            {
+                'config': {k: str(v) for k, v in asdict(config).items()},
+                'mask_fidelity': fidelity_rows,
+                'rfilter': rfilter_rows,
+                'kept': len(kept),
+            },
+            indent=2,
+        )
+    )
     tqdm.write(f'report: {report}')
     return report
 
@@ -335,9 +404,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument('--seeds', type=int, nargs='+', default=list(defaults.seeds))
     args = parser.parse_args(argv)
     config = DemoConfig(
-        output=args.output, root=args.root, device=args.device, steps=args.steps,
-        vae_steps=args.vae_steps, image_size=args.image_size, batch_size=args.batch_size,
-        num_synthetic=args.num_synthetic, downstream_steps=args.downstream_steps,
+        output=args.output,
+        root=args.root,
+        device=args.device,
+        steps=args.steps,
+        vae_steps=args.vae_steps,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        num_synthetic=args.num_synthetic,
+        downstream_steps=args.downstream_steps,
         seeds=tuple(args.seeds),
-    )  # fmt: skip
+    )
     run_demo(config)

@@ -49,12 +49,26 @@ DEFAULT_METRICS: Final[dict[str, str]] = {
 }
 #: Default init args of the TorchGeo task per experiment task (small, no download).
 DEFAULT_MODELS: Final[dict[str, dict[str, Any]]] = {
-    'classification': {'model': 'resnet18', 'weights': None, 'in_channels': 3,
-                       'task': 'multiclass', 'loss': 'ce', 'lr': 1e-3, 'patience': 5},
-    'segmentation': {'model': 'unet', 'backbone': 'resnet18', 'weights': None,
-                     'in_channels': 3, 'task': 'multiclass', 'loss': 'ce', 'lr': 1e-3,
-                     'patience': 5},
-}  # fmt: skip
+    'classification': {
+        'model': 'resnet18',
+        'weights': None,
+        'in_channels': 3,
+        'task': 'multiclass',
+        'loss': 'ce',
+        'lr': 1e-3,
+        'patience': 5,
+    },
+    'segmentation': {
+        'model': 'unet',
+        'backbone': 'resnet18',
+        'weights': None,
+        'in_channels': 3,
+        'task': 'multiclass',
+        'loss': 'ce',
+        'lr': 1e-3,
+        'patience': 5,
+    },
+}
 #: Default datamodule per experiment task.
 DEFAULT_DATA: Final[dict[str, str]] = {
     'classification': 'torchgeo_earthsynth.datamodules.downstream.MiniClassificationDataModule',
@@ -62,13 +76,21 @@ DEFAULT_DATA: Final[dict[str, str]] = {
 }
 #: Default Trainer arguments (anything in ``trainer:`` overrides them).
 DEFAULT_TRAINER: Final[dict[str, Any]] = {
-    'accelerator': 'auto', 'devices': 1, 'max_epochs': 10, 'num_sanity_val_steps': 0,
-    'log_every_n_steps': 1, 'enable_progress_bar': False, 'enable_model_summary': False,
-}  # fmt: skip
+    'accelerator': 'auto',
+    'devices': 1,
+    'max_epochs': 10,
+    'num_sanity_val_steps': 0,
+    'log_every_n_steps': 1,
+    'enable_progress_bar': False,
+    'enable_model_summary': False,
+}
 #: Trainer arguments the harness sets itself for every run.
 RESERVED_TRAINER_ARGS: Final[tuple[str, ...]] = (
-    'logger', 'enable_checkpointing', 'default_root_dir', 'callbacks',
-)  # fmt: skip
+    'logger',
+    'enable_checkpointing',
+    'default_root_dir',
+    'callbacks',
+)
 
 _AUGMENTATION: Final = 'torchgeo_earthsynth.transforms.synthetic_augmentation.SyntheticAugmentation'
 _BANK: Final = 'torchgeo_earthsynth.bank.SyntheticBank'
@@ -167,23 +189,31 @@ class ExperimentConfig:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f'seeds lists a seed twice: {self.seeds}')
         if 'real+synthetic' in self.arms and not has_synthetic and self.bank is None:
-            raise ValueError("arm 'real+synthetic' needs synthetic: (a SyntheticAugmentation) "
-                             'or bank: <folder of synthetic samples>')  # fmt: skip
+            raise ValueError(
+                "arm 'real+synthetic' needs synthetic: (a SyntheticAugmentation) "
+                'or bank: <folder of synthetic samples>'
+            )
         if 'synthetic-only' in self.arms and self.bank is None:
-            raise ValueError("arm 'synthetic-only' needs bank: <folder of synthetic samples in "
-                             'the EarthSynth-180K layout> to train on')  # fmt: skip
+            raise ValueError(
+                "arm 'synthetic-only' needs bank: <folder of synthetic samples in "
+                'the EarthSynth-180K layout> to train on'
+            )
         subset = self.train_subset
         if isinstance(subset, bool) or (
             subset is not None
             and not (isinstance(subset, int) and subset >= 1)
             and not (isinstance(subset, float) and 0.0 < subset <= 1.0)
         ):
-            raise ValueError('train_subset must be a sample count >= 1 (int) or a share in '
-                             f'(0, 1] (float), got {subset!r}')  # fmt: skip
+            raise ValueError(
+                'train_subset must be a sample count >= 1 (int) or a share in '
+                f'(0, 1] (float), got {subset!r}'
+            )
         reserved = sorted(set(self.trainer) & set(RESERVED_TRAINER_ARGS))
         if reserved:
-            raise ValueError(f'trainer: {reserved} are set by the harness (CSV logs in each run '
-                             'folder, no checkpoints); remove them')  # fmt: skip
+            raise ValueError(
+                f'trainer: {reserved} are set by the harness (CSV logs in each run '
+                'folder, no checkpoints); remove them'
+            )
 
     @property
     def metric_name(self) -> str:
@@ -284,8 +314,10 @@ class ExperimentResult:
         Returns:
             One line per arm: mean ± std, difference to ``real`` and the paired difference.
         """
-        lines = [f'{"arm":<16} {"n":>2}  {self.metric:>24}  {"diff vs real":>12}  '
-                 f'{"paired diff (wins)":>22}']  # fmt: skip
+        lines = [
+            f'{"arm":<16} {"n":>2}  {self.metric:>24}  {"diff vs real":>12}  '
+            f'{"paired diff (wins)":>22}'
+        ]
         for s in self.summary.values():
             spread = f' ± {s.std:.4f}' if s.std is not None else ''
             diff = f'{s.diff:+.4f}' if s.diff is not None and s.arm != 'real' else ''
@@ -294,8 +326,9 @@ class ExperimentResult:
                 paired_mean = float(np.mean(list(s.paired_diffs.values())))
                 paired_spread = f' ± {s.paired_diff_std:.4f}' if s.paired_diff_std else ''
                 paired = f'{paired_mean:+.4f}{paired_spread} ({s.wins}/{len(s.paired_diffs)})'
-            lines.append(f'{s.arm:<16} {s.n:>2}  {f"{s.mean:.4f}{spread}":>24}  {diff:>12}  '
-                         f'{paired:>22}')  # fmt: skip
+            lines.append(
+                f'{s.arm:<16} {s.n:>2}  {f"{s.mean:.4f}{spread}":>24}  {diff:>12}  {paired:>22}'
+            )
         return '\n'.join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -373,8 +406,10 @@ def load_config(source: ExperimentConfig | Mapping[str, Any] | str | Path) -> Ex
 def _spec(value: Mapping[str, Any], default_class: str) -> dict[str, Any]:
     """``{class_path, init_args}`` of a mapping that may be just init args."""
     if 'class_path' in value or 'init_args' in value:
-        return {'class_path': value.get('class_path', default_class),
-                'init_args': dict(value.get('init_args') or {})}  # fmt: skip
+        return {
+            'class_path': value.get('class_path', default_class),
+            'init_args': dict(value.get('init_args') or {}),
+        }
     return {'class_path': default_class, 'init_args': dict(value)}
 
 
@@ -429,9 +464,11 @@ class _Plan:
         if self.bank is not None and 'synthetic-only' in self.arms:
             missing = [d for d in ('images', 'masks') if not (self.bank / 'train' / d).is_dir()]
             if missing:
-                raise ValueError(f'bank {self.bank} has no train/{" or train/".join(missing)}; '
-                                 'expected a synthetic bank in the EarthSynth-180K layout '
-                                 '(e.g. written by `earthsynth synthesize`)')  # fmt: skip
+                raise ValueError(
+                    f'bank {self.bank} has no train/{" or train/".join(missing)}; '
+                    'expected a synthetic bank in the EarthSynth-180K layout '
+                    '(e.g. written by `earthsynth synthesize`)'
+                )
 
     def _synthetic_spec(self, value: Mapping[str, Any]) -> dict[str, Any]:
         shorthand = 'class_path' not in value and 'init_args' not in value
@@ -439,13 +476,16 @@ class _Plan:
         args = spec['init_args']
         task = args.setdefault('task', self.config.task)
         if task != self.config.task:
-            raise ValueError(f'synthetic.task is {task!r} but the experiment task is '
-                             f'{self.config.task!r}')  # fmt: skip
+            raise ValueError(
+                f'synthetic.task is {task!r} but the experiment task is {self.config.task!r}'
+            )
         if shorthand:
             if args.get('bank') is None and args.get('synthesizer') is None:
                 if self.config.bank is None:
-                    raise ValueError('synthetic: give bank: <folder>, a synthesizer, or a '
-                                     'top-level bank: <folder>')  # fmt: skip
+                    raise ValueError(
+                        'synthetic: give bank: <folder>, a synthesizer, or a '
+                        'top-level bank: <folder>'
+                    )
                 args['bank'] = self.config.bank
             if isinstance(args.get('bank'), str | Path):
                 args['bank'] = {'class_path': _BANK, 'init_args': {'root': str(args['bank'])}}
@@ -460,9 +500,11 @@ class _Plan:
 
         _parse(spec, SyntheticAugmentation, 'synthetic')
         if not self.data_takes_synthetic and not args.get('classes'):
-            raise ValueError(f'{self.data["class_path"]} takes no synthetic argument: give '
-                             'synthetic.init_args.classes (and dataset) so the augmentation '
-                             'can be attached to it')  # fmt: skip
+            raise ValueError(
+                f'{self.data["class_path"]} takes no synthetic argument: give '
+                'synthetic.init_args.classes (and dataset) so the augmentation '
+                'can be attached to it'
+            )
         return spec
 
     def synthetic_for(self, seed: int) -> dict[str, Any] | None:
@@ -522,8 +564,10 @@ class SyntheticTrainSet(Dataset[dict[str, Tensor]]):
             if dominant in index_of:
                 self.items.append((i, index_of[dominant]))
         if not self.items:
-            raise ValueError(f'bank {root}: no sample is dominated by a class of the '
-                             f'datamodule (vocabulary ids {lut.tolist()})')  # fmt: skip
+            raise ValueError(
+                f'bank {root}: no sample is dominated by a class of the '
+                f'datamodule (vocabulary ids {lut.tolist()})'
+            )
 
     def __len__(self) -> int:
         """Number of usable bank samples."""
@@ -581,8 +625,11 @@ def _versions() -> dict[str, str]:
     import lightning
     import torchgeo
 
-    return {'torch': torch.__version__, 'torchgeo': torchgeo.__version__,
-            'lightning': lightning.__version__}  # fmt: skip
+    return {
+        'torch': torch.__version__,
+        'torchgeo': torchgeo.__version__,
+        'lightning': lightning.__version__,
+    }
 
 
 @contextmanager
@@ -627,8 +674,10 @@ def _task(config: ExperimentConfig, dm: LightningDataModule) -> BaseTask:
     if args.get('task') == 'multiclass' and args.get('num_classes') is None:
         classes = getattr(dm, 'classes', None)
         if classes is None:
-            raise ValueError(f'model.num_classes is required: {type(dm).__name__} has no '
-                             'classes attribute to count')  # fmt: skip
+            raise ValueError(
+                f'model.num_classes is required: {type(dm).__name__} has no '
+                'classes attribute to count'
+            )
         args['num_classes'] = len(classes)
     try:
         task = _TASKS[config.task](**args)
@@ -653,32 +702,44 @@ def _run(plan: _Plan, arm: str, seed: int, folder: Path) -> RunResult:
     if arm == 'synthetic-only':
         lut = getattr(dm, 'lut', None)
         if not isinstance(lut, Tensor):
-            raise ValueError(f"arm 'synthetic-only' needs a datamodule with a lut (vocabulary "
-                             f'id per class) to label bank samples; {type(dm).__name__} has '
-                             'none')  # fmt: skip
+            raise ValueError(
+                f"arm 'synthetic-only' needs a datamodule with a lut (vocabulary "
+                f'id per class) to label bank samples; {type(dm).__name__} has '
+                'none'
+            )
         assert plan.bank is not None
         train = SyntheticTrainSet(plan.bank, config.task, lut)
     subset = config.train_subset if arm != 'synthetic-only' else None
     dm.setup = _SetupHook(dm, train, subset, seed)  # type: ignore[method-assign]
     task = _task(config, dm)
     logger = CSVLogger(folder, name='', version='')
-    trainer = Trainer(**plan.trainer, logger=logger, enable_checkpointing=False,
-                      default_root_dir=folder)  # fmt: skip
+    trainer = Trainer(
+        **plan.trainer, logger=logger, enable_checkpointing=False, default_root_dir=folder
+    )
     trainer.fit(task, datamodule=dm)
     train_samples = len(dm.train_dataset)  # type: ignore[attr-defined]
     if trainer.global_step == 0:
-        raise ValueError(f'{arm} seed {seed}: no training step ran ({train_samples} training '
-                         f'samples); lower data batch_size (the last partial batch is '
-                         'dropped) or raise train_subset')  # fmt: skip
+        raise ValueError(
+            f'{arm} seed {seed}: no training step ran ({train_samples} training '
+            f'samples); lower data batch_size (the last partial batch is '
+            'dropped) or raise train_subset'
+        )
     results = trainer.test(task, datamodule=dm, verbose=False)
     metrics = {k: float(v) for k, v in results[0].items()}
     metric = config.metric_name
     if metric not in metrics:
-        raise ValueError(f'metric {metric!r} was not logged by the test; logged: '
-                         f'{sorted(metrics)}')  # fmt: skip
+        raise ValueError(f'metric {metric!r} was not logged by the test; logged: {sorted(metrics)}')
     stats = dict(synthetic.stats) if synthetic is not None else None
-    return RunResult(arm, seed, metrics[metric], metrics, train_samples, stats,
-                     time.perf_counter() - start, folder)  # fmt: skip
+    return RunResult(
+        arm,
+        seed,
+        metrics[metric],
+        metrics,
+        train_samples,
+        stats,
+        time.perf_counter() - start,
+        folder,
+    )
 
 
 def summarize(runs: Sequence[RunResult], arms: Sequence[str]) -> dict[str, ArmSummary]:
@@ -732,14 +793,26 @@ def plot_summary(result: ExperimentResult) -> Figure:
     ax = fig.add_subplot()
     x = np.arange(len(summaries))
     colours = {'real': '#4c72b0', 'real+synthetic': '#55a868', 'synthetic-only': '#dd8452'}
-    ax.bar(x, [s.mean for s in summaries], yerr=[s.std or 0.0 for s in summaries], capsize=6,
-           color=[colours.get(s.arm, '#8172b2') for s in summaries], alpha=0.85)  # fmt: skip
+    ax.bar(
+        x,
+        [s.mean for s in summaries],
+        yerr=[s.std or 0.0 for s in summaries],
+        capsize=6,
+        color=[colours.get(s.arm, '#8172b2') for s in summaries],
+        alpha=0.85,
+    )
     for i, s in enumerate(summaries):
         values = [r.value for r in result.runs if r.arm == s.arm]
         ax.scatter(np.full(len(values), x[i]), values, color='black', s=12, zorder=3)
         if s.diff is not None and s.arm != 'real':
-            ax.annotate(f'{s.diff:+.3f}', (x[i], s.mean + (s.std or 0.0)), ha='center',
-                        va='bottom', xytext=(0, 4), textcoords='offset points')  # fmt: skip
+            ax.annotate(
+                f'{s.diff:+.3f}',
+                (x[i], s.mean + (s.std or 0.0)),
+                ha='center',
+                va='bottom',
+                xytext=(0, 4),
+                textcoords='offset points',
+            )
     ax.set_xticks(x, [f'{s.arm}\n(n={s.n})' for s in summaries])
     ax.set_ylabel(result.metric)
     top = max(max(s.mean + (s.std or 0.0) for s in summaries), 1e-6)
@@ -762,8 +835,12 @@ def write_report(result: ExperimentResult, folder: str | Path) -> dict[str, Path
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {'json': folder / 'results.json', 'runs_csv': folder / 'runs.csv',
-             'summary_csv': folder / 'summary.csv', 'plot': folder / 'results.png'}  # fmt: skip
+    files = {
+        'json': folder / 'results.json',
+        'runs_csv': folder / 'runs.csv',
+        'summary_csv': folder / 'summary.csv',
+        'plot': folder / 'results.png',
+    }
 
     # JSON has no NaN: write null
     payload = json.loads(json.dumps(result.to_dict(), default=str), parse_constant=lambda _: None)
@@ -773,22 +850,63 @@ def write_report(result: ExperimentResult, folder: str | Path) -> dict[str, Path
     stat_keys = sorted({k for run in result.runs for k in run.synthetic_stats or {}})
     with files['runs_csv'].open('w', newline='') as f:
         writer = csv.writer(f)
-        writer.writerow(['arm', 'seed', result.metric, 'train_samples', 'seconds',
-                         *metric_keys, *(f'synthetic_{k}' for k in stat_keys)])  # fmt: skip
+        writer.writerow(
+            [
+                'arm',
+                'seed',
+                result.metric,
+                'train_samples',
+                'seconds',
+                *metric_keys,
+                *(f'synthetic_{k}' for k in stat_keys),
+            ]
+        )
         for run in result.runs:
             stats = run.synthetic_stats or {}
-            writer.writerow([run.arm, run.seed, run.value, run.train_samples,
-                             round(run.seconds, 3), *(run.metrics.get(k) for k in metric_keys),
-                             *(stats.get(k, '') for k in stat_keys)])  # fmt: skip
+            writer.writerow(
+                [
+                    run.arm,
+                    run.seed,
+                    run.value,
+                    run.train_samples,
+                    round(run.seconds, 3),
+                    *(run.metrics.get(k) for k in metric_keys),
+                    *(stats.get(k, '') for k in stat_keys),
+                ]
+            )
     with files['summary_csv'].open('w', newline='') as f:
         writer = csv.writer(f)
-        writer.writerow(['arm', 'metric', 'n', 'mean', 'std', 'diff_vs_real',
-                         'paired_diff_mean', 'paired_diff_std', 'wins'])  # fmt: skip
+        writer.writerow(
+            [
+                'arm',
+                'metric',
+                'n',
+                'mean',
+                'std',
+                'diff_vs_real',
+                'paired_diff_mean',
+                'paired_diff_std',
+                'wins',
+            ]
+        )
         for s in result.summary.values():
             paired_mean = float(np.mean(list(s.paired_diffs.values()))) if s.paired_diffs else None
-            writer.writerow(['' if v is None else v for v in (
-                s.arm, result.metric, s.n, s.mean, s.std, s.diff, paired_mean,
-                s.paired_diff_std, s.wins)])  # fmt: skip
+            writer.writerow(
+                [
+                    '' if v is None else v
+                    for v in (
+                        s.arm,
+                        result.metric,
+                        s.n,
+                        s.mean,
+                        s.std,
+                        s.diff,
+                        paired_mean,
+                        s.paired_diff_std,
+                        s.wins,
+                    )
+                ]
+            )
     fig = plot_summary(result)
     fig.savefig(files['plot'], dpi=120)
     return files

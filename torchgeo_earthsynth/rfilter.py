@@ -494,14 +494,23 @@ class RFilter(nn.Module):
             ('novelty_memory', args['novelty_memory'] >= 0, '>= 0'),
             ('text_cache_size', args['text_cache_size'] >= 0, '>= 0'),
             ('confidence_low', 0 <= args['confidence_low'] <= 1, 'in [0, 1]'),
-            ('confidence_high', args['confidence_low'] <= args['confidence_high'] <= 1,
-             'in [confidence_low, 1]'),
+            (
+                'confidence_high',
+                args['confidence_low'] <= args['confidence_high'] <= 1,
+                'in [confidence_low, 1]',
+            ),
             ('normalize_mean', len(args['normalize_mean']) in (1, 3), 'of length 1 or 3'),
-            ('normalize_std', len(args['normalize_std']) in (1, 3)
-             and all(s > 0 for s in args['normalize_std']), 'of length 1 or 3, all > 0'),
-            ('cpu_micro_batch', args['cpu_micro_batch'] is None or args['cpu_micro_batch'] >= 1,
-             'None or >= 1'),
-        ]  # fmt: skip
+            (
+                'normalize_std',
+                len(args['normalize_std']) in (1, 3) and all(s > 0 for s in args['normalize_std']),
+                'of length 1 or 3, all > 0',
+            ),
+            (
+                'cpu_micro_batch',
+                args['cpu_micro_batch'] is None or args['cpu_micro_batch'] >= 1,
+                'None or >= 1',
+            ),
+        ]
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f'{name} must be {expected}, got {args[name]!r}')
@@ -805,13 +814,15 @@ class RFilter(nn.Module):
         rows = []
         for rule in (*RULES, 'total'):
             count = self.counts.get(rule, {'seen': 0, 'kept': 0, 'dropped': 0})
-            rows.append({
-                'rule': rule,
-                'enabled': rule == 'total' or self.enabled[rule],
-                'criterion': criteria.get(rule, 'all enabled rules'),
-                **count,
-                'note': self.notes.get(rule, ''),
-            })  # fmt: skip
+            rows.append(
+                {
+                    'rule': rule,
+                    'enabled': rule == 'total' or self.enabled[rule],
+                    'criterion': criteria.get(rule, 'all enabled rules'),
+                    **count,
+                    'note': self.notes.get(rule, ''),
+                }
+            )
         return RFilterSummary(rows)
 
     def extra_repr(self) -> str:

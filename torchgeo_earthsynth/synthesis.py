@@ -79,28 +79,45 @@ def encode_condition(
 def build_pipeline(parts: Any, controlnet: ControlNetModel) -> StableDiffusionControlNetPipeline:
     """A ControlNet pipeline sharing (not copying) the given modules."""
     return StableDiffusionControlNetPipeline(
-        vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
-        unet=parts.unet, controlnet=controlnet, scheduler=parts.scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        unet=parts.unet,
+        controlnet=controlnet,
+        scheduler=parts.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def _looks_local(source: str | Path) -> bool:
     """Whether ``source`` names a local path rather than a hub id (``org/name``)."""
     text = str(source)
-    return (isinstance(source, Path) or Path(text).exists() or text.startswith(('/', '.', '~'))
-            or text.count('/') > 1 or '\\' in text)  # fmt: skip
+    return (
+        isinstance(source, Path)
+        or Path(text).exists()
+        or text.startswith(('/', '.', '~'))
+        or text.count('/') > 1
+        or '\\' in text
+    )
 
 
 def _check_exists(source: str | Path, what: str) -> None:
     if _looks_local(source) and not Path(source).expanduser().exists():
-        raise FileNotFoundError(f'{what} {str(source)!r} does not exist (expected a diffusers '
-                                'folder made with save_pretrained, or a hub id)')  # fmt: skip
+        raise FileNotFoundError(
+            f'{what} {str(source)!r} does not exist (expected a diffusers '
+            'folder made with save_pretrained, or a hub id)'
+        )
 
 
 #: Config fields a ControlNet must share with the UNet it steers.
-_MATCHING_FIELDS: Final = ('cross_attention_dim', 'block_out_channels', 'in_channels',
-                           'layers_per_block')  # fmt: skip
+_MATCHING_FIELDS: Final = (
+    'cross_attention_dim',
+    'block_out_channels',
+    'in_channels',
+    'layers_per_block',
+)
 
 
 def check_compatible(
@@ -131,8 +148,10 @@ def check_compatible(
     ]
     hidden = getattr(getattr(text_encoder, 'config', None), 'hidden_size', None)
     if hidden is not None and hidden != un.cross_attention_dim:
-        problems.append(f'text encoder hidden_size {hidden} != UNet cross_attention_dim '
-                        f'{un.cross_attention_dim!r}')  # fmt: skip
+        problems.append(
+            f'text encoder hidden_size {hidden} != UNet cross_attention_dim '
+            f'{un.cross_attention_dim!r}'
+        )
     if problems:
         raise ValueError(
             f'ControlNet {controlnet_source!r} does not fit the base {base_source!r}: '
@@ -189,8 +208,10 @@ class Synthesizer:
         if scheduler not in _SCHEDULERS:
             raise ValueError(f'scheduler must be one of {sorted(_SCHEDULERS)}, got {scheduler!r}')
         if num_inference_steps < 1 or batch_size < 1:
-            raise ValueError('num_inference_steps and batch_size must be >= 1, got '
-                             f'{num_inference_steps} and {batch_size}')  # fmt: skip
+            raise ValueError(
+                'num_inference_steps and batch_size must be >= 1, got '
+                f'{num_inference_steps} and {batch_size}'
+            )
         pipeline.scheduler = _SCHEDULERS[scheduler].from_config(pipeline.scheduler.config)
         if device is not None or dtype is not None:
             pipeline = pipeline.to(device=device, dtype=dtype)
@@ -243,8 +264,9 @@ class Synthesizer:
             except (OSError, ValueError, KeyError) as error:
                 message = f'{path}: cannot load the ControlNet pipeline ({error})'
                 raise ValueError(message) from error
-            check_compatible(pipeline.controlnet, pipeline.unet, pipeline.text_encoder,
-                             str(path), str(path))  # fmt: skip
+            check_compatible(
+                pipeline.controlnet, pipeline.unet, pipeline.text_encoder, str(path), str(path)
+            )
             meta = path / 'earthsynth.json'
             if meta.exists() and 'condition_encoding' not in kwargs:
                 kwargs['condition_encoding'] = json.loads(meta.read_text())['condition_encoding']
@@ -263,9 +285,11 @@ class Synthesizer:
         try:
             parts = pretrained_parts(base)
         except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f'{base}: cannot load the Stable Diffusion base (expected a diffusers '
-                             f'folder or hub id with unet/, vae/, text_encoder/, tokenizer/, '
-                             f'scheduler/): {error}') from error  # fmt: skip
+            raise ValueError(
+                f'{base}: cannot load the Stable Diffusion base (expected a diffusers '
+                f'folder or hub id with unet/, vae/, text_encoder/, tokenizer/, '
+                f'scheduler/): {error}'
+            ) from error
         check_compatible(model, parts.unet, parts.text_encoder, str(controlnet), str(base))
         return cls(build_pipeline(parts, model), **kwargs)
 
@@ -312,8 +336,10 @@ class Synthesizer:
         height, width = size or (int(masks.shape[-2]), int(masks.shape[-1]))
         factor = self.pipeline.vae_scale_factor
         if height % factor or width % factor:
-            raise ValueError(f'image size {height}x{width} must be a multiple of the VAE '
-                             f'downscale factor {factor}')  # fmt: skip
+            raise ValueError(
+                f'image size {height}x{width} must be a multiple of the VAE '
+                f'downscale factor {factor}'
+            )
         guided = self.guidance_scale > 1
         # The negative prompt is one embedding for every sample: encode it once per call.
         negative = self.prompts([self.negative_prompt]) if guided else None
@@ -324,18 +350,26 @@ class Synthesizer:
             embeds = self.prompts(list(prompts[start:stop]))
             cond = encode_condition(chunk, (height, width), self.condition_encoding)
             # One CPU generator per sample: a sample depends on its seed only.
-            latents = torch.stack([
-                torch.randn(self._latent_shape(height, width),
-                            generator=torch.Generator().manual_seed(seed))
-                for seed in seeds[start:stop]
-            ]).to(self.device, embeds.dtype)  # fmt: skip
+            latents = torch.stack(
+                [
+                    torch.randn(
+                        self._latent_shape(height, width),
+                        generator=torch.Generator().manual_seed(seed),
+                    )
+                    for seed in seeds[start:stop]
+                ]
+            ).to(self.device, embeds.dtype)
             images = self.pipeline(
                 prompt_embeds=embeds,
                 negative_prompt_embeds=None if negative is None else negative.expand_as(embeds),
-                image=cond.to(embeds.dtype), height=height, width=width,
-                num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
-                latents=latents, output_type='pt',
-            ).images  # fmt: skip
+                image=cond.to(embeds.dtype),
+                height=height,
+                width=width,
+                num_inference_steps=self.num_inference_steps,
+                guidance_scale=self.guidance_scale,
+                latents=latents,
+                output_type='pt',
+            ).images
             out.append(images.float().mul(255).to(masks.device))
         return torch.cat(out)
 
@@ -355,7 +389,13 @@ class Synthesizer:
         seeds = list(range(len(masks))) if seeds is None else [int(s) for s in seeds]
         images = self.generate(masks, prompts, seeds)
         return [
-            {'image': image, 'mask': mask.long(), 'prompt': prompt,
-             'categories': multi_hot(mask), 'source': 'synthetic', 'seed': seed}
+            {
+                'image': image,
+                'mask': mask.long(),
+                'prompt': prompt,
+                'categories': multi_hot(mask),
+                'source': 'synthetic',
+                'seed': seed,
+            }
             for image, mask, prompt, seed in zip(images, masks, prompts, seeds)
-        ]  # fmt: skip
+        ]

@@ -34,9 +34,15 @@ BANK: Final[int] = 2
 
 #: Keys of :attr:`SyntheticAugmentation.stats`.
 STAT_KEYS: Final[tuple[str, ...]] = (
-    'seen', 'replaced', 'appended', 'dropped_by_filter', 'from_bank', 'generated',
-    'unavailable', 'added_to_bank',
-)  # fmt: skip
+    'seen',
+    'replaced',
+    'appended',
+    'dropped_by_filter',
+    'from_bank',
+    'generated',
+    'unavailable',
+    'added_to_bank',
+)
 
 Task = Literal['segmentation', 'classification', 'detection']
 Batch = dict[str, Any]
@@ -141,8 +147,10 @@ class SynthesizerLoader:
             ValueError: unless exactly one of ``pretrained`` and ``tiny`` is given.
         """
         if tiny == (pretrained is not None):
-            raise ValueError('give exactly one of pretrained=<path or hub id> and tiny=True, '
-                             f'got pretrained={pretrained!r}, tiny={tiny}')  # fmt: skip
+            raise ValueError(
+                'give exactly one of pretrained=<path or hub id> and tiny=True, '
+                f'got pretrained={pretrained!r}, tiny={tiny}'
+            )
         self.pretrained = pretrained
         self.base = base
         self.subfolder = subfolder
@@ -162,8 +170,11 @@ class SynthesizerLoader:
             The :class:`~torchgeo_earthsynth.synthesis.Synthesizer`.
         """
         if self._synthesizer is None:
-            kwargs: dict[str, Any] = {'scheduler': self.scheduler, 'batch_size': self.batch_size,
-                                      'num_inference_steps': self.num_inference_steps}  # fmt: skip
+            kwargs: dict[str, Any] = {
+                'scheduler': self.scheduler,
+                'batch_size': self.batch_size,
+                'num_inference_steps': self.num_inference_steps,
+            }
             if self.guidance_scale is not None:
                 kwargs['guidance_scale'] = self.guidance_scale
             if self.tiny:
@@ -224,8 +235,9 @@ def _pool_from_samples(
         mask = sample.get('mask')
         if not isinstance(mask, Tensor) or mask.dim() != 2:
             got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(f'{origin}, sample {i}: expected "mask" int64 [H, W] vocabulary '
-                             f'ids, got {got}')  # fmt: skip
+            raise ValueError(
+                f'{origin}, sample {i}: expected "mask" int64 [H, W] vocabulary ids, got {got}'
+            )
         if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) >= NUM_CLASSES):
             raise ValueError(f'{origin}, sample {i}: mask ids must be in [0, {NUM_CLASSES - 1}]')
         masks.append(_resize_masks(mask.to(torch.uint8)[None], size)[0])
@@ -233,8 +245,9 @@ def _pool_from_samples(
             image = sample.get('image')
             if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
                 got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-                raise ValueError(f'{origin}, sample {i}: expected "image" float [3, H, W] in '
-                                 f'0..255, got {got}')  # fmt: skip
+                raise ValueError(
+                    f'{origin}, sample {i}: expected "image" float [3, H, W] in 0..255, got {got}'
+                )
             image = image.float().round().clamp(0, 255).to(torch.uint8)
             pictures.append(_resize_images(image[None], size)[0])
     mask = torch.stack(masks)
@@ -304,12 +317,17 @@ def rasterize_boxes(
         if not len(box):
             continue
         if int(label.min()) < 0 or int(label.max()) >= len(lut):
-            raise ValueError(f'image {i}: box labels must be in [0, {len(lut) - 1}], got '
-                             f'{sorted(set(label.tolist()))}')  # fmt: skip
+            raise ValueError(
+                f'image {i}: box labels must be in [0, {len(lut) - 1}], got '
+                f'{sorted(set(label.tolist()))}'
+            )
         x0, y0, x1, y1 = box.unbind(1)
-        inside = ((ys[None, :, None] >= y0[:, None, None]) & (ys[None, :, None] < y1[:, None, None])
-                  & (xs[None, None, :] >= x0[:, None, None])
-                  & (xs[None, None, :] < x1[:, None, None]))  # fmt: skip
+        inside = (
+            (ys[None, :, None] >= y0[:, None, None])
+            & (ys[None, :, None] < y1[:, None, None])
+            & (xs[None, None, :] >= x0[:, None, None])
+            & (xs[None, None, :] < x1[:, None, None])
+        )
         area = ((x1 - x0) * (y1 - y0))[:, None, None].expand_as(inside)
         smallest = torch.where(inside, area, torch.inf).argmin(0)
         out[i] = torch.where(inside.any(0), lut[label][smallest], BACKGROUND)
@@ -443,8 +461,9 @@ class SyntheticAugmentation(nn.Module):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1], got {value}')
         if task not in ('segmentation', 'classification', 'detection'):
-            raise ValueError("task must be 'segmentation', 'classification' or 'detection', "
-                             f'got {task!r}')  # fmt: skip
+            raise ValueError(
+                f"task must be 'segmentation', 'classification' or 'detection', got {task!r}"
+            )
         if source not in ('online', 'bank', 'both'):
             raise ValueError(f"source must be 'online', 'bank' or 'both', got {source!r}")
         if mode not in ('replace', 'append'):
@@ -456,11 +475,15 @@ class SyntheticAugmentation(nn.Module):
         if source in ('bank', 'both') and bank is None:
             raise ValueError(f'source={source!r} needs a bank')
         if task == 'detection' and source != 'online':
-            raise ValueError("task='detection' supports source='online' only: bank samples "
-                             'carry masks, not boxes')  # fmt: skip
+            raise ValueError(
+                "task='detection' supports source='online' only: bank samples "
+                'carry masks, not boxes'
+            )
         if task == 'classification' and source != 'bank' and bank is None and layouts is None:
-            raise ValueError("task='classification' with online generation needs layouts: "
-                             'pass bank=... or layouts=<corpus dataset>')  # fmt: skip
+            raise ValueError(
+                "task='classification' with online generation needs layouts: "
+                'pass bank=... or layouts=<corpus dataset>'
+            )
         if add_to_bank and (bank is None or synthesizer is None):
             raise ValueError('add_to_bank=True needs both a bank and a synthesizer')
         if cache_size < 1:
@@ -520,15 +543,17 @@ class SyntheticAugmentation(nn.Module):
         classes = tuple(classes)
         if self.classes is not None:
             if classes != self.classes:
-                raise ValueError(f'SyntheticAugmentation is bound to classes {self.classes}, '
-                                 f'not {classes}')  # fmt: skip
+                raise ValueError(
+                    f'SyntheticAugmentation is bound to classes {self.classes}, not {classes}'
+                )
             return
         dataset = dataset if dataset is not None else getattr(self, '_dataset', None)
         overrides = overrides if overrides is not None else getattr(self, '_overrides', None)
         lut = label_map(classes, dataset=dataset, overrides=overrides)
         if self.unmapped_index is not None and not 0 <= self.unmapped_index < len(classes):
-            raise ValueError(f'unmapped_index must be in [0, {len(classes) - 1}], '
-                             f'got {self.unmapped_index}')  # fmt: skip
+            raise ValueError(
+                f'unmapped_index must be in [0, {len(classes) - 1}], got {self.unmapped_index}'
+            )
         fill = -1 if self.unmapped_index is None else self.unmapped_index
         inverse = torch.full((NUM_CLASSES,), fill, dtype=torch.long)
         for index in reversed(range(len(classes))):  # the first class of an id wins
@@ -551,8 +576,10 @@ class SyntheticAugmentation(nn.Module):
 
     def extra_repr(self) -> str:
         """The main options, for ``print(module)``."""
-        return (f'task={self.task!r}, source={self.source!r}, p={self.p}, mode={self.mode!r}, '
-                f'classes={self.classes}, seed={self.seed}')  # fmt: skip
+        return (
+            f'task={self.task!r}, source={self.source!r}, p={self.p}, mode={self.mode!r}, '
+            f'classes={self.classes}, seed={self.seed}'
+        )
 
     def _get_synthesizer(self, device: torch.device) -> Synthesizer:
         assert self.synthesizer is not None
@@ -576,8 +603,9 @@ class SyntheticAugmentation(nn.Module):
                 refresh()
             samples: list[dict[str, Any]] = []
             if len(self.bank):
-                samples = list(self.bank.sample(min(self.cache_size, len(self.bank)),
-                                                generator=self.generator))  # fmt: skip
+                samples = list(
+                    self.bank.sample(min(self.cache_size, len(self.bank)), generator=self.generator)
+                )
             if self.task == 'classification':
                 samples += self._class_coverage(samples)
             if samples:
@@ -636,9 +664,11 @@ class SyntheticAugmentation(nn.Module):
         if 'layout' not in self._candidates:
             pool = self._layout_pool
             self._candidates['layout'] = [
-                self._rows_for(pool, int(v), 'contains') if pool is not None
-                else torch.empty(0, dtype=torch.long) for v in self.lut
-            ]  # fmt: skip
+                self._rows_for(pool, int(v), 'contains')
+                if pool is not None
+                else torch.empty(0, dtype=torch.long)
+                for v in self.lut
+            ]
         return self._candidates['layout']
 
     @staticmethod
@@ -687,8 +717,10 @@ class SyntheticAugmentation(nn.Module):
             ValueError: as for :meth:`forward`.
         """
         if self.classes is None:
-            raise ValueError('SyntheticAugmentation has no classes: pass classes=... or call '
-                             'bind(classes) (downstream datamodules do it for you)')  # fmt: skip
+            raise ValueError(
+                'SyntheticAugmentation has no classes: pass classes=... or call '
+                'bind(classes) (downstream datamodules do it for you)'
+            )
         image = self._check(batch)
         b, device = image.shape[0], image.device
         size = (int(image.shape[-2]), int(image.shape[-1]))
@@ -717,12 +749,17 @@ class SyntheticAugmentation(nn.Module):
     def _check(self, batch: Batch) -> Tensor:
         if not isinstance(batch, Mapping):
             raise ValueError(f'SyntheticAugmentation expects a dict batch, got {type(batch)}')
-        need = {'segmentation': ('image', 'mask'), 'classification': ('image', 'label'),
-                'detection': ('image', 'bbox_xyxy', 'label')}[self.task]  # fmt: skip
+        need = {
+            'segmentation': ('image', 'mask'),
+            'classification': ('image', 'label'),
+            'detection': ('image', 'bbox_xyxy', 'label'),
+        }[self.task]
         missing = [key for key in need if key not in batch]
         if missing:
-            raise ValueError(f'task={self.task!r} needs batch keys {list(need)}; missing '
-                             f'{missing} (batch has {sorted(batch)})')  # fmt: skip
+            raise ValueError(
+                f'task={self.task!r} needs batch keys {list(need)}; missing '
+                f'{missing} (batch has {sorted(batch)})'
+            )
         image = batch['image']
         if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
             got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
@@ -732,17 +769,23 @@ class SyntheticAugmentation(nn.Module):
             mask = batch['mask']
             if not isinstance(mask, Tensor) or mask.shape != (image.shape[0], *image.shape[2:]):
                 got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-                raise ValueError(f'batch["mask"] must be an int tensor [B, H, W] matching the '
-                                 f'image {tuple(image.shape)}, got {got}')  # fmt: skip
+                raise ValueError(
+                    f'batch["mask"] must be an int tensor [B, H, W] matching the '
+                    f'image {tuple(image.shape)}, got {got}'
+                )
         elif self.task == 'classification':
             label = batch['label']
             if not isinstance(label, Tensor) or label.shape != (image.shape[0],):
                 got = tuple(label.shape) if isinstance(label, Tensor) else type(label).__name__
-                raise ValueError(f'batch["label"] must be an int tensor [B] of class indices '
-                                 f'(multiclass), got {got}')  # fmt: skip
+                raise ValueError(
+                    f'batch["label"] must be an int tensor [B] of class indices '
+                    f'(multiclass), got {got}'
+                )
             if len(label) and (int(label.min()) < 0 or int(label.max()) >= len(self.classes)):
-                raise ValueError(f'batch["label"] holds {sorted(set(label.tolist()))}; '
-                                 f'expected indices of {self.classes}')  # fmt: skip
+                raise ValueError(
+                    f'batch["label"] holds {sorted(set(label.tolist()))}; '
+                    f'expected indices of {self.classes}'
+                )
         return image
 
     def _online_conditions(
@@ -766,9 +809,12 @@ class SyntheticAugmentation(nn.Module):
         prompts, present = _present_prompts(cond)
         source = batch.get('source')
         vocab_batch = {
-            'image': batch['image'], 'mask': cond, 'prompt': prompts, 'categories': present,
+            'image': batch['image'],
+            'mask': cond,
+            'prompt': prompts,
+            'categories': present,
             'source': list(source) if isinstance(source, list) else ['real'] * len(cond),
-        }  # fmt: skip
+        }
         if isinstance(self.cf_comp, nn.Module):
             self.cf_comp.to(cond.device)
         composed: Tensor = self.cf_comp(vocab_batch)['mask']
@@ -838,8 +884,9 @@ class SyntheticAugmentation(nn.Module):
             cond = torch.stack([c for _, c in generated if c is not None]).long()
             gen_rows = [row for row, _ in generated]
             if self.task == 'classification':
-                prompts = [prompt_from_ids([int(self.lut[int(batch['label'][r])])])
-                           for r in gen_rows]  # fmt: skip
+                prompts = [
+                    prompt_from_ids([int(self.lut[int(batch['label'][r])])]) for r in gen_rows
+                ]
             else:
                 prompts = _present_prompts(cond)[0]
             seeds = torch.randint(0, 2**31 - 1, (len(cond),), generator=self.generator)
@@ -902,10 +949,15 @@ class SyntheticAugmentation(nn.Module):
             raise ValueError(f'add_to_bank=True but the bank {self.bank!r} has no add()')
         _, present = _present_prompts(masks)
         samples = [
-            {'image': images[k].detach().cpu(), 'mask': masks[k].cpu(), 'prompt': prompts[k],
-             'categories': present[k].cpu(), 'source': 'synthetic'}
+            {
+                'image': images[k].detach().cpu(),
+                'mask': masks[k].cpu(),
+                'prompt': prompts[k],
+                'categories': present[k].cpu(),
+                'source': 'synthetic',
+            }
             for k in keep.nonzero().flatten().tolist()
-        ]  # fmt: skip
+        ]
         self.stats['added_to_bank'] += int(add(samples))
 
     def _insert(
@@ -1075,8 +1127,10 @@ class SyntheticAugmentationCallback(Callback):
             ValueError: if the batch is not a dict.
         """
         if not isinstance(batch, dict):
-            raise ValueError('SyntheticAugmentationCallback works on dict batches only, got '
-                             f'{type(batch).__name__}')  # fmt: skip
+            raise ValueError(
+                'SyntheticAugmentationCallback works on dict batches only, got '
+                f'{type(batch).__name__}'
+            )
         image = batch['image']
         mean, std = self.mean.to(image), self.std.to(image)
         raw = dict(batch)

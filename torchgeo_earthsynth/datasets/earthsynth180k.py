@@ -247,9 +247,13 @@ class EarthSynth180K(NonGeoDataset):
         if self.skipped:
             logger.warning(
                 '%s(%s, mode=%s): skipped %d bad record(s) and kept %d sample(s): %s',
-                type(self).__name__, split, mode, sum(self.skipped.values()), len(self),
+                type(self).__name__,
+                split,
+                mode,
+                sum(self.skipped.values()),
+                len(self),
                 ', '.join(f'{n} {reason}' for reason, n in sorted(self.skipped.items())),
-            )  # fmt: skip
+            )
 
     # ------------------------------------------------------------------ finding the data
     def _present(self) -> bool:
@@ -615,8 +619,11 @@ class EarthSynth180K(NonGeoDataset):
                 self.skipped['unreadable samples'] += 1
                 logger.warning(
                     '%s(%s): skipped an unreadable sample (%d so far): %s',
-                    type(self).__name__, self.split, len(self._unreadable), error,
-                )  # fmt: skip
+                    type(self).__name__,
+                    self.split,
+                    len(self._unreadable),
+                    error,
+                )
         raise ValueError(f'{self.split_dir}: none of the {len(self)} samples can be read')
 
     # ------------------------------------------------------------------ plotting

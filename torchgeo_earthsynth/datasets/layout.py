@@ -131,11 +131,13 @@ def category_records(
                 )
             atomic_write_bytes(image_png, image_path)
             atomic_write_png(np.where(mask == class_id, mask, 0).astype(np.uint8), mask_path)
-        records.append({
-            'file_name': f'{CATEGORY_IMAGES}/{name}.png',
-            'mask_name': f'{CATEGORY_MASKS}/{name}.png',
-            'text': prompt_from_ids([class_id]),
-        })  # fmt: skip
+        records.append(
+            {
+                'file_name': f'{CATEGORY_IMAGES}/{name}.png',
+                'mask_name': f'{CATEGORY_MASKS}/{name}.png',
+                'text': prompt_from_ids([class_id]),
+            }
+        )
     return records
 
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..cache import default_cache_dir
 from ..vocabulary import CLASS_IDS
 from . import layout
 from .earthsynth180k import EarthSynth180K
@@ -28,30 +28,67 @@ MINI_VERSION: Final = 2
 C = CLASS_IDS
 #: Scene recipe per source prefix: base class, blob classes, and which structures appear.
 _SCENES: Final[dict[str, dict[str, Any]]] = {
-    'DG_': {'base': C['agriculture land'], 'blobs': [C['forest land'], C['water']],
-            'fields': True, 'roads': 0.3, 'buildings': 0, 'vehicles': 0, 'tanks': 0},
-    'LD_': {'base': C['background'], 'blobs': [C['water'], C['forest land']],
-            'fields': False, 'roads': 1.0, 'buildings': 6, 'vehicles': 0, 'tanks': 0},
-    'OEM_': {'base': C['grass'], 'blobs': [C['tree'], C['bare land']],
-             'fields': False, 'roads': 0.8, 'buildings': 4, 'vehicles': 0, 'tanks': 0},
-    'SIOR_': {'base': C['pavement'], 'blobs': [C['grass']],
-              'fields': False, 'roads': 1.0, 'buildings': 2, 'vehicles': 6, 'tanks': 2},
-}  # fmt: skip
+    'DG_': {
+        'base': C['agriculture land'],
+        'blobs': [C['forest land'], C['water']],
+        'fields': True,
+        'roads': 0.3,
+        'buildings': 0,
+        'vehicles': 0,
+        'tanks': 0,
+    },
+    'LD_': {
+        'base': C['background'],
+        'blobs': [C['water'], C['forest land']],
+        'fields': False,
+        'roads': 1.0,
+        'buildings': 6,
+        'vehicles': 0,
+        'tanks': 0,
+    },
+    'OEM_': {
+        'base': C['grass'],
+        'blobs': [C['tree'], C['bare land']],
+        'fields': False,
+        'roads': 0.8,
+        'buildings': 4,
+        'vehicles': 0,
+        'tanks': 0,
+    },
+    'SIOR_': {
+        'base': C['pavement'],
+        'blobs': [C['grass']],
+        'fields': False,
+        'roads': 1.0,
+        'buildings': 2,
+        'vehicles': 6,
+        'tanks': 2,
+    },
+}
 
 #: Mean RGB colour of each rendered class.
 _COLOURS: Final[dict[int, tuple[int, int, int]]] = {
-    C['background']: (120, 110, 95), C['bare land']: (175, 150, 115), C['grass']: (110, 160, 70),
-    C['pavement']: (150, 150, 145), C['road']: (90, 90, 95), C['tree']: (50, 110, 45),
-    C['water']: (35, 65, 120), C['agriculture land']: (170, 165, 80), C['building']: (185, 75, 60),
-    C['forest land']: (25, 75, 35), C['small vehicle']: (235, 235, 240),
+    C['background']: (120, 110, 95),
+    C['bare land']: (175, 150, 115),
+    C['grass']: (110, 160, 70),
+    C['pavement']: (150, 150, 145),
+    C['road']: (90, 90, 95),
+    C['tree']: (50, 110, 45),
+    C['water']: (35, 65, 120),
+    C['agriculture land']: (170, 165, 80),
+    C['building']: (185, 75, 60),
+    C['forest land']: (25, 75, 35),
+    C['small vehicle']: (235, 235, 240),
     C['storage tank']: (225, 225, 215),
-}  # fmt: skip
+}
 
 #: Per-source "sensor" colour response (channel gains) so sources differ in appearance.
 _SENSOR: Final[dict[str, tuple[float, float, float]]] = {
-    'DG_': (1.05, 1.0, 0.9), 'LD_': (0.95, 1.0, 1.08), 'OEM_': (1.1, 1.08, 1.0),
+    'DG_': (1.05, 1.0, 0.9),
+    'LD_': (0.95, 1.0, 1.08),
+    'OEM_': (1.1, 1.08, 1.0),
     'SIOR_': (0.92, 0.92, 0.92),
-}  # fmt: skip
+}
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -129,12 +166,6 @@ def _render(rng: np.random.Generator, prefix: str, mask: np.ndarray) -> np.ndarr
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def default_cache_dir() -> Path:
-    """``$EARTHSYNTH_CACHE`` or ``~/.cache/torchgeo_earthsynth``."""
-    env = os.environ.get('EARTHSYNTH_CACHE')
-    return Path(env) if env else Path.home() / '.cache' / 'torchgeo_earthsynth'
-
-
 def make_mini_corpus(
     root: str | Path | None = None,
     seed: int = 0,
@@ -159,8 +190,13 @@ def make_mini_corpus(
     Returns:
         The corpus root (holding ``train/`` and ``val/``).
     """
-    params = {'version': MINI_VERSION, 'seed': seed, 'size': size,
-              'num_train': num_train, 'num_val': num_val}  # fmt: skip
+    params = {
+        'version': MINI_VERSION,
+        'seed': seed,
+        'size': size,
+        'num_train': num_train,
+        'num_val': num_val,
+    }
     parent = Path(root) if root is not None else default_cache_dir()
     target = parent / f'mini-v{MINI_VERSION}-s{seed}-{size}px-{num_train}-{num_val}'
     if (target / 'corpus.json').exists():

@@ -45,7 +45,7 @@ NAMES = {
     6: 'water', 7: 'agriculture land', 8: 'building', 9: 'forest land', 11: 'urban land',
     12: 'large vehicle', 17: 'ship', 21: 'small vehicle', 22: 'baseball diamond',
     38: 'vehicle', 39: 'windmill', 40: 'A220', 66: 'warship',
-}  # fmt: skip
+}
 DATE = (2025, 8, 7, 0, 0, 0)
 
 
@@ -113,14 +113,14 @@ def make_fake_data(root: Path) -> None:
                 'file_name': f'category_images/{name}.png',
                 'mask_name': f'category_masks/{name}.png',
                 'text': prompt([class_id]),
-            })  # fmt: skip
+            })
         prefix = './data/EarthSynth-180K/train/' if stem.startswith('LD_') else ''
         records.append({
             'file_name': f'{prefix}images/{stem}.png',
             'mask_name': f'{prefix}masks/{stem}.png',
             'text': prompt(classes),
             'category_masks': [r['mask_name'] for r in category],
-        })  # fmt: skip
+        })
         records += category
     for name, data in train_files.items():
         write(root / name, data)

@@ -1,0 +1,82 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Text encoder front-end with an LRU prompt-embedding cache."""
+
+from __future__ import annotations
+
+import torch
+from transformers import CLIPTextModel, CLIPTokenizer
+
+__all__ = ('PromptEncoder',)
+
+
+class PromptEncoder:
+    """Text encoder front-end with an LRU prompt-embedding cache.
+
+    The vocabulary is finite, so prompts repeat: a prompt seen before is not encoded again.
+    Misses of a batch are encoded together; results equal uncached encoding.
+
+    Args:
+        tokenizer: the CLIP tokenizer.
+        text_encoder: the (frozen) CLIP text model.
+        cache: keep embeddings of seen prompts.
+        max_size: most prompts kept (least recently used dropped first).
+    """
+
+    def __init__(
+        self,
+        tokenizer: CLIPTokenizer,
+        text_encoder: CLIPTextModel,
+        cache: bool = True,
+        max_size: int = 4096,
+    ) -> None:
+        from collections import OrderedDict
+
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.cache_enabled = cache
+        self.max_size = max_size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(
+            prompts,
+            padding='max_length',
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors='pt',
+        ).input_ids.to(self.text_encoder.device)
+        with torch.no_grad():
+            out: torch.Tensor = self.text_encoder(ids)[0]
+        return out
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str]) -> torch.Tensor:
+        """Embeddings [B, 77, D] of the prompts, from the cache where possible."""
+        if not self.cache_enabled:
+            self.misses += len(prompts)
+            return self._encode(list(prompts))
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if missing:
+            for prompt, embedding in zip(missing, self._encode(missing)):
+                self._cache[prompt] = embedding
+            while len(self._cache) > self.max_size:
+                self._cache.popitem(last=False)
+        self.misses += len(missing)
+        self.hits += len(prompts) - len(missing)
+        device = self.text_encoder.device
+        out = []
+        for prompt in prompts:
+            self._cache.move_to_end(prompt)
+            embedding = self._cache[prompt]
+            if embedding.device != device:  # the model moved since it was cached
+                embedding = self._cache[prompt] = embedding.to(device)
+            out.append(embedding)
+        return torch.stack(out)
+
+    def clear(self) -> None:
+        """Forget every cached embedding."""
+        self._cache.clear()

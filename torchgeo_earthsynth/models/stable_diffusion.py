@@ -1,0 +1,68 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Stable Diffusion parts: their container, SD's noise schedule, loading a base."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+#: Base model of the paper (DESIGN.md).
+SD15_ID: Final = 'stable-diffusion-v1-5/stable-diffusion-v1-5'
+
+__all__ = ('SD15_ID', 'DiffusionParts', 'pretrained_parts', 'sd_scheduler')
+
+
+@dataclass
+class DiffusionParts:
+    """The Stable Diffusion parts a ControlNet pipeline needs."""
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: DDPMScheduler
+
+
+def sd_scheduler(prediction_type: str = 'epsilon') -> DDPMScheduler:
+    """SD 1.5's training noise schedule."""
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule='scaled_linear',
+        prediction_type=prediction_type,
+        clip_sample=False,
+    )
+
+
+def pretrained_parts(
+    base: str | Path = SD15_ID, prediction_type: str | None = None, revision: str | None = None
+) -> DiffusionParts:
+    """Stable Diffusion parts from a hub id or a local diffusers folder.
+
+    Args:
+        base: hub id (e.g. SD 1.5) or local folder in diffusers layout.
+        prediction_type: override the scheduler's prediction type.
+        revision: hub revision.
+
+    Returns:
+        The pretrained parts.
+    """
+    base = str(base)
+    kwargs = {'revision': revision} if revision else {}
+    scheduler = DDPMScheduler.from_pretrained(base, subfolder='scheduler', **kwargs)
+    if prediction_type is not None:
+        scheduler = DDPMScheduler.from_config(scheduler.config, prediction_type=prediction_type)
+    return DiffusionParts(
+        unet=UNet2DConditionModel.from_pretrained(base, subfolder='unet', **kwargs),
+        vae=AutoencoderKL.from_pretrained(base, subfolder='vae', **kwargs),
+        text_encoder=CLIPTextModel.from_pretrained(base, subfolder='text_encoder', **kwargs),
+        tokenizer=CLIPTokenizer.from_pretrained(base, subfolder='tokenizer', **kwargs),
+        scheduler=scheduler,
+    )

@@ -1,0 +1,105 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Tiny configs of the Stable Diffusion parts, built in code (nothing downloaded)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from .stable_diffusion import DiffusionParts, sd_scheduler
+from .tokenizer import clip_tokenizer
+
+TINY_TEXT_DIM: Final = 32
+
+__all__ = (
+    'TINY_TEXT_DIM',
+    'tiny_controlnet',
+    'tiny_parts',
+    'tiny_text_encoder',
+    'tiny_unet',
+    'tiny_vae',
+)
+
+
+def tiny_text_encoder(seed: int = 0) -> CLIPTextModel:
+    """A 2-layer CLIP text model with SD's vocabulary and special tokens."""
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=TINY_TEXT_DIM,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        projection_dim=TINY_TEXT_DIM,
+    )
+    return CLIPTextModel(config)
+
+
+def tiny_unet(seed: int = 0, sample_size: int = 32) -> UNet2DConditionModel:
+    """A two-level UNet with cross-attention at the lower level (latent 4 channels)."""
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'),
+        up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'),
+        cross_attention_dim=TINY_TEXT_DIM,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+
+
+def tiny_vae(seed: int = 0, sample_size: int = 64) -> AutoencoderKL:
+    """A two-block VAE: downscale factor 2, 4 latent channels."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(16, 32),
+        down_block_types=('DownEncoderBlock2D',) * 2,
+        up_block_types=('UpDecoderBlock2D',) * 2,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=sample_size,
+        scaling_factor=1.0,
+    )
+
+
+def tiny_parts(
+    seed: int = 0, image_size: int = 64, prediction_type: str = 'epsilon'
+) -> DiffusionParts:
+    """Every Stable Diffusion part from small configs, built in code (nothing downloaded).
+
+    Args:
+        seed: initialisation seed.
+        image_size: pixel size of the images (latents are half of it).
+        prediction_type: ``epsilon`` or ``v_prediction``.
+
+    Returns:
+        The tiny parts.
+    """
+    return DiffusionParts(
+        unet=tiny_unet(seed, image_size // 2),
+        vae=tiny_vae(seed + 1, image_size),
+        text_encoder=tiny_text_encoder(seed + 2),
+        tokenizer=clip_tokenizer(),
+        scheduler=sd_scheduler(prediction_type),
+    )
+
+
+def tiny_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
+    """A ControlNet copied from a tiny UNet (condition embedding matches the 2x VAE)."""
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
