@@ -14,29 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..seeding import seed_for_rank
 from ..vocabulary import BACKGROUND, NUM_CLASSES, prompt_from_ids
-
-
-def seed_for_rank(generator: torch.Generator, seed: int | None, seeded_rank: int) -> int:
-    """Reseed ``generator`` with ``seed + rank`` once this process has a distributed rank.
-
-    Every DDP process builds its modules with the same seed before the process group exists;
-    without the offset all ranks would draw the same random choices for their own data.
-
-    Args:
-        generator: the module's CPU generator.
-        seed: the module's seed (None: already random per process, left alone).
-        seeded_rank: the rank the generator is seeded for now.
-
-    Returns:
-        The rank the generator is seeded for after the call.
-    """
-    dist = torch.distributed
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    if rank != seeded_rank and seed is not None:
-        generator.manual_seed(seed + rank)
-    return rank
-
 
 #: Keys CF-Comp reads and rewrites; every other key passes through untouched.
 REQUIRED_KEYS: Final[tuple[str, ...]] = ('image', 'mask', 'prompt', 'categories', 'source')

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.models import SD15_ID
+from torchgeo_earthsynth.seeding import seed_for_rank
 from torchgeo_earthsynth.synthesis import SchedulerName, Synthesizer
-from torchgeo_earthsynth.transforms.cf_comp import seed_for_rank
 from torchgeo_earthsynth.vocabulary import (
     BACKGROUND,
     NUM_CLASSES,
