@@ -3,11 +3,15 @@
 
 """EarthSynth LightningModules (TorchGeo tasks) and their callbacks."""
 
-from .earthsynth_controlnet import (
-    AtomicCheckpointIO,
-    DiffusersExport,
-    EarthSynthControlNet,
-    sample_grid,
-)
+from .callbacks import AtomicCheckpointIO, DiffusersExport, output_dir, sample_grid
+from .diffusion_task import DiffusionTask
+from .earthsynth_controlnet import EarthSynthControlNet
 
-__all__ = ('AtomicCheckpointIO', 'DiffusersExport', 'EarthSynthControlNet', 'sample_grid')
+__all__ = (
+    'AtomicCheckpointIO',
+    'DiffusersExport',
+    'DiffusionTask',
+    'EarthSynthControlNet',
+    'output_dir',
+    'sample_grid',
+)
