@@ -85,6 +85,7 @@ class DiffusersExport(Callback):
         self.every_n_train_steps = every_n_train_steps
         self.full_pipeline = full_pipeline
         self.last_export: Path | None = None
+        self._exported_step = -1
 
     def _target(self, trainer: pl.Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else output_dir(trainer) / 'export'
@@ -106,13 +107,17 @@ class DiffusersExport(Callback):
         batch_idx: int,
     ) -> None:
         """Export every ``every_n_train_steps``."""
-        n = self.every_n_train_steps
-        if n and trainer.global_step > 0 and trainer.global_step % n == 0:
+        n, step = self.every_n_train_steps, trainer.global_step
+        # Under gradient accumulation every micro-batch of a step ends here: export once.
+        if n and step > 0 and step % n == 0 and step != self._exported_step:
+            self._exported_step = step
             self._export(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Export the final weights."""
-        self._export(trainer, pl_module)
+        """Export the final weights (unless this step is exported already)."""
+        if trainer.global_step != self._exported_step:
+            self._exported_step = trainer.global_step
+            self._export(trainer, pl_module)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -140,6 +140,7 @@ class DiffusionTask(BaseTask):
         self.prompt_encoder = PromptEncoder(self.tokenizer, self.text_encoder, hp['prompt_cache'])
         self.register_buffer('latent_scale', torch.tensor(float(self.vae.config.scaling_factor)))
         self.register_buffer('latent_std_ema', torch.tensor(0.0))
+        self._diffusion_stepped = False
         self.ema = (
             EMAModel(self.trained_parameters(), decay=hp['ema_decay'])
             if (hp['ema_decay'] is not None)
@@ -282,19 +283,23 @@ class DiffusionTask(BaseTask):
             target = noise
         error = (pred.float() - target.float()) ** 2
         per_sample = error.mean(dim=(1, 2, 3))
-        if hp['snr_gamma'] is not None:
-            snr = compute_snr(self.noise_scheduler, timesteps)
-            weight = snr.clamp(max=hp['snr_gamma']) / snr
-            if self.noise_scheduler.config.prediction_type == 'v_prediction':
-                weight = snr.clamp(max=hp['snr_gamma']) / (snr + 1)
-            per_sample = per_sample * weight
-        loss: Tensor = per_sample.mean()
-        fg = self.foreground(batch) if hp['local_loss_weight'] > 0 else None
+        local_weight = hp['local_loss_weight']
+        fg = self.foreground(batch) if local_weight > 0 else None
         if fg is not None:
             fg = F.interpolate(fg.to(error), size=error.shape[-2:], mode='nearest')
             local = (error * fg).sum(dim=(1, 2, 3)) / (fg.sum(dim=(1, 2, 3)) * error.shape[1])
-            loss = loss + hp['local_loss_weight'] * local.nan_to_num(0.0).mean()
+            per_sample = per_sample + local_weight * local.nan_to_num(0.0)
+        if hp['snr_gamma'] is not None:  # one weight for the global and the local term
+            per_sample = per_sample * self._min_snr_weight(timesteps, hp['snr_gamma'])
+        loss: Tensor = per_sample.mean()
         return loss
+
+    def _min_snr_weight(self, timesteps: Tensor, gamma: float) -> Tensor:
+        """Min-SNR weights (Hang et al. 2023): min(snr, gamma) / snr, or / (snr + 1) for v."""
+        snr: Tensor = compute_snr(self.noise_scheduler, timesteps)
+        if self.noise_scheduler.config.prediction_type == 'v_prediction':
+            return snr.clamp(max=gamma) / (snr + 1)
+        return snr.clamp(max=gamma) / snr
 
     def _randn(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
         if generator is None:
@@ -321,12 +326,14 @@ class DiffusionTask(BaseTask):
         batch_size = len(batch['image'])
         if self.vae_trainable and self.global_step < self.hparams['vae_warmup_steps']:
             loss = self._vae_loss(batch)
+            self._diffusion_stepped = False
             self.log('vae_loss', loss, prog_bar=True, batch_size=batch_size)
             return loss
         if self.vae_trainable:  # warm-up over: freeze the VAE, fix the latent scale
             self._freeze_vae()
             self.latent_scale.fill_(1.0 / float(self.latent_std_ema.clamp(min=1e-3)))
         loss = self.diffusion_loss(batch)
+        self._diffusion_stepped = True  # the EMA follows this optimizer step
         self.log('train_loss', loss, prog_bar=True, batch_size=batch_size)
         return loss
 
@@ -337,10 +344,21 @@ class DiffusionTask(BaseTask):
         if self.vae_trainable and self.global_step >= self.hparams['vae_warmup_steps']:
             self._freeze_vae()  # resumed after the warm-up
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Update the EMA of the trained weights."""
-        if self.ema is not None:
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Step the optimizer, then the EMA of the trained weights (not in the VAE warm-up).
+
+        Lightning calls this once per optimizer step, after all accumulated micro-batches.
+        """
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.ema is not None and self._diffusion_stepped:
             self.ema.step(self.trained_parameters())
+        self._diffusion_stepped = False
 
     def validation_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..models import SD15_ID, load_controlnet, tiny_controlnet
+from ..seeding import sample_seeds
 from ..synthesis import ConditionEncoding, Synthesizer, build_pipeline, encode_condition
 from ..vocabulary import PROMPT_PREFIX, multi_hot
 from .callbacks import AtomicCheckpointIO, DiffusersExport, output_dir, sample_grid
@@ -212,14 +213,14 @@ class EarthSynthControlNet(DiffusionTask):
         """Synthesise an image per (mask, prompt); the mask stays the label.
 
         Seeds come from ``batch['seed']`` when present (reproducible whatever the rank or
-        batch), else from ``seed`` and the batch index.
+        batch), else from ``seed``, the rank and the batch index
+        (:func:`~torchgeo_earthsynth.seeding.sample_seeds`: unique across batches and ranks).
         """
         masks = batch['mask']
         prompts = list(batch['prompt'])
         seeds = batch.get('seed')
         if seeds is None:
-            start = self.hparams['seed'] * 1_000_003 + batch_idx * len(masks)
-            seeds = torch.arange(start, start + len(masks))
+            seeds = sample_seeds(self.hparams['seed'], batch_idx, len(masks))
         with self.ema_weights():
             synth = self.synthesizer(
                 self.hparams['predict_inference_steps'], self.hparams['predict_guidance_scale']
