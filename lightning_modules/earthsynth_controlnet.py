@@ -99,9 +99,11 @@ class EarthSynthControlNet(DiffusionTask):
                 for this many steps, then freeze it (nothing is pretrained there).
             val_num_samples: validation masks generated and logged as a grid.
             val_inference_steps: UniPC steps for validation samples.
-            val_guidance_scale: guidance scale for validation samples.
+            val_guidance_scale: guidance scale for validation samples (3.0 suits the tiny
+                preset; configs/sd15.yaml uses 7.5, as upstream EarthSynth's test.py).
             predict_inference_steps: UniPC steps in :meth:`predict_step`.
-            predict_guidance_scale: guidance scale in :meth:`predict_step`.
+            predict_guidance_scale: guidance scale in :meth:`predict_step` (3.0 for the tiny
+                preset; 7.5 is :class:`Synthesizer`'s default for real weights).
             seed: initialisation and sampling seed.
         """
         super().__init__(
