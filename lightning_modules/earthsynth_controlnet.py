@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import torch
 from diffusers import ControlNetModel, ModelMixin
@@ -19,6 +19,9 @@ from ..synthesis import ConditionEncoding, Synthesizer, build_pipeline, encode_c
 from ..vocabulary import PROMPT_PREFIX, multi_hot
 from .callbacks import AtomicCheckpointIO, DiffusersExport, output_dir, sample_grid
 from .diffusion_task import DiffusionTask
+
+#: ControlNet condition-embedding channels of SD 1.5 (diffusers' default), one per VAE level.
+_EMBEDDING_CHANNELS: Final = (16, 32, 96, 256)
 
 # The callbacks lived here before lightning_modules/callbacks.py: kept importable from here.
 __all__ = (
@@ -141,7 +144,12 @@ class EarthSynthControlNet(DiffusionTask):
         elif hp['preset'] == 'tiny':
             self.controlnet = tiny_controlnet(self.unet)
         else:
-            self.controlnet = ControlNetModel.from_unet(self.unet)
+            # The condition embedding downsamples as the base's VAE does (8x, SD's default
+            # channels, for SD 1.5; fewer levels for a smaller VAE).
+            levels = len(self.vae.config.block_out_channels)
+            self.controlnet = ControlNetModel.from_unet(
+                self.unet, conditioning_embedding_out_channels=_EMBEDDING_CHANNELS[:levels]
+            )
 
     def trained_modules(self) -> list[ModelMixin]:
         """The ControlNet, and the UNet if ``train_unet``."""
