@@ -25,6 +25,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchgeo.trainers import BaseTask
 
 from ..models import SD15_ID, DiffusionParts, PromptEncoder, pretrained_parts, tiny_parts
+from ..seeding import sample_seeds
 from ..synthesis import Synthesizer
 from .callbacks import output_dir
 
@@ -52,8 +53,8 @@ class DiffusionTask(BaseTask):
     * :meth:`forward`: predict noise (or v) from noisy latents, text embeddings and those
       conditions (default: the UNet, conditions passed to it as keyword arguments).
     * :meth:`foreground`: the pixels the local loss weighs (default: ``mask > 0``).
-    * :meth:`synthesizer` and :meth:`sample_figure`: generation for validation grids and
-      :meth:`predict_step`.
+    * :meth:`synthesizer`, :meth:`sample_figure` and ``predict_step``: generation for
+      validation grids and prediction (seeds from :meth:`predict_seeds`).
     * :meth:`write_export` and :meth:`export_metadata`: what :meth:`save_pretrained` writes.
 
     Devices, precision, strategies (DDP/FSDP), checkpointing and logging are the Trainer's.
@@ -372,6 +373,27 @@ class DiffusionTask(BaseTask):
             self.log('val_loss', loss, sync_dist=True, batch_size=len(batch['image']))
             if batch_idx == 0 and self.hparams['val_num_samples'] > 0:
                 self._log_samples(batch)
+
+    def predict_seeds(self, batch: dict[str, Any], batch_idx: int, count: int) -> Tensor:
+        """One seed per generated sample: ``batch['seed']`` when given, else derived.
+
+        Derived seeds come from ``seed``, the distributed rank and the batch index
+        (:func:`~torchgeo_earthsynth.seeding.sample_seeds`), so a short last batch or
+        another DDP rank never reuses a seed.
+
+        Args:
+            batch: the prediction batch.
+            batch_idx: its index in this rank's loader.
+            count: samples in the batch.
+
+        Returns:
+            int64 [count] seeds.
+        """
+        given = batch.get('seed')
+        if given is not None:
+            return torch.as_tensor(given)
+        seeds: Tensor = sample_seeds(self.hparams['seed'], batch_idx, count)
+        return seeds
 
     def sample_figure(self, batch: dict[str, Any], count: int) -> Figure:
         """A figure of ``count`` samples generated for the batch's first conditions."""

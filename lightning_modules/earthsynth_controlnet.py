@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..models import SD15_ID, load_controlnet, tiny_controlnet
-from ..seeding import sample_seeds
 from ..synthesis import ConditionEncoding, Synthesizer, build_pipeline, encode_condition
 from ..vocabulary import PROMPT_PREFIX, multi_hot
 from .callbacks import AtomicCheckpointIO, DiffusersExport, output_dir, sample_grid
@@ -223,14 +222,12 @@ class EarthSynthControlNet(DiffusionTask):
         """Synthesise an image per (mask, prompt); the mask stays the label.
 
         Seeds come from ``batch['seed']`` when present (reproducible whatever the rank or
-        batch), else from ``seed``, the rank and the batch index
-        (:func:`~torchgeo_earthsynth.seeding.sample_seeds`: unique across batches and ranks).
+        batch), else from ``seed``, the rank and the batch index (:meth:`predict_seeds`:
+        unique across batches and ranks).
         """
         masks = batch['mask']
         prompts = list(batch['prompt'])
-        seeds = batch.get('seed')
-        if seeds is None:
-            seeds = sample_seeds(self.hparams['seed'], batch_idx, len(masks))
+        seeds = self.predict_seeds(batch, batch_idx, len(masks))
         with self.ema_weights():
             synth = self.synthesizer(
                 self.hparams['predict_inference_steps'], self.hparams['predict_guidance_scale']
@@ -243,7 +240,7 @@ class EarthSynthControlNet(DiffusionTask):
             'prompt': prompts,
             'categories': torch.stack([multi_hot(m) for m in masks]),
             'source': ['synthetic'] * len(masks),
-            'seed': torch.as_tensor(seeds),
+            'seed': seeds,
         }
 
     # ------------------------------------------------------------------ export

@@ -225,3 +225,17 @@ def test_predict_seeds_are_unique_across_batches_and_ranks(
     batch = make_batch(2)
     batch['seed'] = torch.tensor([7, 9])  # dataset-given seeds win
     assert model.predict_step(batch, 5)['seed'].tolist() == [7, 9]
+
+
+def test_the_base_trains_a_text_only_unet() -> None:
+    task = DiffusionTask(image_size=SIZE, local_loss_weight=1.0).train()
+    assert [id(p) for p in task.trained_parameters()] == [id(p) for p in task.unet.parameters()]
+    batch = make_batch(2)
+    del batch['mask']  # no condition but the prompt; no foreground, so no local term
+    loss = task.diffusion_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.unet.parameters())
+    assert all(p.grad is None for p in task.vae.parameters())
+    with pytest.raises(NotImplementedError, match='does not define an export'):
+        task.save_pretrained('unused')
