@@ -10,7 +10,6 @@ labels and conditions are made (:mod:`.synthetic_labels`), how rows go into the 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal
 
@@ -18,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from torchgeo_earthsynth.datasets import EarthSynth180K
+from torchgeo_earthsynth.filtering import SampleFilter, filter_verdict
 from torchgeo_earthsynth.seeding import seed_for_rank
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, label_map, prompt_from_ids
@@ -54,10 +54,8 @@ STAT_KEYS: Final[tuple[str, ...]] = (
 
 Batch = dict[str, Any]
 
-#: An R-Filter: ``rfilter(batch)`` (one argument, like
-#: :class:`~torchgeo_earthsynth.rfilter.RFilter`) or ``rfilter(images, masks, prompts)``,
-#: returning a bool tensor [N] or an object with such a ``keep``.
-FilterLike = Callable[..., Any]
+#: The name this module gave :class:`~torchgeo_earthsynth.filtering.SampleFilter`.
+FilterLike = SampleFilter
 
 #: ``(row, origin, online condition or None, bank index or None)`` of one chosen row.
 Pick = tuple[int, int, Tensor | None, int | None]
@@ -108,12 +106,12 @@ class SyntheticAugmentation(nn.Module):
     no disk access. Bank samples were R-Filtered when they were banked; generated ones
     go through ``rfilter`` here, and a sample it drops keeps its real sample.
 
-    The R-Filter protocol: a callable taking one argument (like
-    :class:`~torchgeo_earthsynth.rfilter.RFilter`) gets a batch dict with ``image`` float
+    The R-Filter is a :class:`~torchgeo_earthsynth.filtering.SampleFilter` (like
+    :class:`~torchgeo_earthsynth.rfilter.RFilter`): it gets a batch dict with ``image`` float
     [N, 3, H, W] 0..255, ``mask`` int64 [N, H, W] (the conditions, vocabulary ids),
-    ``prompt`` (N strings) and ``reference`` (the real images the samples stand for); one
-    taking three gets ``(images, masks, prompts)``. It returns a bool tensor [N] or an object
-    with such a ``keep`` attribute.
+    ``prompt`` (N strings) and ``reference`` (the real images the samples stand for), and
+    returns a bool tensor [N] or an object with such a ``keep`` attribute; wrap a filter of
+    ``(images, masks, prompts)`` in :class:`~torchgeo_earthsynth.filtering.KeyedFilter`.
 
     Keys of the batch other than those above are kept; in ``append`` mode each appended row
     copies them from its source row (tensors with a batch dimension, lists of length B), and
@@ -135,7 +133,7 @@ class SyntheticAugmentation(nn.Module):
         synthesizer: Synthesizer | SynthesizerLoader | None = None,
         bank: BankLike | None = None,
         layouts: EarthSynth180K | None = None,
-        rfilter: FilterLike | None = None,
+        rfilter: SampleFilter | None = None,
         cf_comp: nn.Module | None = None,
         then: Callable[[Batch], Batch] | None = None,
         dataset: str | None = None,
@@ -163,7 +161,7 @@ class SyntheticAugmentation(nn.Module):
                 for ``bank``/``both``; also a source of classification layouts.
             layouts: a corpus (:class:`~torchgeo_earthsynth.datasets.EarthSynth180K` or a
                 subclass) to draw classification layouts from.
-            rfilter: R-Filter for generated samples (see the protocol above).
+            rfilter: R-Filter for generated samples (see above).
             cf_comp: batch module recomposing the segmentation conditions counterfactually
                 (takes and returns a vocabulary batch: ``image``, ``mask``, ``prompt``,
                 ``categories``, ``source``).
@@ -487,17 +485,8 @@ class SyntheticAugmentation(nn.Module):
             return torch.ones(len(images), dtype=torch.bool)
         if isinstance(self.rfilter, nn.Module):
             self.rfilter.to(images.device)
-        if _positional_arity(self.rfilter) == 1:
-            batch = {'image': images, 'mask': masks, 'prompt': prompts, 'reference': real}
-            result = self.rfilter(batch)
-        else:
-            result = self.rfilter(images, masks, prompts)
-        keep = torch.as_tensor(getattr(result, 'keep', result)).to('cpu', torch.bool).flatten()
-        if keep.shape != (len(images),):
-            raise ValueError(
-                f'the R-Filter returned keep of shape {tuple(keep.shape)} for '
-                f'{len(images)} samples; expected a bool tensor [{len(images)}]'
-            )
+        batch = {'image': images, 'mask': masks, 'prompt': prompts, 'reference': real}
+        keep, _ = filter_verdict(self.rfilter(batch), len(images))
         return keep
 
     def _bank_add(self, images: Tensor, masks: Tensor, prompts: list[str], keep: Tensor) -> None:
@@ -517,18 +506,6 @@ class SyntheticAugmentation(nn.Module):
             for k in keep.nonzero().flatten().tolist()
         ]
         self.stats['added_to_bank'] += int(add(samples))
-
-
-def _positional_arity(function: Callable[..., Any]) -> int:
-    """How many positional parameters a callable takes without defaults (3 when unknown)."""
-    if isinstance(function, nn.Module):  # its __call__ takes (*args, **kwargs)
-        function = function.forward
-    try:
-        params = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return 3
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sum(1 for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
 
 
 __all__ = (
