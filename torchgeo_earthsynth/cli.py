@@ -27,8 +27,6 @@ def lightning_main(args: Sequence[str] | None = None) -> None:
         args: command-line arguments (default ``sys.argv[1:]``).
     """
     from lightning.pytorch.cli import LightningCLI
-    from torchgeo.datamodules import BaseDataModule
-    from torchgeo.trainers import BaseTask
 
     import torchgeo_earthsynth
 
@@ -36,6 +34,7 @@ def lightning_main(args: Sequence[str] | None = None) -> None:
     import torchgeo_earthsynth.datamodules
     import torchgeo_earthsynth.lightning_modules
     import torchgeo_earthsynth.transforms
+    from torchgeo_earthsynth.compat import BaseDataModule, BaseTask
 
     LightningCLI(
         model_class=BaseTask,
