@@ -30,9 +30,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import default_collate
-from torchgeo.trainers import SemanticSegmentationTask
 
 from torchgeo_earthsynth.bank import SyntheticBank
+from torchgeo_earthsynth.compat import SemanticSegmentationTask
 from torchgeo_earthsynth.datamodules.downstream import MiniSegmentationDataModule
 from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
 from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation

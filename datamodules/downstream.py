@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchgeo.datamodules import NonGeoDataModule
 
+from torchgeo_earthsynth.compat import NonGeoDataModule
 from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
 from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation, attach
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, PALETTE, label_map

@@ -16,9 +16,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler, random_split
-from torchgeo.datamodules import NonGeoDataModule
-from torchgeo.datasets import DatasetNotFoundError
 
+from torchgeo_earthsynth.compat import DatasetNotFoundError, NonGeoDataModule
 from torchgeo_earthsynth.datasets import EarthSynth180K, EarthSynthMini, make_mini_corpus
 from torchgeo_earthsynth.datasets.earthsynth180k import plot_sample
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, ids_from_prompt, prompt_from_ids

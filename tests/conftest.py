@@ -31,3 +31,10 @@ def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mini_corpus(
         tmp_path_factory.mktemp('mini'), seed=0, size=32, num_train=24, num_val=8
     )
+
+
+def pytest_report_header() -> str:
+    """Name the TorchGeo this run tests (3.11 runs 0.8.x, 3.12+ 0.10.x)."""
+    from torchgeo_earthsynth.compat import TORCHGEO_VERSION
+
+    return f'torchgeo: {TORCHGEO_VERSION}'

@@ -15,8 +15,8 @@ from lightning import Trainer
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.utils.data import Subset, WeightedRandomSampler
-from torchgeo.datasets import DatasetNotFoundError
 
+from torchgeo_earthsynth.compat import DatasetNotFoundError
 from torchgeo_earthsynth.datamodules import (
     EarthSynth180KDataModule,
     EarthSynthMiniDataModule,

@@ -19,8 +19,8 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 from torch.utils.data import DataLoader
-from torchgeo.datasets import DatasetNotFoundError
 
+from torchgeo_earthsynth.compat import DatasetNotFoundError
 from torchgeo_earthsynth.datasets import EarthSynth180K, layout
 from torchgeo_earthsynth.vocabulary import NUM_CLASSES, VOCABULARY, ids_from_prompt
 

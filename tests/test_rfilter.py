@@ -508,7 +508,8 @@ def test_named_clip_from_local_checkpoint(
 
 def test_segmenter_and_informer_from_torchgeo_checkpoint(tmp_path: Path) -> None:
     from lightning import Trainer
-    from torchgeo.trainers import SemanticSegmentationTask
+
+    from torchgeo_earthsynth.compat import SemanticSegmentationTask
 
     torch.manual_seed(0)
     task = SemanticSegmentationTask(model='fcn', in_channels=3, num_classes=4, num_filters=8)
@@ -543,7 +544,8 @@ def test_segmenter_and_informer_from_torchgeo_checkpoint(tmp_path: Path) -> None
 
 def test_informer_from_a_torchgeo_classification_checkpoint(tmp_path: Path) -> None:
     from lightning import Trainer
-    from torchgeo.trainers import ClassificationTask
+
+    from torchgeo_earthsynth.compat import ClassificationTask
 
     torch.manual_seed(0)
     task = ClassificationTask(model='resnet18', in_channels=3, num_classes=3)

@@ -29,11 +29,11 @@ from lightning.pytorch.loggers import CSVLogger
 from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
-from torchgeo.trainers import BaseTask, ClassificationTask, SemanticSegmentationTask
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassJaccardIndex
 from tqdm.auto import tqdm
 
+from torchgeo_earthsynth.compat import BaseTask, ClassificationTask, SemanticSegmentationTask
 from torchgeo_earthsynth.datasets import EarthSynth180K
 
 TaskName = Literal['classification', 'segmentation']

@@ -102,7 +102,7 @@ def load_task(
     Raises:
         ValueError: if ``checkpoint`` is not a file.
     """
-    from torchgeo.trainers import ClassificationTask, SemanticSegmentationTask
+    from torchgeo_earthsynth.compat import ClassificationTask, SemanticSegmentationTask
 
     if not Path(checkpoint).is_file():
         raise ValueError(f'{kind} checkpoint {str(checkpoint)!r} is not a file')

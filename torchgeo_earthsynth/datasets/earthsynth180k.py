@@ -25,8 +25,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from PIL import Image
-from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 
+from ..compat import DatasetNotFoundError, NonGeoDataset
 from ..vocabulary import (
     NUM_CLASSES,
     PALETTE,
