@@ -8,11 +8,18 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
+from torchgeo.datasets import RasterDataset, stack_samples
+from torchgeo.samplers import GridGeoSampler
 
+from torchgeo_earthsynth.datasets import EarthSynthMini, make_mini_corpus
+from torchgeo_earthsynth.datasets.mini import greenness
+from torchgeo_earthsynth.geo import metadata_from_geo_sample
 from torchgeo_earthsynth.models import (
     DiffusionSatUNet,
     find_diffusionsat_unet,
@@ -23,6 +30,7 @@ from torchgeo_earthsynth.models import (
     unconditional_metadata,
 )
 from torchgeo_earthsynth.synthesis import Synthesizer, build_text_pipeline
+from torchgeo_earthsynth.vocabulary import CLASS_IDS
 
 SIZE = 32
 NAN = math.nan
@@ -328,3 +336,78 @@ def test_tiny_family() -> None:
     synth = Synthesizer.tiny(image_size=SIZE, family='diffusionsat', num_inference_steps=1)
     images = synth.generate(None, ['a'], metadata=PLACES[:1])
     assert images.shape == (1, 3, SIZE, SIZE)
+
+
+# ---------------------------------------------------------------------- where metadata comes from
+
+
+def test_mini_corpus_metadata_changes_appearance(tmp_path: Path) -> None:
+    root = make_mini_corpus(tmp_path, seed=1, size=SIZE, num_train=48, num_val=4)
+    dataset = EarthSynthMini(tmp_path, seed=1, size=SIZE, num_train=48, num_val=4)
+    assert dataset.root == root
+    vegetation = [CLASS_IDS[name] for name in ('grass', 'tree', 'forest land', 'agriculture land')]
+    summer, winter, gsd_vs_buildings = [], [], []
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        lon, lat, gsd, cloud, year, month, day = sample['metadata'].tolist()
+        assert -180 <= lon <= 180 and -60 <= lat <= 60 and 0 < gsd < 1 and cloud == 0
+        assert 2015 <= year <= 2023 and 1 <= month <= 12 and 1 <= day <= 28
+        where = torch.isin(sample['mask'], torch.tensor(vegetation))
+        if where.sum() > 20:
+            rgb = sample['image'][:, where]
+            chroma = float((rgb[1] / rgb.sum(0).clamp(min=1)).mean())
+            green = greenness(month, lat)
+            if green > 0.75:
+                summer.append(chroma)
+            elif green < 0.25:
+                winter.append(chroma)
+        if sample['source'] == 'LoveDA':
+            share = float((sample['mask'] == CLASS_IDS['building']).float().mean())
+            gsd_vs_buildings.append((gsd, share))
+    assert summer and winter
+    assert sum(summer) / len(summer) > sum(winter) / len(winter) + 0.02
+    gsd_vs_buildings.sort()
+    half = len(gsd_vs_buildings) // 2
+    fine = sum(s for _, s in gsd_vs_buildings[:half]) / half
+    coarse = sum(s for _, s in gsd_vs_buildings[half:]) / (len(gsd_vs_buildings) - half)
+    assert fine > coarse  # finer GSD: larger buildings
+
+
+def write_geotiff(path: Path, crs: str, left: float, top: float, res: float) -> None:
+    transform = rasterio.transform.from_origin(left, top, res, res)
+    profile = dict(driver='GTiff', width=16, height=16, count=3, dtype='uint8', crs=crs)
+    with rasterio.open(path, 'w', transform=transform, **profile) as dst:
+        dst.write(np.full((3, 16, 16), 100, dtype=np.uint8))
+
+
+class DatedTiles(RasterDataset):
+    filename_glob = 'tile_*.tif'
+    filename_regex = r'^tile_(?P<date>\d{8})\.tif$'
+    date_format = '%Y%m%d'
+
+
+def test_metadata_from_a_geodataset_sample(tmp_path: Path) -> None:
+    # UTM 31N at its central meridian (3 deg E), 10 m pixels, acquired 2021-07-14
+    (tmp_path / 'utm').mkdir()
+    write_geotiff(tmp_path / 'utm' / 'tile_20210714.tif', 'EPSG:32631', 499920, 5_000_080, 10)
+    dataset = DatedTiles(tmp_path / 'utm')
+    sample = dataset[dataset.bounds]
+    lon, lat, gsd, cloud, year, month, day = metadata_from_geo_sample(sample).tolist()
+    assert lon == pytest.approx(3.0, abs=1e-6) and 45.0 < lat < 45.3
+    assert gsd == pytest.approx(10.0) and math.isnan(cloud)
+    assert (year, month, day) == (2021, 7, 14)
+    # a sampler's query carries no resolution: the dataset's is passed
+    query = next(iter(GridGeoSampler(dataset, size=8, stride=8)))
+    batch = stack_samples([dataset[query], dataset[query]])
+    metadata = metadata_from_geo_sample(batch, res=dataset.res)
+    assert metadata.shape == (2, 7) and metadata[:, 2].eq(10).all()
+    assert math.isnan(metadata_from_geo_sample(batch)[0, 2])  # unknown without it
+    # degrees: a 1e-4 deg pixel at 60 N is ~5.56 m wide and ~11.12 m tall
+    (tmp_path / 'wgs').mkdir()
+    write_geotiff(tmp_path / 'wgs' / 'tile_20200101.tif', 'EPSG:4326', 10.0, 60.0008, 1e-4)
+    wgs = DatedTiles(tmp_path / 'wgs')
+    lon, lat, gsd, *_ = metadata_from_geo_sample(wgs[wgs.bounds]).tolist()
+    assert lon == pytest.approx(10.0008) and lat == pytest.approx(60.0)
+    assert gsd == pytest.approx((5.559 + 11.119) / 2, rel=1e-3)
+    with pytest.raises(ValueError, match='expected TorchGeo GeoDataset keys bounds and crs'):
+        metadata_from_geo_sample({'image': torch.zeros(3, 8, 8)})
