@@ -1,15 +1,17 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""EarthSynth LightningModules (TorchGeo tasks) and their callbacks."""
+"""LightningModules of the generator families (TorchGeo tasks) and their callbacks."""
 
 from .callbacks import AtomicCheckpointIO, DiffusersExport, output_dir, sample_grid
 from .diffusion_task import DiffusionTask
+from .diffusionsat_task import DiffusionSatTask
 from .earthsynth_controlnet import EarthSynthControlNet
 
 __all__ = (
     'AtomicCheckpointIO',
     'DiffusersExport',
+    'DiffusionSatTask',
     'DiffusionTask',
     'EarthSynthControlNet',
     'output_dir',

@@ -17,9 +17,12 @@ from diffusers import UNet2DConditionModel
 from torchgeo.datasets import RasterDataset, stack_samples
 from torchgeo.samplers import GridGeoSampler
 
+from torchgeo_earthsynth.cli import main as cli_main
+from torchgeo_earthsynth.datamodules import EarthSynthMiniDataModule
 from torchgeo_earthsynth.datasets import EarthSynthMini, make_mini_corpus
 from torchgeo_earthsynth.datasets.mini import greenness
 from torchgeo_earthsynth.geo import metadata_from_geo_sample
+from torchgeo_earthsynth.lightning_modules import DiffusionSatTask
 from torchgeo_earthsynth.models import (
     DiffusionSatUNet,
     find_diffusionsat_unet,
@@ -411,3 +414,83 @@ def test_metadata_from_a_geodataset_sample(tmp_path: Path) -> None:
     assert gsd == pytest.approx((5.559 + 11.119) / 2, rel=1e-3)
     with pytest.raises(ValueError, match='expected TorchGeo GeoDataset keys bounds and crs'):
         metadata_from_geo_sample({'image': torch.zeros(3, 8, 8)})
+
+
+# ---------------------------------------------------------------------- training
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_task_condition_and_gradients(tmp_path: Path) -> None:
+    datamodule = EarthSynthMiniDataModule(
+        root=tmp_path, tile_size=SIZE, num_train=4, num_val=4, batch_size=4, normalize=False
+    )
+    datamodule.setup('fit')
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch['metadata'].shape == (4, 7)
+    task = DiffusionSatTask(preset='tiny', image_size=SIZE, metadata_dropout=0.0)
+    assert isinstance(task.unet, DiffusionSatUNet)
+    assert task.noise_scheduler.config.prediction_type == 'v_prediction'
+    task.train()
+    inputs = task.condition_inputs(batch, (SIZE, SIZE))
+    torch.testing.assert_close(inputs['metadata'], normalize_metadata(batch['metadata']))
+    task.hparams['metadata_dropout'] = 1.0
+    assert task.condition_inputs(batch, (SIZE, SIZE))['metadata'].eq(0).all()
+    task.hparams['metadata_dropout'] = 0.5
+    dropped = task.condition_inputs(batch, (SIZE, SIZE))['metadata'] == 0
+    assert 0 < dropped.float().mean() < 1  # per field, not per sample
+    task.hparams['metadata_dropout'] = 0.0
+    loss = task.diffusion_loss(batch)
+    loss.backward()
+    grads = [p.grad for p in task.unet.metadata_embedding.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    with pytest.raises(ValueError, match=r'needs batches with metadata \[B, 7\]'):
+        task.condition_inputs({'image': batch['image'], 'prompt': batch['prompt']}, (32, 32))
+    with pytest.raises(ValueError, match=r'metadata_dropout must be in \[0, 1\]'):
+        DiffusionSatTask(metadata_dropout=1.5)
+
+
+def test_cli_fit_tiny_config_and_export_generates(tmp_path: Path) -> None:
+    cli_main(
+        [
+            'fit',
+            '--config',
+            str(REPO / 'configs' / 'diffusionsat_tiny.yaml'),
+            '--trainer.fast_dev_run',
+            '2',
+            '--trainer.default_root_dir',
+            str(tmp_path),
+            '--data.init_args.root',
+            str(tmp_path / 'cache'),
+            '--data.init_args.num_train',
+            '8',
+            '--data.init_args.num_val',
+            '4',
+            '--data.init_args.batch_size',
+            '4',
+            '--model.init_args.val_inference_steps',
+            '2',
+            '--model.init_args.val_num_samples',
+            '2',
+            '--model.init_args.vae_warmup_steps',
+            '0',
+        ]
+    )
+    export = tmp_path / 'export'
+    assert (export / 'unet' / 'config.json').exists()
+    synth = Synthesizer.from_pretrained(export, num_inference_steps=2)
+    assert synth.takes_metadata
+    summer, winter = PLACES[:1].clone(), PLACES[:1].clone()
+    winter[0, 5] = 1
+    images = synth.generate(None, ['x', 'x'], seeds=[0, 0], metadata=torch.cat([summer, winter]))
+    assert (images[0] - images[1]).abs().amax() > 0.1  # metadata changes the output
+
+
+def test_cli_print_config_sd21(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        config = str(REPO / 'configs' / 'diffusionsat_sd21.yaml')
+        cli_main(['fit', '--config', config, '--print_config'])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert 'stabilityai/stable-diffusion-2-1' in out and 'DiffusionSatTask' in out
+    assert 'strategy: ddp' in out and 'snr_gamma: 5.0' in out and 'metadata_dropout: 0.1' in out

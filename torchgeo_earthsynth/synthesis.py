@@ -31,7 +31,7 @@ from .models import (
     SD15_ID,
     DiffusionSatUNet,
     PromptEncoder,
-    diffusionsat_pipeline,
+    diffusionsat_parts,
     find_diffusionsat_unet,
     load_controlnet,
     normalize_metadata,
@@ -289,7 +289,7 @@ class Synthesizer:
         if unet_folder is not None:
             if base is not None:
                 _check_exists(base, 'Stable Diffusion base')
-            return cls(diffusionsat_pipeline(path, unet_folder, base), **kwargs)
+            return cls(build_text_pipeline(diffusionsat_parts(path, unet_folder, base)), **kwargs)
         base = SD15_ID if base is None else base
         if (path / 'model_index.json').exists():
             try:

@@ -11,19 +11,21 @@ from pathlib import Path
 from typing import Any, Final
 
 import torch
-from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import Tensor, nn
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..conditions import METADATA_FIELDS, NUM_METADATA, check_metadata
+from .stable_diffusion import DiffusionParts
 
 __all__ = (
     'DIFFUSIONSAT_CHECKPOINTS',
     'SD21_ID',
     'DiffusionSatUNet',
-    'diffusionsat_pipeline',
+    'diffusionsat_parts',
     'find_diffusionsat_unet',
     'is_diffusionsat_unet',
     'load_diffusionsat_unet',
@@ -322,13 +324,13 @@ def load_diffusionsat_unet(
     return unet
 
 
-def diffusionsat_pipeline(
+def diffusionsat_parts(
     folder: str | Path,
     unet_folder: str | Path | None = None,
     base: str | Path | None = None,
     dtype: torch.dtype | None = None,
-) -> StableDiffusionPipeline:
-    """A text + metadata pipeline from a DiffusionSat checkpoint folder.
+) -> DiffusionParts:
+    """The text + metadata model's parts from a DiffusionSat checkpoint folder.
 
     Their releases hold a pipeline folder (``model_index.json``, VAE, text encoder, tokenizer,
     scheduler) with the metadata UNet in ``checkpoint-N/unet``; a bare UNet folder takes the
@@ -342,7 +344,7 @@ def diffusionsat_pipeline(
         dtype: weights dtype.
 
     Returns:
-        A ``StableDiffusionPipeline`` whose UNet is a :class:`DiffusionSatUNet`.
+        The parts, the UNet a :class:`DiffusionSatUNet`.
 
     Raises:
         ValueError: if there is no DiffusionSat UNet, loading fails, or the text encoder does
@@ -355,14 +357,16 @@ def diffusionsat_pipeline(
     if base is None:
         base = folder if (Path(folder) / 'model_index.json').is_file() else SD21_ID
     kwargs: dict[str, Any] = {'torch_dtype': dtype} if dtype is not None else {}
+    # Part by part: a model_index.json may name the UNet's class after their code or ours.
     try:
-        pipeline = StableDiffusionPipeline.from_pretrained(
-            str(base),
+        parts = DiffusionParts(
             unet=unet,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            **kwargs,
+            vae=AutoencoderKL.from_pretrained(str(base), subfolder='vae', **kwargs),
+            text_encoder=CLIPTextModel.from_pretrained(
+                str(base), subfolder='text_encoder', **kwargs
+            ),
+            tokenizer=CLIPTokenizer.from_pretrained(str(base), subfolder='tokenizer'),
+            scheduler=DDPMScheduler.from_pretrained(str(base), subfolder='scheduler'),
         )
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(
@@ -370,10 +374,10 @@ def diffusionsat_pipeline(
             '(expected a diffusers folder or hub id with vae/, text_encoder/, tokenizer/, '
             f'scheduler/): {error}'
         ) from error
-    hidden = pipeline.text_encoder.config.hidden_size
+    hidden = parts.text_encoder.config.hidden_size
     if hidden != unet.config.cross_attention_dim:
         raise ValueError(
             f'{base}: text encoder hidden_size {hidden} != DiffusionSat UNet '
             f'cross_attention_dim {unet.config.cross_attention_dim} ({unet_folder})'
         )
-    return pipeline
+    return parts
