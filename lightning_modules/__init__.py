@@ -1,10 +1,11 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""EarthSynth LightningModules (TorchGeo tasks) and their callbacks."""
+"""LightningModules of the generator families (TorchGeo tasks) and their callbacks."""
 
 from .callbacks import AtomicCheckpointIO, DiffusersExport, output_dir, sample_grid
 from .diffusion_task import DiffusionTask
+from .diffusionsat_task import DiffusionSatTask
 from .earthsynth_controlnet import EarthSynthControlNet
 from .synthesizer import BankWriter, SynthesizerModule
 
@@ -12,6 +13,7 @@ __all__ = (
     'AtomicCheckpointIO',
     'BankWriter',
     'DiffusersExport',
+    'DiffusionSatTask',
     'DiffusionTask',
     'EarthSynthControlNet',
     'SynthesizerModule',

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from torchgeo_earthsynth.conditions import METADATA_FIELDS
 from torchgeo_earthsynth.datasets import EarthSynth180K, EarthSynthMini, layout, make_mini_corpus
 from torchgeo_earthsynth.vocabulary import (
     NUM_CLASSES,
@@ -55,7 +56,8 @@ def test_exact_layout(mini_root: Path) -> None:
         assert len(full) == count
         assert len(full) + len(category) == len(records)
         for record in full:
-            assert set(record) == {'file_name', 'mask_name', 'text', 'category_masks'}
+            assert set(record) == {'file_name', 'mask_name', 'text', 'category_masks', 'metadata'}
+            assert tuple(record['metadata']) == METADATA_FIELDS
             image = read_png(split_dir / record['file_name'])
             mask = read_png(split_dir / record['mask_name'])
             assert image.shape == (32, 32, 3) and image.dtype == np.uint8

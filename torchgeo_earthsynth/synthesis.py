@@ -1,7 +1,7 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""Batched mask + prompt -> image synthesis over any diffusers ControlNet pipeline."""
+"""Batched conditions -> image synthesis: one sampling core for every generator family."""
 
 from __future__ import annotations
 
@@ -18,19 +18,26 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
     StableDiffusionControlNetPipeline,
+    StableDiffusionPipeline,
     UNet2DConditionModel,
     UniPCMultistepScheduler,
 )
 from torch import Tensor
 
+from .conditions import check_metadata
 from .models import (
     EARTHSYNTH_ID,
     EARTHSYNTH_SUBFOLDER,
     SD15_ID,
+    DiffusionSatUNet,
     PromptEncoder,
+    diffusionsat_parts,
+    find_diffusionsat_unet,
     load_controlnet,
+    normalize_metadata,
     pretrained_parts,
     tiny_controlnet,
+    tiny_diffusionsat_parts,
     tiny_parts,
 )
 from .vocabulary import NUM_CLASSES, PALETTE, multi_hot
@@ -43,6 +50,7 @@ _SCHEDULERS: Final = {
     'euler': EulerDiscreteScheduler,
 }
 ConditionEncoding = Literal['grey', 'palette']
+Family = Literal['earthsynth', 'diffusionsat']
 
 
 def encode_condition(
@@ -84,6 +92,20 @@ def build_pipeline(parts: Any, controlnet: ControlNetModel) -> StableDiffusionCo
         tokenizer=parts.tokenizer,
         unet=parts.unet,
         controlnet=controlnet,
+        scheduler=parts.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_text_pipeline(parts: Any) -> StableDiffusionPipeline:
+    """A text (+ metadata) pipeline sharing (not copying) the given modules."""
+    return StableDiffusionPipeline(
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        unet=parts.unet,
         scheduler=parts.scheduler,
         safety_checker=None,
         feature_extractor=None,
@@ -165,14 +187,16 @@ def _as_tuple(value: Any) -> Any:
 
 
 class Synthesizer:
-    """Batched, reproducible mask + prompt -> image generation.
+    """Batched, reproducible generation from a request's conditions (DESIGN.md "Conditions").
 
-    Wraps a diffusers ``StableDiffusionControlNetPipeline``: prompt embeddings come from a
-    cache, samples are generated in batches, and each sample has its own seed, so a sample
-    is reproducible on its own whatever batch it was generated in.
+    Wraps a diffusers pipeline: a ``StableDiffusionControlNetPipeline`` (EarthSynth: mask +
+    prompt) or a ``StableDiffusionPipeline`` over a :class:`DiffusionSatUNet` (DiffusionSat:
+    prompt + metadata). Prompt embeddings come from a cache, samples are generated in
+    batches, and each sample has its own seed, so a sample is reproducible on its own
+    whatever batch it was generated in. Families only add their inputs.
 
     Args:
-        pipeline: the ControlNet pipeline.
+        pipeline: the ControlNet or text pipeline.
         scheduler: sampler for inference (UniPC by default).
         num_inference_steps: denoising steps.
         guidance_scale: classifier-free guidance scale (1 disables guidance). Default 7.5,
@@ -195,7 +219,7 @@ class Synthesizer:
 
     def __init__(
         self,
-        pipeline: StableDiffusionControlNetPipeline,
+        pipeline: StableDiffusionControlNetPipeline | StableDiffusionPipeline,
         scheduler: SchedulerName = 'unipc',
         num_inference_steps: int = 20,
         guidance_scale: float = 7.5,
@@ -233,17 +257,22 @@ class Synthesizer:
     def from_pretrained(
         cls,
         controlnet: str | Path = EARTHSYNTH_ID,
-        base: str | Path = SD15_ID,
+        base: str | Path | None = None,
         subfolder: str | None = None,
         **kwargs: Any,
     ) -> Synthesizer:
-        """Load from our export, the released EarthSynth weights, or any ControlNet.
+        """Load from our export, the released EarthSynth weights, any ControlNet, or DiffusionSat.
+
+        The family is detected from the folder: a UNet config with DiffusionSat's
+        ``use_metadata``/``num_metadata`` (in the folder, ``unet/`` or their release's
+        ``checkpoint-N/unet``) is DiffusionSat; anything else is a ControlNet.
 
         Args:
-            controlnet: a full pipeline export of ours (folder with ``model_index.json``), or
-                a ControlNet (hub id such as ``jaychempan/EarthSynth`` or a folder; a folder
-                holding only ``controlnet/`` is read from there).
-            base: the Stable Diffusion base for a bare ControlNet (hub id or folder).
+            controlnet: a full pipeline export of ours (folder with ``model_index.json``), a
+                ControlNet (hub id such as ``jaychempan/EarthSynth`` or a folder; a folder
+                holding only ``controlnet/`` is read from there), or a DiffusionSat folder.
+            base: the Stable Diffusion base for a bare ControlNet or a bare DiffusionSat UNet
+                (hub id or folder; default SD 1.5, SD 2.1 for DiffusionSat).
             subfolder: the ControlNet's subfolder (``controlnet`` for the released weights;
                 chosen automatically for ``jaychempan/EarthSynth``).
             **kwargs: passed to :class:`Synthesizer`.
@@ -258,6 +287,12 @@ class Synthesizer:
         """
         path = Path(controlnet)
         _check_exists(controlnet, 'ControlNet checkpoint')
+        unet_folder = find_diffusionsat_unet(path) if path.is_dir() else None
+        if unet_folder is not None:
+            if base is not None:
+                _check_exists(base, 'Stable Diffusion base')
+            return cls(build_text_pipeline(diffusionsat_parts(path, unet_folder, base)), **kwargs)
+        base = SD15_ID if base is None else base
         if (path / 'model_index.json').exists():
             try:
                 pipeline = StableDiffusionControlNetPipeline.from_pretrained(
@@ -296,21 +331,44 @@ class Synthesizer:
         return cls(build_pipeline(parts, model), **kwargs)
 
     @classmethod
-    def tiny(cls, seed: int = 0, image_size: int = 64, **kwargs: Any) -> Synthesizer:
-        """An untrained tiny-preset synthesizer (tests, benchmarks); guidance 3.0 by default.
+    def tiny(
+        cls, seed: int = 0, image_size: int = 64, family: Family = 'earthsynth', **kwargs: Any
+    ) -> Synthesizer:
+        """An untrained tiny-preset synthesizer of a family (tests, benchmarks); guidance 3.0.
 
         Args:
             seed: initialisation seed of the tiny parts.
             image_size: pixel size the tiny parts are built for.
+            family: ``earthsynth`` (mask ControlNet) or ``diffusionsat`` (text + metadata).
             **kwargs: passed to :class:`Synthesizer` (``guidance_scale`` defaults to 3.0,
                 the tiny preset's setting, not 7.5).
 
         Returns:
             The synthesizer.
+
+        Raises:
+            ValueError: for an unknown family.
         """
-        parts = tiny_parts(seed, image_size)
         kwargs.setdefault('guidance_scale', 3.0)
-        return cls(build_pipeline(parts, tiny_controlnet(parts.unet)), **kwargs)
+        match family:
+            case 'earthsynth':
+                parts = tiny_parts(seed, image_size)
+                return cls(build_pipeline(parts, tiny_controlnet(parts.unet)), **kwargs)
+            case 'diffusionsat':
+                return cls(build_text_pipeline(tiny_diffusionsat_parts(seed, image_size)), **kwargs)
+            case _:
+                raise ValueError(f"family must be 'earthsynth' or 'diffusionsat', got {family!r}")
+
+    @property
+    def takes_masks(self) -> bool:
+        """Whether this family is conditioned on masks (a ControlNet)."""
+        return isinstance(self.pipeline, StableDiffusionControlNetPipeline)
+
+    @property
+    def takes_metadata(self) -> bool:
+        """Whether this family is conditioned on metadata (a DiffusionSat UNet)."""
+        unet = self.pipeline.unet
+        return isinstance(unet, DiffusionSatUNet) and unet.metadata_embedding is not None
 
     # ------------------------------------------------------------------ generation
     @property
@@ -322,30 +380,39 @@ class Synthesizer:
     @torch.inference_mode()
     def generate(
         self,
-        masks: Tensor,
+        masks: Tensor | None,
         prompts: Sequence[str],
         seeds: Sequence[int] | Tensor | None = None,
         size: tuple[int, int] | None = None,
+        *,
+        metadata: Tensor | None = None,
     ) -> Tensor:
-        """Generate one image per (mask, prompt).
+        """Generate one image per request (mask and/or metadata, and prompt).
 
         Args:
-            masks: int [B, H, W] vocabulary ids.
+            masks: int [B, H, W] vocabulary ids, for a family conditioned on masks (None for
+                one that takes none, e.g. DiffusionSat).
             prompts: B prompts.
             seeds: B seeds (default ``0..B-1``); a sample depends only on its own.
-            size: output (height, width), default the masks' size.
+            size: output (height, width), default the masks' size (or the UNet's).
+            metadata: float32 [B, 7] in physical units, NaN where unknown
+                (:data:`~torchgeo_earthsynth.conditions.METADATA_FIELDS`), for a family
+                conditioned on metadata; normalised here as the family was trained.
 
         Returns:
-            float32 [B, 3, H, W] images in 0..255 on the masks' device.
+            float32 [B, 3, H, W] images in 0..255 on the masks' (else the prompts'
+            metadata's, else the model's) device.
+
+        Raises:
+            ValueError: if a condition the family needs is missing, one it does not take is
+                given, or the batch sizes or image size do not fit.
         """
-        if masks.dim() != 3:
-            raise ValueError(f'expected masks [B, H, W], got shape {tuple(masks.shape)}')
-        if len(prompts) != len(masks):
-            raise ValueError(f'{len(masks)} masks but {len(prompts)} prompts')
-        seeds = list(range(len(masks))) if seeds is None else [int(s) for s in seeds]
-        if len(seeds) != len(masks):
-            raise ValueError(f'{len(masks)} masks but {len(seeds)} seeds')
-        height, width = size or (int(masks.shape[-2]), int(masks.shape[-1]))
+        count = self._check_request(masks, prompts, metadata)
+        seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != count:
+            what = 'masks' if masks is not None else 'prompts'
+            raise ValueError(f'{count} {what} but {len(seeds)} seeds')
+        height, width = size or self._default_size(masks)
         factor = self.pipeline.vae_scale_factor
         if height % factor or width % factor:
             raise ValueError(
@@ -355,12 +422,11 @@ class Synthesizer:
         guided = self.guidance_scale > 1
         # The negative prompt is one embedding for every sample: encode it once per call.
         negative = self.prompts([self.negative_prompt]) if guided else None
+        normalised = None if metadata is None else normalize_metadata(metadata.float())
         out = []
-        for start in range(0, len(masks), self.batch_size):
+        for start in range(0, count, self.batch_size):
             stop = start + self.batch_size
-            chunk = masks[start:stop].to(self.device)
             embeds = self.prompts(list(prompts[start:stop]))
-            cond = encode_condition(chunk, (height, width), self.condition_encoding)
             # One CPU generator per sample: a sample depends on its seed only.
             latents = torch.stack(
                 [
@@ -371,43 +437,90 @@ class Synthesizer:
                     for seed in seeds[start:stop]
                 ]
             ).to(self.device, embeds.dtype)
+            family_inputs: dict[str, Any] = {}
+            if masks is not None:
+                chunk = masks[start:stop].to(self.device)
+                cond = encode_condition(chunk, (height, width), self.condition_encoding)
+                family_inputs['image'] = cond.to(embeds.dtype)
+            if normalised is not None:
+                chunk_md = normalised[start:stop].to(self.device, embeds.dtype)
+                if guided:  # the pipeline stacks [unconditional, conditional]
+                    chunk_md = torch.cat([torch.zeros_like(chunk_md), chunk_md])
+                # diffusers pipelines hand cross_attention_kwargs to the UNet untouched.
+                family_inputs['cross_attention_kwargs'] = {'metadata': chunk_md}
             images = self.pipeline(
                 prompt_embeds=embeds,
                 negative_prompt_embeds=None if negative is None else negative.expand_as(embeds),
-                image=cond.to(embeds.dtype),
                 height=height,
                 width=width,
                 num_inference_steps=self.num_inference_steps,
                 guidance_scale=self.guidance_scale,
                 latents=latents,
                 output_type='pt',
+                **family_inputs,
             ).images
-            out.append(images.float().mul(255).to(masks.device))
-        return torch.cat(out)
+            out.append(images.float().mul(255))
+        device = next((t.device for t in (masks, metadata) if t is not None), self.device)
+        return torch.cat(out).to(device)
+
+    def _check_request(
+        self, masks: Tensor | None, prompts: Sequence[str], metadata: Tensor | None
+    ) -> int:
+        """Refuse a request lacking a condition the family needs; return its batch size."""
+        family = 'a mask ControlNet' if self.takes_masks else 'a text-to-image model'
+        if self.takes_masks and masks is None:
+            raise ValueError(f'this synthesizer is {family}: generate needs masks [B, H, W]')
+        if not self.takes_masks and masks is not None:
+            raise ValueError(f'this synthesizer is {family}: it takes no masks (pass None)')
+        if self.takes_metadata and metadata is None:
+            raise ValueError(
+                'this synthesizer is conditioned on metadata: generate needs metadata=[B, 7] '
+                '(lon, lat, gsd, cloud_cover, year, month, day; NaN where unknown)'
+            )
+        if not self.takes_metadata and metadata is not None:
+            raise ValueError('this synthesizer is not conditioned on metadata (pass None)')
+        if masks is not None:
+            if masks.dim() != 3:
+                raise ValueError(f'expected masks [B, H, W], got shape {tuple(masks.shape)}')
+            if len(prompts) != len(masks):
+                raise ValueError(f'{len(masks)} masks but {len(prompts)} prompts')
+        if metadata is not None:
+            check_metadata(metadata, len(prompts))
+        return len(prompts)
+
+    def _default_size(self, masks: Tensor | None) -> tuple[int, int]:
+        if masks is not None:
+            return int(masks.shape[-2]), int(masks.shape[-1])
+        side = int(self.pipeline.unet.config.sample_size) * self.pipeline.vae_scale_factor
+        return side, side
 
     def _latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         factor = self.pipeline.vae_scale_factor
         return (self.pipeline.unet.config.in_channels, height // factor, width // factor)
 
     def synthesize(
-        self, masks: Tensor, prompts: Sequence[str], seeds: Sequence[int] | Tensor | None = None
+        self,
+        masks: Tensor | None,
+        prompts: Sequence[str],
+        seeds: Sequence[int] | Tensor | None = None,
+        *,
+        metadata: Tensor | None = None,
     ) -> list[dict[str, Any]]:
-        """Generate sample dicts whose label is the condition mask.
+        """Generate sample dicts; with masks, the label is the condition mask.
 
         Returns:
-            Sample dicts: ``image`` float32 [3, H, W] 0..255, ``mask`` int64, ``prompt``,
-            ``categories``, ``source='synthetic'``, ``seed``.
+            Sample dicts: ``image`` float32 [3, H, W] 0..255, ``prompt``,
+            ``source='synthetic'``, ``seed``; with masks also ``mask`` int64 and
+            ``categories``; with metadata also ``metadata`` float32 [7] (physical units).
         """
-        seeds = list(range(len(masks))) if seeds is None else [int(s) for s in seeds]
-        images = self.generate(masks, prompts, seeds)
-        return [
-            {
-                'image': image,
-                'mask': mask.long(),
-                'prompt': prompt,
-                'categories': multi_hot(mask),
-                'source': 'synthetic',
-                'seed': seed,
-            }
-            for image, mask, prompt, seed in zip(images, masks, prompts, seeds)
-        ]
+        seeds = list(range(len(prompts))) if seeds is None else [int(s) for s in seeds]
+        images = self.generate(masks, prompts, seeds, metadata=metadata)
+        samples = []
+        for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds)):
+            sample: dict[str, Any] = {'image': image, 'prompt': prompt}
+            if masks is not None:
+                sample.update(mask=masks[i].long(), categories=multi_hot(masks[i]))
+            if metadata is not None:
+                sample['metadata'] = metadata[i].float()
+            samples.append({**sample, 'source': 'synthetic', 'seed': seed})
+        return samples

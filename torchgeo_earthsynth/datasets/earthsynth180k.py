@@ -13,10 +13,10 @@ import re
 import shutil
 import tempfile
 import zipfile
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Final, Literal, NamedTuple, overload
 
 import matplotlib.pyplot as plt
@@ -27,6 +27,7 @@ from matplotlib.patches import Patch
 from PIL import Image
 
 from ..compat import DatasetNotFoundError, NonGeoDataset
+from ..conditions import METADATA_FIELDS, NUM_METADATA, metadata_from_record
 from ..vocabulary import (
     NUM_CLASSES,
     PALETTE,
@@ -46,8 +47,13 @@ ARCHIVES: Final = 'archives'
 _ARCHIVE = re.compile(
     r'^(?P<base>.+?)\.zip(?:(?:[._-]?part[._-]?|\.)(?P<part>[0-9a-z]+))?$', re.IGNORECASE
 )
-# what PIL raises on a damaged file
-_DECODE_ERRORS: Final = (OSError, SyntaxError, ValueError, EOFError, zlib.error)
+#: Ground sampling distance (m/px) by source, where the source states one value: DeepGlobe
+#: Land Cover "50 cm pixel resolution" (Demir et al., 2018), LoveDA "0.3 m" (Wang et al.,
+#: 2021). OpenEarthMap (0.25-0.5 m), FAIR1M (0.3-0.8 m), DIOR (0.5-30 m) and DOTA (varies by
+#: sensor) state ranges, so their GSD is unknown (NaN), as is every unknown prefix's. Assumes
+#: the tiles are crops at the source's resolution (their stems carry a crop index); a JSONL
+#: ``metadata`` object overrides this table.
+SOURCE_GSD: Final[Mapping[str, float]] = MappingProxyType({'DeepGlobe': 0.5, 'LoveDA': 0.3})
 
 
 class EarthSynthNotFoundError(DatasetNotFoundError):
@@ -96,6 +102,17 @@ class Record(NamedTuple):
     origin: str
 
 
+class _Row(NamedTuple):
+    """A sample found when listing the split, before on-the-fly category samples."""
+
+    image: str
+    mask: str
+    prompt: str
+    line: int
+    is_category: bool
+    metadata: np.ndarray | None
+
+
 class _Strings:
     """Many strings packed in two numpy arrays.
 
@@ -117,20 +134,42 @@ class _Strings:
 
 
 class _Listing:
-    """Which files exist in a split, read once per folder instead of one stat per file."""
+    """Which files exist in a split, read once per folder instead of one stat per file.
 
-    def __init__(self, base: Path) -> None:
+    Also tells whether a file resolves inside the dataset, symlinks included, at the cost
+    of one ``realpath`` per folder and per symlink (not per file).
+    """
+
+    def __init__(self, base: Path, bounds: Sequence[Path]) -> None:
         self.base = base
-        self.folders: dict[str, set[str]] = {}
+        self.bounds = [os.path.realpath(b) for b in bounds]
+        #: folder -> {file name: is a symlink}
+        self.folders: dict[str, dict[str, bool]] = {}
+        self.real_folders: dict[str, str] = {}
+
+    def names(self, folder: str) -> dict[str, bool]:
+        if folder not in self.folders:
+            try:
+                with os.scandir(self.base / folder) as entries:
+                    self.folders[folder] = {e.name: e.is_symlink() for e in entries}
+            except OSError:
+                self.folders[folder] = {}
+        return self.folders[folder]
 
     def has(self, relative: str) -> bool:
         folder, _, name = relative.rpartition('/')
-        if folder not in self.folders:
-            try:
-                self.folders[folder] = set(os.listdir(self.base / folder))
-            except OSError:
-                self.folders[folder] = set()
-        return name in self.folders[folder]
+        return name in self.names(folder)
+
+    def outside(self, relative: str) -> str | None:
+        """The real path of an existing file if it resolves outside the dataset, else None."""
+        folder, _, name = relative.rpartition('/')
+        if folder not in self.real_folders:
+            self.real_folders[folder] = os.path.realpath(self.base / folder)
+        real = os.path.join(self.real_folders[folder], name)
+        if self.names(folder).get(name):
+            real = os.path.realpath(real)
+        inside = any(real.startswith(bound + os.sep) for bound in self.bounds)
+        return None if inside else real
 
 
 class _RecordView(Sequence[Record]):
@@ -180,11 +219,18 @@ class EarthSynth180K(NonGeoDataset):
     of one class), as the released category augmentation would.
 
     Sample keys: ``image`` float32 [3, H, W] in 0..255, ``mask`` int64 [H, W], ``prompt``,
-    ``categories`` float32 multi-hot [67], ``source``.
+    ``categories`` float32 multi-hot [67], ``source``, ``metadata`` float32 [7]
+    (:data:`~torchgeo_earthsynth.conditions.METADATA_FIELDS`, NaN where unknown): from the
+    record's ``metadata`` object when it has one, else the GSD of the source where the source
+    states one (:data:`SOURCE_GSD`).
 
     Bad input raises a ValueError naming the file (and JSONL line) and what was expected:
-    records that are not JSON or lack a field, paths outside the split folder, missing,
-    corrupt or truncated PNGs, image/mask size mismatches, mask ids outside the vocabulary.
+    records that are not JSON, lack a field, hold bad ``metadata`` or repeat an earlier
+    record; paths outside the split folder, or resolving outside the dataset root through a
+    symlink; missing, corrupt, truncated or oversized (decompression bomb) files; masks that
+    are not PNG files (lossy formats change class ids; images may be any format PIL reads)
+    or have transparent pixels; image/mask size mismatches; mask ids outside the vocabulary;
+    a JSONL that is empty or a directory.
     With ``strict=False`` such samples are skipped instead and counted in :attr:`skipped`:
     bad records when the dataset is built (with a one-line summary in the log), bad files
     when a sample is read (each logged once; the next readable sample takes its place, so
@@ -201,6 +247,8 @@ class EarthSynth180K(NonGeoDataset):
     modes: ClassVar[tuple[str, ...]] = ('full', 'category', 'both')
     classes: ClassVar[tuple[str, ...]] = VOCABULARY
     repo_id: ClassVar[str] = 'jaychempan/EarthSynth-180K'
+    #: GSD (m/px) by source for records without a ``metadata`` object.
+    source_gsd: ClassVar[Mapping[str, float]] = SOURCE_GSD
 
     def __init__(
         self,
@@ -385,7 +433,15 @@ class EarthSynth180K(NonGeoDataset):
             candidates.append(f'{parts[-2]}/{parts[-1]}')
         for candidate in candidates:
             if listing.has(candidate):
-                return candidate
+                real = listing.outside(candidate)
+                if real is None:
+                    return candidate
+                self._bad(
+                    'paths outside the dataset root',
+                    f'{origin}: field "{field}" = {raw!r} resolves to {real}, outside the '
+                    f'dataset root {self.root}; expected files (and symlinks) inside it',
+                )
+                return None
         if candidates:
             self._bad(
                 'missing files',
@@ -405,27 +461,28 @@ class EarthSynth180K(NonGeoDataset):
         prompts: list[str] = []
         categories: list[int] = []
         lines: list[int] = []
-
-        def add(image: str, mask: str, prompt: str, category: int, line: int) -> None:
-            images.append(image)
-            masks.append(mask)
-            prompts.append(prompt)
-            categories.append(category)
-            lines.append(line)
+        metadata: list[np.ndarray] = []
 
         jsonl = layout.jsonl_path(self.split_dir)
         self._jsonl = jsonl if jsonl.exists() else None
         rows = self._rows_from_jsonl(jsonl) if self._jsonl else self._rows_from_folders()
         # no category records (no JSONL, or one without them): make them from the full masks
-        derive = self.mode != 'full' and not any(is_category for *_, is_category in rows)
-        for image, mask, prompt, line, is_category in rows:
-            ids: list[int] | None = self._class_ids(mask, line) if derive else []
+        derive = self.mode != 'full' and not any(row.is_category for row in rows)
+        for row in rows:
+            ids: list[int] | None = self._class_ids(row.mask, row.line) if derive else []
             if ids is None:
                 continue
-            if self.mode == 'both' or (self.mode == 'category') == is_category:
-                add(image, mask, prompt, -1, line)
-            for class_id in ids:
-                add(image, mask, prompt_from_ids([class_id]), class_id, line)
+            known = row.metadata if row.metadata is not None else self._source_metadata(row.image)
+            keep = (
+                [-1] if self.mode == 'both' or (self.mode == 'category') == row.is_category else []
+            )
+            for class_id in keep + ids:
+                images.append(row.image)
+                masks.append(row.mask)
+                prompts.append(row.prompt if class_id < 0 else prompt_from_ids([class_id]))
+                categories.append(class_id)
+                lines.append(row.line)
+                metadata.append(known)
         # no per-sample Python objects: see _Strings
         self._images = _Strings(images)
         self._masks = _Strings(masks)
@@ -433,13 +490,44 @@ class EarthSynth180K(NonGeoDataset):
         self._has_prompt = np.array([bool(p) for p in prompts], dtype=bool)
         self._categories = np.array(categories, dtype=np.int16)
         self._lines = np.array(lines, dtype=np.int64)
+        self._metadata = np.stack(metadata) if metadata else np.zeros((0, NUM_METADATA), np.float32)
 
-    def _rows_from_jsonl(self, jsonl: Path) -> list[tuple[str, str, str, int, bool]]:
-        """``(image, mask, prompt, line, is category record)`` of each good JSONL record."""
-        listing = _Listing(self.split_dir)
+    def _source_metadata(self, image: str) -> np.ndarray:
+        """Metadata known from a file stem's source alone: its GSD (see :data:`SOURCE_GSD`)."""
+        metadata = np.full(NUM_METADATA, np.nan, dtype=np.float32)
+        gsd = self.source_gsd.get(source_from_stem(posixpath.basename(image)))
+        if gsd is not None:
+            metadata[METADATA_FIELDS.index('gsd')] = gsd
+        return metadata
+
+    def _record_metadata(
+        self, entry: dict[str, Any], origin: str
+    ) -> tuple[bool, np.ndarray | None]:
+        """``(good, float32 [7] or None when absent)`` from a record's ``metadata`` object."""
+        value = entry.get('metadata')
+        if value is None:
+            return True, None
+        try:
+            if not isinstance(value, dict):
+                raise ValueError(f'expected a JSON object, got {value!r}')
+            return True, metadata_from_record(value).numpy()
+        except ValueError as error:
+            self._bad('records with bad metadata', f'{origin}: field "metadata": {error}')
+            return False, None
+
+    def _rows_from_jsonl(self, jsonl: Path) -> list[_Row]:
+        """The good records of the JSONL, each sample once."""
+        listing = _Listing(self.split_dir, (self.root, self.split_dir))
         rows = []
+        first_line: dict[tuple[str, str], int] = {}
         expected = ', '.join(layout.REQUIRED_FIELDS)
-        for number, line in layout.iter_jsonl(jsonl):
+        lines = list(layout.iter_jsonl(jsonl))
+        if not lines:
+            raise ValueError(
+                f'{jsonl} is empty; expected one JSON record per line ({expected}), or no '
+                f'JSONL at all to read the pairs in {layout.IMAGES}/ and {layout.MASKS}/'
+            )
+        for number, line in lines:
             origin = f'{jsonl} line {number}'
             try:
                 entry = json.loads(line)
@@ -465,26 +553,46 @@ class EarthSynth180K(NonGeoDataset):
                 continue  # not needed: leave its files unchecked
             image = self._locate(entry['file_name'], 'file_name', origin, listing)
             mask = self._locate(entry['mask_name'], 'mask_name', origin, listing)
-            if image is not None and mask is not None:
-                rows.append((image, mask, entry['text'], number, is_category))
+            good, metadata = self._record_metadata(entry, origin)
+            if image is None or mask is None or not good:
+                continue
+            if (image, mask) in first_line:
+                self._bad(
+                    'duplicate records',
+                    f'{origin}: repeats the sample of line {first_line[image, mask]} '
+                    f'({image}, {mask}); expected each sample once',
+                )
+                continue
+            first_line[image, mask] = number
+            rows.append(_Row(image, mask, entry['text'], number, is_category, metadata))
         return rows
 
-    def _rows_from_folders(self) -> list[tuple[str, str, str, int, bool]]:
-        """``(image, mask, '', 0, False)`` for each mask with an image of the same name."""
-        mask_dir = self.split_dir / layout.MASKS
-        images = set(os.listdir(self.split_dir / layout.IMAGES))
+    def _rows_from_folders(self) -> list[_Row]:
+        """A row for each mask with an image of the same name."""
+        listing = _Listing(self.split_dir, (self.root, self.split_dir))
+        images = listing.names(layout.IMAGES)
         rows = []
-        for name in sorted(os.listdir(mask_dir)):
+        for name in sorted(listing.names(layout.MASKS)):
             if not name.lower().endswith('.png'):
                 continue
             if name not in images:
                 self._bad(
                     'missing files',
-                    f'{mask_dir / name}: no image of the same name in '
+                    f'{self.split_dir / layout.MASKS / name}: no image of the same name in '
                     f'{self.split_dir / layout.IMAGES}',
                 )
                 continue
-            rows.append((f'{layout.IMAGES}/{name}', f'{layout.MASKS}/{name}', '', 0, False))
+            image, mask = f'{layout.IMAGES}/{name}', f'{layout.MASKS}/{name}'
+            real = listing.outside(image) or listing.outside(mask)
+            if real is not None:
+                self._bad(
+                    'paths outside the dataset root',
+                    f'{self.split_dir / layout.MASKS / name}: its image or mask resolves to '
+                    f'{real}, outside the dataset root {self.root}; expected files (and '
+                    'symlinks) inside it',
+                )
+                continue
+            rows.append(_Row(image, mask, '', 0, False, None))
         return rows
 
     def _class_ids(self, mask: str, line: int) -> list[int] | None:
@@ -519,25 +627,6 @@ class EarthSynth180K(NonGeoDataset):
         return _RecordView(self)
 
     # ------------------------------------------------------------------ reading
-    @staticmethod
-    def _open(path: str, where: str) -> Image.Image:
-        try:
-            return Image.open(path)
-        except _DECODE_ERRORS as error:
-            raise ValueError(f'{path}{where}: cannot open as a PNG image ({error})') from error
-
-    @staticmethod
-    def _decode(image: Image.Image, path: str, where: str, rgb: bool) -> np.ndarray:
-        try:
-            image.load()
-            if rgb and image.mode != 'RGB':
-                image = image.convert('RGB')
-            return np.asarray(image)
-        except _DECODE_ERRORS as error:
-            raise ValueError(
-                f'{path}{where}: cannot decode the PNG ({error}); the file is damaged or truncated'
-            ) from error
-
     def _read_mask(self, path: Path) -> np.ndarray:
         """Decode and check a mask PNG (see :func:`layout.read_mask_png`)."""
         return layout.read_mask_png(path)
@@ -548,15 +637,19 @@ class EarthSynth180K(NonGeoDataset):
         image_path = os.path.join(split, image_name)
         mask_path = os.path.join(split, self._masks[index])
         where = self._where(int(self._lines[index]))
-        with self._open(image_path, where) as image_file, self._open(mask_path, where) as mask_file:
+        with (
+            layout.open_image(image_path, where) as image_file,
+            layout.open_image(mask_path, where) as mask_file,
+        ):
+            layout.require_png(mask_file, f'{mask_path}{where}')
             if image_file.size != mask_file.size:
                 raise ValueError(
                     f'{image_path}{where}: the image is {image_file.size[0]}x'
                     f'{image_file.size[1]} but its mask {mask_path} is {mask_file.size[0]}x'
                     f'{mask_file.size[1]}; expected equal sizes'
                 )
-            image = self._decode(image_file, image_path, where, rgb=True)
-            mask = self._decode(mask_file, mask_path, where, rgb=False)
+            image = layout.decode_image(image_file, image_path, where, rgb=True)
+            mask = layout.decode_image(mask_file, mask_path, where)
         mask = layout.check_mask(mask, f'{mask_path}{where}')
         category = int(self._categories[index])
         if category >= 0:  # single-category sample made on the fly
@@ -575,6 +668,7 @@ class EarthSynth180K(NonGeoDataset):
             'prompt': prompt,
             'categories': present.float(),
             'source': source_from_stem(posixpath.basename(image_name)),
+            'metadata': torch.from_numpy(self._metadata[index].copy()),
         }
 
     def __len__(self) -> int:

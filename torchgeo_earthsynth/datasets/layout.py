@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -181,11 +182,89 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+#: What PIL raises on a damaged, truncated or oversized file.
+DECODE_ERRORS: Final = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    zlib.error,
+    Image.DecompressionBombError,
+)
+
+
+def open_image(path: str | Path, where: str = '') -> Image.Image:
+    """Open an image file lazily (header only), with errors that name the file.
+
+    Args:
+        path: the file.
+        where: appended to the path in errors, e.g. ``' (from train.jsonl line 3)'``.
+
+    Returns:
+        The opened PIL image (use it as a context manager).
+
+    Raises:
+        ValueError: if the file is not an image PIL can open, or its header claims more
+            pixels than PIL's decompression-bomb limit.
+    """
+    try:
+        return Image.open(path)
+    except DECODE_ERRORS as error:
+        raise ValueError(f'{path}{where}: cannot open as an image ({error})') from error
+
+
+def decode_image(
+    image: Image.Image, path: str | Path, where: str = '', rgb: bool = False
+) -> np.ndarray:
+    """Decode an opened image's pixels.
+
+    Args:
+        image: from :func:`open_image`.
+        path: the file, named in errors.
+        where: appended to the path in errors.
+        rgb: convert to RGB first.
+
+    Returns:
+        The pixels, [H, W] or [H, W, C].
+
+    Raises:
+        ValueError: if the pixel data are damaged, truncated or too large to decode.
+    """
+    try:
+        image.load()
+        if rgb and image.mode != 'RGB':
+            image = image.convert('RGB')
+        return np.asarray(image)
+    except DECODE_ERRORS as error:
+        kind = image.format or 'image'
+        raise ValueError(
+            f'{path}{where}: cannot decode the {kind} file ({error}); the file is damaged or '
+            'truncated'
+        ) from error
+
+
+def require_png(mask: Image.Image, path: str | Path) -> None:
+    """Refuse a mask that is not a PNG file (whatever its name says).
+
+    Args:
+        mask: from :func:`open_image`.
+        path: the file (and where it came from), named in errors.
+
+    Raises:
+        ValueError: if the file is not a PNG: lossy formats such as JPEG change class ids.
+    """
+    if mask.format != 'PNG':
+        raise ValueError(
+            f'{path}: the mask is a {mask.format or "non-PNG"} file; expected a lossless PNG '
+            '(lossy compression such as JPEG changes class ids)'
+        )
+
+
 def read_mask_png(path: Path) -> np.ndarray:
     """Decode a class-index mask PNG.
 
     Single-channel (``L``, ``P``, ``I``) masks are taken as they are; a 3- or 4-channel mask
-    must have equal colour channels.
+    must have equal colour channels (see :func:`check_mask`).
 
     Args:
         path: the mask PNG.
@@ -194,14 +273,19 @@ def read_mask_png(path: Path) -> np.ndarray:
         The mask [H, W] (uint8 unless the PNG holds wider integers).
 
     Raises:
-        ValueError: naming the file, if it cannot be decoded, has unequal colour channels, or
-            holds an id outside the vocabulary.
+        ValueError: naming the file, if it cannot be decoded, is not a PNG, has unequal
+            colour channels, or holds an id outside the vocabulary.
     """
     try:
-        with Image.open(path) as img:
-            mask = np.asarray(img)
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        img = Image.open(path)
+    except DECODE_ERRORS as error:
         raise ValueError(f'{path}: cannot decode the mask PNG ({error})') from error
+    with img:
+        require_png(img, path)
+        try:
+            mask = np.asarray(img)
+        except DECODE_ERRORS as error:
+            raise ValueError(f'{path}: cannot decode the mask PNG ({error})') from error
     return check_mask(mask, path)
 
 
@@ -216,14 +300,21 @@ def check_mask(mask: np.ndarray, path: Path | str) -> np.ndarray:
         The class-index mask [H, W].
 
     Raises:
-        ValueError: if a multi-channel mask's colour channels differ or an id is outside
-            ``[0, 66]``.
+        ValueError: if a multi-channel mask's colour channels differ, its alpha channel (grey
+            or RGB + alpha) is not opaque, or an id is outside ``[0, 66]``.
     """
-    if mask.ndim == 3:
-        colour = mask[..., : min(3, mask.shape[2])]
-        if not (colour == colour[..., :1]).all():
+    channels = mask.shape[2] if mask.ndim == 3 else 1
+    if channels in (2, 4) and np.issubdtype(mask.dtype, np.integer):  # grey or RGB + alpha
+        if not (mask[..., -1] == np.iinfo(mask.dtype).max).all():
             raise ValueError(
-                f'{path}: a {mask.shape[2]}-channel mask must have equal colour channels; '
+                f'{path}: the mask has transparent pixels (alpha below opaque); expected an '
+                'opaque class-index mask (one vocabulary id per pixel)'
+            )
+        mask = mask[..., :-1]
+    if mask.ndim == 3:
+        if not (mask == mask[..., :1]).all():
+            raise ValueError(
+                f'{path}: a {channels}-channel mask must have equal colour channels; '
                 'expected a class-index mask (one vocabulary id per pixel)'
             )
         mask = mask[..., 0]
@@ -267,11 +358,8 @@ def augment_split(split_dir: Path, strict: bool = True) -> int:
             if not image_path.is_file():
                 raise ValueError(f'{mask_path}: no matching image {image_path}')
             mask = read_mask_png(mask_path)
-            try:
-                with Image.open(image_path) as img:
-                    size = img.size
-            except (OSError, SyntaxError) as error:
-                raise ValueError(f'{image_path}: cannot read the PNG header ({error})') from error
+            with open_image(image_path) as img:
+                size = img.size
             if size != (mask.shape[1], mask.shape[0]):
                 raise ValueError(
                     f'{image_path} is {size[0]}x{size[1]} but {mask_path} is '
@@ -294,12 +382,20 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, str]]:
     """Yield the non-empty lines of a JSONL file.
 
     Args:
-        path: the JSONL file.
+        path: the JSONL file (UTF-8, with or without a byte-order mark).
 
     Yields:
         ``(line number, text)``, numbered from 1; undecodable bytes become U+FFFD.
+
+    Raises:
+        ValueError: if the path is a directory or cannot be read.
     """
-    with path.open(encoding='utf-8', errors='replace') as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                yield number, line
+    if path.is_dir():
+        raise ValueError(f'{path} is a directory; expected a JSONL file (one JSON record per line)')
+    try:
+        with path.open(encoding='utf-8-sig', errors='replace') as f:
+            for number, line in enumerate(f, start=1):
+                if line.strip():
+                    yield number, line
+    except OSError as error:
+        raise ValueError(f'{path}: cannot read the JSONL file ({error})') from error

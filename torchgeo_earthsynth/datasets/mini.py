@@ -23,7 +23,7 @@ from . import layout
 from .earthsynth180k import EarthSynth180K
 
 #: Bump when the renderer changes, so stale caches are not reused.
-MINI_VERSION: Final = 2
+MINI_VERSION: Final = 3
 
 C = CLASS_IDS
 #: Scene recipe per source prefix: base class, blob classes, and which structures appear.
@@ -91,6 +91,46 @@ _SENSOR: Final[dict[str, tuple[float, float, float]]] = {
 }
 
 
+#: Each source's nominal GSD (m/px); a scene's GSD varies around it and scales its objects.
+_SOURCE_GSD: Final[dict[str, float]] = {'DG_': 0.5, 'LD_': 0.3, 'OEM_': 0.5, 'SIOR_': 0.5}
+
+#: Vegetation colours in the depth of winter (summer colours are :data:`_COLOURS`).
+_WINTER: Final[dict[int, tuple[int, int, int]]] = {
+    C['grass']: (150, 135, 90),
+    C['tree']: (85, 80, 60),
+    C['forest land']: (60, 60, 50),
+    C['agriculture land']: (165, 135, 95),
+}
+
+
+def _scene_metadata(rng: np.random.Generator, prefix: str) -> dict[str, float | int]:
+    """A scene's place, resolution and date (JSONL ``metadata`` object, physical units)."""
+    values: dict[str, float | int] = {
+        'lon': round(float(rng.uniform(-180, 180)), 4),
+        'lat': round(float(rng.uniform(-60, 60)), 4),
+        'gsd': round(_SOURCE_GSD[prefix] * float(rng.uniform(0.6, 1.6)), 3),
+        'cloud_cover': 0.0,
+        'year': int(rng.integers(2015, 2024)),
+        'month': int(rng.integers(1, 13)),
+        'day': int(rng.integers(1, 29)),
+    }
+    return values
+
+
+def greenness(month: float, lat: float) -> float:
+    """Vegetation's seasonal green in the mini corpus: 1 at midsummer, 0 at midwinter.
+
+    Args:
+        month: month 1..12.
+        lat: latitude (degrees); the seasons are swapped south of the equator.
+
+    Returns:
+        A weight in [0, 1] between the winter and summer vegetation colours.
+    """
+    phase = month - 7 if lat >= 0 else month - 1
+    return 0.5 + 0.5 * float(np.cos(2 * np.pi * phase / 12))
+
+
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     grid = torch.from_numpy(rng.random((1, 1, cells, cells), dtype=np.float32))
     up = F.interpolate(grid, size=(size, size), mode='bicubic', align_corners=False)
@@ -98,16 +138,23 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return out
 
 
-def _layout(rng: np.random.Generator, prefix: str, size: int) -> np.ndarray:
+def _layout(
+    rng: np.random.Generator, prefix: str, size: int, metadata: dict[str, float | int]
+) -> np.ndarray:
     scene = _SCENES[prefix]
     mask = np.full((size, size), scene['base'], dtype=np.uint8)
     yy, xx = np.mgrid[:size, :size]
+    # Finer GSD draws objects larger; higher latitudes hold more forest, less of the rest.
+    zoom = _SOURCE_GSD[prefix] / float(metadata['gsd'])
+    forest_bias = 0.12 * (abs(float(metadata['lat'])) / 60 - 0.5)
     for cls in scene['blobs']:
         if rng.random() < 0.75:
             noise = _smooth_noise(rng, size, int(rng.integers(2, 5)))
-            mask[noise > rng.uniform(0.6, 0.75)] = cls
+            forested = cls in (C['forest land'], C['tree'])
+            shift = -forest_bias if forested else forest_bias
+            mask[noise > rng.uniform(0.6, 0.75) + shift] = cls
     for _ in range(int(rng.random() < scene['roads']) + int(rng.random() < scene['roads'] / 3)):
-        width = int(rng.integers(3, 6))
+        width = max(2, round(int(rng.integers(3, 6)) * zoom))
         pos = int(rng.integers(width, size - width))
         if rng.random() < 0.5:
             mask[pos - width // 2 : pos - width // 2 + width, :] = C['road']
@@ -115,16 +162,19 @@ def _layout(rng: np.random.Generator, prefix: str, size: int) -> np.ndarray:
             mask[:, pos - width // 2 : pos - width // 2 + width] = C['road']
     road = mask == C['road']
     for _ in range(int(rng.integers(0, scene['buildings'] + 1))):
-        h, w = rng.integers(size // 12, size // 5, size=2)
+        h, w = np.maximum(1, np.round(rng.integers(size // 12, size // 5, size=2) * zoom))
+        h, w = int(min(h, size - 1)), int(min(w, size - 1))
         y, x = rng.integers(0, size - h), rng.integers(0, size - w)
         if not road[y : y + h, x : x + w].any():
             mask[y : y + h, x : x + w] = C['building']
     if scene['vehicles'] and road.any():
         ys, xs = np.nonzero(road)
         for i in rng.choice(len(ys), size=min(len(ys), scene['vehicles']), replace=False):
-            mask[ys[i] : ys[i] + 2, xs[i] : xs[i] + 3] = C['small vehicle']
+            vh, vw = max(1, round(2 * zoom)), max(2, round(3 * zoom))
+            mask[ys[i] : ys[i] + vh, xs[i] : xs[i] + vw] = C['small vehicle']
     for _ in range(int(rng.integers(0, scene['tanks'] + 1))):
-        r = int(rng.integers(size // 20 + 2, size // 10 + 3))
+        r = int(rng.integers(size // 20 + 2, size // 10 + 3) * zoom)
+        r = min(max(r, 1), size // 2 - 1)
         cy, cx = rng.integers(r, size - r, size=2)
         disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
         if not (road & disk).any():
@@ -132,7 +182,9 @@ def _layout(rng: np.random.Generator, prefix: str, size: int) -> np.ndarray:
     return mask
 
 
-def _render(rng: np.random.Generator, prefix: str, mask: np.ndarray) -> np.ndarray:
+def _render(
+    rng: np.random.Generator, prefix: str, mask: np.ndarray, metadata: dict[str, float | int]
+) -> np.ndarray:
     size = mask.shape[0]
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
     image = np.zeros((size, size, 3), dtype=np.float32)
@@ -141,6 +193,9 @@ def _render(rng: np.random.Generator, prefix: str, mask: np.ndarray) -> np.ndarr
     for cls in np.unique(mask).tolist():
         where = mask == cls
         colour = np.array(_COLOURS.get(cls, (128, 128, 128)), dtype=np.float32)
+        if cls in _WINTER:  # the season shifts vegetation between its winter and summer tones
+            green = greenness(float(metadata['month']), float(metadata['lat']))
+            colour = np.array(_WINTER[cls], dtype=np.float32) * (1 - green) + colour * green
         shade: np.ndarray = np.zeros((size, size), dtype=np.float32)
         if cls == C['agriculture land']:  # striped fields, orientation and tone per quadrant
             q = (yy // (size // 2)) * 2 + xx // (size // 2)
@@ -211,9 +266,12 @@ def make_mini_corpus(
             records: list[dict[str, Any]] = []
             for i in range(count):
                 prefix = prefixes[i % len(prefixes)]
-                mask = _layout(rng, prefix, size)
-                image = _render(rng, prefix, mask)
-                records += layout.write_sample(tmp / split, f'{prefix}{split}{i:05d}', image, mask)
+                metadata = _scene_metadata(rng, prefix)
+                mask = _layout(rng, prefix, size, metadata)
+                image = _render(rng, prefix, mask, metadata)
+                stem = f'{prefix}{split}{i:05d}'
+                scene = layout.write_sample(tmp / split, stem, image, mask)
+                records += [{**record, 'metadata': metadata} for record in scene]
                 bar.update()
             layout.write_jsonl(layout.jsonl_path(tmp / split), records)
         bar.close()
@@ -234,7 +292,10 @@ class EarthSynthMini(EarthSynth180K):
     Scenes from four "sources" (``DG_`` fields and forest, ``LD_`` buildings and roads,
     ``OEM_`` grass and trees, ``SIOR_`` vehicles and storage tanks), each class with its own
     colour and texture and each source with its own colour response, so the image is a
-    function of the layout. Generated once into a cache folder.
+    function of the layout. Each scene has metadata (JSONL ``metadata``: place, GSD, date)
+    that changes its appearance: the month (and hemisphere) shifts vegetation between winter
+    and summer tones (:func:`greenness`), the GSD scales objects, the latitude shifts the
+    forest share. Generated once into a cache folder.
 
     .. versionadded:: 0.1
     """

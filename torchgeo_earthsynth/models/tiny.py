@@ -11,6 +11,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from .diffusionsat import DiffusionSatUNet
 from .stable_diffusion import DiffusionParts, sd_scheduler
 from .tokenizer import clip_tokenizer
 
@@ -19,6 +20,8 @@ TINY_TEXT_DIM: Final = 32
 __all__ = (
     'TINY_TEXT_DIM',
     'tiny_controlnet',
+    'tiny_diffusionsat_parts',
+    'tiny_diffusionsat_unet',
     'tiny_parts',
     'tiny_text_encoder',
     'tiny_unet',
@@ -103,3 +106,18 @@ def tiny_parts(
 def tiny_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
     """A ControlNet copied from a tiny UNet (condition embedding matches the 2x VAE)."""
     return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+
+
+def tiny_diffusionsat_unet(seed: int = 0, sample_size: int = 32) -> DiffusionSatUNet:
+    """:func:`tiny_unet` with DiffusionSat's seven metadata embeddings."""
+    unet = tiny_unet(seed, sample_size)
+    torch.manual_seed(seed + 100)
+    model: DiffusionSatUNet = DiffusionSatUNet.from_unet(unet)
+    return model
+
+
+def tiny_diffusionsat_parts(seed: int = 0, image_size: int = 64) -> DiffusionParts:
+    """:func:`tiny_parts` with a metadata UNet and v-prediction, as DiffusionSat (SD 2.1)."""
+    parts = tiny_parts(seed, image_size, prediction_type='v_prediction')
+    parts.unet = tiny_diffusionsat_unet(seed, image_size // 2)
+    return parts
