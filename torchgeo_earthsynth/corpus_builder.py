@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,16 +20,20 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.features import rasterize
+from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform as warp_transform
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 from tqdm.auto import tqdm
 
 from .datasets import layout
+from .scene_metadata import crop_fields, pixel_size_metres, scene_date, window_bbox
 from .vocabulary import BACKGROUND, CLASS_IDS, NUM_CLASSES, VOCABULARY
 
 if TYPE_CHECKING:
@@ -43,6 +50,28 @@ STRETCH_SAMPLE_SIZE: Final = 1024
 TRIES_PER_CROP: Final = 10
 
 _SAFE = re.compile(r'[^A-Za-z0-9_.-]+')
+#: Python argument -> command-line flag, so errors shown by the CLI name what the user typed.
+CLI_FLAGS: Final[dict[str, str]] = {
+    'class_mapping': '--mapping',
+    'label_column': '--label-column',
+    'min_labelled_fraction': '--min-labelled',
+    'max_nodata_fraction': '--max-nodata',
+    'crops_per_scene': '--crops',
+    'tile_size': '--tile-size',
+    'source_prefix': '--prefix',
+    'allow_overlap': '--allow-overlap',
+    'unmapped': '--unmapped',
+    'bands': '--bands',
+    'labels': '--labels',
+    'scenes': '--scenes',
+    'split': '--split',
+    'gsd': '--gsd',
+    'date': '--date',
+}
+
+logger = logging.getLogger(__name__)
+
+BBox = tuple[float, ...]
 
 
 @dataclass
@@ -72,6 +101,18 @@ class BuildReport:
     requested: int = 0
     #: Where each written crop came from: file stem -> (scene path, pixel window in it).
     windows: dict[str, tuple[str, Window]] = field(default_factory=dict)
+    #: Candidate crops rejected for a nodata share above the maximum.
+    nodata_rejected: int = 0
+    #: Candidate crops rejected for overlapping a crop already taken from the same scene.
+    overlapping: int = 0
+    #: Scenes that already have crops in the other split (by scene path): this split then
+    #: takes windows disjoint from those (split by disjoint windows, not by scene).
+    shared_scenes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def split_by(self) -> Literal['scene', 'window']:
+        """How this split is kept apart from the other: by whole scenes, or disjoint windows."""
+        return 'window' if self.shared_scenes else 'scene'
 
     @property
     def shortfalls(self) -> dict[str, int]:
@@ -86,10 +127,16 @@ class BuildReport:
         )[:5]
         classes = ', '.join(f'{c} {n}' for n, c in top) or 'none'
         short = f', {len(self.shortfalls)} scene(s) short of crops' if self.shortfalls else ''
+        split = (
+            f'split by disjoint windows ({len(self.shared_scenes)} scene(s) in both splits)'
+            if self.shared_scenes
+            else 'split by scene'
+        )
         return (
             f'{self.split_dir}: wrote {self.written} crops (+{self.category_samples} category '
             f'samples) from {self.scenes} scene(s); rejected {self.rejected} below the labelled '
-            f'fraction{short}; top classes (px): {classes}'
+            f'fraction, {self.nodata_rejected} above the nodata share, {self.overlapping} '
+            f'overlapping{short}; {split}; top classes (px): {classes}'
         )
 
 
@@ -137,12 +184,23 @@ class _Labels:
         """uint8 vocabulary-id mask of ``window`` of the scene."""
         raise NotImplementedError
 
+    def missing(self, scene: DatasetReader | WarpedVRT) -> str | None:
+        """Why no label overlaps the scene, or None when some may."""
+        raise NotImplementedError
+
 
 class _VectorLabels(_Labels):
-    def __init__(self, geometries: gpd.GeoSeries, ids: np.ndarray, scene: DatasetReader) -> None:
+    def __init__(
+        self,
+        geometries: gpd.GeoSeries,
+        ids: np.ndarray,
+        scene: DatasetReader | WarpedVRT,
+        hint: str = '',
+    ) -> None:
         self.geometries = geometries
         self.ids = ids
         self.scene = scene
+        self.hint = hint
 
     def window(self, window: Window) -> np.ndarray:
         import shapely
@@ -163,6 +221,18 @@ class _VectorLabels(_Labels):
             dtype='uint8',
         )
         return burned
+
+    def missing(self, scene: DatasetReader | WarpedVRT) -> str | None:
+        import shapely
+
+        if len(self.geometries) == 0:
+            return 'the label file holds no features'
+        if len(self.geometries.sindex.query(shapely.box(*scene.bounds), 'intersects')):
+            return None
+        return (
+            f'labels span {_bounds_text(self.geometries.total_bounds)} and the scene '
+            f'{_bounds_text(scene.bounds)} in {scene.crs}{self.hint}'
+        )
 
 
 class _RasterLabels(_Labels):
@@ -198,6 +268,27 @@ class _RasterLabels(_Labels):
         out: np.ndarray = np.where(valid, ids[inverse], BACKGROUND).astype(np.uint8)
         return out
 
+    def missing(self, scene: DatasetReader | WarpedVRT) -> str | None:
+        source = self.source.src_dataset if isinstance(self.source, WarpedVRT) else self.source
+        if source.crs is None or scene.crs is None:
+            return None  # read pixel for pixel: same size, so they overlap
+        bounds = transform_bounds(source.crs, scene.crs, *source.bounds)
+        if _intersects(bounds, tuple(scene.bounds)):
+            return None
+        return (
+            f'labels span {_bounds_text(bounds)} and the scene {_bounds_text(scene.bounds)} '
+            f'in {scene.crs}'
+        )
+
+
+def _bounds_text(bounds: Sequence[float]) -> str:
+    return '({:.6g}, {:.6g}, {:.6g}, {:.6g})'.format(*bounds)
+
+
+def _intersects(a: BBox, b: BBox) -> bool:
+    """Whether two ``(left, bottom, right, top)`` boxes share area."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
 
 class _VectorFile:
     """A vector label file read once, mapped to ids once, reprojected per scene CRS."""
@@ -227,6 +318,15 @@ class _VectorFile:
                 'GeoDataFrame.set_crs) so it can be reprojected to the scenes'
             )
         frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+        self.hint = ''
+        left, bottom, right, top = frame.total_bounds if len(frame) else (0, 0, 0, 0)
+        outside_degrees = max(abs(left), abs(right)) > 180 or max(abs(bottom), abs(top)) > 90
+        if frame.crs.is_geographic and outside_degrees:
+            self.hint = (
+                f'; hint: its coordinates (e.g. {left:.0f}, {bottom:.0f}) look projected (metres), '
+                f'but the file says {frame.crs.to_string()} longitude/latitude (GeoJSON is '
+                'always WGS84): write it in EPSG:4326, or as a GeoPackage that records its CRS'
+            )
         keys = [_key(v) for v in frame[label_column].tolist()]
         missing = sorted({k for k in keys if k not in lookup})
         if missing and unmapped == 'error':
@@ -240,21 +340,23 @@ class _VectorFile:
         self.ids = np.array([lookup.get(k, BACKGROUND) for k in keys], dtype=np.uint8)
         self._by_crs: dict[str, gpd.GeoSeries] = {}
 
-    def for_scene(self, scene: DatasetReader) -> _VectorLabels:
+    def for_scene(self, scene: DatasetReader | WarpedVRT, name: Path) -> _VectorLabels:
         if scene.crs is None:
             raise ValueError(
-                f'{scene.name}: the scene has no CRS, so vector labels '
-                f'{self.path} cannot be placed on it'
+                f'{name}: the scene has no CRS, so the vector labels {self.path} cannot be '
+                'placed on it; give the scene a CRS (e.g. with gdal_edit.py -a_srs) or pass '
+                'a raster mask of the same size in --labels'
             )
         crs = scene.crs.to_wkt()
         if crs not in self._by_crs:
             self._by_crs[crs] = self.geometries.to_crs(crs)
-        return _VectorLabels(self._by_crs[crs], self.ids, scene)
+        return _VectorLabels(self._by_crs[crs], self.ids, scene, self.hint)
 
 
 def _open_raster_labels(
     path: Path,
-    scene: DatasetReader,
+    scene: DatasetReader | WarpedVRT,
+    name: Path,
     lookup: Mapping[str, int],
     unmapped: Literal['error', 'background'],
     stack: ExitStack,
@@ -269,9 +371,22 @@ def _open_raster_labels(
     if same_grid:
         return _RasterLabels(src, path, lookup, unmapped)
     if src.crs is None or scene.crs is None:
+        lacking = ' and '.join(
+            n for n, crs in (('the mask', src.crs), ('the scene', scene.crs)) if crs is None
+        )
+        if src.shape == scene.shape:
+            logger.warning(
+                '%s: %s without a CRS; reading the mask pixel for pixel on %s (same size)',
+                path,
+                lacking,
+                name,
+            )
+            return _RasterLabels(src, path, lookup, unmapped)
         raise ValueError(
-            f'{path}: the mask is {src.width}x{src.height} and the scene {scene.name} is '
-            f'{scene.width}x{scene.height}; without a CRS on both they must share a grid'
+            f'{path}: the mask is {src.width}x{src.height} and the scene {name} is '
+            f'{scene.width}x{scene.height}, and {lacking} without a CRS, so the mask cannot be '
+            'reprojected onto the scene; give both a CRS, or pass in --labels a mask of the '
+            "scene's size (read pixel for pixel)"
         )
     # put the mask on the scene's grid lazily; NEAREST keeps class values intact
     vrt = stack.enter_context(
@@ -295,18 +410,61 @@ def _open_scene(path: Path) -> DatasetReader:
     return scene
 
 
+def _centre_lat(scene: DatasetReader) -> float:
+    x, y = scene.transform * (scene.width / 2, scene.height / 2)
+    return float(warp_transform(scene.crs, 'EPSG:4326', [x], [y])[1][0])
+
+
+def _on_grid(
+    scene: DatasetReader, path: Path, gsd: float | None, stack: ExitStack
+) -> DatasetReader | WarpedVRT:
+    """The scene itself, or resampled lazily to ``gsd`` metres per pixel."""
+    if gsd is None:
+        return scene
+    native = (
+        math.nan
+        if scene.crs is None
+        else pixel_size_metres(scene.crs, scene.transform, _centre_lat(scene))
+    )
+    if math.isnan(native):
+        raise ValueError(
+            f'{path}: --gsd needs the scene in a CRS of metres or degrees; it has '
+            f'{scene.crs or "no CRS"}'
+        )
+    factor = gsd / native
+    return stack.enter_context(
+        WarpedVRT(
+            scene,
+            crs=scene.crs,
+            transform=scene.transform * Affine.scale(factor),
+            width=max(1, round(scene.width / factor)),
+            height=max(1, round(scene.height / factor)),
+            # averaging when coarsening keeps every source pixel's share
+            resampling=Resampling.average if factor > 1 else Resampling.bilinear,
+        )
+    )
+
+
 def _bands(scene: DatasetReader, bands: Sequence[int] | None) -> list[int]:
     if bands is None:
-        if scene.count == 1:
-            return [1, 1, 1]
-        if scene.count == 2:
-            raise ValueError(f'{scene.name}: has 2 bands; pass bands=(r, g, b) (1-based)')
-        return [1, 2, 3]
+        interp = list(scene.colorinterp)
+        rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+        if all(c in interp for c in rgb):
+            return [interp.index(c) + 1 for c in rgb]  # e.g. B,G,R,A -> 3, 2, 1
+        colour = [i + 1 for i, c in enumerate(interp) if c != ColorInterp.alpha]
+        if len(colour) == 1:
+            return colour * 3
+        if len(colour) == 2:
+            raise ValueError(
+                f'{scene.name}: has 2 bands and no red/green/blue colour interpretation; '
+                'pass --bands R G B (1-based)'
+            )
+        return colour[:3]
     chosen = list(bands)
     if len(chosen) == 1:
         chosen *= 3
     if len(chosen) != 3:
-        raise ValueError(f'bands must name 1 or 3 band indexes (1-based), got {list(bands)}')
+        raise ValueError(f'--bands must name 1 or 3 band indexes (1-based), got {list(bands)}')
     bad = [b for b in chosen if not 1 <= b <= scene.count]
     if bad:
         raise ValueError(
@@ -316,19 +474,48 @@ def _bands(scene: DatasetReader, bands: Sequence[int] | None) -> list[int]:
     return chosen
 
 
-def _stretch(scene: DatasetReader, bands: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-band 2nd and 98th percentiles of a decimated read, or None for uint8 scenes."""
-    if all(scene.dtypes[b - 1] == 'uint8' for b in bands):
-        return None
+def _sample(
+    scene: DatasetReader | WarpedVRT, bands: list[int], name: Path, warn: bool
+) -> np.ma.MaskedArray:
+    """A decimated read of ``bands`` (nodata masked), refused if some band is all nodata.
+
+    Constant bands give flat crops: all constant is an error, some constant a warning.
+    """
     scale = min(1.0, STRETCH_SAMPLE_SIZE / max(scene.width, scene.height))
     shape = (len(bands), max(1, round(scene.height * scale)), max(1, round(scene.width * scale)))
-    sample = scene.read(bands, out_shape=shape, masked=True, resampling=Resampling.nearest)
+    sample: np.ma.MaskedArray = scene.read(
+        bands, out_shape=shape, masked=True, resampling=Resampling.nearest
+    )
+    sample = np.ma.masked_invalid(sample) if sample.dtype.kind == 'f' else sample
+    constant = {}
+    for i, band in enumerate(bands):
+        values = sample[i].compressed()
+        if not values.size:
+            raise ValueError(
+                f'{name}: band {band} holds only nodata; expected a scene with valid pixels'
+            )
+        if values.min() == values.max():
+            constant[band] = values.min().item()
+    if len(constant) == len(set(bands)):
+        raise ValueError(
+            f'{name}: band(s) {sorted(constant)} are constant ({constant}); every crop would be '
+            'flat. Pass --bands with bands that vary'
+        )
+    if constant and warn:
+        logger.warning('%s: band(s) %s are constant: flat in every crop', name, constant)
+    return sample
+
+
+def _stretch(
+    scene: DatasetReader | WarpedVRT, bands: list[int], sample: np.ma.MaskedArray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-band 2nd and 98th percentiles of the decimated read, or None for uint8 scenes."""
+    if all(scene.dtypes[b - 1] == 'uint8' for b in bands):
+        return None
     low, high = np.zeros(len(bands)), np.ones(len(bands))
     for i in range(len(bands)):
         values = sample[i].compressed().astype(np.float64)
-        values = values[np.isfinite(values)]
-        if values.size:
-            low[i], high[i] = np.percentile(values, [2, 98])
+        low[i], high[i] = np.percentile(values, [2, 98])
     return low, high
 
 
@@ -347,13 +534,37 @@ def _to_uint8(data: np.ndarray, stretch: tuple[np.ndarray, np.ndarray] | None) -
     return np.ascontiguousarray(out.transpose(1, 2, 0))
 
 
+def _nodata(data: np.ma.MaskedArray) -> np.ndarray:
+    """Bool [H, W]: pixels that are nodata (masked or non-finite) in any band."""
+    nodata = np.asarray(np.ma.getmaskarray(data).any(axis=0))
+    if data.dtype.kind == 'f':
+        nodata = nodata | ~np.isfinite(data.data).all(axis=0)
+    return nodata
+
+
 def _windows(
-    rng: np.random.Generator, scene: DatasetReader, tile_size: int, tries: int
+    rng: np.random.Generator, scene: DatasetReader | WarpedVRT, tile_size: int, tries: int
 ) -> Iterator[Window]:
     for _ in range(tries):
         col = int(rng.integers(0, scene.width - tile_size + 1))
         row = int(rng.integers(0, scene.height - tile_size + 1))
         yield Window(col, row, tile_size, tile_size)
+
+
+def _taken(records: Sequence[Any]) -> dict[str, list[BBox]]:
+    """Map-coordinate boxes of crops already listed, by scene path (from their provenance)."""
+    taken: dict[str, list[BBox]] = {}
+    for record in records:
+        prov = record.get('provenance') if isinstance(record, dict) else None
+        if not isinstance(prov, dict) or 'category_masks' not in record:
+            continue  # category records repeat their full record's crop
+        try:
+            transform = Affine(*prov['transform'][:6])
+            box = window_bbox(transform, prov['window'][2], prov['window'][3])
+        except (KeyError, TypeError, IndexError):
+            continue
+        taken.setdefault(str(prov.get('scene')), []).append(box)
+    return taken
 
 
 def _existing_records(split_dir: Path) -> list[dict[str, Any]]:
@@ -376,6 +587,68 @@ def _existing_records(split_dir: Path) -> list[dict[str, Any]]:
                 'remove it before appending'
             )
     return records
+
+
+def _listed(split_dir: Path) -> list[Any]:
+    """The records of a split's JSONL, or none; lines that are not JSON are left out."""
+    jsonl = layout.jsonl_path(split_dir)
+    if not jsonl.is_file():
+        return []
+    records = []
+    for _, line in layout.iter_jsonl(jsonl):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # that split's reader reports it
+    return records
+
+
+@dataclass
+class _SceneOptions:
+    bands: Sequence[int] | None
+    gsd: float | None
+    date: str | None
+    lookup: Mapping[str, int]
+    unmapped: Literal['error', 'background']
+    vector_files: dict[Path, _VectorFile]
+
+
+@dataclass
+class _Prepared:
+    """A scene ready to crop: its grid (maybe resampled), bands, stretch, labels, date."""
+
+    grid: DatasetReader | WarpedVRT
+    bands: list[int]
+    stretch: tuple[np.ndarray, np.ndarray] | None
+    labels: _Labels
+    date: datetime.date | None
+
+
+def _prepare(
+    path: Path, label_path: Path, options: _SceneOptions, stack: ExitStack, check: bool = False
+) -> _Prepared:
+    """Open a scene and its labels; refuse it if no label overlaps it or its bands are flat.
+
+    ``check``: the first look at the scene, which also warns about constant bands.
+    """
+    source = stack.enter_context(_open_scene(path))
+    chosen = _bands(source, options.bands)
+    grid = _on_grid(source, path, options.gsd, stack)
+    stretch = _stretch(grid, chosen, _sample(grid, chosen, path, warn=check))
+    labels: _Labels
+    if label_path in options.vector_files:
+        labels = options.vector_files[label_path].for_scene(grid, path)
+    else:
+        labels = _open_raster_labels(
+            label_path, grid, path, options.lookup, options.unmapped, stack
+        )
+    why = labels.missing(grid)
+    if why is not None:
+        raise ValueError(
+            f'{path}: no label of {label_path} overlaps the scene ({why}); check that the '
+            '--labels and --scenes cover the same place'
+        )
+    return _Prepared(grid, chosen, stretch, labels, scene_date(source.tags(), options.date))
 
 
 def _pair_labels(scenes: Sequence[Path], labels: Sequence[str | Path] | str | Path) -> list[Path]:
@@ -408,6 +681,10 @@ def build_corpus(
     seed: int = 0,
     categories: bool = True,
     progress: bool = True,
+    max_nodata_fraction: float = 0.1,
+    allow_overlap: bool = False,
+    gsd: float | None = None,
+    date: str | None = None,
 ) -> BuildReport:
     """Cut random labelled crops from GeoTIFF scenes into an EarthSynth-180K-layout corpus.
 
@@ -432,11 +709,33 @@ def build_corpus(
     a read decimated to at most :data:`STRETCH_SAMPLE_SIZE` pixels a side (nodata and
     non-finite values ignored), then clipped to 0..255. A flat band becomes 0.
 
-    Crops: ``crops_per_scene`` random ``tile_size`` windows at native resolution (they may
-    overlap); a window whose labelled (non-background) fraction is below
-    ``min_labelled_fraction`` is rejected and another drawn, up to
-    :data:`TRIES_PER_CROP` tries per requested crop. File stems are
-    ``<source_prefix><scene stem>_<crop index>``.
+    With ``bands=None`` the scene's colour interpretation picks red, green and blue (a
+    B,G,R,A scene gives bands 3, 2, 1), else the first three non-alpha bands. A band that
+    holds only nodata is an error, as is a choice of bands that are all constant (flat
+    crops); some constant bands are a warning.
+
+    Nodata: pixels that are nodata (the scene's nodata value, mask or alpha band; NaN) in
+    any chosen band never become labelled content: a window with a nodata share above
+    ``max_nodata_fraction`` is rejected, and in the others nodata pixels become black
+    image pixels with the background label.
+
+    Crops: ``crops_per_scene`` random ``tile_size`` windows, at native resolution or
+    resampled to ``gsd`` metres per pixel (bilinear when refining, average when
+    coarsening; labels follow on the same grid). Windows do not overlap each other, nor
+    the crops the corpus already lists for the same scene (read from the records'
+    ``provenance``), unless ``allow_overlap`` (then only crops of the other split are
+    avoided). So train and val never share pixels: they are split by scene, or, when a
+    scene has crops in both, by disjoint windows (:attr:`BuildReport.split_by` says which).
+    A window whose labelled (non-background) fraction is below ``min_labelled_fraction``
+    is rejected and another drawn, up to :data:`TRIES_PER_CROP` tries per requested crop.
+    File stems are ``<source_prefix><scene stem>_<crop index>``.
+
+    Records: each crop's records carry ``provenance`` (scene path, pixel window
+    ``[col_off, row_off, width, height]`` on the grid cropped, CRS, the crop's affine
+    transform) and ``metadata`` (crop centre ``lon``/``lat`` in WGS84, ``gsd`` in metres
+    from the transform, degree-based CRSs included, and the acquisition ``year``, ``month``,
+    ``day`` from ``date`` or the scene's tags: acquisition-date tags first, then
+    ``TIFFTAG_DATETIME``; null where unknown).
 
     Output: ``<output>/<split>/images``, ``masks`` (and the single-category samples when
     ``categories``) written with :func:`~torchgeo_earthsynth.datasets.layout.write_sample`;
@@ -462,13 +761,19 @@ def build_corpus(
         seed: seed of the crop positions (scene ``i`` uses ``(seed, i)``).
         categories: also write single-category samples (category augmentation).
         progress: show a tqdm progress bar over crops.
+        max_nodata_fraction: maximum share of nodata pixels in a crop, 0..1.
+        allow_overlap: let crops of this split overlap each other and the split's earlier
+            crops of the same scene.
+        gsd: resample scenes to this many metres per pixel (None: native resolution).
+        date: acquisition date ``YYYY-MM-DD`` of every scene (None: from the scene's tags).
 
     Returns:
         A :class:`BuildReport`.
 
     Raises:
         ValueError: on bad arguments, unreadable or mismatched files, unmapped label values,
-            scenes smaller than ``tile_size``, or stems already in the split.
+            scenes smaller than ``tile_size``, stems already in the split, a scene that no
+            label overlaps, or bands that are all constant or all nodata.
 
     .. versionadded:: 0.1
     """
@@ -482,6 +787,12 @@ def build_corpus(
         )
     if not 0 <= min_labelled_fraction <= 1:
         raise ValueError(f'min_labelled_fraction must be in [0, 1], got {min_labelled_fraction}')
+    if not 0 <= max_nodata_fraction <= 1:
+        raise ValueError(f'max_nodata_fraction must be in [0, 1], got {max_nodata_fraction}')
+    if gsd is not None and not gsd > 0:
+        raise ValueError(f'gsd must be a positive number of metres per pixel, got {gsd}')
+    if date is not None:
+        scene_date({}, date)  # check it before any work
     if not re.fullmatch(r'[A-Za-z0-9_-]+', source_prefix):
         raise ValueError(f'source_prefix {source_prefix!r} must be letters, digits, _ or -')
     scene_paths = [Path(s) for s in scenes]
@@ -510,20 +821,25 @@ def build_corpus(
             'another source_prefix or output to add them again'
         )
 
+    other_dir = Path(output) / ('val' if split == 'train' else 'train')
+    other = _taken(_listed(other_dir))
+    own = _taken(existing)
+
     # check every scene and vector file before writing anything
     vector_files = {
         path: _VectorFile(path, lookup, label_column, unmapped)
         for path in dict.fromkeys(label_paths)
         if path.suffix.lower() in VECTOR_SUFFIXES
     }
-    for scene_path in scene_paths:
-        with _open_scene(scene_path) as scene:
-            if scene.width < tile_size or scene.height < tile_size:
+    options = _SceneOptions(bands, gsd, date, lookup, unmapped, vector_files)
+    for scene_path, label_path in zip(scene_paths, label_paths):
+        with ExitStack() as stack:
+            prepared = _prepare(scene_path, label_path, options, stack, check=True)
+            if prepared.grid.width < tile_size or prepared.grid.height < tile_size:
                 raise ValueError(
-                    f'{scene_path}: scene is {scene.width}x{scene.height}, '
-                    f'smaller than tile_size={tile_size}'
+                    f'{scene_path}: scene is {prepared.grid.width}x{prepared.grid.height}'
+                    f'{"" if gsd is None else f" at {gsd} m"}, smaller than tile_size={tile_size}'
                 )
-            _bands(scene, bands)
 
     report = BuildReport(
         split_dir=split_dir, existing_records=len(existing), requested=crops_per_scene
@@ -541,27 +857,45 @@ def build_corpus(
             zip(scene_paths, label_paths, stems)
         ):
             bar.set_postfix_str(scene_path.name)
+            key = str(scene_path.resolve())
+            if key in other:
+                report.shared_scenes[str(scene_path)] = len(other[key])
+            # never the other split's pixels; this split's only when overlap is allowed
+            avoid = list(other.get(key, []))
+            mine = [] if allow_overlap else [*own.get(key, [])]
             with ExitStack() as stack:
-                scene = stack.enter_context(_open_scene(scene_path))
-                chosen = _bands(scene, bands)
-                stretch = _stretch(scene, chosen)
-                if label_path in vector_files:
-                    scene_labels: _Labels = vector_files[label_path].for_scene(scene)
-                else:
-                    scene_labels = _open_raster_labels(label_path, scene, lookup, unmapped, stack)
-
+                scene = _prepare(scene_path, label_path, options, stack)
+                grid = scene.grid
                 rng = np.random.default_rng((seed, index))
                 count = 0
-                for window in _windows(rng, scene, tile_size, crops_per_scene * TRIES_PER_CROP):
-                    mask = scene_labels.window(window)
+                for window in _windows(rng, grid, tile_size, crops_per_scene * TRIES_PER_CROP):
+                    transform = window_transform(window, grid.transform)
+                    box = window_bbox(transform, tile_size, tile_size)
+                    if any(_intersects(box, b) for b in avoid + mine):
+                        report.overlapping += 1
+                        continue
+                    data = grid.read(scene.bands, window=window, masked=True)
+                    nodata = _nodata(data)
+                    if np.count_nonzero(nodata) > max_nodata_fraction * nodata.size:
+                        report.nodata_rejected += 1
+                        continue
+                    mask = scene.labels.window(window)
+                    mask[nodata] = BACKGROUND
                     if np.count_nonzero(mask) < min_labelled_fraction * mask.size:
                         report.rejected += 1
                         continue
-                    image = _to_uint8(scene.read(chosen, window=window), stretch)
+                    image = _to_uint8(data.data, scene.stretch)
+                    image[nodata] = 0
                     name = f'{stem}_{count:04d}'
                     new = layout.write_sample(split_dir, name, image, mask, categories=categories)
+                    col, row = int(window.col_off), int(window.row_off)
+                    fields = crop_fields(
+                        key, grid.crs, transform, (col, row, tile_size, tile_size), scene.date
+                    )
+                    records.extend({**r, **fields} for r in new)
                     report.windows[name] = (str(scene_path), window)
-                    records.extend(new)
+                    if not allow_overlap:
+                        mine.append(box)
                     report.category_samples += len(new) - 1
                     ids, counts = np.unique(mask, return_counts=True)
                     pixels.update(dict(zip(ids.tolist(), counts.tolist())))
