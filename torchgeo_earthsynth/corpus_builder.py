@@ -306,6 +306,11 @@ class _VectorFile:
             frame = gpd.read_file(path)
         except Exception as error:
             raise ValueError(f'{path}: cannot read vector labels ({error})') from error
+        if frame.empty:
+            raise ValueError(
+                f'{path}: the label file holds no features, so no label can overlap a scene; '
+                f'expected geometries with a {label_column!r} attribute'
+            )
         if label_column not in frame.columns:
             columns = [c for c in frame.columns if c != frame.geometry.name]
             raise ValueError(
@@ -411,7 +416,7 @@ def _open_scene(path: Path) -> DatasetReader:
 
 
 def _centre_lat(scene: DatasetReader) -> float:
-    x, y = scene.transform * (scene.width / 2, scene.height / 2)
+    x, y = scene.transform @ (scene.width / 2, scene.height / 2)
     return float(warp_transform(scene.crs, 'EPSG:4326', [x], [y])[1][0])
 
 
@@ -436,7 +441,7 @@ def _on_grid(
         WarpedVRT(
             scene,
             crs=scene.crs,
-            transform=scene.transform * Affine.scale(factor),
+            transform=scene.transform @ Affine.scale(factor),
             width=max(1, round(scene.width / factor)),
             height=max(1, round(scene.height / factor)),
             # averaging when coarsening keeps every source pixel's share
@@ -979,6 +984,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         '--no-categories', action='store_true', help='do not write single-category samples'
     )
     parser.add_argument('--no-progress', action='store_true')
+    parser.add_argument(
+        '--max-nodata',
+        type=float,
+        default=0.1,
+        help='maximum nodata share of a crop; remaining nodata pixels become background',
+    )
+    parser.add_argument(
+        '--allow-overlap',
+        action='store_true',
+        help="let this split's crops overlap each other (never the other split's)",
+    )
+    parser.add_argument('--gsd', type=float, help='resample scenes to this many metres per pixel')
+    parser.add_argument('--date', help='acquisition date YYYY-MM-DD (default: from raster tags)')
     args = parser.parse_args(argv)
     try:
         mapping = _parse_mapping(args.mapping)
@@ -998,10 +1016,37 @@ def main(argv: Sequence[str] | None = None) -> None:
             seed=args.seed,
             categories=not args.no_categories,
             progress=not args.no_progress,
+            max_nodata_fraction=args.max_nodata,
+            allow_overlap=args.allow_overlap,
+            gsd=args.gsd,
+            date=args.date,
         )
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(cli_message(str(error)))
     print(report.summary())
+    if not report.written:
+        parser.exit(
+            1,
+            f'{parser.prog}: error: no crop was written: every candidate window was rejected '
+            '(see the counts above); lower --min-labelled or raise --max-nodata, check that '
+            '--labels cover --scenes, or pass more --crops tries with other scenes\n',
+        )
 
 
-__all__ = ('BuildReport', 'build_corpus', 'main')
+def cli_message(message: str) -> str:
+    """An error of :func:`build_corpus` with its argument names as command-line flags.
+
+    Args:
+        message: e.g. ``"... or pass unmapped='background'"``.
+
+    Returns:
+        The message naming flags instead, e.g. ``"... or pass --unmapped background"``.
+    """
+    for name, flag in CLI_FLAGS.items():
+        message = re.sub(rf"\b{name}='?([^'\s,;)]*)'?", rf'{flag} \1', message)
+        if '_' in name:  # plain words such as "split" or "labels" stay words
+            message = re.sub(rf'\b{name}\b', flag, message)
+    return message
+
+
+__all__ = ('CLI_FLAGS', 'BuildReport', 'build_corpus', 'cli_message', 'main')

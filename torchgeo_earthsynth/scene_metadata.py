@@ -116,7 +116,7 @@ def window_bbox(transform: Affine, width: float, height: float) -> tuple[float, 
     Returns:
         The axis-aligned bounding box of the grid's corners.
     """
-    corners = [transform * (c, r) for c in (0, width) for r in (0, height)]
+    corners = [transform @ (c, r) for c in (0, width) for r in (0, height)]
     xs, ys = [x for x, _ in corners], [y for _, y in corners]
     return min(xs), min(ys), max(xs), max(ys)
 
@@ -145,7 +145,7 @@ def crop_fields(
     width, height = window[2], window[3]
     lon = lat = gsd = None
     if crs is not None:
-        x, y = transform * (width / 2, height / 2)
+        x, y = transform @ (width / 2, height / 2)
         lons, lats = warp_transform(crs, 'EPSG:4326', [x], [y])
         lon, lat = float(lons[0]), float(lats[0])
         size = pixel_size_metres(crs, transform, lat)

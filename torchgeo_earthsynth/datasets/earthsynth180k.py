@@ -366,6 +366,7 @@ class EarthSynth180K(NonGeoDataset):
                     with part.open('rb') as f:
                         shutil.copyfileobj(f, out, 1 << 24)
         staging = Path(tempfile.mkdtemp(dir=self.root, prefix='.extract-'))
+        staging.chmod(0o777 & ~layout.current_umask())  # may become a split folder: not 0700
         try:
             try:
                 with zipfile.ZipFile(archive) as zf:

@@ -55,6 +55,17 @@ def category_stem(stem: str, class_id: int) -> str:
     return f'{stem}_{VOCABULARY[class_id].replace(" ", "_")}'
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (read by setting it and restoring it).
+
+    Returns:
+        The umask, e.g. ``0o022``.
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(data: bytes, path: Path, durable: bool = False) -> None:
     """Write through a unique temporary file and rename, so readers never see half a file.
 
@@ -66,6 +77,7 @@ def atomic_write_bytes(data: bytes, path: Path, durable: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide shared datasets
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             if durable:
