@@ -6,46 +6,36 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import logging
-import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
-import rasterio
-from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import RasterioIOError
-from rasterio.features import rasterize
 from rasterio.transform import Affine
-from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform as warp_transform
-from rasterio.warp import transform_bounds
 from rasterio.windows import Window
-from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 from tqdm.auto import tqdm
 
+from .corpus_labels import VECTOR_SUFFIXES, BBox, VectorFile, intersects, lookup_table
+from .corpus_scenes import (
+    SceneOptions,
+    nodata_pixels,
+    prepare_scene,
+    random_windows,
+    to_uint8,
+)
 from .datasets import layout
-from .scene_metadata import crop_fields, pixel_size_metres, scene_date, window_bbox
-from .vocabulary import BACKGROUND, CLASS_IDS, NUM_CLASSES, VOCABULARY
+from .scene_metadata import crop_fields, scene_date, window_bbox
+from .vocabulary import BACKGROUND, VOCABULARY
 
 if TYPE_CHECKING:
-    import geopandas as gpd
-    from rasterio.io import DatasetReader
+    pass
 
-#: Label files with these suffixes are read with geopandas; anything else with rasterio.
-VECTOR_SUFFIXES: Final[frozenset[str]] = frozenset(
-    {'.gpkg', '.geojson', '.json', '.shp', '.fgb', '.gml', '.kml'}
-)
-#: Longest side of the decimated read used to compute a scene's percentile stretch.
-STRETCH_SAMPLE_SIZE: Final = 1024
 #: Random windows tried per requested crop before a scene is given up on.
 TRIES_PER_CROP: Final = 10
 
@@ -68,10 +58,6 @@ CLI_FLAGS: Final[dict[str, str]] = {
     'gsd': '--gsd',
     'date': '--date',
 }
-
-logger = logging.getLogger(__name__)
-
-BBox = tuple[float, ...]
 
 
 @dataclass
@@ -140,422 +126,6 @@ class BuildReport:
         )
 
 
-def _key(value: Any) -> str:
-    """Canonical text of a mapping key or a label value, so ``3``, ``3.0`` and ``"3"`` match."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
-
-
-def _vocabulary_id(target: Any, source: Any) -> int:
-    if isinstance(target, str) and target.strip().isdigit():
-        target = int(target)
-    if isinstance(target, str):
-        if target not in CLASS_IDS:
-            raise ValueError(
-                f'class_mapping[{source!r}] = {target!r} is not a vocabulary class name '
-                '(see torchgeo_earthsynth.vocabulary.VOCABULARY)'
-            )
-        return CLASS_IDS[target]
-    if not isinstance(target, int | np.integer) or isinstance(target, bool):
-        raise ValueError(
-            f'class_mapping[{source!r}] = {target!r}: expected a vocabulary id or class name'
-        )
-    if not 0 <= target < NUM_CLASSES:
-        raise ValueError(
-            f'class_mapping[{source!r}] = {target!r} is not a vocabulary id '
-            f'in [0, {NUM_CLASSES - 1}]'
-        )
-    return int(target)
-
-
-def _lookup(class_mapping: Mapping[Any, int | str]) -> dict[str, int]:
-    if not class_mapping:
-        raise ValueError('class_mapping is empty; map at least one label value to a class')
-    return {_key(k): _vocabulary_id(v, k) for k, v in class_mapping.items()}
-
-
-class _Labels:
-    """Labels of one scene, read window by window on the scene's pixel grid."""
-
-    def window(self, window: Window) -> np.ndarray:
-        """uint8 vocabulary-id mask of ``window`` of the scene."""
-        raise NotImplementedError
-
-    def missing(self, scene: DatasetReader | WarpedVRT) -> str | None:
-        """Why no label overlaps the scene, or None when some may."""
-        raise NotImplementedError
-
-
-class _VectorLabels(_Labels):
-    def __init__(
-        self,
-        geometries: gpd.GeoSeries,
-        ids: np.ndarray,
-        scene: DatasetReader | WarpedVRT,
-        hint: str = '',
-    ) -> None:
-        self.geometries = geometries
-        self.ids = ids
-        self.scene = scene
-        self.hint = hint
-
-    def window(self, window: Window) -> np.ndarray:
-        import shapely
-
-        shape = (int(window.height), int(window.width))
-        area = shapely.box(*window_bounds(window, self.scene.transform))
-        hits = self.geometries.sindex.query(area)
-        if len(hits) == 0:
-            return np.zeros(shape, dtype=np.uint8)
-        # rasterize burns in order, so sorting the hits keeps the file's order: later wins
-        hits = np.sort(hits)
-        shapes = zip(self.geometries.iloc[hits], self.ids[hits].tolist())
-        burned: np.ndarray = rasterize(
-            shapes,
-            out_shape=shape,
-            transform=window_transform(window, self.scene.transform),
-            fill=BACKGROUND,
-            dtype='uint8',
-        )
-        return burned
-
-    def missing(self, scene: DatasetReader | WarpedVRT) -> str | None:
-        import shapely
-
-        if len(self.geometries) == 0:
-            return 'the label file holds no features'
-        if len(self.geometries.sindex.query(shapely.box(*scene.bounds), 'intersects')):
-            return None
-        return (
-            f'labels span {_bounds_text(self.geometries.total_bounds)} and the scene '
-            f'{_bounds_text(scene.bounds)} in {scene.crs}{self.hint}'
-        )
-
-
-class _RasterLabels(_Labels):
-    def __init__(
-        self,
-        source: DatasetReader | WarpedVRT,
-        path: Path,
-        lookup: Mapping[str, int],
-        unmapped: Literal['error', 'background'],
-    ) -> None:
-        self.source = source
-        self.path = path
-        self.lookup = dict(lookup)
-        self.unmapped = unmapped
-        # pixel value 0 and the nodata value mean "no label" unless the user maps them
-        self.lookup.setdefault('0', BACKGROUND)
-
-    def window(self, window: Window) -> np.ndarray:
-        data = self.source.read(1, window=window, masked=True)
-        valid = ~np.ma.getmaskarray(data)
-        values, inverse = np.unique(data.data.ravel(), return_inverse=True)
-        inverse = inverse.reshape(data.shape)
-        ids = np.zeros(len(values), dtype=np.uint8)
-        for i in np.unique(inverse[valid]).tolist():
-            key = _key(values[i])
-            if key not in self.lookup and self.unmapped == 'error':
-                raise ValueError(
-                    f'{self.path}: pixel value {key} (band 1) is not in class_mapping '
-                    f'(mapped: {sorted(self.lookup)}); add it to the mapping or pass '
-                    "unmapped='background'"
-                )
-            ids[i] = self.lookup.get(key, BACKGROUND)
-        out: np.ndarray = np.where(valid, ids[inverse], BACKGROUND).astype(np.uint8)
-        return out
-
-    def missing(self, scene: DatasetReader | WarpedVRT) -> str | None:
-        source = self.source.src_dataset if isinstance(self.source, WarpedVRT) else self.source
-        if source.crs is None or scene.crs is None:
-            return None  # read pixel for pixel: same size, so they overlap
-        bounds = transform_bounds(source.crs, scene.crs, *source.bounds)
-        if _intersects(bounds, tuple(scene.bounds)):
-            return None
-        return (
-            f'labels span {_bounds_text(bounds)} and the scene {_bounds_text(scene.bounds)} '
-            f'in {scene.crs}'
-        )
-
-
-def _bounds_text(bounds: Sequence[float]) -> str:
-    return '({:.6g}, {:.6g}, {:.6g}, {:.6g})'.format(*bounds)
-
-
-def _intersects(a: BBox, b: BBox) -> bool:
-    """Whether two ``(left, bottom, right, top)`` boxes share area."""
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-class _VectorFile:
-    """A vector label file read once, mapped to ids once, reprojected per scene CRS."""
-
-    def __init__(
-        self,
-        path: Path,
-        lookup: Mapping[str, int],
-        label_column: str,
-        unmapped: Literal['error', 'background'],
-    ) -> None:
-        import geopandas as gpd
-
-        try:
-            frame = gpd.read_file(path)
-        except Exception as error:
-            raise ValueError(f'{path}: cannot read vector labels ({error})') from error
-        if frame.empty:
-            raise ValueError(
-                f'{path}: the label file holds no features, so no label can overlap a scene; '
-                f'expected geometries with a {label_column!r} attribute'
-            )
-        if label_column not in frame.columns:
-            columns = [c for c in frame.columns if c != frame.geometry.name]
-            raise ValueError(
-                f'{path}: no column {label_column!r} (columns: {columns}); '
-                'pass label_column=<the class attribute>'
-            )
-        if frame.crs is None:
-            raise ValueError(
-                f'{path}: the vector file has no CRS; set one (e.g. with '
-                'GeoDataFrame.set_crs) so it can be reprojected to the scenes'
-            )
-        frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
-        self.hint = ''
-        left, bottom, right, top = frame.total_bounds if len(frame) else (0, 0, 0, 0)
-        outside_degrees = max(abs(left), abs(right)) > 180 or max(abs(bottom), abs(top)) > 90
-        if frame.crs.is_geographic and outside_degrees:
-            self.hint = (
-                f'; hint: its coordinates (e.g. {left:.0f}, {bottom:.0f}) look projected (metres), '
-                f'but the file says {frame.crs.to_string()} longitude/latitude (GeoJSON is '
-                'always WGS84): write it in EPSG:4326, or as a GeoPackage that records its CRS'
-            )
-        keys = [_key(v) for v in frame[label_column].tolist()]
-        missing = sorted({k for k in keys if k not in lookup})
-        if missing and unmapped == 'error':
-            raise ValueError(
-                f'{path}, column {label_column!r}: value(s) {missing[:10]} are not in '
-                f'class_mapping (mapped: {sorted(lookup)}); add them to the mapping or pass '
-                "unmapped='background'"
-            )
-        self.path = path
-        self.geometries = frame.geometry.reset_index(drop=True)
-        self.ids = np.array([lookup.get(k, BACKGROUND) for k in keys], dtype=np.uint8)
-        self._by_crs: dict[str, gpd.GeoSeries] = {}
-
-    def for_scene(self, scene: DatasetReader | WarpedVRT, name: Path) -> _VectorLabels:
-        if scene.crs is None:
-            raise ValueError(
-                f'{name}: the scene has no CRS, so the vector labels {self.path} cannot be '
-                'placed on it; give the scene a CRS (e.g. with gdal_edit.py -a_srs) or pass '
-                'a raster mask of the same size in --labels'
-            )
-        crs = scene.crs.to_wkt()
-        if crs not in self._by_crs:
-            self._by_crs[crs] = self.geometries.to_crs(crs)
-        return _VectorLabels(self._by_crs[crs], self.ids, scene, self.hint)
-
-
-def _open_raster_labels(
-    path: Path,
-    scene: DatasetReader | WarpedVRT,
-    name: Path,
-    lookup: Mapping[str, int],
-    unmapped: Literal['error', 'background'],
-    stack: ExitStack,
-) -> _RasterLabels:
-    try:
-        src = stack.enter_context(rasterio.open(path))
-    except RasterioIOError as error:
-        raise ValueError(f'{path}: cannot open raster labels ({error})') from error
-    same_grid = (
-        src.crs == scene.crs and src.transform == scene.transform and src.shape == scene.shape
-    )
-    if same_grid:
-        return _RasterLabels(src, path, lookup, unmapped)
-    if src.crs is None or scene.crs is None:
-        lacking = ' and '.join(
-            n for n, crs in (('the mask', src.crs), ('the scene', scene.crs)) if crs is None
-        )
-        if src.shape == scene.shape:
-            logger.warning(
-                '%s: %s without a CRS; reading the mask pixel for pixel on %s (same size)',
-                path,
-                lacking,
-                name,
-            )
-            return _RasterLabels(src, path, lookup, unmapped)
-        raise ValueError(
-            f'{path}: the mask is {src.width}x{src.height} and the scene {name} is '
-            f'{scene.width}x{scene.height}, and {lacking} without a CRS, so the mask cannot be '
-            'reprojected onto the scene; give both a CRS, or pass in --labels a mask of the '
-            "scene's size (read pixel for pixel)"
-        )
-    # put the mask on the scene's grid lazily; NEAREST keeps class values intact
-    vrt = stack.enter_context(
-        WarpedVRT(
-            src,
-            crs=scene.crs,
-            transform=scene.transform,
-            width=scene.width,
-            height=scene.height,
-            resampling=Resampling.nearest,
-        )
-    )
-    return _RasterLabels(vrt, path, lookup, unmapped)
-
-
-def _open_scene(path: Path) -> DatasetReader:
-    try:
-        scene: DatasetReader = rasterio.open(path)
-    except RasterioIOError as error:
-        raise ValueError(f'{path}: cannot open scene ({error})') from error
-    return scene
-
-
-def _centre_lat(scene: DatasetReader) -> float:
-    x, y = scene.transform @ (scene.width / 2, scene.height / 2)
-    return float(warp_transform(scene.crs, 'EPSG:4326', [x], [y])[1][0])
-
-
-def _on_grid(
-    scene: DatasetReader, path: Path, gsd: float | None, stack: ExitStack
-) -> DatasetReader | WarpedVRT:
-    """The scene itself, or resampled lazily to ``gsd`` metres per pixel."""
-    if gsd is None:
-        return scene
-    native = (
-        math.nan
-        if scene.crs is None
-        else pixel_size_metres(scene.crs, scene.transform, _centre_lat(scene))
-    )
-    if math.isnan(native):
-        raise ValueError(
-            f'{path}: --gsd needs the scene in a CRS of metres or degrees; it has '
-            f'{scene.crs or "no CRS"}'
-        )
-    factor = gsd / native
-    return stack.enter_context(
-        WarpedVRT(
-            scene,
-            crs=scene.crs,
-            transform=scene.transform @ Affine.scale(factor),
-            width=max(1, round(scene.width / factor)),
-            height=max(1, round(scene.height / factor)),
-            # averaging when coarsening keeps every source pixel's share
-            resampling=Resampling.average if factor > 1 else Resampling.bilinear,
-        )
-    )
-
-
-def _bands(scene: DatasetReader, bands: Sequence[int] | None) -> list[int]:
-    if bands is None:
-        interp = list(scene.colorinterp)
-        rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
-        if all(c in interp for c in rgb):
-            return [interp.index(c) + 1 for c in rgb]  # e.g. B,G,R,A -> 3, 2, 1
-        colour = [i + 1 for i, c in enumerate(interp) if c != ColorInterp.alpha]
-        if len(colour) == 1:
-            return colour * 3
-        if len(colour) == 2:
-            raise ValueError(
-                f'{scene.name}: has 2 bands and no red/green/blue colour interpretation; '
-                'pass --bands R G B (1-based)'
-            )
-        return colour[:3]
-    chosen = list(bands)
-    if len(chosen) == 1:
-        chosen *= 3
-    if len(chosen) != 3:
-        raise ValueError(f'--bands must name 1 or 3 band indexes (1-based), got {list(bands)}')
-    bad = [b for b in chosen if not 1 <= b <= scene.count]
-    if bad:
-        raise ValueError(
-            f'{scene.name}: band(s) {bad} out of range; the scene has '
-            f'{scene.count} band(s), numbered from 1'
-        )
-    return chosen
-
-
-def _sample(
-    scene: DatasetReader | WarpedVRT, bands: list[int], name: Path, warn: bool
-) -> np.ma.MaskedArray:
-    """A decimated read of ``bands`` (nodata masked), refused if some band is all nodata.
-
-    Constant bands give flat crops: all constant is an error, some constant a warning.
-    """
-    scale = min(1.0, STRETCH_SAMPLE_SIZE / max(scene.width, scene.height))
-    shape = (len(bands), max(1, round(scene.height * scale)), max(1, round(scene.width * scale)))
-    sample: np.ma.MaskedArray = scene.read(
-        bands, out_shape=shape, masked=True, resampling=Resampling.nearest
-    )
-    sample = np.ma.masked_invalid(sample) if sample.dtype.kind == 'f' else sample
-    constant = {}
-    for i, band in enumerate(bands):
-        values = sample[i].compressed()
-        if not values.size:
-            raise ValueError(
-                f'{name}: band {band} holds only nodata; expected a scene with valid pixels'
-            )
-        if values.min() == values.max():
-            constant[band] = values.min().item()
-    if len(constant) == len(set(bands)):
-        raise ValueError(
-            f'{name}: band(s) {sorted(constant)} are constant ({constant}); every crop would be '
-            'flat. Pass --bands with bands that vary'
-        )
-    if constant and warn:
-        logger.warning('%s: band(s) %s are constant: flat in every crop', name, constant)
-    return sample
-
-
-def _stretch(
-    scene: DatasetReader | WarpedVRT, bands: list[int], sample: np.ma.MaskedArray
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-band 2nd and 98th percentiles of the decimated read, or None for uint8 scenes."""
-    if all(scene.dtypes[b - 1] == 'uint8' for b in bands):
-        return None
-    low, high = np.zeros(len(bands)), np.ones(len(bands))
-    for i in range(len(bands)):
-        values = sample[i].compressed().astype(np.float64)
-        low[i], high[i] = np.percentile(values, [2, 98])
-    return low, high
-
-
-def _to_uint8(data: np.ndarray, stretch: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """[3, H, W] band data -> uint8 [H, W, 3]."""
-    if stretch is None:
-        out = data.astype(np.uint8)
-    else:
-        low, high = (s[:, None, None] for s in stretch)
-        span = np.maximum(high - low, np.finfo(np.float64).eps)
-        values = data.astype(np.float64)
-        # NaN and inf (float nodata) fall to the band's low end, i.e. 0
-        values = np.where(np.isfinite(values), values, low)
-        scaled = (values - low) / span * 255
-        out = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(out.transpose(1, 2, 0))
-
-
-def _nodata(data: np.ma.MaskedArray) -> np.ndarray:
-    """Bool [H, W]: pixels that are nodata (masked or non-finite) in any band."""
-    nodata = np.asarray(np.ma.getmaskarray(data).any(axis=0))
-    if data.dtype.kind == 'f':
-        nodata = nodata | ~np.isfinite(data.data).all(axis=0)
-    return nodata
-
-
-def _windows(
-    rng: np.random.Generator, scene: DatasetReader | WarpedVRT, tile_size: int, tries: int
-) -> Iterator[Window]:
-    for _ in range(tries):
-        col = int(rng.integers(0, scene.width - tile_size + 1))
-        row = int(rng.integers(0, scene.height - tile_size + 1))
-        yield Window(col, row, tile_size, tile_size)
-
-
 def _taken(records: Sequence[Any]) -> dict[str, list[BBox]]:
     """Map-coordinate boxes of crops already listed, by scene path (from their provenance)."""
     taken: dict[str, list[BBox]] = {}
@@ -606,54 +176,6 @@ def _listed(split_dir: Path) -> list[Any]:
         except json.JSONDecodeError:
             continue  # that split's reader reports it
     return records
-
-
-@dataclass
-class _SceneOptions:
-    bands: Sequence[int] | None
-    gsd: float | None
-    date: str | None
-    lookup: Mapping[str, int]
-    unmapped: Literal['error', 'background']
-    vector_files: dict[Path, _VectorFile]
-
-
-@dataclass
-class _Prepared:
-    """A scene ready to crop: its grid (maybe resampled), bands, stretch, labels, date."""
-
-    grid: DatasetReader | WarpedVRT
-    bands: list[int]
-    stretch: tuple[np.ndarray, np.ndarray] | None
-    labels: _Labels
-    date: datetime.date | None
-
-
-def _prepare(
-    path: Path, label_path: Path, options: _SceneOptions, stack: ExitStack, check: bool = False
-) -> _Prepared:
-    """Open a scene and its labels; refuse it if no label overlaps it or its bands are flat.
-
-    ``check``: the first look at the scene, which also warns about constant bands.
-    """
-    source = stack.enter_context(_open_scene(path))
-    chosen = _bands(source, options.bands)
-    grid = _on_grid(source, path, options.gsd, stack)
-    stretch = _stretch(grid, chosen, _sample(grid, chosen, path, warn=check))
-    labels: _Labels
-    if label_path in options.vector_files:
-        labels = options.vector_files[label_path].for_scene(grid, path)
-    else:
-        labels = _open_raster_labels(
-            label_path, grid, path, options.lookup, options.unmapped, stack
-        )
-    why = labels.missing(grid)
-    if why is not None:
-        raise ValueError(
-            f'{path}: no label of {label_path} overlaps the scene ({why}); check that the '
-            '--labels and --scenes cover the same place'
-        )
-    return _Prepared(grid, chosen, stretch, labels, scene_date(source.tags(), options.date))
 
 
 def _pair_labels(scenes: Sequence[Path], labels: Sequence[str | Path] | str | Path) -> list[Path]:
@@ -804,7 +326,7 @@ def build_corpus(
     if not scene_paths:
         raise ValueError('no scenes given')
     label_paths = _pair_labels(scene_paths, labels)
-    lookup = _lookup(class_mapping)
+    lookup = lookup_table(class_mapping)
 
     stems = [source_prefix + _SAFE.sub('-', p.stem) for p in scene_paths]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
@@ -832,14 +354,14 @@ def build_corpus(
 
     # check every scene and vector file before writing anything
     vector_files = {
-        path: _VectorFile(path, lookup, label_column, unmapped)
+        path: VectorFile(path, lookup, label_column, unmapped)
         for path in dict.fromkeys(label_paths)
         if path.suffix.lower() in VECTOR_SUFFIXES
     }
-    options = _SceneOptions(bands, gsd, date, lookup, unmapped, vector_files)
+    options = SceneOptions(bands, gsd, date, lookup, unmapped, vector_files)
     for scene_path, label_path in zip(scene_paths, label_paths):
         with ExitStack() as stack:
-            prepared = _prepare(scene_path, label_path, options, stack, check=True)
+            prepared = prepare_scene(scene_path, label_path, options, stack, check=True)
             if prepared.grid.width < tile_size or prepared.grid.height < tile_size:
                 raise ValueError(
                     f'{scene_path}: scene is {prepared.grid.width}x{prepared.grid.height}'
@@ -869,18 +391,20 @@ def build_corpus(
             avoid = list(other.get(key, []))
             mine = [] if allow_overlap else [*own.get(key, [])]
             with ExitStack() as stack:
-                scene = _prepare(scene_path, label_path, options, stack)
+                scene = prepare_scene(scene_path, label_path, options, stack)
                 grid = scene.grid
                 rng = np.random.default_rng((seed, index))
                 count = 0
-                for window in _windows(rng, grid, tile_size, crops_per_scene * TRIES_PER_CROP):
+                for window in random_windows(
+                    rng, grid, tile_size, crops_per_scene * TRIES_PER_CROP
+                ):
                     transform = window_transform(window, grid.transform)
                     box = window_bbox(transform, tile_size, tile_size)
-                    if any(_intersects(box, b) for b in avoid + mine):
+                    if any(intersects(box, b) for b in avoid + mine):
                         report.overlapping += 1
                         continue
                     data = grid.read(scene.bands, window=window, masked=True)
-                    nodata = _nodata(data)
+                    nodata = nodata_pixels(data)
                     if np.count_nonzero(nodata) > max_nodata_fraction * nodata.size:
                         report.nodata_rejected += 1
                         continue
@@ -889,7 +413,7 @@ def build_corpus(
                     if np.count_nonzero(mask) < min_labelled_fraction * mask.size:
                         report.rejected += 1
                         continue
-                    image = _to_uint8(data.data, scene.stretch)
+                    image = to_uint8(data.data, scene.stretch)
                     image[nodata] = 0
                     name = f'{stem}_{count:04d}'
                     new = layout.write_sample(split_dir, name, image, mask, categories=categories)
