@@ -21,6 +21,7 @@ from torchgeo_earthsynth.metrics import (
     fid,
     find_inception_weights,
     mask_fidelity,
+    per_sample_miou,
     psnr,
     rgb_to_y,
     ssim,
@@ -280,6 +281,18 @@ class TestMaskFidelity:
         assert result.per_class == pytest.approx({'bare land': 0.6, 'grass': 0.75})
         assert result.miou == pytest.approx(0.675)
         assert result.pixel_accuracy == pytest.approx(6 / 8)
+
+    def test_one_miou_definition_with_rfilter(self) -> None:
+        # R-Filter's layout rule (per sample) and mask fidelity (over a data set) average over
+        # the same classes: those of the target, not those only predicted (5 here).
+        masks = torch.tensor([[[1, 1, 2, 2], [1, 1, 2, 2]], [[3, 3, 3, 3], [0, 0, 0, 0]]])
+        pred = torch.tensor([[[1, 1, 1, 2], [1, 5, 2, 2]], [[3, 3, 5, 5], [0, 0, 0, 5]]])
+        images = (pred * 3.0)[:, None].expand(-1, 3, -1, -1)
+        ours = per_sample_miou(pred, masks, NUM_CLASSES, ignore_index=0)
+        assert ours.tolist() == pytest.approx([0.675, 0.5])
+        for i in range(len(masks)):
+            single = mask_fidelity(_oracle, images[i : i + 1], masks[i : i + 1], ignore_index=0)
+            assert single.miou == pytest.approx(float(ours[i]))
 
     def test_label_map_resize_and_ignore(self) -> None:
         water, building, road = CLASS_IDS['water'], CLASS_IDS['building'], CLASS_IDS['road']

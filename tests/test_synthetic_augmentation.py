@@ -26,6 +26,7 @@ from torchgeo_earthsynth.datamodules.downstream import (
     reverse_map,
 )
 from torchgeo_earthsynth.datasets import EarthSynth180K
+from torchgeo_earthsynth.filtering import KeyedFilter
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.transforms.cf_comp import CounterfactualComposition
 from torchgeo_earthsynth.transforms.synthetic_augmentation import (
@@ -317,7 +318,7 @@ def test_rfilter_drops_keep_the_real_sample(mini_root: Path, synth: Synthesizer)
         return torch.tensor([False, True] * 3)
 
     lut = label_map(SEG_CLASSES, dataset='LoveDA')
-    for rfilter, kept in ((by_batch, [0, 2, 4]), (by_parts, [1, 3, 5])):
+    for rfilter, kept in ((by_batch, [0, 2, 4]), (KeyedFilter(by_parts), [1, 3, 5])):
         aug = SyntheticAugmentation(
             SEG_CLASSES,
             dataset='LoveDA',

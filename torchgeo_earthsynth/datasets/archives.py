@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..atomic import current_umask
 from . import layout
 
 __all__ = ('extract_archive', 'find_archives')
@@ -70,7 +71,7 @@ def extract_archive(root: Path, base: str, parts: list[Path], splits: Sequence[s
                 with part.open('rb') as f:
                     shutil.copyfileobj(f, out, 1 << 24)
     staging = Path(tempfile.mkdtemp(dir=root, prefix='.extract-'))
-    staging.chmod(0o777 & ~layout.current_umask())  # may become a split folder: not 0700
+    staging.chmod(0o777 & ~current_umask())  # may become a split folder: not 0700
     try:
         try:
             with zipfile.ZipFile(archive) as zf:
