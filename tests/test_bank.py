@@ -454,3 +454,95 @@ def test_synthesizer_module_seeds_unique_across_batches_and_ranks(
     assert seeds_of(3, 0) == rank1[:3]  # reproducible per (seed, rank, batch)
     given = {'mask': masks[:2], 'prompt': ['forest'] * 2, 'seed': torch.tensor([7, 9])}
     assert module.predict_step(given, 5)['seed'].tolist() == [7, 9]
+
+
+# ---------------------------------------------------------------------- faults (issue 14)
+def truncate_sample(bank: SyntheticBank, key: int) -> Path:
+    """Cut the image PNG of stored sample ``key`` in half; returns its path."""
+    records = [json.loads(line) for line in bank.jsonl.read_text().splitlines()]
+    record = next(r for r in records if r.get('key') == key)
+    path = bank.split_dir / record['file_name']
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_truncated_png_is_skipped_counted_and_pruned(tmp_path: Path) -> None:
+    from torchgeo_earthsynth.transforms import SyntheticAugmentation
+
+    bank = SyntheticBank(tmp_path)
+    bank.add([make_sample(k) for k in range(6)])
+    bank.refresh()
+    path = truncate_sample(bank, 2)
+    draws = bank.sample(6, generator=torch.Generator().manual_seed(0))
+    assert sorted(int(d['image'][2, 0, 0]) for d in draws) == [0, 1, 3, 4, 5]
+    assert bank.problems['unreadable samples'] == 1
+    repeated = bank.sample(30, replacement=True, generator=torch.Generator().manual_seed(1))
+    assert len(repeated) == 30 and all(int(d['image'][2, 0, 0]) != 2 for d in repeated)
+    assert bank.problems['unreadable samples'] == 1  # counted once
+
+    # the augmentation draws its pool from the bank: it trains on
+    fresh = SyntheticBank(tmp_path)
+    aug = SyntheticAugmentation(('background', 'water'), source='bank', bank=fresh, p=1.0)
+    batch = {
+        'image': torch.zeros(2, 3, SIZE, SIZE),
+        'mask': torch.zeros(2, SIZE, SIZE, dtype=torch.long),
+    }
+    assert aug(batch)['image'].shape == (2, 3, SIZE, SIZE)
+    assert fresh.problems['unreadable samples'] == 1
+
+    counts = bank.prune()
+    assert counts['unreadable'] == 1 and not path.exists()
+    assert bank.done_keys() == {0, 1, 3, 4, 5}  # a rerun makes key 2 again
+    bank.refresh()
+    assert len(bank) == 5 and sorted(bank.keys()) == [0, 1, 3, 4, 5]  # type: ignore[type-var]
+    assert not bank.problems
+
+
+def test_bad_part_line_does_not_fail_refresh(tmp_path: Path) -> None:
+    bank = SyntheticBank(tmp_path / 'bank', writer_id='good')
+    bank.add([make_sample(k) for k in range(3)])
+    outside = tmp_path / 'x.png'  # exists, two folders above the split
+    outside.write_bytes((bank.split_dir / 'images').glob('*.png').__next__().read_bytes())
+    record = {'file_name': '../../x.png', 'mask_name': '../../x.png', 'text': 'x', 'key': 99}
+    with (bank.parts_dir / 'evil.jsonl').open('w') as f:
+        f.write(json.dumps({'records': [record]}) + '\n')
+    bank.refresh()
+    assert len(bank) == 3 and 99 not in bank.keys()
+    assert bank.problems['records with paths outside the bank'] == 1
+    assert len(bank.sample(3)) == 3
+
+
+def _claim_and_write(root: str, keys: list[int], queue: Any) -> None:
+    bank = SyntheticBank(root)
+    held = []
+    for key in keys:  # one at a time, as a writer working through its queue would
+        if bank.claim([key]):
+            bank.add([make_sample(key)])
+            held.append(key)
+    queue.put(held)
+
+
+def test_concurrent_writers_split_the_work(tmp_path: Path) -> None:
+    ctx = fork_context()
+    queue = ctx.Queue()
+    keys = list(range(40))
+    writers = [
+        ctx.Process(target=_claim_and_write, args=(str(tmp_path), keys, queue)) for _ in range(2)
+    ]
+    for process in writers:
+        process.start()
+    made = [queue.get(timeout=60) for _ in writers]
+    for process in writers:
+        process.join(30)
+        assert process.exitcode == 0
+    assert not set(made[0]) & set(made[1])  # nothing made twice
+    assert sorted(made[0] + made[1]) == keys
+    bank = SyntheticBank(tmp_path)
+    assert bank.done_keys() == set(keys)
+    assert bank.claim(keys) == []  # stored keys are not claimed again
+    assert bank.claim([40, 41]) == [40, 41] and SyntheticBank(tmp_path).claim([41, 42]) == [42]
+    bank.release([40])
+    assert bank.claim([40]) == [40]
+    assert bank.prune()['temporary'] >= 3  # stale claims of dead writers freed
+    assert bank.claim([41]) == [41]

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,6 +16,7 @@ import pytest
 import rasterio
 from PIL import Image
 from pyproj import Transformer
+from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 from shapely.geometry import Polygon
 
@@ -122,6 +125,7 @@ def test_vector_labels_end_to_end(tmp_path: Path, uint8_scene: Path, geojson: Pa
         min_labelled_fraction=0.3,
         bands=(4, 1, 2),
         progress=False,
+        allow_overlap=True,  # six 30 %-labelled 64 px crops need more labels than 200 px hold
     )
     assert report.written == 6 and report.scenes == 1 and len(report.windows) == 6
     assert report.per_scene == {str(uint8_scene): 6} and not report.shortfalls
@@ -192,6 +196,7 @@ def test_min_labelled_fraction_and_shortfall(
         tile_size=32,
         min_labelled_fraction=0.9,
         progress=False,
+        allow_overlap=True,  # five disjoint 90 %-labelled crops barely fit the two blocks
     )
     assert report.written == 5 and report.rejected > 0
     for stem in report.windows:
@@ -441,7 +446,9 @@ def test_cli_main(
                 '--no-progress',
             ]
         )
-    assert "value(s) ['building'] are not in class_mapping" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "value(s) ['building'] are not in --mapping" in err  # CLI flags, not Python names
+    assert '--unmapped background' in err and 'class_mapping' not in err
     with pytest.raises(SystemExit):
         main(
             [
@@ -480,3 +487,366 @@ def test_earthsynth_command_dispatch(tmp_path: Path, uint8_scene: Path, geojson:
         ]
     )
     assert len(EarthSynth180K(tmp_path / 'o')) == 2
+
+
+# ---------------------------------------------------------------------- faults (issue 14)
+MAPPING = {'road': 4, 'building': 8}
+
+
+def records_of(out: Path, split: str = 'train') -> list[dict]:
+    return [json.loads(line) for line in layout.jsonl_path(out / split).open()]
+
+
+def far_labels(tmp_path: Path, name: str, frame: gpd.GeoDataFrame) -> Path:
+    path = tmp_path / name
+    frame.to_file(path, driver='GeoJSON')
+    return path
+
+
+def test_no_label_overlaps_the_scene(tmp_path: Path, uint8_scene: Path) -> None:
+    shifted = [
+        Polygon([(x + 100_000, y) for x, y in block_polygon_utm(b)]) for b in (ROAD, BUILDING)
+    ]
+    far = gpd.GeoDataFrame({'class': ['road', 'building']}, geometry=shifted, crs=CRS)
+    far_path = tmp_path / 'far.gpkg'
+    far.to_file(far_path, driver='GPKG')
+    with pytest.raises(ValueError, match=r'scene_a\.tif: no label of .*far\.gpkg overlaps'):
+        build_corpus([uint8_scene], far_path, tmp_path / 'c', MAPPING, progress=False)
+    assert not (tmp_path / 'c' / 'train' / 'train.jsonl').exists()  # nothing written
+
+    # projected coordinates in a GeoJSON file, which is WGS84 by definition
+    utm = gpd.GeoDataFrame(
+        {'class': ['road']}, geometry=[Polygon(block_polygon_utm(ROAD))], crs='EPSG:4326'
+    )
+    path = far_labels(tmp_path, 'utm.geojson', utm)
+    with pytest.raises(ValueError, match='look projected') as error:
+        build_corpus([uint8_scene], path, tmp_path / 'c', MAPPING, progress=False)
+    assert 'no label of' in str(error.value)
+
+    empty = gpd.GeoDataFrame({'class': []}, geometry=[], crs='EPSG:4326')
+    path = far_labels(tmp_path, 'empty.geojson', empty)
+    with pytest.raises(ValueError, match='holds no features'):
+        build_corpus([uint8_scene], path, tmp_path / 'c', MAPPING, progress=False)
+
+    # a raster mask 100 km away, and the CLI exits non-zero
+    mask_path = write_tif(
+        tmp_path / 'far.tif',
+        np.ones((1, SIZE, SIZE), np.uint8),
+        transform=from_origin(600_000, 5_000_000, 10, 10),
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                '--scenes',
+                str(uint8_scene),
+                '--labels',
+                str(mask_path),
+                '--mapping',
+                '{"1": 4}',
+                '--output',
+                str(tmp_path / 'c'),
+                '--no-progress',
+            ]
+        )
+    assert exit_info.value.code != 0
+
+
+def block_polygon_utm(block: tuple[int, int, int, int]) -> list[tuple[float, float]]:
+    row0, row1, col0, col1 = block
+    return [TRANSFORM @ (c, r) for c, r in ((col0, row0), (col1, row0), (col1, row1), (col0, row1))]
+
+
+def test_cli_exits_non_zero_when_nothing_is_written(
+    tmp_path: Path, uint8_scene: Path, geojson: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        '--scenes',
+        str(uint8_scene),
+        '--labels',
+        str(geojson),
+        '--mapping',
+        json.dumps(MAPPING),
+        '--output',
+        str(tmp_path / 'c'),
+        '--tile-size',
+        '100',
+        '--min-labelled',
+        '0.95',
+        '--no-progress',
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 1
+    assert 'no crop was written' in capsys.readouterr().err
+
+
+def test_nodata_is_never_labelled_content(tmp_path: Path) -> None:
+    cols, rows = grid()
+    bands = np.stack([cols * 100, rows * 100, np.full_like(cols, 3000)]).astype(np.uint16)
+    bands[:, :, 50:] = 65535  # three quarters nodata
+    scene = write_tif(tmp_path / 'holes.tif', bands, nodata=65535)
+    labels = np.full((1, SIZE, SIZE), 1, np.uint8)  # labelled everywhere, nodata included
+    mask_path = write_tif(tmp_path / 'mask.tif', labels)
+    report = build_corpus(
+        [scene],
+        mask_path,
+        tmp_path / 'c',
+        {1: 'building'},
+        crops_per_scene=8,
+        tile_size=40,
+        allow_overlap=True,
+        progress=False,
+        max_nodata_fraction=0.25,
+    )
+    assert report.nodata_rejected > 0
+    assert report.written > 0
+    for stem, (_, window) in report.windows.items():
+        nodata = np.zeros((40, 40), bool)
+        nodata[:, max(0, 50 - window.col_off) :] = True
+        assert nodata.mean() <= 0.25
+        image = read_png(tmp_path / 'c' / 'train' / 'images' / f'{stem}.png')
+        mask = read_png(tmp_path / 'c' / 'train' / 'masks' / f'{stem}.png')
+        assert (mask[nodata] == 0).all() and (mask[~nodata] == CLASS_IDS['building']).all()
+        assert (image[nodata] == 0).all()  # black, never white
+    # all nodata: a clear error
+    write_tif(tmp_path / 'void.tif', np.full((1, SIZE, SIZE), 65535, np.uint16), nodata=65535)
+    with pytest.raises(ValueError, match=r'void\.tif: band 1 holds only nodata'):
+        build_corpus([tmp_path / 'void.tif'], mask_path, tmp_path / 'd', {1: 8}, progress=False)
+
+
+@pytest.mark.filterwarnings('ignore::rasterio.errors.NotGeoreferencedWarning')
+def test_scene_without_crs(tmp_path: Path) -> None:
+    cols, rows = grid()
+    scene = write_tif(
+        tmp_path / 'plain.tif',
+        np.stack([cols, rows, cols]).astype(np.uint8),
+        crs=None,
+        transform=from_origin(0, 0, 1, 1),
+    )
+    labels = np.zeros((1, SIZE, SIZE), np.uint8)
+    labels[0, :100] = 1
+    same = write_tif(tmp_path / 'same.tif', labels, crs=None)
+    report = build_corpus(
+        [scene], same, tmp_path / 'c', {1: 4}, crops_per_scene=1, tile_size=SIZE, progress=False
+    )
+    mask = read_png(tmp_path / 'c' / 'train' / 'masks' / f'{next(iter(report.windows))}.png')
+    assert (mask[:100] == 4).all() and (mask[100:] == 0).all()
+    record = records_of(tmp_path / 'c')[0]
+    assert record['provenance']['crs'] is None
+    assert record['metadata']['lon'] is None and record['metadata']['gsd'] is None
+    smaller = write_tif(tmp_path / 'small.tif', labels[:, :50, :50], crs=None)
+    with pytest.raises(ValueError, match='without a CRS') as error:
+        build_corpus([scene], smaller, tmp_path / 'd', {1: 4}, progress=False, tile_size=32)
+    assert 'must share a grid' not in str(error.value)
+    assert 'small.tif: the mask is 50x50 and the scene' in str(error.value)
+
+
+def test_constant_bands_and_colour_interpretation(tmp_path: Path, geojson: Path) -> None:
+    flat = write_tif(tmp_path / 'flat.tif', np.full((3, SIZE, SIZE), 7, np.uint8))
+    with pytest.raises(ValueError, match=r'flat\.tif: band\(s\) \[1, 2, 3\] are constant'):
+        build_corpus([flat], geojson, tmp_path / 'c', MAPPING, progress=False)
+    cols, rows = grid()
+    bgr = np.stack([np.full_like(cols, 30), rows, cols, np.full_like(cols, 255)]).astype(np.uint8)
+    path = write_tif(tmp_path / 'bgra.tif', bgr)
+    with rasterio.open(path, 'r+') as dst:
+        dst.colorinterp = [ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.alpha]
+    report = build_corpus(
+        [path], geojson, tmp_path / 'c', MAPPING, crops_per_scene=1, tile_size=SIZE, progress=False
+    )
+    image = read_png(tmp_path / 'c' / 'train' / 'images' / f'{next(iter(report.windows))}.png')
+    np.testing.assert_array_equal(image[0, :, 0], np.arange(SIZE))  # red = band 3
+    np.testing.assert_array_equal(image[:, 0, 1], np.arange(SIZE))  # green = band 2
+    assert (image[..., 2] == 30).all()  # blue = band 1
+
+
+def test_crops_disjoint_and_splits_apart(tmp_path: Path, uint8_scene: Path, geojson: Path) -> None:
+    kwargs = dict(tile_size=32, min_labelled_fraction=0.05, progress=False, categories=False)
+    val = build_corpus(
+        [uint8_scene], geojson, tmp_path, MAPPING, split='val', crops_per_scene=4, **kwargs
+    )
+    assert val.split_by == 'scene' and val.written == 4
+    train = build_corpus([uint8_scene], geojson, tmp_path, MAPPING, crops_per_scene=6, **kwargs)
+    assert train.split_by == 'window' and train.shared_scenes == {str(uint8_scene): 4}
+    assert 'split by disjoint windows' in train.summary()
+    windows = [w for _, w in [*val.windows.values(), *train.windows.values()]]
+    for i, a in enumerate(windows):
+        for b in windows[i + 1 :]:
+            apart_cols = a.col_off + 32 <= b.col_off or b.col_off + 32 <= a.col_off
+            apart_rows = a.row_off + 32 <= b.row_off or b.row_off + 32 <= a.row_off
+            assert apart_cols or apart_rows
+
+
+def test_provenance_and_metadata(
+    tmp_path: Path, uint8_scene: Path, geojson: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with rasterio.open(uint8_scene, 'r+') as dst:
+        dst.update_tags(TIFFTAG_DATETIME='2019:03:04 10:00:00')
+    out = tmp_path / 'c'
+    report = build_corpus(
+        [uint8_scene],
+        geojson,
+        out,
+        MAPPING,
+        crops_per_scene=2,
+        tile_size=64,
+        min_labelled_fraction=0.1,
+        progress=False,
+    )
+    to_lonlat = Transformer.from_crs(CRS, 'EPSG:4326', always_xy=True)
+    records = records_of(out)
+    full = [r for r in records if 'category_masks' in r]
+    assert len(full) == 2
+    for record in records:
+        assert set(record['provenance']) == {'scene', 'window', 'crs', 'transform'}
+    for record, (stem, (_, window)) in zip(full, report.windows.items()):
+        prov, meta = record['provenance'], record['metadata']
+        assert record['file_name'] == f'images/{stem}.png'
+        assert prov['scene'] == str(uint8_scene.resolve())
+        assert prov['window'] == [window.col_off, window.row_off, 64, 64]
+        assert prov['crs'] == 'EPSG:32633'
+        x0, y0 = TRANSFORM @ (window.col_off, window.row_off)
+        assert prov['transform'] == [10.0, 0.0, x0, 0.0, -10.0, y0]
+        lon, lat = to_lonlat.transform(x0 + 320, y0 - 320)
+        assert meta['lon'] == pytest.approx(lon) and meta['lat'] == pytest.approx(lat)
+        assert meta['gsd'] == pytest.approx(10.0)
+        assert (meta['year'], meta['month'], meta['day']) == (2019, 3, 4)
+    sample = EarthSynth180K(out)[0]
+    expected = [full[0]['metadata'][k] for k in ('lon', 'lat', 'gsd')]
+    assert sample['metadata'][:3].tolist() == pytest.approx(expected)
+    assert sample['metadata'][3].isnan()  # cloud cover: unknown
+    assert sample['metadata'][4:].tolist() == [2019, 3, 4]
+
+    # an acquisition tag wins over TIFFTAG_DATETIME, and --date over both
+    with rasterio.open(uint8_scene, 'r+') as dst:
+        dst.update_tags(ACQUISITIONDATE='2020-07-15')
+    build_corpus(
+        [uint8_scene],
+        geojson,
+        tmp_path / 'd',
+        MAPPING,
+        crops_per_scene=1,
+        tile_size=64,
+        progress=False,
+    )
+    assert records_of(tmp_path / 'd')[0]['metadata']['month'] == 7
+    build_corpus(
+        [uint8_scene],
+        geojson,
+        tmp_path / 'e',
+        MAPPING,
+        crops_per_scene=1,
+        tile_size=64,
+        progress=False,
+        date='2021-12-01',
+    )
+    assert records_of(tmp_path / 'e')[0]['metadata']['year'] == 2021
+    with pytest.raises(SystemExit):
+        main(
+            [
+                '--scenes',
+                str(uint8_scene),
+                '--labels',
+                str(geojson),
+                '--mapping',
+                json.dumps(MAPPING),
+                '--output',
+                str(tmp_path / 'f'),
+                '--date',
+                '2021-13-01',
+            ]
+        )
+    assert "--date = '2021-13-01': expected a date YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_degree_crs_gsd(tmp_path: Path, geojson: Path) -> None:
+    cols, rows = grid()
+    step = 0.0001
+    scene = write_tif(
+        tmp_path / 'lonlat.tif',
+        np.stack([cols, rows, cols]).astype(np.uint8),
+        crs='EPSG:4326',
+        transform=from_origin(10.0, 45.0, step, step),
+    )
+    frame = gpd.GeoDataFrame(
+        {'class': ['road']},
+        geometry=[Polygon([(10.001, 44.999), (10.015, 44.999), (10.015, 44.985)])],
+        crs='EPSG:4326',
+    )
+    labels = far_labels(tmp_path, 'tri.geojson', frame)
+    build_corpus(
+        [scene],
+        labels,
+        tmp_path / 'c',
+        {'road': 4},
+        crops_per_scene=1,
+        tile_size=SIZE,
+        progress=False,
+    )
+    meta = records_of(tmp_path / 'c')[0]['metadata']
+    assert meta['lon'] == pytest.approx(10.01) and meta['lat'] == pytest.approx(44.99)
+    metres = np.radians(step) * 6_371_008.8
+    assert meta['gsd'] == pytest.approx(metres * np.sqrt(np.cos(np.radians(44.99))), rel=1e-4)
+
+
+def test_gsd_resampling(
+    tmp_path: Path, uint8_scene: Path, geojson: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = build_corpus(
+        [uint8_scene],
+        geojson,
+        tmp_path / 'c',
+        MAPPING,
+        crops_per_scene=1,
+        tile_size=SIZE // 2,
+        gsd=20,
+        progress=False,
+    )
+    (stem,) = report.windows
+    record = records_of(tmp_path / 'c')[0]
+    assert record['metadata']['gsd'] == pytest.approx(20)
+    assert record['provenance']['transform'][0] == 20
+    image = read_png(tmp_path / 'c' / 'train' / 'images' / f'{stem}.png')
+    # band 1 is the column: averaging 2x2 pixels gives 2c + 0.5, rounded by GDAL
+    assert abs(int(image[0, 10, 0]) - 20) <= 1 and abs(int(image[0, 60, 0]) - 120) <= 1
+    mask = read_png(tmp_path / 'c' / 'train' / 'masks' / f'{stem}.png')
+    assert (mask == 4).sum() == pytest.approx(40 * 40, abs=4 * 40)  # the 80x80 road at 20 m
+    with pytest.raises(SystemExit):
+        main(
+            [
+                '--scenes',
+                str(uint8_scene),
+                '--labels',
+                str(geojson),
+                '--mapping',
+                json.dumps(MAPPING),
+                '--output',
+                str(tmp_path / 'd'),
+                '--gsd',
+                '20',
+                '--tile-size',
+                '128',
+                '--no-progress',
+            ]
+        )
+    assert 'at 20.0 m, smaller than --tile-size 128' in capsys.readouterr().err
+
+
+def test_files_follow_the_umask(tmp_path: Path, uint8_scene: Path, geojson: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        build_corpus(
+            [uint8_scene],
+            geojson,
+            tmp_path / 'c',
+            MAPPING,
+            crops_per_scene=1,
+            tile_size=64,
+            progress=False,
+        )
+    finally:
+        os.umask(old)
+    split = tmp_path / 'c' / 'train'
+    files = [p for p in split.rglob('*') if p.is_file()]
+    assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}
+    folders = [split, *(p for p in split.rglob('*') if p.is_dir())]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folders} == {0o755}

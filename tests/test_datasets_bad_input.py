@@ -6,8 +6,11 @@
 import io
 import json
 import math
+import os
 import shutil
+import stat
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -239,3 +242,23 @@ def test_metadata_from_record(root: Path) -> None:
     skipping = EarthSynth180K(root, strict=False)
     assert skipping.skipped == {'records with bad metadata': 1}
     assert len(skipping) == 3
+
+
+# ---------------------------------------------------------------------- 9. modes
+
+
+def test_extracted_split_follows_the_umask(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, 'w') as zf:  # images/ and masks/ at the archive's root
+        for folder in ('images', 'masks'):
+            data = (FAKE / 'train' / folder / 'LD_300_0.png').read_bytes()
+            zf.writestr(f'{folder}/LD_300_0.png', data)
+    (tmp_path / 'archives').mkdir()
+    (tmp_path / 'archives' / 'train.zip').write_bytes(buffer.getvalue())
+    old = os.umask(0o022)
+    try:
+        dataset = EarthSynth180K(tmp_path)
+    finally:
+        os.umask(old)
+    assert len(dataset) == 1
+    assert stat.S_IMODE((tmp_path / 'train').stat().st_mode) == 0o755

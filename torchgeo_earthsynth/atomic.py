@@ -12,7 +12,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-__all__ = ('atomic_open', 'atomic_write_bytes', 'atomic_write_text', 'fsync_file')
+__all__ = (
+    'atomic_open',
+    'atomic_write_bytes',
+    'atomic_write_text',
+    'current_umask',
+    'fsync_file',
+)
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask (read by setting it and restoring it).
+
+    Returns:
+        The umask, e.g. ``0o022``.
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -31,6 +48,7 @@ def atomic_open(path: Path, durable: bool = False) -> Iterator[IO[bytes]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide shared datasets
         with os.fdopen(fd, 'wb') as f:
             yield f
             if durable:

@@ -30,6 +30,7 @@ from .vocabulary import NUM_CLASSES, ids_from_prompt
 logger = logging.getLogger(__name__)
 
 PARTS = 'parts'
+CLAIMS = 'claims'
 SUMMARY = 'summary.json'
 
 
@@ -49,6 +50,8 @@ class _Entry:
 
     records: list[dict[str, Any]]
     origin: str
+    #: The part file and line number it was read from (None: the consolidated JSONL).
+    part: tuple[Path, int] | None = None
 
     @property
     def key(self) -> int | str | None:
@@ -77,6 +80,7 @@ class _Index:
 
     entries: list[_Entry] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)  # dataset index of each entry
+    unreadable: set[int] = field(default_factory=set)  # entries whose files do not decode
     classes: Tensor = field(default_factory=lambda: torch.zeros(0, NUM_CLASSES, dtype=torch.bool))
     dataset: EarthSynth180K | None = None
 
@@ -232,6 +236,10 @@ class SyntheticBank:
 
     # ------------------------------------------------------------------ scanning
     def _read_lines(self, path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+        for origin, _, value in self._numbered_lines(path):
+            yield origin, value
+
+    def _numbered_lines(self, path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
         try:
             text = path.read_text()
         except FileNotFoundError:
@@ -252,7 +260,17 @@ class SyntheticBank:
                 self.problems['unreadable lines'] += 1
                 logger.warning('%s: skipped, expected a JSON object', origin)
                 continue
-            yield origin, value
+            yield origin, number, value
+
+    def _outside(self, records: list[dict[str, Any]]) -> str | None:
+        """The first path of the records that would leave the split folder, if any."""
+        for record in records:
+            for field_name in ('file_name', 'mask_name'):
+                path: str = record[field_name].replace('\\', '/')
+                parts = path.split('/')
+                if path.startswith('/') or '..' in parts or ':' in parts[0]:
+                    return path
+        return None
 
     def _scan(self) -> list[_Entry]:
         """Stored samples: the consolidated JSONL first, then the parts, first key wins."""
@@ -263,6 +281,10 @@ class SyntheticBank:
                 self.problems['records missing fields'] += 1
                 logger.warning('%s: skipped, needs %s', origin, list(layout.REQUIRED_FIELDS))
                 continue
+            if self._outside([record]) is not None:
+                self.problems['records with paths outside the bank'] += 1
+                logger.warning('%s: skipped, a path leaves %s', origin, self.split_dir)
+                continue
             is_category = layout.CATEGORY_IMAGES in Path(record['file_name']).parts
             if is_category and entries and 'key' not in record:
                 entries[-1].records.append(record)  # category records follow their sample
@@ -270,7 +292,7 @@ class SyntheticBank:
                 entries.append(_Entry([record], origin))
         parts = sorted(self.parts_dir.glob('*.jsonl')) if self.parts_dir.is_dir() else []
         for part in parts:
-            for origin, line in self._read_lines(part):
+            for origin, number, line in self._numbered_lines(part):
                 records = line.get('records')
                 if not (
                     isinstance(records, list)
@@ -284,7 +306,12 @@ class SyntheticBank:
                     self.problems['records missing fields'] += 1
                     logger.warning('%s: skipped, expected {"records": [...]}', origin)
                     continue
-                entries.append(_Entry(records, origin))
+                outside = self._outside(records)
+                if outside is not None:
+                    self.problems['records with paths outside the bank'] += 1
+                    logger.warning('%s: skipped, %r leaves %s', origin, outside, self.split_dir)
+                    continue
+                entries.append(_Entry(records, origin, (part, number)))
         seen: set[int | str] = set()
         unique = []
         for entry in entries:
@@ -332,17 +359,26 @@ class SyntheticBank:
         return kept
 
     def prune(self) -> dict[str, int]:
-        """Delete what killed writers left: temporary files and PNGs no record names.
+        """Delete what killed writers and damaged disks left.
 
-        Only call this while no writer runs (a running writer's newest PNGs have no record
-        yet).
+        Samples whose PNGs do not decode lose their record (their part lines are dropped,
+        so :meth:`done_keys` no longer lists them and a rerun makes them again) and their
+        files; then temporary files, stale claims and PNGs no record names are deleted. Only
+        call this while no writer runs (a running writer's newest PNGs have no record yet).
 
         Returns:
-            ``{'temporary': n, 'orphans': m}`` files deleted.
+            ``{'temporary': n, 'orphans': m, 'unreadable': k}``: files deleted, and samples
+            removed because they did not decode.
         """
+        unreadable = self._drop_unreadable()
         used = {p for entry in self._scan() for p in entry.paths()}
-        counts = {'temporary': 0, 'orphans': 0}
+        counts = {'temporary': 0, 'orphans': 0, 'unreadable': unreadable}
         folders = (layout.IMAGES, layout.MASKS, layout.CATEGORY_IMAGES, layout.CATEGORY_MASKS)
+        for claim in (
+            (self.split_dir / CLAIMS).glob('*') if (self.split_dir / CLAIMS).is_dir() else []
+        ):
+            claim.unlink(missing_ok=True)  # no writer runs: every claim is stale
+            counts['temporary'] += 1
         for folder in (*folders, PARTS, '.'):
             directory = self.split_dir / folder
             if not directory.is_dir():
@@ -358,7 +394,85 @@ class SyntheticBank:
                 ):
                     path.unlink(missing_ok=True)
                     counts['orphans'] += 1
+        if unreadable:
+            self._consolidate()
         return counts
+
+    def _decodes(self, entry: _Entry) -> bool:
+        for relative in entry.paths():
+            path = self.split_dir / relative
+            try:
+                with layout.open_image(path) as image:
+                    layout.decode_image(image, path)
+            except ValueError as error:
+                logger.warning('%s: %s', entry.origin, error)
+                return False
+        return True
+
+    def _drop_unreadable(self) -> int:
+        """Remove the samples whose files do not decode; return how many."""
+        bad = [entry for entry in self._scan() if not self._decodes(entry)]
+        if not bad:
+            return 0
+        keys = {entry.key for entry in bad if entry.key is not None}
+        lines = {entry.part for entry in bad if entry.part is not None}
+        for entry in bad:
+            for relative in entry.paths():
+                (self.split_dir / relative).unlink(missing_ok=True)
+        for part in sorted(self.parts_dir.glob('*.jsonl')):
+            drop = set()
+            for _, number, line in self._numbered_lines(part):
+                records = line.get('records')
+                key = records[0].get('key') if isinstance(records, list) and records else None
+                if (part, number) in lines or (isinstance(key, int | str) and key in keys):
+                    drop.add(number)
+            if drop:
+                text = part.read_text().split('\n')[:-1]  # the torn tail, if any, goes too
+                kept = [line for number, line in enumerate(text, start=1) if number not in drop]
+                atomic_write_text(part, ''.join(line + '\n' for line in kept))
+        return len(bad)
+
+    # ------------------------------------------------------------------ claiming work
+    def claim(self, keys: Sequence[int | str]) -> list[int | str]:
+        """Claim keys for this writer, so concurrent writers split the work.
+
+        A claim is a file ``<split>/claims/<key>`` created with ``O_CREAT | O_EXCL``: of
+        several processes claiming a key, exactly one succeeds. Keys already stored are not
+        claimed. A writer that dies leaves its claims; :meth:`prune` (run while no writer
+        runs) or :meth:`release` frees them.
+
+        Args:
+            keys: keys this writer would like to make.
+
+        Returns:
+            The keys it now holds, in the given order: make these, leave the others.
+        """
+        folder = self.split_dir / CLAIMS
+        folder.mkdir(parents=True, exist_ok=True)
+        done = self.done_keys()
+        held = []
+        for key in keys:
+            if key in done:
+                continue
+            try:
+                fd = os.open(folder / _safe(str(key)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            try:
+                os.write(fd, self.writer_id.encode())
+            finally:
+                os.close(fd)
+            held.append(key)
+        return held
+
+    def release(self, keys: Sequence[int | str]) -> None:
+        """Give up claims (e.g. keys a writer will not make after all).
+
+        Args:
+            keys: keys claimed with :meth:`claim`.
+        """
+        for key in keys:
+            (self.split_dir / CLAIMS / _safe(str(key))).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ reading
     def refresh(self) -> SyntheticBank:
@@ -370,7 +484,9 @@ class SyntheticBank:
         entries = self._consolidate()
         index = _Index()
         if entries:
-            index.dataset = EarthSynth180K(self.root, self.split, mode='full')
+            # one bad record must not hide the whole bank: it is skipped and counted
+            index.dataset = EarthSynth180K(self.root, self.split, mode='full', strict=False)
+            self.problems.update(index.dataset.skipped)
             base = self.split_dir.resolve()
             by_image = {e.records[0]['file_name']: e for e in entries}
             # Another process may have consolidated since: keep the rows both lists hold.
@@ -420,6 +536,9 @@ class SyntheticBank:
     ) -> list[dict[str, Any]]:
         """Draw stored samples at random.
 
+        Samples whose files do not decode (e.g. a truncated PNG) are skipped, counted in
+        :attr:`problems` and never drawn again; :meth:`prune` removes them from disk.
+
         Args:
             n: how many samples.
             generator: random generator (reproducible draws).
@@ -433,7 +552,7 @@ class SyntheticBank:
 
         Raises:
             ValueError: if ``n < 0``, an id is outside the vocabulary, or no stored sample
-                matches.
+                matches (or decodes).
         """
         if n < 0:
             raise ValueError(f'n must be >= 0, got {n}')
@@ -444,18 +563,46 @@ class SyntheticBank:
             if any(not 0 <= c < NUM_CLASSES for c in ids):
                 raise ValueError(f'class ids {ids} must lie in [0, {NUM_CLASSES - 1}]')
             candidates = candidates[index.classes[:, ids].any(dim=1)]
+        readable = [int(i) not in index.unreadable for i in candidates]
+        candidates = candidates[torch.tensor(readable, dtype=torch.bool)]
         if not len(candidates):
             which = '' if classes is None else f' with any of the classes {list(classes)}'
             raise ValueError(
                 f'{self!r} holds no sample{which} (as of the last refresh(); fill '
                 'it with `earthsynth synthesize` or SyntheticBank.add)'
             )
-        if replacement:
-            picks = candidates[torch.randint(len(candidates), (n,), generator=generator)]
-        else:
-            picks = candidates[torch.randperm(len(candidates), generator=generator)[:n]]
+        out: list[dict[str, Any]] = []
+        if not replacement:
+            for i in candidates[torch.randperm(len(candidates), generator=generator)].tolist():
+                if len(out) == n:
+                    break
+                self._read(index, i, out)
+            return out
+        while len(out) < n:
+            live = [i for i in candidates.tolist() if i not in index.unreadable]
+            if not live:
+                raise ValueError(
+                    f'{self!r}: none of the {len(candidates)} matching samples decodes'
+                )
+            self._read(index, live[int(torch.randint(len(live), (1,), generator=generator))], out)
+        return out
+
+    def _read(self, index: _Index, entry: int, out: list[dict[str, Any]]) -> None:
+        """Append stored sample ``entry`` to ``out``, or count it as unreadable (once)."""
+        if entry in index.unreadable:
+            return
         assert index.dataset is not None
-        return [index.dataset[index.rows[int(i)]] | {'source': 'synthetic'} for i in picks]
+        try:
+            # strict read: the lenient one would substitute another sample for a bad one
+            sample = index.dataset._load(index.rows[entry])
+        except ValueError as error:
+            index.unreadable.add(entry)
+            self.problems['unreadable samples'] += 1
+            logger.warning('%s: skipped an unreadable sample: %s', self, error)
+            return
+        if index.dataset.transforms is not None:
+            sample = index.dataset.transforms(sample)
+        out.append(sample | {'source': 'synthetic'})
 
 
 #: Names that lived here before the bank became storage only: ``name -> module``.
@@ -479,4 +626,4 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ('PARTS', 'SUMMARY', 'SyntheticBank', 'default_writer_id')
+__all__ = ('CLAIMS', 'PARTS', 'SUMMARY', 'SyntheticBank', 'default_writer_id')

@@ -9,40 +9,55 @@ import argparse
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
-import rasterio
-from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
-from rasterio.features import rasterize
-from rasterio.vrt import WarpedVRT
+from rasterio.transform import Affine
 from rasterio.windows import Window
-from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 from tqdm.auto import tqdm
 
+from .corpus_labels import VECTOR_SUFFIXES, BBox, VectorFile, intersects, lookup_table
+from .corpus_scenes import (
+    SceneOptions,
+    nodata_pixels,
+    prepare_scene,
+    random_windows,
+    to_uint8,
+)
 from .datasets import layout
-from .vocabulary import BACKGROUND, CLASS_IDS, NUM_CLASSES, VOCABULARY
+from .scene_metadata import crop_fields, scene_date, window_bbox
+from .vocabulary import BACKGROUND, VOCABULARY
 
 if TYPE_CHECKING:
-    import geopandas as gpd
-    from rasterio.io import DatasetReader
+    pass
 
-#: Label files with these suffixes are read with geopandas; anything else with rasterio.
-VECTOR_SUFFIXES: Final[frozenset[str]] = frozenset(
-    {'.gpkg', '.geojson', '.json', '.shp', '.fgb', '.gml', '.kml'}
-)
-#: Longest side of the decimated read used to compute a scene's percentile stretch.
-STRETCH_SAMPLE_SIZE: Final = 1024
 #: Random windows tried per requested crop before a scene is given up on.
 TRIES_PER_CROP: Final = 10
 
 _SAFE = re.compile(r'[^A-Za-z0-9_.-]+')
+#: Python argument -> command-line flag, so errors shown by the CLI name what the user typed.
+CLI_FLAGS: Final[dict[str, str]] = {
+    'class_mapping': '--mapping',
+    'label_column': '--label-column',
+    'min_labelled_fraction': '--min-labelled',
+    'max_nodata_fraction': '--max-nodata',
+    'crops_per_scene': '--crops',
+    'tile_size': '--tile-size',
+    'source_prefix': '--prefix',
+    'allow_overlap': '--allow-overlap',
+    'unmapped': '--unmapped',
+    'bands': '--bands',
+    'labels': '--labels',
+    'scenes': '--scenes',
+    'split': '--split',
+    'gsd': '--gsd',
+    'date': '--date',
+}
 
 
 @dataclass
@@ -72,6 +87,18 @@ class BuildReport:
     requested: int = 0
     #: Where each written crop came from: file stem -> (scene path, pixel window in it).
     windows: dict[str, tuple[str, Window]] = field(default_factory=dict)
+    #: Candidate crops rejected for a nodata share above the maximum.
+    nodata_rejected: int = 0
+    #: Candidate crops rejected for overlapping a crop already taken from the same scene.
+    overlapping: int = 0
+    #: Scenes that already have crops in the other split (by scene path): this split then
+    #: takes windows disjoint from those (split by disjoint windows, not by scene).
+    shared_scenes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def split_by(self) -> Literal['scene', 'window']:
+        """How this split is kept apart from the other: by whole scenes, or disjoint windows."""
+        return 'window' if self.shared_scenes else 'scene'
 
     @property
     def shortfalls(self) -> dict[str, int]:
@@ -86,274 +113,33 @@ class BuildReport:
         )[:5]
         classes = ', '.join(f'{c} {n}' for n, c in top) or 'none'
         short = f', {len(self.shortfalls)} scene(s) short of crops' if self.shortfalls else ''
+        split = (
+            f'split by disjoint windows ({len(self.shared_scenes)} scene(s) in both splits)'
+            if self.shared_scenes
+            else 'split by scene'
+        )
         return (
             f'{self.split_dir}: wrote {self.written} crops (+{self.category_samples} category '
             f'samples) from {self.scenes} scene(s); rejected {self.rejected} below the labelled '
-            f'fraction{short}; top classes (px): {classes}'
+            f'fraction, {self.nodata_rejected} above the nodata share, {self.overlapping} '
+            f'overlapping{short}; {split}; top classes (px): {classes}'
         )
 
 
-def _key(value: Any) -> str:
-    """Canonical text of a mapping key or a label value, so ``3``, ``3.0`` and ``"3"`` match."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
-
-
-def _vocabulary_id(target: Any, source: Any) -> int:
-    if isinstance(target, str) and target.strip().isdigit():
-        target = int(target)
-    if isinstance(target, str):
-        if target not in CLASS_IDS:
-            raise ValueError(
-                f'class_mapping[{source!r}] = {target!r} is not a vocabulary class name '
-                '(see torchgeo_earthsynth.vocabulary.VOCABULARY)'
-            )
-        return CLASS_IDS[target]
-    if not isinstance(target, int | np.integer) or isinstance(target, bool):
-        raise ValueError(
-            f'class_mapping[{source!r}] = {target!r}: expected a vocabulary id or class name'
-        )
-    if not 0 <= target < NUM_CLASSES:
-        raise ValueError(
-            f'class_mapping[{source!r}] = {target!r} is not a vocabulary id '
-            f'in [0, {NUM_CLASSES - 1}]'
-        )
-    return int(target)
-
-
-def _lookup(class_mapping: Mapping[Any, int | str]) -> dict[str, int]:
-    if not class_mapping:
-        raise ValueError('class_mapping is empty; map at least one label value to a class')
-    return {_key(k): _vocabulary_id(v, k) for k, v in class_mapping.items()}
-
-
-class _Labels:
-    """Labels of one scene, read window by window on the scene's pixel grid."""
-
-    def window(self, window: Window) -> np.ndarray:
-        """uint8 vocabulary-id mask of ``window`` of the scene."""
-        raise NotImplementedError
-
-
-class _VectorLabels(_Labels):
-    def __init__(self, geometries: gpd.GeoSeries, ids: np.ndarray, scene: DatasetReader) -> None:
-        self.geometries = geometries
-        self.ids = ids
-        self.scene = scene
-
-    def window(self, window: Window) -> np.ndarray:
-        import shapely
-
-        shape = (int(window.height), int(window.width))
-        area = shapely.box(*window_bounds(window, self.scene.transform))
-        hits = self.geometries.sindex.query(area)
-        if len(hits) == 0:
-            return np.zeros(shape, dtype=np.uint8)
-        # rasterize burns in order, so sorting the hits keeps the file's order: later wins
-        hits = np.sort(hits)
-        shapes = zip(self.geometries.iloc[hits], self.ids[hits].tolist())
-        burned: np.ndarray = rasterize(
-            shapes,
-            out_shape=shape,
-            transform=window_transform(window, self.scene.transform),
-            fill=BACKGROUND,
-            dtype='uint8',
-        )
-        return burned
-
-
-class _RasterLabels(_Labels):
-    def __init__(
-        self,
-        source: DatasetReader | WarpedVRT,
-        path: Path,
-        lookup: Mapping[str, int],
-        unmapped: Literal['error', 'background'],
-    ) -> None:
-        self.source = source
-        self.path = path
-        self.lookup = dict(lookup)
-        self.unmapped = unmapped
-        # pixel value 0 and the nodata value mean "no label" unless the user maps them
-        self.lookup.setdefault('0', BACKGROUND)
-
-    def window(self, window: Window) -> np.ndarray:
-        data = self.source.read(1, window=window, masked=True)
-        valid = ~np.ma.getmaskarray(data)
-        values, inverse = np.unique(data.data.ravel(), return_inverse=True)
-        inverse = inverse.reshape(data.shape)
-        ids = np.zeros(len(values), dtype=np.uint8)
-        for i in np.unique(inverse[valid]).tolist():
-            key = _key(values[i])
-            if key not in self.lookup and self.unmapped == 'error':
-                raise ValueError(
-                    f'{self.path}: pixel value {key} (band 1) is not in class_mapping '
-                    f'(mapped: {sorted(self.lookup)}); add it to the mapping or pass '
-                    "unmapped='background'"
-                )
-            ids[i] = self.lookup.get(key, BACKGROUND)
-        out: np.ndarray = np.where(valid, ids[inverse], BACKGROUND).astype(np.uint8)
-        return out
-
-
-class _VectorFile:
-    """A vector label file read once, mapped to ids once, reprojected per scene CRS."""
-
-    def __init__(
-        self,
-        path: Path,
-        lookup: Mapping[str, int],
-        label_column: str,
-        unmapped: Literal['error', 'background'],
-    ) -> None:
-        import geopandas as gpd
-
+def _taken(records: Sequence[Any]) -> dict[str, list[BBox]]:
+    """Map-coordinate boxes of crops already listed, by scene path (from their provenance)."""
+    taken: dict[str, list[BBox]] = {}
+    for record in records:
+        prov = record.get('provenance') if isinstance(record, dict) else None
+        if not isinstance(prov, dict) or 'category_masks' not in record:
+            continue  # category records repeat their full record's crop
         try:
-            frame = gpd.read_file(path)
-        except Exception as error:
-            raise ValueError(f'{path}: cannot read vector labels ({error})') from error
-        if label_column not in frame.columns:
-            columns = [c for c in frame.columns if c != frame.geometry.name]
-            raise ValueError(
-                f'{path}: no column {label_column!r} (columns: {columns}); '
-                'pass label_column=<the class attribute>'
-            )
-        if frame.crs is None:
-            raise ValueError(
-                f'{path}: the vector file has no CRS; set one (e.g. with '
-                'GeoDataFrame.set_crs) so it can be reprojected to the scenes'
-            )
-        frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
-        keys = [_key(v) for v in frame[label_column].tolist()]
-        missing = sorted({k for k in keys if k not in lookup})
-        if missing and unmapped == 'error':
-            raise ValueError(
-                f'{path}, column {label_column!r}: value(s) {missing[:10]} are not in '
-                f'class_mapping (mapped: {sorted(lookup)}); add them to the mapping or pass '
-                "unmapped='background'"
-            )
-        self.path = path
-        self.geometries = frame.geometry.reset_index(drop=True)
-        self.ids = np.array([lookup.get(k, BACKGROUND) for k in keys], dtype=np.uint8)
-        self._by_crs: dict[str, gpd.GeoSeries] = {}
-
-    def for_scene(self, scene: DatasetReader) -> _VectorLabels:
-        if scene.crs is None:
-            raise ValueError(
-                f'{scene.name}: the scene has no CRS, so vector labels '
-                f'{self.path} cannot be placed on it'
-            )
-        crs = scene.crs.to_wkt()
-        if crs not in self._by_crs:
-            self._by_crs[crs] = self.geometries.to_crs(crs)
-        return _VectorLabels(self._by_crs[crs], self.ids, scene)
-
-
-def _open_raster_labels(
-    path: Path,
-    scene: DatasetReader,
-    lookup: Mapping[str, int],
-    unmapped: Literal['error', 'background'],
-    stack: ExitStack,
-) -> _RasterLabels:
-    try:
-        src = stack.enter_context(rasterio.open(path))
-    except RasterioIOError as error:
-        raise ValueError(f'{path}: cannot open raster labels ({error})') from error
-    same_grid = (
-        src.crs == scene.crs and src.transform == scene.transform and src.shape == scene.shape
-    )
-    if same_grid:
-        return _RasterLabels(src, path, lookup, unmapped)
-    if src.crs is None or scene.crs is None:
-        raise ValueError(
-            f'{path}: the mask is {src.width}x{src.height} and the scene {scene.name} is '
-            f'{scene.width}x{scene.height}; without a CRS on both they must share a grid'
-        )
-    # put the mask on the scene's grid lazily; NEAREST keeps class values intact
-    vrt = stack.enter_context(
-        WarpedVRT(
-            src,
-            crs=scene.crs,
-            transform=scene.transform,
-            width=scene.width,
-            height=scene.height,
-            resampling=Resampling.nearest,
-        )
-    )
-    return _RasterLabels(vrt, path, lookup, unmapped)
-
-
-def _open_scene(path: Path) -> DatasetReader:
-    try:
-        scene: DatasetReader = rasterio.open(path)
-    except RasterioIOError as error:
-        raise ValueError(f'{path}: cannot open scene ({error})') from error
-    return scene
-
-
-def _bands(scene: DatasetReader, bands: Sequence[int] | None) -> list[int]:
-    if bands is None:
-        if scene.count == 1:
-            return [1, 1, 1]
-        if scene.count == 2:
-            raise ValueError(f'{scene.name}: has 2 bands; pass bands=(r, g, b) (1-based)')
-        return [1, 2, 3]
-    chosen = list(bands)
-    if len(chosen) == 1:
-        chosen *= 3
-    if len(chosen) != 3:
-        raise ValueError(f'bands must name 1 or 3 band indexes (1-based), got {list(bands)}')
-    bad = [b for b in chosen if not 1 <= b <= scene.count]
-    if bad:
-        raise ValueError(
-            f'{scene.name}: band(s) {bad} out of range; the scene has '
-            f'{scene.count} band(s), numbered from 1'
-        )
-    return chosen
-
-
-def _stretch(scene: DatasetReader, bands: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-band 2nd and 98th percentiles of a decimated read, or None for uint8 scenes."""
-    if all(scene.dtypes[b - 1] == 'uint8' for b in bands):
-        return None
-    scale = min(1.0, STRETCH_SAMPLE_SIZE / max(scene.width, scene.height))
-    shape = (len(bands), max(1, round(scene.height * scale)), max(1, round(scene.width * scale)))
-    sample = scene.read(bands, out_shape=shape, masked=True, resampling=Resampling.nearest)
-    low, high = np.zeros(len(bands)), np.ones(len(bands))
-    for i in range(len(bands)):
-        values = sample[i].compressed().astype(np.float64)
-        values = values[np.isfinite(values)]
-        if values.size:
-            low[i], high[i] = np.percentile(values, [2, 98])
-    return low, high
-
-
-def _to_uint8(data: np.ndarray, stretch: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """[3, H, W] band data -> uint8 [H, W, 3]."""
-    if stretch is None:
-        out = data.astype(np.uint8)
-    else:
-        low, high = (s[:, None, None] for s in stretch)
-        span = np.maximum(high - low, np.finfo(np.float64).eps)
-        values = data.astype(np.float64)
-        # NaN and inf (float nodata) fall to the band's low end, i.e. 0
-        values = np.where(np.isfinite(values), values, low)
-        scaled = (values - low) / span * 255
-        out = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(out.transpose(1, 2, 0))
-
-
-def _windows(
-    rng: np.random.Generator, scene: DatasetReader, tile_size: int, tries: int
-) -> Iterator[Window]:
-    for _ in range(tries):
-        col = int(rng.integers(0, scene.width - tile_size + 1))
-        row = int(rng.integers(0, scene.height - tile_size + 1))
-        yield Window(col, row, tile_size, tile_size)
+            transform = Affine(*prov['transform'][:6])
+            box = window_bbox(transform, prov['window'][2], prov['window'][3])
+        except (KeyError, TypeError, IndexError):
+            continue
+        taken.setdefault(str(prov.get('scene')), []).append(box)
+    return taken
 
 
 def _existing_records(split_dir: Path) -> list[dict[str, Any]]:
@@ -375,6 +161,20 @@ def _existing_records(split_dir: Path) -> list[dict[str, Any]]:
                 f'{jsonl} line {number}: not valid JSON ({error.msg}); fix or '
                 'remove it before appending'
             )
+    return records
+
+
+def _listed(split_dir: Path) -> list[Any]:
+    """The records of a split's JSONL, or none; lines that are not JSON are left out."""
+    jsonl = layout.jsonl_path(split_dir)
+    if not jsonl.is_file():
+        return []
+    records = []
+    for _, line in layout.iter_jsonl(jsonl):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # that split's reader reports it
     return records
 
 
@@ -408,6 +208,10 @@ def build_corpus(
     seed: int = 0,
     categories: bool = True,
     progress: bool = True,
+    max_nodata_fraction: float = 0.1,
+    allow_overlap: bool = False,
+    gsd: float | None = None,
+    date: str | None = None,
 ) -> BuildReport:
     """Cut random labelled crops from GeoTIFF scenes into an EarthSynth-180K-layout corpus.
 
@@ -432,11 +236,33 @@ def build_corpus(
     a read decimated to at most :data:`STRETCH_SAMPLE_SIZE` pixels a side (nodata and
     non-finite values ignored), then clipped to 0..255. A flat band becomes 0.
 
-    Crops: ``crops_per_scene`` random ``tile_size`` windows at native resolution (they may
-    overlap); a window whose labelled (non-background) fraction is below
-    ``min_labelled_fraction`` is rejected and another drawn, up to
-    :data:`TRIES_PER_CROP` tries per requested crop. File stems are
-    ``<source_prefix><scene stem>_<crop index>``.
+    With ``bands=None`` the scene's colour interpretation picks red, green and blue (a
+    B,G,R,A scene gives bands 3, 2, 1), else the first three non-alpha bands. A band that
+    holds only nodata is an error, as is a choice of bands that are all constant (flat
+    crops); some constant bands are a warning.
+
+    Nodata: pixels that are nodata (the scene's nodata value, mask or alpha band; NaN) in
+    any chosen band never become labelled content: a window with a nodata share above
+    ``max_nodata_fraction`` is rejected, and in the others nodata pixels become black
+    image pixels with the background label.
+
+    Crops: ``crops_per_scene`` random ``tile_size`` windows, at native resolution or
+    resampled to ``gsd`` metres per pixel (bilinear when refining, average when
+    coarsening; labels follow on the same grid). Windows do not overlap each other, nor
+    the crops the corpus already lists for the same scene (read from the records'
+    ``provenance``), unless ``allow_overlap`` (then only crops of the other split are
+    avoided). So train and val never share pixels: they are split by scene, or, when a
+    scene has crops in both, by disjoint windows (:attr:`BuildReport.split_by` says which).
+    A window whose labelled (non-background) fraction is below ``min_labelled_fraction``
+    is rejected and another drawn, up to :data:`TRIES_PER_CROP` tries per requested crop.
+    File stems are ``<source_prefix><scene stem>_<crop index>``.
+
+    Records: each crop's records carry ``provenance`` (scene path, pixel window
+    ``[col_off, row_off, width, height]`` on the grid cropped, CRS, the crop's affine
+    transform) and ``metadata`` (crop centre ``lon``/``lat`` in WGS84, ``gsd`` in metres
+    from the transform, degree-based CRSs included, and the acquisition ``year``, ``month``,
+    ``day`` from ``date`` or the scene's tags: acquisition-date tags first, then
+    ``TIFFTAG_DATETIME``; null where unknown).
 
     Output: ``<output>/<split>/images``, ``masks`` (and the single-category samples when
     ``categories``) written with :func:`~torchgeo_earthsynth.datasets.layout.write_sample`;
@@ -462,13 +288,19 @@ def build_corpus(
         seed: seed of the crop positions (scene ``i`` uses ``(seed, i)``).
         categories: also write single-category samples (category augmentation).
         progress: show a tqdm progress bar over crops.
+        max_nodata_fraction: maximum share of nodata pixels in a crop, 0..1.
+        allow_overlap: let crops of this split overlap each other and the split's earlier
+            crops of the same scene.
+        gsd: resample scenes to this many metres per pixel (None: native resolution).
+        date: acquisition date ``YYYY-MM-DD`` of every scene (None: from the scene's tags).
 
     Returns:
         A :class:`BuildReport`.
 
     Raises:
         ValueError: on bad arguments, unreadable or mismatched files, unmapped label values,
-            scenes smaller than ``tile_size``, or stems already in the split.
+            scenes smaller than ``tile_size``, stems already in the split, a scene that no
+            label overlaps, or bands that are all constant or all nodata.
 
     .. versionadded:: 0.1
     """
@@ -482,13 +314,19 @@ def build_corpus(
         )
     if not 0 <= min_labelled_fraction <= 1:
         raise ValueError(f'min_labelled_fraction must be in [0, 1], got {min_labelled_fraction}')
+    if not 0 <= max_nodata_fraction <= 1:
+        raise ValueError(f'max_nodata_fraction must be in [0, 1], got {max_nodata_fraction}')
+    if gsd is not None and not gsd > 0:
+        raise ValueError(f'gsd must be a positive number of metres per pixel, got {gsd}')
+    if date is not None:
+        scene_date({}, date)  # check it before any work
     if not re.fullmatch(r'[A-Za-z0-9_-]+', source_prefix):
         raise ValueError(f'source_prefix {source_prefix!r} must be letters, digits, _ or -')
     scene_paths = [Path(s) for s in scenes]
     if not scene_paths:
         raise ValueError('no scenes given')
     label_paths = _pair_labels(scene_paths, labels)
-    lookup = _lookup(class_mapping)
+    lookup = lookup_table(class_mapping)
 
     stems = [source_prefix + _SAFE.sub('-', p.stem) for p in scene_paths]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
@@ -510,20 +348,25 @@ def build_corpus(
             'another source_prefix or output to add them again'
         )
 
+    other_dir = Path(output) / ('val' if split == 'train' else 'train')
+    other = _taken(_listed(other_dir))
+    own = _taken(existing)
+
     # check every scene and vector file before writing anything
     vector_files = {
-        path: _VectorFile(path, lookup, label_column, unmapped)
+        path: VectorFile(path, lookup, label_column, unmapped)
         for path in dict.fromkeys(label_paths)
         if path.suffix.lower() in VECTOR_SUFFIXES
     }
-    for scene_path in scene_paths:
-        with _open_scene(scene_path) as scene:
-            if scene.width < tile_size or scene.height < tile_size:
+    options = SceneOptions(bands, gsd, date, lookup, unmapped, vector_files)
+    for scene_path, label_path in zip(scene_paths, label_paths):
+        with ExitStack() as stack:
+            prepared = prepare_scene(scene_path, label_path, options, stack, check=True)
+            if prepared.grid.width < tile_size or prepared.grid.height < tile_size:
                 raise ValueError(
-                    f'{scene_path}: scene is {scene.width}x{scene.height}, '
-                    f'smaller than tile_size={tile_size}'
+                    f'{scene_path}: scene is {prepared.grid.width}x{prepared.grid.height}'
+                    f'{"" if gsd is None else f" at {gsd} m"}, smaller than tile_size={tile_size}'
                 )
-            _bands(scene, bands)
 
     report = BuildReport(
         split_dir=split_dir, existing_records=len(existing), requested=crops_per_scene
@@ -541,27 +384,47 @@ def build_corpus(
             zip(scene_paths, label_paths, stems)
         ):
             bar.set_postfix_str(scene_path.name)
+            key = str(scene_path.resolve())
+            if key in other:
+                report.shared_scenes[str(scene_path)] = len(other[key])
+            # never the other split's pixels; this split's only when overlap is allowed
+            avoid = list(other.get(key, []))
+            mine = [] if allow_overlap else [*own.get(key, [])]
             with ExitStack() as stack:
-                scene = stack.enter_context(_open_scene(scene_path))
-                chosen = _bands(scene, bands)
-                stretch = _stretch(scene, chosen)
-                if label_path in vector_files:
-                    scene_labels: _Labels = vector_files[label_path].for_scene(scene)
-                else:
-                    scene_labels = _open_raster_labels(label_path, scene, lookup, unmapped, stack)
-
+                scene = prepare_scene(scene_path, label_path, options, stack)
+                grid = scene.grid
                 rng = np.random.default_rng((seed, index))
                 count = 0
-                for window in _windows(rng, scene, tile_size, crops_per_scene * TRIES_PER_CROP):
-                    mask = scene_labels.window(window)
+                for window in random_windows(
+                    rng, grid, tile_size, crops_per_scene * TRIES_PER_CROP
+                ):
+                    transform = window_transform(window, grid.transform)
+                    box = window_bbox(transform, tile_size, tile_size)
+                    if any(intersects(box, b) for b in avoid + mine):
+                        report.overlapping += 1
+                        continue
+                    data = grid.read(scene.bands, window=window, masked=True)
+                    nodata = nodata_pixels(data)
+                    if np.count_nonzero(nodata) > max_nodata_fraction * nodata.size:
+                        report.nodata_rejected += 1
+                        continue
+                    mask = scene.labels.window(window)
+                    mask[nodata] = BACKGROUND
                     if np.count_nonzero(mask) < min_labelled_fraction * mask.size:
                         report.rejected += 1
                         continue
-                    image = _to_uint8(scene.read(chosen, window=window), stretch)
+                    image = to_uint8(data.data, scene.stretch)
+                    image[nodata] = 0
                     name = f'{stem}_{count:04d}'
                     new = layout.write_sample(split_dir, name, image, mask, categories=categories)
+                    col, row = int(window.col_off), int(window.row_off)
+                    fields = crop_fields(
+                        key, grid.crs, transform, (col, row, tile_size, tile_size), scene.date
+                    )
+                    records.extend({**r, **fields} for r in new)
                     report.windows[name] = (str(scene_path), window)
-                    records.extend(new)
+                    if not allow_overlap:
+                        mine.append(box)
                     report.category_samples += len(new) - 1
                     ids, counts = np.unique(mask, return_counts=True)
                     pixels.update(dict(zip(ids.tolist(), counts.tolist())))
@@ -645,6 +508,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         '--no-categories', action='store_true', help='do not write single-category samples'
     )
     parser.add_argument('--no-progress', action='store_true')
+    parser.add_argument(
+        '--max-nodata',
+        type=float,
+        default=0.1,
+        help='maximum nodata share of a crop; remaining nodata pixels become background',
+    )
+    parser.add_argument(
+        '--allow-overlap',
+        action='store_true',
+        help="let this split's crops overlap each other (never the other split's)",
+    )
+    parser.add_argument('--gsd', type=float, help='resample scenes to this many metres per pixel')
+    parser.add_argument('--date', help='acquisition date YYYY-MM-DD (default: from raster tags)')
     args = parser.parse_args(argv)
     try:
         mapping = _parse_mapping(args.mapping)
@@ -664,10 +540,37 @@ def main(argv: Sequence[str] | None = None) -> None:
             seed=args.seed,
             categories=not args.no_categories,
             progress=not args.no_progress,
+            max_nodata_fraction=args.max_nodata,
+            allow_overlap=args.allow_overlap,
+            gsd=args.gsd,
+            date=args.date,
         )
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(cli_message(str(error)))
     print(report.summary())
+    if not report.written:
+        parser.exit(
+            1,
+            f'{parser.prog}: error: no crop was written: every candidate window was rejected '
+            '(see the counts above); lower --min-labelled or raise --max-nodata, check that '
+            '--labels cover --scenes, or pass more --crops tries with other scenes\n',
+        )
 
 
-__all__ = ('BuildReport', 'build_corpus', 'main')
+def cli_message(message: str) -> str:
+    """An error of :func:`build_corpus` with its argument names as command-line flags.
+
+    Args:
+        message: e.g. ``"... or pass unmapped='background'"``.
+
+    Returns:
+        The message naming flags instead, e.g. ``"... or pass --unmapped background"``.
+    """
+    for name, flag in CLI_FLAGS.items():
+        message = re.sub(rf"\b{name}='?([^'\s,;)]*)'?", rf'{flag} \1', message)
+        if '_' in name:  # plain words such as "split" or "labels" stay words
+            message = re.sub(rf'\b{name}\b', flag, message)
+    return message
+
+
+__all__ = ('CLI_FLAGS', 'BuildReport', 'build_corpus', 'cli_message', 'main')

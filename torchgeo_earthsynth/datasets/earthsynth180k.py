@@ -9,10 +9,6 @@ import json
 import logging
 import os
 import posixpath
-import re
-import shutil
-import tempfile
-import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,16 +33,14 @@ from ..vocabulary import (
     source_from_stem,
 )
 from . import layout
+from .archives import extract_archive, find_archives
 
 logger = logging.getLogger(__name__)
 
 #: Folder under ``root`` where ``download=True`` puts the Hugging Face snapshot.
 ARCHIVES: Final = 'archives'
 
-# ``train.zip``, ``train.zip.part00``, ``train.zip_part_aa`` (as released), ``train.zip.001``
-_ARCHIVE = re.compile(
-    r'^(?P<base>.+?)\.zip(?:(?:[._-]?part[._-]?|\.)(?P<part>[0-9a-z]+))?$', re.IGNORECASE
-)
+
 #: Ground sampling distance (m/px) by source, where the source states one value: DeepGlobe
 #: Land Cover "50 cm pixel resolution" (Demir et al., 2018), LoveDA "0.3 m" (Wang et al.,
 #: 2021). OpenEarthMap (0.25-0.5 m), FAIR1M (0.3-0.8 m), DIOR (0.5-30 m) and DOTA (varies by
@@ -311,7 +305,7 @@ class EarthSynth180K(NonGeoDataset):
         """Find the split: extracted, else from downloaded archives, else download them."""
         if self._present():
             return
-        archives = self._archives()
+        archives = find_archives(self.root / ARCHIVES)
         if not archives and not self.download:
             raise EarthSynthNotFoundError(self)
         if not archives:
@@ -323,11 +317,11 @@ class EarthSynth180K(NonGeoDataset):
                 )
             except Exception as error:
                 raise EarthSynthNotFoundError(self, f'download failed: {error}') from error
-            archives = self._archives()
+            archives = find_archives(self.root / ARCHIVES)
         for base, parts in archives.items():
             named = next((s for s in self.splits if base.lower().endswith(s)), None)
             if named is None or not (self.root / named / layout.MASKS).is_dir():
-                self._extract(base, parts)  # else extracted before
+                extract_archive(self.root, base, parts, self.splits)  # else extracted before
         for split in self.splits:
             split_dir = self.root / split
             if (split_dir / layout.MASKS).is_dir() and not layout.jsonl_path(split_dir).exists():
@@ -337,82 +331,6 @@ class EarthSynth180K(NonGeoDataset):
             raise EarthSynthNotFoundError(
                 self, f'the archives ({names or "none"}) hold no {self.split!r} split'
             )
-
-    def _archives(self) -> dict[str, list[Path]]:
-        """Zip archives under ``root/archives``, parts grouped and in order, by name."""
-        folder = self.root / ARCHIVES
-        groups: dict[str, list[Path]] = {}
-        if folder.is_dir():
-            for path in sorted(folder.rglob('*')):
-                match = _ARCHIVE.match(path.name)
-                if match and path.is_file() and '.cache' not in path.relative_to(folder).parts:
-                    key = str(path.parent.relative_to(folder) / match['base'])
-                    groups.setdefault(key, []).append(path)
-
-        def order(path: Path) -> tuple[int, str]:
-            part = _ARCHIVE.match(path.name)['part'] or ''  # type: ignore[index]
-            return len(part), part.lower()  # part2 < part10, aa < ab
-
-        return {key: sorted(parts, key=order) for key, parts in groups.items()}
-
-    def _extract(self, base: str, parts: list[Path]) -> None:
-        """Join the parts of one archive, extract it, move its split folders into place."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        if len(parts) == 1 and parts[0].name.lower().endswith('.zip'):
-            archive, joined = parts[0], False
-        else:
-            archive, joined = self.root / f'.{Path(base).name}.zip.joined', True
-            with archive.open('wb') as out:
-                for part in parts:
-                    with part.open('rb') as f:
-                        shutil.copyfileobj(f, out, 1 << 24)
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix='.extract-'))
-        try:
-            try:
-                with zipfile.ZipFile(archive) as zf:
-                    for name in zf.namelist():
-                        if not (staging / name).resolve().is_relative_to(staging.resolve()):
-                            raise ValueError(
-                                f'{archive}: member {name!r} would extract outside {self.root}'
-                            )
-                    zf.extractall(staging)
-            except zipfile.BadZipFile as error:
-                names = ', '.join(p.name for p in parts)
-                raise ValueError(
-                    f'{archive}: not a zip archive ({error}); expected {names} to be (the '
-                    'ordered parts of) one zip file'
-                ) from error
-            self._place(staging, Path(base).name, archive)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            if joined:
-                archive.unlink(missing_ok=True)
-
-    def _place(self, staging: Path, base: str, archive: Path) -> None:
-        """Move every folder holding ``images/`` and ``masks/`` to ``root/<split>``."""
-        found, frontier = [], [staging]
-        for _ in range(4):  # the archive root and up to three folders down
-            deeper = []
-            for folder in frontier:
-                if (folder / layout.IMAGES).is_dir() and (folder / layout.MASKS).is_dir():
-                    found.append(folder)
-                else:
-                    deeper += sorted(p for p in folder.iterdir() if p.is_dir())
-            frontier = deeper
-        if not found:
-            raise ValueError(
-                f'{archive}: holds no folder with {layout.IMAGES}/ and {layout.MASKS}/; '
-                'expected the EarthSynth-180K layout'
-            )
-        for folder in found:
-            split = folder.name if folder.name in self.splits else None
-            split = split or next((s for s in self.splits if base.lower().endswith(s)), None)
-            if split is None:
-                raise ValueError(
-                    f'{archive}: cannot tell the split of {folder.relative_to(staging)}; '
-                    f'expected a folder or an archive named after one of {self.splits}'
-                )
-            _move_merge(folder, self.root / split)
 
     # ------------------------------------------------------------------ listing samples
     def _bad(self, reason: str, message: str) -> None:
@@ -735,19 +653,6 @@ class EarthSynth180K(NonGeoDataset):
             A matplotlib Figure with the rendered sample.
         """
         return plot_sample(sample, show_titles=show_titles, suptitle=suptitle)
-
-
-def _move_merge(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target``, merging into folders that already exist."""
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
-        return
-    for child in source.iterdir():
-        if child.is_dir() and (target / child.name).is_dir():
-            _move_merge(child, target / child.name)
-        else:
-            os.replace(child, target / child.name)
 
 
 def plot_sample(
