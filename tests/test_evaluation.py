@@ -8,10 +8,11 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from torchgeo_earthsynth.bank import SyntheticBank
@@ -24,6 +25,7 @@ from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
 from torchgeo_earthsynth.evaluation import (
     ExperimentConfig,
     ExperimentResult,
+    PresentClassIoU,
     RunResult,
     SyntheticTrainSet,
     load_config,
@@ -355,3 +357,84 @@ def test_no_training_step_and_unknown_metric(tmp_path: Path, mini_root: Path) ->
         run_experiment(
             {**base, 'metric': 'test_mIoU', 'data': {'root': str(mini_root), 'batch_size': 2}}
         )
+
+
+class RecordingSegmentation(MiniSegmentationDataModule):
+    """Records the images each loader serves, to check which scenes train, select and test."""
+
+    served: ClassVar[dict[str, set[bytes]]] = {}
+
+    def _record(self, name: str, dataset: Any) -> None:
+        images = {dataset[i]['image'].numpy().tobytes() for i in range(len(dataset))}
+        self.served.setdefault(name, set()).update(images)
+
+    def train_dataloader(self) -> Any:
+        self._record('train', self.train_dataset)
+        return super().train_dataloader()
+
+    def val_dataloader(self) -> Any:
+        self._record('val', self.val_dataset)
+        return super().val_dataloader()
+
+    def test_dataloader(self) -> Any:
+        self._record('test', self.test_dataset)
+        return super().test_dataloader()
+
+
+def test_trains_the_steps_asked_and_tests_on_a_held_out_split(
+    mini_root: Path, tmp_path: Path
+) -> None:
+    # 8 scenes / batch 4 = 2 steps an epoch: the default max_epochs (10) must not cap 24 steps
+    RecordingSegmentation.served = {}
+    result = run_experiment(
+        {
+            'task': 'segmentation',
+            'data': {
+                'class_path': f'{__name__}.RecordingSegmentation',
+                'init_args': {'root': str(mini_root), 'batch_size': 4},
+            },
+            'seeds': [0],
+            'train_subset': 8,
+            'trainer': {'accelerator': 'cpu', 'max_steps': 24, 'limit_val_batches': 1},
+            'output': str(tmp_path),
+            'progress': False,
+        }
+    )
+    (run,) = result.runs
+    assert run.steps == 24
+    with (run.folder / 'metrics.csv').open() as f:
+        logged = [int(row['step']) for row in csv.DictReader(f) if row.get('train_loss')]
+    assert max(logged) + 1 == 24  # read back from the logger, not from the config
+    with result.files['runs_csv'].open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row['train_samples'], row['steps']) == ('8', '24')
+    assert 'test_MulticlassJaccardIndex' not in row  # one IoU definition in the table
+    served = RecordingSegmentation.served
+    assert len(served['train']) == 8 and served['val'] and served['test']
+    assert not served['test'] & served['train']
+    assert not served['test'] & served['val']
+    # every held-out scene is in exactly one of validation and test
+    assert len(served['val']) + len(served['test']) == 8
+    assert result.files['curves'].read_bytes().startswith(b'\x89PNG')
+
+
+def test_miou_is_the_mean_over_classes_present() -> None:
+    metric = PresentClassIoU(4)
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    preds = torch.tensor([[[0, 1, 1, 3]]])  # class 3 predicted but absent, class 2 neither
+    metric.update(preds, target)
+    # class 0: 1/2, class 1: 1/3 (1 hit; 1 miss, 1 false positive); 2: NaN; 3: 0 (absent)
+    assert float(metric.compute()) == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert metric.per_class[:2].tolist() == pytest.approx([1 / 2, 1 / 3])
+    assert torch.isnan(metric.per_class[2]) and metric.per_class[3] == 0
+
+
+def test_held_out_split_is_fixed_and_disjoint(mini_root: Path) -> None:
+    dm = MiniSegmentationDataModule(root=mini_root, seed=5)
+    val, test = dm.held_out_indices(10)
+    assert sorted(val + test) == list(range(10)) and len(test) == 5
+    assert (val, test) == MiniSegmentationDataModule(root=mini_root).held_out_indices(10)
+    with pytest.raises(ValueError, match='at least 2'):
+        dm.held_out_indices(1)
+    with pytest.raises(ValueError, match='test_share must be in'):
+        MiniSegmentationDataModule(root=mini_root, test_share=1.0)
