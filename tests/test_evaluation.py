@@ -15,13 +15,11 @@ import pytest
 import torch
 import yaml
 
-from torchgeo_earthsynth.bank import SyntheticBank
 from torchgeo_earthsynth.datamodules.downstream import (
     SEGMENTATION_CLASSES,
     MiniClassificationDataModule,
     MiniSegmentationDataModule,
 )
-from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
 from torchgeo_earthsynth.evaluation import (
     ExperimentConfig,
     ExperimentResult,
@@ -37,18 +35,6 @@ from torchgeo_earthsynth.evaluation import (
 CONFIGS = Path(__file__).parents[1] / 'configs'
 AUG = 'torchgeo_earthsynth.transforms.synthetic_augmentation'
 FAST_TRAINER = {'accelerator': 'cpu', 'max_steps': 2, 'limit_val_batches': 1}
-
-
-@pytest.fixture(scope='module')
-def bank_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SyntheticBank filled with scenes of another mini corpus (stand-ins for generated ones)."""
-    other = make_mini_corpus(
-        tmp_path_factory.mktemp('other'), seed=1, size=32, num_train=12, num_val=2
-    )
-    dataset = EarthSynth180K(other, split='train')
-    root = tmp_path_factory.mktemp('bank')
-    SyntheticBank(root, durable=False).add([dataset[i] for i in range(len(dataset))])
-    return root
 
 
 @pytest.fixture(scope='module')
