@@ -21,6 +21,20 @@ from .evaluation import ExperimentConfig, ExperimentResult, RunResult, load_conf
 _COLOURS: Final = {'real': '#4c72b0', 'real+synthetic': '#55a868', 'synthetic-only': '#dd8452'}
 
 
+def budget_label(budget: int | None) -> str:
+    """A budget as written in folder names and reports: its count, or ``all``.
+
+    Args:
+        budget: real training scenes, or None for all of them.
+
+    Returns:
+        The label.
+
+    .. versionadded:: 0.1
+    """
+    return 'all' if budget is None else str(budget)
+
+
 def _t_quantile(df: int, p: float = 0.975) -> float:
     """Student's t quantile by bisection on its CDF (Simpson's rule; no SciPy needed)."""
     scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
@@ -314,7 +328,7 @@ def run_data_efficiency(
     only = synthetic_only.runs if synthetic_only is not None else []
     rows: list[BudgetRow] = []
     for budget in budgets:
-        label = 'all' if budget is None else str(budget)
+        label = budget_label(budget)
         experiment = run_experiment(
             dataclasses.replace(
                 config,
@@ -333,6 +347,7 @@ def run_data_efficiency(
 __all__ = (
     'BudgetRow',
     'DataEfficiencyResult',
+    'budget_label',
     'interval95',
     'plot_data_efficiency',
     'run_data_efficiency',
