@@ -85,5 +85,5 @@ def test_run_data_efficiency_pairs_budgets(
     assert result.synthetic_only is not None and len(result.synthetic_only.runs) == 2
     assert all(r.steps == 1 for e in result.experiments.values() for r in e.runs)
     assert result.files['plot'].is_file()
-    with pytest.raises(ValueError, match='distinct'):
+    with pytest.raises(ValueError, match='budgets must list distinct'):
         run_data_efficiency({'task': 'segmentation'}, budgets=[4, 4])

@@ -289,6 +289,8 @@ def test_default_arms_follow_the_sources() -> None:
         ({'seeds': [1, 1]}, 'seeds lists a seed twice'),
         ({'train_subset': 0.0}, r'train_subset must be .* got 0.0'),
         ({'train_subset': 1.5}, r'train_subset must be .* got 1.5'),
+        ({'budgets': [8, 8]}, r'budgets must list distinct'),
+        ({'budgets': [0]}, r'budgets must list distinct .* got \[0\]'),
         ({'trainer': {'logger': True}}, r"trainer: \['logger'\] are set by the harness"),
         ({'task': 'detection'}, 'bad experiment config: .*task'),
         ({'sedes': [0]}, "bad experiment config: .*'sedes'"),

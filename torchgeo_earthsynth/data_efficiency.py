@@ -306,14 +306,12 @@ def run_data_efficiency(
         The :class:`DataEfficiencyResult` (also written to ``config.output``).
 
     Raises:
-        ValueError: if ``budgets`` is empty or lists a budget twice, or the config is
-            invalid.
+        ValueError: if ``budgets`` is empty, lists a budget twice or one below 1, or the
+            config is invalid.
 
     .. versionadded:: 0.1
     """
-    config = load_config(config)
-    if not budgets or len(set(budgets)) != len(budgets):
-        raise ValueError(f'budgets must list distinct real-scene counts, got {list(budgets)}')
+    config = dataclasses.replace(load_config(config), budgets=list(budgets))  # checks them
     output = Path(config.output)
     arms = list(config.arms or ())
     real_arms = [a for a in arms if a != 'synthetic-only']

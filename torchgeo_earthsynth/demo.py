@@ -55,7 +55,7 @@ class DemoConfig:
     # data-efficiency study: real labelled scenes per run (None: all training scenes)
     downstream_budgets: tuple[int | None, ...] = (8, 32, None)
     downstream_train: int | None = None  # one budget instead of downstream_budgets
-    downstream_steps: int = 150
+    downstream_steps: int = 100
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
@@ -294,8 +294,11 @@ def run_demo(config: DemoConfig) -> Path:
         tqdm.write(f'    kept {len(kept)} of {len(layouts)}; bank holds {len(bank.refresh())}')
 
     with _stage(config, '6/6 downstream: data efficiency'):
+        budgets = _budgets(config)
+        # one batch size for every budget (the last partial batch is dropped)
+        batch_size = min([config.batch_size, *(b for b in budgets if b is not None)])
         data_args: dict[str, Any] = {
-            'batch_size': config.batch_size,
+            'batch_size': batch_size,
             'num_workers': 0,
             'root': None,
             'tile_size': config.image_size,
@@ -330,7 +333,6 @@ def run_demo(config: DemoConfig) -> Path:
                 }
             }
             source_note = 'generated online from the export (R-Filter kept nothing), p = 0.5'
-        budgets = _budgets(config)
         study = run_data_efficiency(
             {
                 'task': 'segmentation',
@@ -340,12 +342,15 @@ def run_demo(config: DemoConfig) -> Path:
                     'init_args': data_args,
                 },
                 **synthetic_source,
+                # constant LR: an epoch of a small budget is one step, so TorchGeo's
+                # plateau schedule (patience in epochs) would cut the LR within a few steps
+                'model': {'patience': config.downstream_steps},
                 'arms': arms,
                 'seeds': list(config.seeds),
                 'trainer': {
                     'accelerator': accelerator,
                     'max_steps': config.downstream_steps,
-                    'limit_val_batches': 2,
+                    'limit_val_batches': 1,
                 },
                 'output': str(out / 'downstream'),
                 'progress': True,
@@ -384,7 +389,8 @@ def run_demo(config: DemoConfig) -> Path:
         f'Synthetic samples {source_note}. TorchGeo `SemanticSegmentationTask` '
         '(U-Net/ResNet-18, trained from scratch) on '
         f'{", ".join(budget_label(b) for b in budgets)} '
-        f'real training scenes, {config.downstream_steps} steps each (steps run, read from the '
+        f'real training scenes, batch {batch_size}, constant learning rate, '
+        f'{config.downstream_steps} steps each (steps run, read from the '
         f'trainers: {steps_run}), seeds {list(config.seeds)} (the same seed gives each arm the '
         'same initialisation, data order and real subset, so differences are paired). The '
         'score is the test mIoU (IoU per class averaged over the classes present in the test '

@@ -138,6 +138,10 @@ class ExperimentConfig:
         metric: logged test metric to report (default :data:`DEFAULT_METRICS`).
         train_subset: emulate label scarcity: keep this many real training samples (int) or
             this share of them (float in (0, 1]), drawn per seed; None keeps all.
+        budgets: a data-efficiency study instead of one experiment: real training scenes
+            per run (null: all), each run like ``train_subset``
+            (:func:`~torchgeo_earthsynth.data_efficiency.run_data_efficiency`); the CLI
+            writes its table and plot. None runs one experiment.
         trainer: Lightning ``Trainer`` arguments over :data:`DEFAULT_TRAINER`
             (``max_steps``, ``max_epochs``, ``accelerator``, ``limit_train_batches``...).
         output: folder for the report (``results.json``, ``runs.csv``, ``summary.csv``,
@@ -156,6 +160,7 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     metric: str | None = None
     train_subset: int | float | None = None
+    budgets: list[int | None] | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     output: str = 'output/evaluate'
     progress: bool = True
@@ -209,6 +214,15 @@ class ExperimentConfig:
             raise ValueError(
                 'train_subset must be a sample count >= 1 (int) or a share in '
                 f'(0, 1] (float), got {subset!r}'
+            )
+        budgets = self.budgets
+        if budgets is not None and (
+            not budgets
+            or len(set(budgets)) != len(budgets)
+            or any(isinstance(b, bool) or not (b is None or b >= 1) for b in budgets)
+        ):
+            raise ValueError(
+                f'budgets must list distinct real-scene counts >= 1 (null: all), got {budgets}'
             )
         reserved = sorted(set(self.trainer) & set(RESERVED_TRAINER_ARGS))
         if reserved:
@@ -1123,6 +1137,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = parser.parse_args(list(argv) if argv is not None else None)
     try:
         config = _from_namespace(cfg)
+        if config.budgets is not None:
+            from .data_efficiency import run_data_efficiency
+
+            study = run_data_efficiency(config, config.budgets)
+            print(study.format_table())
+            print(f'report: {study.files["table"].parent}')
+            return
         result = run_experiment(config)
     except ValueError as error:
         parser.error(str(error))
