@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from torchgeo_earthsynth.compat import NonGeoDataModule
 from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
@@ -122,10 +122,14 @@ class _MiniDownstreamDataModule(NonGeoDataModule):
         tile_size: int = 64,
         num_train: int = 256,
         num_val: int = 64,
+        test_share: float = 0.5,
     ) -> None:
         super().__init__(EarthSynth180K, batch_size, num_workers)
+        if not 0.0 < test_share < 1.0:
+            raise ValueError(f'test_share must be in (0, 1), got {test_share!r}')
         self.root = root
         self.mini = (seed, tile_size, num_train, num_val)
+        self.test_share = test_share
         self.lut = label_map(self.classes, dataset=self.label_map_dataset)
         self.synthetic = synthetic
         if synthetic is not None:
@@ -145,8 +149,42 @@ class _MiniDownstreamDataModule(NonGeoDataModule):
     def _dataset(self, split: str) -> Dataset[dict[str, Tensor]]:
         raise NotImplementedError
 
+    def held_out_indices(self, count: int) -> tuple[list[int], list[int]]:
+        """Split the corpus' held-out scenes into validation and test indices.
+
+        The split is a fixed permutation (seed 0, whatever the run's seed), so every run of
+        an experiment tests on the same scenes, and no scene is in both parts.
+
+        Args:
+            count: number of held-out samples.
+
+        Returns:
+            Sorted validation indices and sorted test indices (``test_share`` of them,
+            at least one of each when ``count >= 2``).
+
+        Raises:
+            ValueError: if there are fewer than 2 held-out samples to split.
+        """
+        if count < 2:
+            raise ValueError(
+                f'{type(self).__name__}: {count} held-out sample(s) in the corpus val split; '
+                'at least 2 are needed to split them into validation and test'
+            )
+        num_test = min(count - 1, max(1, round(self.test_share * count)))
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(0)).tolist()
+        return sorted(order[num_test:]), sorted(order[:num_test])
+
+    def _held_out(self, part: str) -> Dataset[dict[str, Tensor]]:
+        dataset = self._dataset('val')
+        val, test = self.held_out_indices(len(dataset))  # type: ignore[arg-type]
+        return Subset(dataset, val if part == 'val' else test)
+
     def setup(self, stage: str) -> None:
-        """Set up the datasets: ``train`` for fitting, ``val`` for the rest.
+        """Set up the datasets: ``train`` for fitting; validation and test from ``val``.
+
+        The corpus' ``val`` scenes are split once (:meth:`held_out_indices`) into a
+        validation part (model selection, LR schedule) and a disjoint test part that no
+        training or selection touches.
 
         Args:
             stage: either 'fit', 'validate', 'test', or 'predict'.
@@ -154,11 +192,11 @@ class _MiniDownstreamDataModule(NonGeoDataModule):
         if stage == 'fit':
             self.train_dataset = self._dataset('train')
         if stage in ('fit', 'validate'):
-            self.val_dataset = self._dataset('val')
+            self.val_dataset = self._held_out('val')
         if stage == 'test':
-            self.test_dataset = self._dataset('val')
+            self.test_dataset = self._held_out('test')
         if stage == 'predict':
-            self.predict_dataset = self._dataset('val')
+            self.predict_dataset = self._held_out('test')
 
 
 class MiniSegmentationDataModule(_MiniDownstreamDataModule):
@@ -190,6 +228,7 @@ class MiniSegmentationDataModule(_MiniDownstreamDataModule):
         tile_size: int = 64,
         num_train: int = 256,
         num_val: int = 64,
+        test_share: float = 0.5,
     ) -> None:
         """Initialize a new MiniSegmentationDataModule instance.
 
@@ -201,13 +240,23 @@ class MiniSegmentationDataModule(_MiniDownstreamDataModule):
             seed: random seed of the mini corpus.
             tile_size: tile size of the mini corpus in pixels.
             num_train: training scenes of the mini corpus.
-            num_val: validation scenes of the mini corpus.
+            num_val: held-out scenes of the mini corpus (split into validation and test).
+            test_share: share of the held-out scenes kept for the test split.
 
         Raises:
-            ValueError: if ``synthetic`` is bound to other classes.
+            ValueError: if ``synthetic`` is bound to other classes, or ``test_share`` is
+                not in (0, 1).
         """
         super().__init__(
-            batch_size, num_workers, root, synthetic, seed, tile_size, num_train, num_val
+            batch_size,
+            num_workers,
+            root,
+            synthetic,
+            seed,
+            tile_size,
+            num_train,
+            num_val,
+            test_share,
         )
         #: Vocabulary id -> index of :attr:`classes` (background for ids outside them).
         self.reverse = reverse_map(self.lut, fill=0)
@@ -277,6 +326,7 @@ class MiniClassificationDataModule(_MiniDownstreamDataModule):
         tile_size: int = 64,
         num_train: int = 256,
         num_val: int = 64,
+        test_share: float = 0.5,
     ) -> None:
         """Initialize a new MiniClassificationDataModule instance.
 
@@ -289,13 +339,23 @@ class MiniClassificationDataModule(_MiniDownstreamDataModule):
             seed: random seed of the mini corpus.
             tile_size: tile size of the mini corpus in pixels.
             num_train: training scenes of the mini corpus.
-            num_val: validation scenes of the mini corpus.
+            num_val: held-out scenes of the mini corpus (split into validation and test).
+            test_share: share of the held-out scenes kept for the test split.
 
         Raises:
-            ValueError: if ``synthetic`` is bound to other classes.
+            ValueError: if ``synthetic`` is bound to other classes, or ``test_share`` is
+                not in (0, 1).
         """
         super().__init__(
-            batch_size, num_workers, root, synthetic, seed, tile_size, num_train, num_val
+            batch_size,
+            num_workers,
+            root,
+            synthetic,
+            seed,
+            tile_size,
+            num_train,
+            num_val,
+            test_share,
         )
 
     def _dataset(self, split: str) -> Dataset[dict[str, Tensor]]:

@@ -38,3 +38,18 @@ def pytest_report_header() -> str:
     from torchgeo_earthsynth.compat import TORCHGEO_VERSION
 
     return f'torchgeo: {TORCHGEO_VERSION}'
+
+
+@pytest.fixture(scope='session')
+def bank_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SyntheticBank filled with scenes of another mini corpus (stand-ins for generated ones)."""
+    from torchgeo_earthsynth.bank import SyntheticBank
+    from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
+
+    other = make_mini_corpus(
+        tmp_path_factory.mktemp('other'), seed=1, size=32, num_train=12, num_val=2
+    )
+    dataset = EarthSynth180K(other, split='train')
+    root = tmp_path_factory.mktemp('bank')
+    SyntheticBank(root, durable=False).add([dataset[i] for i in range(len(dataset))])
+    return root

@@ -23,8 +23,8 @@ def test_demo_writes_an_honest_report(tmp_path: Path) -> None:
         batch_size=4,
         inference_steps=2,
         num_synthetic=8,
-        downstream_train=8,
-        downstream_steps=2,
+        downstream_budgets=(8,),
+        downstream_steps=3,
         seeds=(0,),
         layout_threshold=0.0,
     )
@@ -36,6 +36,8 @@ def test_demo_writes_an_honest_report(tmp_path: Path) -> None:
         '## Do generated images follow',
         '## R-Filter',
         '## Downstream segmentation',
+        '| real scenes | arm |',
+        'alignment rule cannot drop anything',
         '## Timings',
     ):
         assert heading in text
@@ -46,11 +48,26 @@ def test_demo_writes_an_honest_report(tmp_path: Path) -> None:
     assert [row['images'] for row in summary['mask_fidelity']] == [
         'real held-out images (reference)',
         'untrained model',
+        'trained model given shuffled masks',
         'trained model',
     ]
     assert all(0 <= row['mIoU'] <= 1 for row in summary['mask_fidelity'])
     # layout threshold 0 with a sane generator keeps samples, and they land in the bank
     assert summary['kept'] > 0
     assert len(list((report.parent / 'bank').rglob('*.png'))) >= summary['kept']
-    runs = (report.parent / 'downstream' / 'runs.csv').read_text().splitlines()
+    runs = (report.parent / 'downstream' / 'budget_8' / 'runs.csv').read_text().splitlines()
     assert len(runs) == 3  # header + real + real+synthetic for one seed
+    assert runs[0].split(',')[3:5] == ['train_samples', 'steps']
+    assert all(row.split(',')[3:5] == ['8', '3'] for row in runs[1:])  # the steps asked
+    # numbers stay numbers; one timing row per stage
+    assert summary['config']['steps'] == 4 and summary['config']['seeds'] == [0]
+    assert [row['arm'] for row in summary['downstream']] == [
+        'real',
+        'real+synthetic',
+        'synthetic-only',
+    ]
+    assert isinstance(summary['downstream'][1]['diff'], float)
+    assert len(summary['timings_s']) == 6
+    for stage in summary['timings_s']:
+        assert f'| {stage} |' in text
+    assert (report.parent / 'downstream' / 'data_efficiency.png').stat().st_size > 0

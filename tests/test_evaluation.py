@@ -8,22 +8,22 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
-from torchgeo_earthsynth.bank import SyntheticBank
 from torchgeo_earthsynth.datamodules.downstream import (
     SEGMENTATION_CLASSES,
     MiniClassificationDataModule,
     MiniSegmentationDataModule,
 )
-from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
 from torchgeo_earthsynth.evaluation import (
     ExperimentConfig,
     ExperimentResult,
+    PresentClassIoU,
     RunResult,
     SyntheticTrainSet,
     load_config,
@@ -35,18 +35,6 @@ from torchgeo_earthsynth.evaluation import (
 CONFIGS = Path(__file__).parents[1] / 'configs'
 AUG = 'torchgeo_earthsynth.transforms.synthetic_augmentation'
 FAST_TRAINER = {'accelerator': 'cpu', 'max_steps': 2, 'limit_val_batches': 1}
-
-
-@pytest.fixture(scope='module')
-def bank_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SyntheticBank filled with scenes of another mini corpus (stand-ins for generated ones)."""
-    other = make_mini_corpus(
-        tmp_path_factory.mktemp('other'), seed=1, size=32, num_train=12, num_val=2
-    )
-    dataset = EarthSynth180K(other, split='train')
-    root = tmp_path_factory.mktemp('bank')
-    SyntheticBank(root, durable=False).add([dataset[i] for i in range(len(dataset))])
-    return root
 
 
 @pytest.fixture(scope='module')
@@ -301,6 +289,8 @@ def test_default_arms_follow_the_sources() -> None:
         ({'seeds': [1, 1]}, 'seeds lists a seed twice'),
         ({'train_subset': 0.0}, r'train_subset must be .* got 0.0'),
         ({'train_subset': 1.5}, r'train_subset must be .* got 1.5'),
+        ({'budgets': [8, 8]}, r'budgets must list distinct'),
+        ({'budgets': [0]}, r'budgets must list distinct .* got \[0\]'),
         ({'trainer': {'logger': True}}, r"trainer: \['logger'\] are set by the harness"),
         ({'task': 'detection'}, 'bad experiment config: .*task'),
         ({'sedes': [0]}, "bad experiment config: .*'sedes'"),
@@ -355,3 +345,84 @@ def test_no_training_step_and_unknown_metric(tmp_path: Path, mini_root: Path) ->
         run_experiment(
             {**base, 'metric': 'test_mIoU', 'data': {'root': str(mini_root), 'batch_size': 2}}
         )
+
+
+class RecordingSegmentation(MiniSegmentationDataModule):
+    """Records the images each loader serves, to check which scenes train, select and test."""
+
+    served: ClassVar[dict[str, set[bytes]]] = {}
+
+    def _record(self, name: str, dataset: Any) -> None:
+        images = {dataset[i]['image'].numpy().tobytes() for i in range(len(dataset))}
+        self.served.setdefault(name, set()).update(images)
+
+    def train_dataloader(self) -> Any:
+        self._record('train', self.train_dataset)
+        return super().train_dataloader()
+
+    def val_dataloader(self) -> Any:
+        self._record('val', self.val_dataset)
+        return super().val_dataloader()
+
+    def test_dataloader(self) -> Any:
+        self._record('test', self.test_dataset)
+        return super().test_dataloader()
+
+
+def test_trains_the_steps_asked_and_tests_on_a_held_out_split(
+    mini_root: Path, tmp_path: Path
+) -> None:
+    # 8 scenes / batch 4 = 2 steps an epoch: the default max_epochs (10) must not cap 24 steps
+    RecordingSegmentation.served = {}
+    result = run_experiment(
+        {
+            'task': 'segmentation',
+            'data': {
+                'class_path': f'{__name__}.RecordingSegmentation',
+                'init_args': {'root': str(mini_root), 'batch_size': 4},
+            },
+            'seeds': [0],
+            'train_subset': 8,
+            'trainer': {'accelerator': 'cpu', 'max_steps': 24, 'limit_val_batches': 1},
+            'output': str(tmp_path),
+            'progress': False,
+        }
+    )
+    (run,) = result.runs
+    assert run.steps == 24
+    with (run.folder / 'metrics.csv').open() as f:
+        logged = [int(row['step']) for row in csv.DictReader(f) if row.get('train_loss')]
+    assert max(logged) + 1 == 24  # read back from the logger, not from the config
+    with result.files['runs_csv'].open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row['train_samples'], row['steps']) == ('8', '24')
+    assert 'test_MulticlassJaccardIndex' not in row  # one IoU definition in the table
+    served = RecordingSegmentation.served
+    assert len(served['train']) == 8 and served['val'] and served['test']
+    assert not served['test'] & served['train']
+    assert not served['test'] & served['val']
+    # every held-out scene is in exactly one of validation and test
+    assert len(served['val']) + len(served['test']) == 8
+    assert result.files['curves'].read_bytes().startswith(b'\x89PNG')
+
+
+def test_miou_is_the_mean_over_classes_present() -> None:
+    metric = PresentClassIoU(4)
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    preds = torch.tensor([[[0, 1, 1, 3]]])  # class 3 predicted but absent, class 2 neither
+    metric.update(preds, target)
+    # class 0: 1/2, class 1: 1/3 (1 hit; 1 miss, 1 false positive); 2: NaN; 3: 0 (absent)
+    assert float(metric.compute()) == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert metric.per_class[:2].tolist() == pytest.approx([1 / 2, 1 / 3])
+    assert torch.isnan(metric.per_class[2]) and metric.per_class[3] == 0
+
+
+def test_held_out_split_is_fixed_and_disjoint(mini_root: Path) -> None:
+    dm = MiniSegmentationDataModule(root=mini_root, seed=5)
+    val, test = dm.held_out_indices(10)
+    assert sorted(val + test) == list(range(10)) and len(test) == 5
+    assert (val, test) == MiniSegmentationDataModule(root=mini_root).held_out_indices(10)
+    with pytest.raises(ValueError, match='at least 2'):
+        dm.held_out_indices(1)
+    with pytest.raises(ValueError, match='test_share must be in'):
+        MiniSegmentationDataModule(root=mini_root, test_share=1.0)

@@ -29,8 +29,7 @@ from lightning.pytorch.loggers import CSVLogger
 from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassJaccardIndex
+from torchmetrics import Metric, MetricCollection
 from tqdm.auto import tqdm
 
 from torchgeo_earthsynth.compat import BaseTask, ClassificationTask, SemanticSegmentationTask
@@ -41,8 +40,10 @@ Arm = Literal['real', 'real+synthetic', 'synthetic-only']
 
 #: The arms of an experiment, in report order.
 ARMS: Final[tuple[str, ...]] = get_args(Arm)
-#: Test metric reported per task: TorchGeo's overall accuracy, and the macro-averaged
-#: Jaccard index (mIoU) the harness adds next to TorchGeo's micro-averaged one.
+#: Test metric reported per task: TorchGeo's overall accuracy, and the mIoU the harness adds
+#: (:class:`PresentClassIoU`: IoU per class, averaged over the classes present in the test
+#: split). TorchGeo's micro-averaged ``test_MulticlassJaccardIndex`` (pixels pooled over
+#: classes, dominated by frequent ones) stays in ``results.json`` but is not reported.
 DEFAULT_METRICS: Final[dict[str, str]] = {
     'classification': 'test_OverallAccuracy',
     'segmentation': 'test_mIoU',
@@ -74,7 +75,8 @@ DEFAULT_DATA: Final[dict[str, str]] = {
     'classification': 'torchgeo_earthsynth.datamodules.downstream.MiniClassificationDataModule',
     'segmentation': 'torchgeo_earthsynth.datamodules.downstream.MiniSegmentationDataModule',
 }
-#: Default Trainer arguments (anything in ``trainer:`` overrides them).
+#: Default Trainer arguments (anything in ``trainer:`` overrides them). With ``max_steps``
+#: given and no ``max_epochs``, ``max_epochs`` becomes -1 so epochs never cap the steps.
 DEFAULT_TRAINER: Final[dict[str, Any]] = {
     'accelerator': 'auto',
     'devices': 1,
@@ -136,6 +138,10 @@ class ExperimentConfig:
         metric: logged test metric to report (default :data:`DEFAULT_METRICS`).
         train_subset: emulate label scarcity: keep this many real training samples (int) or
             this share of them (float in (0, 1]), drawn per seed; None keeps all.
+        budgets: a data-efficiency study instead of one experiment: real training scenes
+            per run (null: all), each run like ``train_subset``
+            (:func:`~torchgeo_earthsynth.data_efficiency.run_data_efficiency`); the CLI
+            writes its table and plot. None runs one experiment.
         trainer: Lightning ``Trainer`` arguments over :data:`DEFAULT_TRAINER`
             (``max_steps``, ``max_epochs``, ``accelerator``, ``limit_train_batches``...).
         output: folder for the report (``results.json``, ``runs.csv``, ``summary.csv``,
@@ -154,6 +160,7 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     metric: str | None = None
     train_subset: int | float | None = None
+    budgets: list[int | None] | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     output: str = 'output/evaluate'
     progress: bool = True
@@ -208,6 +215,15 @@ class ExperimentConfig:
                 'train_subset must be a sample count >= 1 (int) or a share in '
                 f'(0, 1] (float), got {subset!r}'
             )
+        budgets = self.budgets
+        if budgets is not None and (
+            not budgets
+            or len(set(budgets)) != len(budgets)
+            or any(isinstance(b, bool) or not (b is None or b >= 1) for b in budgets)
+        ):
+            raise ValueError(
+                f'budgets must list distinct real-scene counts >= 1 (null: all), got {budgets}'
+            )
         reserved = sorted(set(self.trainer) & set(RESERVED_TRAINER_ARGS))
         if reserved:
             raise ValueError(
@@ -235,6 +251,9 @@ class RunResult:
             None.
         seconds: wall time of fit and test.
         folder: the run's log folder.
+        steps: optimizer steps actually run (the trainer's final ``global_step``).
+        per_class_iou: test IoU per class name (multiclass segmentation), NaN for a class
+            absent from the test split and never predicted; else None.
 
     .. versionadded:: 0.1
     """
@@ -247,6 +266,8 @@ class RunResult:
     synthetic_stats: dict[str, int] | None
     seconds: float
     folder: Path
+    steps: int = 0
+    per_class_iou: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -447,6 +468,10 @@ class _Plan:
         self.config = config
         self.arms: list[str] = list(config.arms or ())
         self.trainer = {**DEFAULT_TRAINER, **config.trainer}
+        if config.trainer.get('max_steps', -1) not in (-1, None) and (
+            'max_epochs' not in config.trainer
+        ):
+            self.trainer['max_epochs'] = -1  # the steps asked, however small an epoch is
         self.data = _spec(config.data or {}, DEFAULT_DATA[config.task])
         nested = self.data['init_args'].pop('synthetic', None)
         # jsonargparse resolves short class names: import what it found
@@ -668,8 +693,68 @@ def _datamodule(plan: _Plan, arm: str, seed: int) -> tuple[LightningDataModule, 
     return dm, synthetic
 
 
-def _task(config: ExperimentConfig, dm: LightningDataModule) -> BaseTask:
-    """A fresh TorchGeo task; adds a macro-averaged test mIoU for multiclass segmentation."""
+class PresentClassIoU(Metric):
+    """mIoU over the classes present in the target: one definition, per-class IoU kept.
+
+    Accumulates a confusion matrix; :meth:`compute` returns the mean IoU of the classes
+    that occur in the accumulated targets (a class the split does not contain cannot be
+    scored, and predicting it anyway costs the present classes' IoU through false
+    positives). The last per-class IoU is kept in :attr:`per_class` (NaN where a class is
+    neither present nor predicted, 0 where it is predicted but absent).
+
+    .. versionadded:: 0.1
+    """
+
+    full_state_update = False
+    confusion: Tensor
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
+        """Initialize a new PresentClassIoU instance.
+
+        Args:
+            num_classes: number of classes.
+            ignore_index: target value to leave out, if any.
+        """
+        super().__init__()
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.per_class: Tensor = torch.full((num_classes,), float('nan'))
+        zeros = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        self.add_state('confusion', default=zeros, dist_reduce_fx='sum')
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add a batch.
+
+        Args:
+            preds: logits [B, C, H, W] or class indices [B, H, W].
+            target: class indices [B, H, W].
+        """
+        if preds.ndim == target.ndim + 1:
+            preds = preds.argmax(dim=1)
+        keep = torch.ones_like(target, dtype=torch.bool)
+        if self.ignore_index is not None:
+            keep = target != self.ignore_index
+        index = target[keep].long() * self.num_classes + preds[keep].long()
+        counts = torch.bincount(index, minlength=self.num_classes**2)
+        self.confusion += counts.reshape(self.num_classes, self.num_classes)
+
+    def compute(self) -> Tensor:
+        """The mean IoU over classes present in the targets (NaN if none is).
+
+        Returns:
+            A scalar tensor.
+        """
+        confusion = self.confusion.double()
+        hits = confusion.diagonal()
+        union = confusion.sum(0) + confusion.sum(1) - hits
+        iou = torch.where(union > 0, hits / union.clamp(min=1), float('nan'))
+        self.per_class = iou.float().cpu()
+        present = confusion.sum(1) > 0
+        return iou[present].mean().float() if bool(present.any()) else torch.tensor(float('nan'))
+
+
+def _task(config: ExperimentConfig, dm: LightningDataModule) -> tuple[BaseTask, Any]:
+    """A fresh TorchGeo task, and the :class:`PresentClassIoU` it tests with (or None)."""
     args = {**DEFAULT_MODELS[config.task], **config.model}
     if args.get('task') == 'multiclass' and args.get('num_classes') is None:
         classes = getattr(dm, 'classes', None)
@@ -683,13 +768,12 @@ def _task(config: ExperimentConfig, dm: LightningDataModule) -> BaseTask:
         task = _TASKS[config.task](**args)
     except TypeError as error:
         raise ValueError(f'bad model init args {sorted(config.model)}: {error}') from error
+    miou = None
     if config.task == 'segmentation' and args['task'] == 'multiclass':
-        miou = MulticlassJaccardIndex(
-            args['num_classes'], average='macro', ignore_index=args.get('ignore_index')
-        )
+        miou = PresentClassIoU(args['num_classes'], ignore_index=args.get('ignore_index'))
         test_metrics: MetricCollection = task.test_metrics  # type: ignore[assignment]
         test_metrics.add_metrics({'mIoU': miou})
-    return task
+    return task, miou
 
 
 def _run(plan: _Plan, arm: str, seed: int, folder: Path) -> RunResult:
@@ -711,13 +795,20 @@ def _run(plan: _Plan, arm: str, seed: int, folder: Path) -> RunResult:
         train = SyntheticTrainSet(plan.bank, config.task, lut)
     subset = config.train_subset if arm != 'synthetic-only' else None
     dm.setup = _SetupHook(dm, train, subset, seed)  # type: ignore[method-assign]
-    task = _task(config, dm)
+    task, miou = _task(config, dm)
     logger = CSVLogger(folder, name='', version='')
     trainer = Trainer(
         **plan.trainer, logger=logger, enable_checkpointing=False, default_root_dir=folder
     )
     trainer.fit(task, datamodule=dm)
     train_samples = len(dm.train_dataset)  # type: ignore[attr-defined]
+    if 0 < trainer.max_steps != trainer.global_step:
+        warnings.warn(
+            f'{arm} seed {seed}: trained {trainer.global_step} of max_steps '
+            f'{trainer.max_steps} steps (max_epochs {trainer.max_epochs} stopped it first); '
+            'runs.csv records the steps run',
+            stacklevel=2,
+        )
     if trainer.global_step == 0:
         raise ValueError(
             f'{arm} seed {seed}: no training step ran ({train_samples} training '
@@ -730,6 +821,10 @@ def _run(plan: _Plan, arm: str, seed: int, folder: Path) -> RunResult:
     if metric not in metrics:
         raise ValueError(f'metric {metric!r} was not logged by the test; logged: {sorted(metrics)}')
     stats = dict(synthetic.stats) if synthetic is not None else None
+    per_class = None
+    if miou is not None:
+        classes = getattr(dm, 'classes', None) or [str(i) for i in range(miou.num_classes)]
+        per_class = {str(c): float(v) for c, v in zip(classes, miou.per_class.tolist())}
     return RunResult(
         arm,
         seed,
@@ -739,6 +834,8 @@ def _run(plan: _Plan, arm: str, seed: int, folder: Path) -> RunResult:
         stats,
         time.perf_counter() - start,
         folder,
+        steps=trainer.global_step,
+        per_class_iou=per_class,
     )
 
 
@@ -789,7 +886,7 @@ def plot_summary(result: ExperimentResult) -> Figure:
     .. versionadded:: 0.1
     """
     summaries = list(result.summary.values())
-    fig = Figure(figsize=(1.8 + 1.6 * len(summaries), 4), layout='constrained')
+    fig = Figure(figsize=(max(4.5, 1.8 + 1.6 * len(summaries)), 4), layout='constrained')
     ax = fig.add_subplot()
     x = np.arange(len(summaries))
     colours = {'real': '#4c72b0', 'real+synthetic': '#55a868', 'synthetic-only': '#dd8452'}
@@ -817,7 +914,76 @@ def plot_summary(result: ExperimentResult) -> Figure:
     ax.set_ylabel(result.metric)
     top = max(max(s.mean + (s.std or 0.0) for s in summaries), 1e-6)
     ax.set_ylim(0, min(1.0, top * 1.2) if top <= 1.0 else top * 1.2)
-    ax.set_title(f'{result.config.task}: mean ± std over seeds (diff vs real above bars)')
+    ax.set_title(
+        f'{result.config.task}: {result.metric}\nmean ± std over seeds, diff vs real above bars',
+        fontsize='medium',
+    )
+    return fig
+
+
+def learning_curve(run: RunResult, column: str = 'train_loss') -> tuple[np.ndarray, np.ndarray]:
+    """A logged metric of a run against the step, read from its ``metrics.csv``.
+
+    Args:
+        run: the run.
+        column: the logged metric (``train_loss``, ``val_loss``...).
+
+    Returns:
+        Steps and values (empty arrays if the column was never logged).
+
+    .. versionadded:: 0.1
+    """
+    steps: list[float] = []
+    values: list[float] = []
+    with (run.folder / 'metrics.csv').open(newline='') as f:
+        for row in csv.DictReader(f):
+            if row.get(column):
+                steps.append(float(row['step']))
+                values.append(float(row[column]))
+    return np.array(steps), np.array(values)
+
+
+def plot_learning_curves(runs: Sequence[RunResult]) -> Figure:
+    """Training loss (smoothed) and validation loss against the step, one colour per arm.
+
+    Args:
+        runs: the runs (each seed a thin line; training loss smoothed over 10 steps).
+
+    Returns:
+        A matplotlib Figure (not attached to pyplot).
+
+    .. versionadded:: 0.1
+    """
+    fig = Figure(figsize=(10, 4), layout='constrained')
+    axes = fig.subplots(1, 2)
+    colours = {'real': '#4c72b0', 'real+synthetic': '#55a868', 'synthetic-only': '#dd8452'}
+    labelled: set[tuple[int, str]] = set()
+    for run in runs:
+        for i, column in enumerate(('train_loss', 'val_loss')):
+            steps, values = learning_curve(run, column)
+            if not len(values):
+                continue
+            if column == 'train_loss' and len(values) >= 10:
+                values = np.convolve(values, np.ones(10) / 10, mode='valid')
+                steps = steps[9:]
+            first = (i, run.arm) not in labelled
+            labelled.add((i, run.arm))
+            axes[i].plot(
+                steps,
+                values,
+                color=colours.get(run.arm, '#8172b2'),
+                alpha=0.7,
+                lw=1,
+                label=run.arm if first else None,
+            )
+    for ax, title in zip(axes, ('training loss (mean of 10 steps)', 'validation loss')):
+        ax.set_title(title)
+        ax.set_xlabel('step')
+        ax.set_yscale('log')
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle('learning curves, one line per seed')
     return fig
 
 
@@ -829,7 +995,8 @@ def write_report(result: ExperimentResult, folder: str | Path) -> dict[str, Path
         folder: the output folder.
 
     Returns:
-        The written files by kind (``json``, ``runs_csv``, ``summary_csv``, ``plot``).
+        The written files by kind (``json``, ``runs_csv``, ``summary_csv``, ``plot``,
+        ``curves``).
 
     .. versionadded:: 0.1
     """
@@ -846,7 +1013,9 @@ def write_report(result: ExperimentResult, folder: str | Path) -> dict[str, Path
     payload = json.loads(json.dumps(result.to_dict(), default=str), parse_constant=lambda _: None)
     files['json'].write_text(json.dumps(payload, indent=2) + '\n')
 
-    metric_keys = sorted({k for run in result.runs for k in run.metrics})
+    # one IoU definition in the table: TorchGeo's micro one stays in results.json only
+    unreported = {'test_MulticlassJaccardIndex'} if result.metric == 'test_mIoU' else set()
+    metric_keys = sorted({k for run in result.runs for k in run.metrics} - unreported)
     stat_keys = sorted({k for run in result.runs for k in run.synthetic_stats or {}})
     with files['runs_csv'].open('w', newline='') as f:
         writer = csv.writer(f)
@@ -856,6 +1025,7 @@ def write_report(result: ExperimentResult, folder: str | Path) -> dict[str, Path
                 'seed',
                 result.metric,
                 'train_samples',
+                'steps',
                 'seconds',
                 *metric_keys,
                 *(f'synthetic_{k}' for k in stat_keys),
@@ -869,6 +1039,7 @@ def write_report(result: ExperimentResult, folder: str | Path) -> dict[str, Path
                     run.seed,
                     run.value,
                     run.train_samples,
+                    run.steps,
                     round(run.seconds, 3),
                     *(run.metrics.get(k) for k in metric_keys),
                     *(stats.get(k, '') for k in stat_keys),
@@ -909,6 +1080,8 @@ def write_report(result: ExperimentResult, folder: str | Path) -> dict[str, Path
             )
     fig = plot_summary(result)
     fig.savefig(files['plot'], dpi=120)
+    files['curves'] = folder / 'learning_curves.png'
+    plot_learning_curves(result.runs).savefig(files['curves'], dpi=110)
     return files
 
 
@@ -964,6 +1137,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = parser.parse_args(list(argv) if argv is not None else None)
     try:
         config = _from_namespace(cfg)
+        if config.budgets is not None:
+            from .data_efficiency import run_data_efficiency
+
+            study = run_data_efficiency(config, config.budgets)
+            print(study.format_table())
+            print(f'report: {study.files["table"].parent}')
+            return
         result = run_experiment(config)
     except ValueError as error:
         parser.error(str(error))
@@ -980,10 +1160,13 @@ __all__ = (
     'ArmSummary',
     'ExperimentConfig',
     'ExperimentResult',
+    'PresentClassIoU',
     'RunResult',
     'SyntheticTrainSet',
+    'learning_curve',
     'load_config',
     'main',
+    'plot_learning_curves',
     'plot_summary',
     'run_experiment',
     'summarize',
