@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
-from torchgeo.trainers import BaseTask
+
+from torchgeo_earthsynth.compat import BaseTask
 
 from ..models import SD15_ID, DiffusionParts, PromptEncoder, pretrained_parts, tiny_parts
 from ..seeding import sample_seeds

@@ -28,15 +28,13 @@ def lightning_main(args: Sequence[str] | None = None) -> None:
     Args:
         args: command-line arguments (default ``sys.argv[1:]``).
     """
-    from torchgeo.datamodules import BaseDataModule
-    from torchgeo.trainers import BaseTask
-
     import torchgeo_earthsynth
 
     # Importing registers the classes, so configs may name them by class name too.
     import torchgeo_earthsynth.datamodules
     import torchgeo_earthsynth.lightning_modules
     import torchgeo_earthsynth.transforms
+    from torchgeo_earthsynth.compat import BaseDataModule, BaseTask
 
     LightningCLI(
         model_class=BaseTask,

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from PIL import Image
 
 from ..compat import DatasetNotFoundError, NonGeoDataset
 from ..conditions import METADATA_FIELDS, NUM_METADATA, metadata_from_record
