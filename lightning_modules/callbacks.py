@@ -20,12 +20,38 @@ from torch import Tensor
 
 from ..vocabulary import PROMPT_PREFIX, colorize
 
-__all__ = ('AtomicCheckpointIO', 'DiffusersExport', 'output_dir', 'sample_grid')
+__all__ = ('AtomicCheckpointIO', 'DiffusersExport', 'log_figure', 'output_dir', 'sample_grid')
 
 
 def output_dir(trainer: pl.Trainer) -> Path:
     """The run's log folder, or ``default_root_dir`` when loggers are off (``fast_dev_run``)."""
     return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def log_figure(module: pl.LightningModule, figure: Figure, tag: str) -> Path:
+    """Save a figure under ``<log dir>/samples`` and log it to the module's loggers.
+
+    Args:
+        module: the LightningModule (its trainer gives the folder and the step).
+        figure: the figure; closed after saving.
+        tag: the loggers' name for it (e.g. ``val/samples``).
+
+    Returns:
+        The PNG written (``val_step<global step>.png``).
+    """
+    step = module.global_step
+    out = output_dir(module.trainer) / 'samples'
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f'val_step{step:06d}.png'
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    for logger in module.loggers:
+        experiment = getattr(logger, 'experiment', None)
+        if experiment is not None and hasattr(experiment, 'add_figure'):  # TensorBoard
+            experiment.add_image(tag, plt.imread(path)[..., :3], step, dataformats='HWC')
+        elif hasattr(logger, 'log_image'):  # W&B, Neptune...
+            logger.log_image(key=tag, images=[str(path)], step=step)
+    return path
 
 
 def sample_grid(

@@ -13,11 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from diffusers import ModelMixin
-from diffusers.training_utils import EMAModel, compute_snr
+from diffusers.training_utils import EMAModel
 from matplotlib.figure import Figure
 from torch import Tensor
 from torch.optim import AdamW
@@ -28,7 +27,8 @@ from torchgeo_earthsynth.compat import BaseTask
 from ..models import SD15_ID, DiffusionParts, PromptEncoder, pretrained_parts, tiny_parts
 from ..seeding import sample_seeds
 from ..synthesis import Synthesizer
-from .callbacks import output_dir
+from .callbacks import log_figure
+from .diffusion_loss import denoising_loss, drop_prompts, min_snr_weight, prediction_target
 
 __all__ = ('DiffusionTask',)
 
@@ -196,7 +196,11 @@ class DiffusionTask(BaseTask):
         )
 
     def synthesizer(self, num_inference_steps: int, guidance_scale: float) -> Synthesizer:
-        """A :class:`Synthesizer` over this module's current weights and prompt cache."""
+        """A :class:`Synthesizer` over this module's current weights and prompt cache.
+
+        Raises:
+            NotImplementedError: in the base; each family defines its own.
+        """
         raise NotImplementedError(f'{type(self).__name__} does not define a synthesizer')
 
     @contextmanager
@@ -241,11 +245,10 @@ class DiffusionTask(BaseTask):
         return None if mask is None else (mask > 0).float().unsqueeze(1)
 
     def _prompts(self, prompts: list[str], generator: torch.Generator | None) -> list[str]:
-        p = self.hparams['prompt_dropout']
-        if not self.training or p <= 0:
+        """The prompts with ``prompt_dropout`` applied (training only)."""
+        if not self.training:
             return prompts
-        drop = torch.rand(len(prompts), generator=generator) < p
-        return ['' if d else prompt for prompt, d in zip(prompts, drop.tolist())]
+        return drop_prompts(prompts, self.hparams['prompt_dropout'], generator)
 
     def diffusion_loss(
         self, batch: dict[str, Any], generator: torch.Generator | None = None
@@ -281,29 +284,12 @@ class DiffusionTask(BaseTask):
             text.to(noisy.dtype),
             **{k: v.to(noisy.dtype) for k, v in conditions.items()},
         )
-        if self.noise_scheduler.config.prediction_type == 'v_prediction':
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        error = (pred.float() - target.float()) ** 2
-        per_sample = error.mean(dim=(1, 2, 3))
+        target = prediction_target(self.noise_scheduler, latents, noise, timesteps)
+        gamma = hp['snr_gamma']
+        weight = None if gamma is None else min_snr_weight(self.noise_scheduler, timesteps, gamma)
         local_weight = hp['local_loss_weight']
-        fg = self.foreground(batch) if local_weight > 0 else None
-        if fg is not None:
-            fg = F.interpolate(fg.to(error), size=error.shape[-2:], mode='nearest')
-            local = (error * fg).sum(dim=(1, 2, 3)) / (fg.sum(dim=(1, 2, 3)) * error.shape[1])
-            per_sample = per_sample + local_weight * local.nan_to_num(0.0)
-        if hp['snr_gamma'] is not None:  # one weight for the global and the local term
-            per_sample = per_sample * self._min_snr_weight(timesteps, hp['snr_gamma'])
-        loss: Tensor = per_sample.mean()
-        return loss
-
-    def _min_snr_weight(self, timesteps: Tensor, gamma: float) -> Tensor:
-        """Min-SNR weights (Hang et al. 2023): min(snr, gamma) / snr, or / (snr + 1) for v."""
-        snr: Tensor = compute_snr(self.noise_scheduler, timesteps)
-        if self.noise_scheduler.config.prediction_type == 'v_prediction':
-            return snr.clamp(max=gamma) / (snr + 1)
-        return snr.clamp(max=gamma) / snr
+        foreground = self.foreground(batch) if local_weight > 0 else None
+        return denoising_loss(pred, target, weight, foreground, local_weight)
 
     def _randn(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
         if generator is None:
@@ -397,27 +383,18 @@ class DiffusionTask(BaseTask):
         return seeds
 
     def sample_figure(self, batch: dict[str, Any], count: int) -> Figure:
-        """A figure of ``count`` samples generated for the batch's first conditions."""
+        """A figure of ``count`` samples generated for the batch's first conditions.
+
+        Raises:
+            NotImplementedError: in the base; each family draws its own.
+        """
         raise NotImplementedError(f'{type(self).__name__} does not draw validation samples')
 
     def _log_samples(self, batch: dict[str, Any]) -> None:
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
         n = min(self.hparams['val_num_samples'], len(batch['image']))
-        figure = self.sample_figure(batch, n)
-        out = output_dir(self.trainer) / 'samples'
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f'val_step{self.global_step:06d}.png'
-        figure.savefig(path, dpi=80)
-        plt.close(figure)
-        for logger in self.loggers:
-            experiment = getattr(logger, 'experiment', None)
-            if experiment is not None and hasattr(experiment, 'add_figure'):  # TensorBoard
-                experiment.add_image(
-                    'val/samples', plt.imread(path)[..., :3], self.global_step, dataformats='HWC'
-                )
-            elif hasattr(logger, 'log_image'):  # W&B, Neptune...
-                logger.log_image(key='val/samples', images=[str(path)], step=self.global_step)
+        log_figure(self, self.sample_figure(batch, n), 'val/samples')
 
     # ------------------------------------------------------------------ optim / ckpt
     def configure_optimizers(self) -> Any:
@@ -469,7 +446,11 @@ class DiffusionTask(BaseTask):
 
     # ------------------------------------------------------------------ export
     def write_export(self, directory: Path, full_pipeline: bool) -> None:
-        """Write the trained weights (EMA swapped in) in diffusers format into ``directory``."""
+        """Write the trained weights (EMA swapped in) in diffusers format into ``directory``.
+
+        Raises:
+            NotImplementedError: in the base; each family writes its own networks.
+        """
         raise NotImplementedError(f'{type(self).__name__} does not define an export')
 
     def export_metadata(self) -> dict[str, Any]:

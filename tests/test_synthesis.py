@@ -118,29 +118,24 @@ def test_generate_equals_the_diffusers_pipeline(masks: torch.Tensor, prompts: li
             for s in seeds
         ]
     )
-    theirs = pipe(
-        prompt=prompts,
-        image=(masks.float() / 255).unsqueeze(1).expand(-1, 3, -1, -1),
-        height=SIZE,
-        width=SIZE,
-        num_inference_steps=3,
-        guidance_scale=7.5,
-        latents=latents,
-        output_type='pt',
-    ).images
+
+    def theirs(guidance_scale: float) -> torch.Tensor:
+        images: torch.Tensor = pipe(
+            prompt=prompts,
+            image=(masks.float() / 255).unsqueeze(1).expand(-1, 3, -1, -1),
+            height=SIZE,
+            width=SIZE,
+            num_inference_steps=3,
+            guidance_scale=guidance_scale,
+            latents=latents,
+            output_type='pt',
+        ).images
+        return images * 255
+
     assert ours.std() > 1  # not a constant image
-    torch.testing.assert_close(ours, theirs * 255, atol=1e-3, rtol=0)
-    unguided = pipe(
-        prompt=prompts,
-        image=(masks.float() / 255).unsqueeze(1).expand(-1, 3, -1, -1),
-        height=SIZE,
-        width=SIZE,
-        num_inference_steps=3,
-        guidance_scale=3.0,
-        latents=latents,
-        output_type='pt',
-    ).images
-    assert (ours - unguided * 255).abs().mean() > 0.1  # the comparison can tell guidance apart
+    torch.testing.assert_close(ours, theirs(7.5), atol=1e-3, rtol=0)
+    unguided = theirs(3.0)
+    assert (ours - unguided).abs().mean() > 0.1  # the comparison can tell guidance apart
 
 
 def test_default_guidance_scales() -> None:
