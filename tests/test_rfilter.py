@@ -272,6 +272,20 @@ def test_sanity_drops_nan_flat_saturated() -> None:
     assert lenient({'image': images}).keep.tolist() == [True, False, False, True, True, False]
 
 
+def test_sanity_flat_is_per_channel() -> None:
+    images = textured(4)
+    colour = torch.tensor([100.0, 150.0, 80.0])
+    images[1] = colour[:, None, None]  # uniform coloured: one std over channels is 29
+    images[2] = colour.flip(0)[:, None, None]
+    images[3, 1:] = colour[1:, None, None]  # only red varies: not flat
+    result = only('sanity')({'image': images})
+    assert result.keep.tolist() == [True, False, False, True]
+    assert result.reasons[1] == 'sanity: flat (std 0.0 < 2.0)'
+    assert result.scores['sanity_std'][3].item() == pytest.approx(
+        images[3, 0].std(correction=0).item(), rel=1e-4
+    )
+
+
 def test_novelty_in_batch_duplicates_and_memory() -> None:
     images = textured(4)
     images[2] = images[0]
