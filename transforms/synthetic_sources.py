@@ -17,7 +17,7 @@ from torch import Tensor
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.models import SD15_ID
 from torchgeo_earthsynth.synthesis import SchedulerName, Synthesizer
-from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES
+from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, class_histogram
 
 Task = Literal['segmentation', 'classification', 'detection']
 Source = Literal['online', 'bank', 'both']
@@ -150,13 +150,6 @@ class Pool:
         return int(self.mask.shape[0])
 
 
-def _pixel_counts(mask: Tensor) -> Tensor:
-    """int64 [N, 67] pixels per vocabulary id of masks [N, H, W]."""
-    flat = mask.reshape(mask.shape[0], -1).long()
-    counts = torch.zeros(mask.shape[0], NUM_CLASSES, dtype=torch.long, device=mask.device)
-    return counts.scatter_add_(1, flat, torch.ones_like(flat))
-
-
 def resize_masks(mask: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(mask.shape[-2:]) == size:
         return mask
@@ -197,7 +190,7 @@ def _pool_from_samples(
             image = image.float().round().clamp(0, 255).to(torch.uint8)
             pictures.append(resize_images(image[None], size)[0])
     mask = torch.stack(masks)
-    return Pool(mask, _pixel_counts(mask), torch.stack(pictures) if images else None)
+    return Pool(mask, class_histogram(mask), torch.stack(pictures) if images else None)
 
 
 def _concat_pools(pools: Sequence[Pool]) -> Pool | None:
