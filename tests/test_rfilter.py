@@ -17,30 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from torchgeo_earthsynth.metrics import ClipScorer
+from torchgeo_earthsynth.metrics import ClipScorer, tiny_open_clip
 from torchgeo_earthsynth.rfilter import RFilter, RFilterResult, per_sample_miou, select
 
 SIZE = 16
 PROMPT = 'A satellite image of road'
 
 
-def tiny_clip(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = open_clip.model.CLIP(
-        embed_dim=32,
-        vision_cfg=open_clip.model.CLIPVisionCfg(
-            layers=1, width=32, patch_size=8, image_size=32, head_width=16
-        ),
-        text_cfg=open_clip.model.CLIPTextCfg(
-            context_length=77, vocab_size=49408, width=32, heads=2, layers=1
-        ),
-    )
-    return model.eval()
-
-
 @pytest.fixture(scope='module')
 def clip() -> nn.Module:
-    return tiny_clip()
+    return tiny_open_clip().model
 
 
 @pytest.fixture(scope='module')
@@ -460,7 +446,9 @@ def test_empty_batch() -> None:
 
 
 def test_models_stay_in_eval_mode() -> None:
-    rf = RFilter(clip_model=tiny_clip(), segmenter=nn.Sequential(nn.Conv2d(3, 4, 1), nn.Dropout()))
+    rf = RFilter(
+        clip_model=tiny_open_clip().model, segmenter=nn.Sequential(nn.Conv2d(3, 4, 1), nn.Dropout())
+    )
     rf.train()
     assert rf.clip is not None and rf.segmenter is not None
     assert not rf.clip.training
@@ -510,7 +498,7 @@ def test_named_clip_from_local_checkpoint(
     }
     (tmp_path / 'tiny-rfilter.json').write_text(json.dumps(config))
     open_clip.add_model_config(tmp_path)
-    source = tiny_clip(seed=3)
+    source = tiny_open_clip(seed=3).model
     torch.save(source.state_dict(), tmp_path / 'tiny.pt')
     rf = RFilter(clip_model='tiny-rfilter', clip_checkpoint=tmp_path / 'tiny.pt', segmenter=None)
     images = textured(2, size=32)

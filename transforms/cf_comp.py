@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..origins import SampleOrigin
 from ..seeding import seed_for_rank
 from ..vocabulary import BACKGROUND, NUM_CLASSES, class_histogram, prompt_from_ids
 
@@ -21,9 +22,9 @@ from ..vocabulary import BACKGROUND, NUM_CLASSES, class_histogram, prompt_from_i
 REQUIRED_KEYS: Final[tuple[str, ...]] = ('image', 'mask', 'prompt', 'categories', 'source')
 
 #: Codes of :attr:`CompositionPlan.op`.
-REAL: Final[int] = 0
-PASTE: Final[int] = 1
-TILE: Final[int] = 2
+REAL: Final = SampleOrigin.REAL
+PASTE: Final = SampleOrigin.PASTE
+TILE: Final = SampleOrigin.TILE
 
 
 @dataclass(frozen=True)
