@@ -37,6 +37,7 @@ from .synthetic_sources import (
     SamplePools,
     SynthesizerLoader,
     Task,
+    check_sources,
     resize_images,
     resize_masks,
 )
@@ -192,32 +193,16 @@ class SyntheticAugmentation(nn.Module):
         for name, value in (('p', p), ('bank_share', bank_share)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1], got {value}')
-        if task not in ('segmentation', 'classification', 'detection'):
-            raise ValueError(
-                f"task must be 'segmentation', 'classification' or 'detection', got {task!r}"
-            )
-        if source not in ('online', 'bank', 'both'):
-            raise ValueError(f"source must be 'online', 'bank' or 'both', got {source!r}")
-        if mode not in ('replace', 'append'):
-            raise ValueError(f"mode must be 'replace' or 'append', got {mode!r}")
-        if class_rule not in ('contains', 'dominant'):
-            raise ValueError(f"class_rule must be 'contains' or 'dominant', got {class_rule!r}")
-        if source in ('online', 'both') and synthesizer is None:
-            raise ValueError(f'source={source!r} needs a synthesizer')
-        if source in ('bank', 'both') and bank is None:
-            raise ValueError(f'source={source!r} needs a bank')
-        if task == 'detection' and source != 'online':
-            raise ValueError(
-                "task='detection' supports source='online' only: bank samples "
-                'carry masks, not boxes'
-            )
-        if task == 'classification' and source != 'bank' and bank is None and layouts is None:
-            raise ValueError(
-                "task='classification' with online generation needs layouts: "
-                'pass bank=... or layouts=<corpus dataset>'
-            )
-        if add_to_bank and (bank is None or synthesizer is None):
-            raise ValueError('add_to_bank=True needs both a bank and a synthesizer')
+        choices = (
+            ('task', task, ('segmentation', 'classification', 'detection')),
+            ('source', source, ('online', 'bank', 'both')),
+            ('mode', mode, ('replace', 'append')),
+            ('class_rule', class_rule, ('contains', 'dominant')),
+        )
+        for name, value, allowed in choices:
+            if value not in allowed:
+                raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
+        check_sources(task, source, synthesizer, bank, layouts, add_to_bank)
         if cache_size < 1:
             raise ValueError(f'cache_size must be >= 1, got {cache_size}')
         if cache_refresh is not None and cache_refresh < 1:

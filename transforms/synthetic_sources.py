@@ -200,6 +200,44 @@ def _concat_pools(pools: Sequence[Pool]) -> Pool | None:
     return Pool(torch.cat([p.mask for p in pools]), torch.cat([p.counts for p in pools]))
 
 
+def check_sources(
+    task: Task,
+    source: Source,
+    synthesizer: object | None,
+    bank: BankLike | None,
+    layouts: EarthSynth180K | None,
+    add_to_bank: bool,
+) -> None:
+    """Check that what ``task`` and ``source`` need was given.
+
+    Args:
+        task: the downstream task.
+        source: where synthetic samples come from.
+        synthesizer: the synthesizer (or its loader), if any.
+        bank: the bank, if any.
+        layouts: the layout corpus, if any.
+        add_to_bank: whether generated samples are banked.
+
+    Raises:
+        ValueError: naming what is missing.
+    """
+    if source in ('online', 'both') and synthesizer is None:
+        raise ValueError(f'source={source!r} needs a synthesizer')
+    if source in ('bank', 'both') and bank is None:
+        raise ValueError(f'source={source!r} needs a bank')
+    if task == 'detection' and source != 'online':
+        raise ValueError(
+            "task='detection' supports source='online' only: bank samples carry masks, not boxes"
+        )
+    if task == 'classification' and source != 'bank' and bank is None and layouts is None:
+        raise ValueError(
+            "task='classification' with online generation needs layouts: "
+            'pass bank=... or layouts=<corpus dataset>'
+        )
+    if add_to_bank and (bank is None or synthesizer is None):
+        raise ValueError('add_to_bank=True needs both a bank and a synthesizer')
+
+
 class SamplePools:
     """Bank and layout samples cached on the batch's device, and who may stand for a class.
 
@@ -380,4 +418,13 @@ def _rows_for(pool: Pool, vocab_id: int, rule: str) -> Tensor:
     return ok.nonzero().flatten().cpu()
 
 
-__all__ = ('BankLike', 'ClassRule', 'Pool', 'SamplePools', 'Source', 'SynthesizerLoader', 'Task')
+__all__ = (
+    'BankLike',
+    'ClassRule',
+    'Pool',
+    'SamplePools',
+    'Source',
+    'SynthesizerLoader',
+    'Task',
+    'check_sources',
+)
