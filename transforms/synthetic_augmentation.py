@@ -193,15 +193,15 @@ class SyntheticAugmentation(nn.Module):
         for name, value in (('p', p), ('bank_share', bank_share)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1], got {value}')
-        choices = (
+        choices: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             ('task', task, ('segmentation', 'classification', 'detection')),
             ('source', source, ('online', 'bank', 'both')),
             ('mode', mode, ('replace', 'append')),
             ('class_rule', class_rule, ('contains', 'dominant')),
         )
-        for name, value, allowed in choices:
-            if value not in allowed:
-                raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
+        for option, given, allowed in choices:
+            if given not in allowed:
+                raise ValueError(f'{option} must be one of {allowed}, got {given!r}')
         check_sources(task, source, synthesizer, bank, layouts, add_to_bank)
         if cache_size < 1:
             raise ValueError(f'cache_size must be >= 1, got {cache_size}')
