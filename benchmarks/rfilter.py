@@ -31,22 +31,9 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
+from torchgeo_earthsynth.metrics import tiny_open_clip
 from torchgeo_earthsynth.rfilter import RFilter, select
 from torchgeo_earthsynth.vocabulary import NUM_CLASSES
-
-
-def tiny_clip() -> nn.Module:
-    """A random tiny open_clip CLIP (32 px vision tower, 1-layer towers)."""
-    torch.manual_seed(0)
-    return open_clip.model.CLIP(
-        embed_dim=32,
-        vision_cfg=open_clip.model.CLIPVisionCfg(
-            layers=1, width=32, patch_size=8, image_size=32, head_width=16
-        ),
-        text_cfg=open_clip.model.CLIPTextCfg(
-            context_length=77, vocab_size=49408, width=32, heads=2, layers=1
-        ),
-    ).eval()
 
 
 def make_filter(clip: nn.Module, segmenter: nn.Module, classes: int) -> RFilter:
@@ -120,7 +107,7 @@ def main() -> None:
     segmenter = nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, args.classes, 1)
     ).eval()
-    clip = tiny_clip()
+    clip = tiny_open_clip().model
     with tempfile.TemporaryDirectory() as tmp:
         root = make_mini_corpus(
             tmp, size=args.size, num_train=args.batch_size * args.batches, num_val=1

@@ -19,7 +19,13 @@ from torch.utils.data import Dataset, Subset
 from torchgeo_earthsynth.compat import NonGeoDataModule
 from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
 from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation, attach
-from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, PALETTE, label_map
+from torchgeo_earthsynth.vocabulary import (
+    BACKGROUND,
+    NUM_CLASSES,
+    PALETTE,
+    class_histogram,
+    label_map,
+)
 
 #: LoveDA's classes (without ``no-data``), the segmentation datamodule's classes.
 SEGMENTATION_CLASSES: Final[tuple[str, ...]] = (
@@ -81,7 +87,7 @@ def dominant_class(mask: Tensor) -> int | None:
 
     .. versionadded:: 0.1
     """
-    counts = torch.bincount(mask.reshape(-1).long(), minlength=NUM_CLASSES)
+    counts = class_histogram(mask[None])[0]
     counts[BACKGROUND] = 0
     return int(counts.argmax()) if int(counts.max()) > 0 else None
 

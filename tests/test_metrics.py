@@ -339,6 +339,32 @@ class TestMaskFidelity:
 # ------------------------------------------------------------------------------ PSNR / SSIM
 
 
+def _ssim_by_hand(x: np.ndarray, y: np.ndarray, data_range: float = 255.0) -> float:
+    """Mean SSIM of two [H, W] images: an 11x11 Gaussian window (sigma 1.5) at every pixel.
+
+    Borders are reflect-padded by 5 px (numpy's ``reflect``, the edge not repeated).
+    """
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    window = np.outer(g, g) / g.sum() ** 2
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    height, width = x.shape
+    x, y = np.pad(x, 5, mode='reflect'), np.pad(y, 5, mode='reflect')
+    values = []
+    for i in range(height):
+        for j in range(width):
+            a, b = x[i : i + 11, j : j + 11], y[i : i + 11, j : j + 11]
+            mu_a, mu_b = (window * a).sum(), (window * b).sum()
+            var_a = (window * a * a).sum() - mu_a**2
+            var_b = (window * b * b).sum() - mu_b**2
+            cov = (window * a * b).sum() - mu_a * mu_b
+            values.append(
+                (2 * mu_a * mu_b + c1)
+                * (2 * cov + c2)
+                / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+            )
+    return float(np.mean(values))
+
+
 class TestPsnrSsim:
     def test_identical(self) -> None:
         x = _images(2, 16)
@@ -385,7 +411,10 @@ class TestPsnrSsim:
         values = psnr(preds, target, y_channel=True, reduction='none')
         np.testing.assert_allclose(values.numpy(), expected, rtol=1e-6)
         assert psnr(preds, target, y_channel=True).item() == pytest.approx(expected.mean())
-        assert ssim(preds, target, y_channel=True, reduction='none').shape == (2,)
+        ssim_y = ssim(preds, target, y_channel=True, reduction='none')
+        expected_ssim = [_ssim_by_hand(a, b) for a, b in zip(y(preds), y(target))]
+        np.testing.assert_allclose(ssim_y.numpy(), expected_ssim, rtol=1e-5)
+        assert ssim(preds, target, y_channel=True).item() == pytest.approx(np.mean(expected_ssim))
 
     def test_bad_inputs(self) -> None:
         x = _images(1, 16)

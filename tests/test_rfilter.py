@@ -17,30 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from torchgeo_earthsynth.metrics import ClipScorer
+from torchgeo_earthsynth.metrics import ClipScorer, tiny_open_clip
 from torchgeo_earthsynth.rfilter import RFilter, RFilterResult, per_sample_miou, select
 
 SIZE = 16
 PROMPT = 'A satellite image of road'
 
 
-def tiny_clip(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = open_clip.model.CLIP(
-        embed_dim=32,
-        vision_cfg=open_clip.model.CLIPVisionCfg(
-            layers=1, width=32, patch_size=8, image_size=32, head_width=16
-        ),
-        text_cfg=open_clip.model.CLIPTextCfg(
-            context_length=77, vocab_size=49408, width=32, heads=2, layers=1
-        ),
-    )
-    return model.eval()
-
-
 @pytest.fixture(scope='module')
 def clip() -> nn.Module:
-    return tiny_clip()
+    return tiny_open_clip().model
 
 
 @pytest.fixture(scope='module')
@@ -272,6 +258,20 @@ def test_sanity_drops_nan_flat_saturated() -> None:
     assert lenient({'image': images}).keep.tolist() == [True, False, False, True, True, False]
 
 
+def test_sanity_flat_is_per_channel() -> None:
+    images = textured(4)
+    colour = torch.tensor([100.0, 150.0, 80.0])
+    images[1] = colour[:, None, None]  # uniform coloured: one std over channels is 29
+    images[2] = colour.flip(0)[:, None, None]
+    images[3, 1:] = colour[1:, None, None]  # only red varies: not flat
+    result = only('sanity')({'image': images})
+    assert result.keep.tolist() == [True, False, False, True]
+    assert result.reasons[1] == 'sanity: flat (std 0.0 < 2.0)'
+    assert result.scores['sanity_std'][3].item() == pytest.approx(
+        images[3, 0].std(correction=0).item(), rel=1e-4
+    )
+
+
 def test_novelty_in_batch_duplicates_and_memory() -> None:
     images = textured(4)
     images[2] = images[0]
@@ -446,7 +446,9 @@ def test_empty_batch() -> None:
 
 
 def test_models_stay_in_eval_mode() -> None:
-    rf = RFilter(clip_model=tiny_clip(), segmenter=nn.Sequential(nn.Conv2d(3, 4, 1), nn.Dropout()))
+    rf = RFilter(
+        clip_model=tiny_open_clip().model, segmenter=nn.Sequential(nn.Conv2d(3, 4, 1), nn.Dropout())
+    )
     rf.train()
     assert rf.clip is not None and rf.segmenter is not None
     assert not rf.clip.training
@@ -496,7 +498,7 @@ def test_named_clip_from_local_checkpoint(
     }
     (tmp_path / 'tiny-rfilter.json').write_text(json.dumps(config))
     open_clip.add_model_config(tmp_path)
-    source = tiny_clip(seed=3)
+    source = tiny_open_clip(seed=3).model
     torch.save(source.state_dict(), tmp_path / 'tiny.pt')
     rf = RFilter(clip_model='tiny-rfilter', clip_checkpoint=tmp_path / 'tiny.pt', segmenter=None)
     images = textured(2, size=32)

@@ -14,6 +14,7 @@ from torchgeo_earthsynth.vocabulary import (
     PALETTE,
     SOURCES,
     VOCABULARY,
+    class_histogram,
     class_names,
     colorize,
     ids_from_prompt,
@@ -132,6 +133,18 @@ def test_multi_hot() -> None:
     assert torch.nonzero(vector).view(-1).tolist() == [0, 5, 66]
     with pytest.raises(ValueError, match=r'mask ids span \[0, 70\]; expected vocabulary ids'):
         multi_hot(torch.tensor([0, 70]))
+
+
+def test_class_histogram() -> None:
+    masks = torch.tensor([[[0, 5], [66, 5]], [[1, 1], [1, 1]]])
+    counts = class_histogram(masks)
+    assert counts.shape == (2, NUM_CLASSES) and counts.dtype == torch.long
+    assert counts[0].nonzero().flatten().tolist() == [0, 5, 66]
+    assert counts[0, 5] == 2 and counts[1, 1] == 4 and counts.sum() == 8
+    assert class_histogram(masks, num_classes=67).equal(counts)
+    assert class_histogram(torch.zeros(0, 4, 4, dtype=torch.long)).shape == (0, NUM_CLASSES)
+    with pytest.raises(ValueError, match=r'mask ids span \[0, 7\]; expected class ids in \[0, 4\]'):
+        class_histogram(torch.tensor([[0, 7]]), num_classes=5)
 
 
 def test_label_map_loveda() -> None:

@@ -235,7 +235,8 @@ class RFilter(nn.Module):
     * ``alignment``: CLIP score of the image against its prompt, keep if >= threshold.
     * ``layout``: mIoU of a segmenter's prediction against the condition mask, keep if >=
       threshold.
-    * ``sanity``: drop images with NaN/inf, flat images (std below ``flat_threshold``) and
+    * ``sanity``: drop images with NaN/inf, flat images (every channel's spatial std below
+      ``flat_threshold``, so a uniform coloured image is flat) and
       saturated images (share of values at 0 or 255 above ``saturation_threshold``).
     * ``novelty``: drop near-duplicates (cosine similarity above ``novelty_threshold``) of the
       sample's real source image (batch key ``reference_key``, when present) or of samples
@@ -311,7 +312,8 @@ class RFilter(nn.Module):
             layout_ignore_background: ignore pixels whose condition id is background and leave
                 background out of the mean.
             sanity: switch for the sanity rule.
-            flat_threshold: minimum per-image standard deviation (0..255 scale).
+            flat_threshold: minimum spatial standard deviation of the most varied channel
+                (0..255 scale): below it every channel is flat.
             saturation_threshold: maximum share of values at 0 or 255.
             novelty: switch for the novelty rule.
             novelty_threshold: maximum cosine similarity to the reference or a kept sample.
@@ -567,9 +569,12 @@ class RFilter(nn.Module):
             finite[~finite] = torch.isfinite(x[~finite]).all(1)
         finite = finite.cpu()
         clean = clean_images.flatten(1)
-        # A centred norm is much faster than Tensor.std on CPU; same value.
-        centred = clean - clean.mean(1, keepdim=True)
-        std = (torch.linalg.vector_norm(centred, dim=1) / clean.shape[1] ** 0.5).cpu()
+        # Each channel's spatial spread, the largest one scored: a uniform coloured image is
+        # flat though its channels differ. A centred norm is faster than Tensor.std on CPU.
+        channels = clean_images.flatten(2)
+        centred = channels - channels.mean(2, keepdim=True)
+        spread = torch.linalg.vector_norm(centred, dim=2) / channels.shape[2] ** 0.5
+        std = spread.amax(1).cpu()
         # |x - 127.5| >= 127.5 means x at 0 or 255 (x is clipped); 4x faster than two compares.
         saturation = clean.sub(127.5).abs_().ge_(127.5).mean(1).cpu()
         flat = finite & (std < self.flat_threshold)

@@ -215,6 +215,33 @@ def ids_from_prompt(prompt: str) -> list[int]:
     return sorted(set(ids))
 
 
+def class_histogram(masks: Tensor, num_classes: int = NUM_CLASSES) -> Tensor:
+    """Pixels of each class id per mask: the one class histogram of the package.
+
+    Args:
+        masks: integer masks [N, ...] (a batch; pass ``mask[None]`` for one mask).
+        num_classes: number of class ids (the vocabulary's by default).
+
+    Returns:
+        int64 [N, num_classes] on the masks' device.
+
+    Raises:
+        ValueError: if a mask holds an id outside ``[0, num_classes)``.
+    """
+    flat = masks.flatten(1).long() if masks.ndim > 1 else masks.long()[:, None]
+    if flat.numel():
+        low, high = (int(v) for v in flat.aminmax())
+        if low < 0 or high >= num_classes:
+            what = 'vocabulary' if num_classes == NUM_CLASSES else 'class'
+            raise ValueError(
+                f'mask ids span [{low}, {high}]; expected {what} ids in [0, {num_classes - 1}]'
+            )
+    # one bincount over (mask, id) pairs
+    offsets = torch.arange(flat.shape[0], device=flat.device)[:, None] * num_classes
+    counts = torch.bincount((flat + offsets).flatten(), minlength=flat.shape[0] * num_classes)
+    return counts.view(flat.shape[0], num_classes)
+
+
 def multi_hot(mask: Tensor) -> Tensor:
     """Multi-hot float32 vector [67] of the ids present in a mask (background included).
 
@@ -227,13 +254,7 @@ def multi_hot(mask: Tensor) -> Tensor:
     Raises:
         ValueError: if the mask holds an id outside ``[0, 66]``.
     """
-    flat = mask.reshape(-1).long()
-    if flat.numel() and not 0 <= int(flat.min()) <= int(flat.max()) < NUM_CLASSES:
-        raise ValueError(
-            f'mask ids span [{int(flat.min())}, {int(flat.max())}]; '
-            f'expected vocabulary ids in [0, {NUM_CLASSES - 1}]'
-        )
-    return (torch.bincount(flat, minlength=NUM_CLASSES) > 0).float()
+    return (class_histogram(mask.reshape(1, -1))[0] > 0).float()
 
 
 def source_from_stem(stem: str) -> str:
@@ -364,6 +385,7 @@ __all__ = (
     'SOURCES',
     'SOURCE_PREFIXES',
     'VOCABULARY',
+    'class_histogram',
     'class_names',
     'colorize',
     'ids_from_prompt',

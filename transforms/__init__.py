@@ -3,6 +3,8 @@
 
 """Batch-level transforms (nn.Modules applied on the device) and callbacks."""
 
+from torchgeo_earthsynth.origins import SampleOrigin
+
 from .cf_comp import PASTE, REAL, TILE, CompositionPlan, CounterfactualComposition
 from .synthetic_augmentation import (
     BankLike,
@@ -21,6 +23,7 @@ __all__ = (
     'BankLike',
     'CompositionPlan',
     'CounterfactualComposition',
+    'SampleOrigin',
     'SynthesizerLoader',
     'SyntheticAugmentation',
     'SyntheticAugmentationCallback',

@@ -14,16 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..origins import SampleOrigin
 from ..seeding import seed_for_rank
-from ..vocabulary import BACKGROUND, NUM_CLASSES, prompt_from_ids
+from ..vocabulary import BACKGROUND, NUM_CLASSES, class_histogram, prompt_from_ids
 
 #: Keys CF-Comp reads and rewrites; every other key passes through untouched.
 REQUIRED_KEYS: Final[tuple[str, ...]] = ('image', 'mask', 'prompt', 'categories', 'source')
 
 #: Codes of :attr:`CompositionPlan.op`.
-REAL: Final[int] = 0
-PASTE: Final[int] = 1
-TILE: Final[int] = 2
+REAL: Final = SampleOrigin.REAL
+PASTE: Final = SampleOrigin.PASTE
+TILE: Final = SampleOrigin.TILE
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ class CounterfactualComposition(nn.Module):
         self._paste(image, mask, out_image, out_mask, plan)
         self._tile(image, mask, out_image, out_mask, plan)
 
-        present = _histogram(out_mask) > 0
+        present = class_histogram(out_mask) > 0
         out_categories = categories.clone()
         rows = composed.nonzero().flatten()
         out_categories[rows.to(categories.device)] = present[rows.to(present.device)].to(
@@ -313,7 +314,7 @@ class CounterfactualComposition(nn.Module):
         tile = torch.rand(count, generator=g) < self.tile_prob
         op[chosen] = torch.where(tile, TILE, PASTE)
 
-        hist = _histogram(mask).cpu().double()
+        hist = class_histogram(mask).cpu().double()
         present = hist > 0
         # Log-rarity of each class present in each sample; -inf where absent.
         rarity = -torch.log(self.class_frequency.detach().cpu().clamp_min(1e-12))
@@ -398,13 +399,6 @@ class CounterfactualComposition(nn.Module):
             out_image[rec, :, y0:y1, x0:x1] = small.to(out_image.dtype)
             labels = F.interpolate(mask[members, None].float(), size=size, mode='nearest-exact')
             out_mask[rec, y0:y1, x0:x1] = labels[:, 0].round().to(out_mask.dtype)
-
-
-def _histogram(mask: Tensor) -> Tensor:
-    """Pixel count of each vocabulary id per sample: float32 [B, 67] on the mask's device."""
-    flat = mask.reshape(mask.shape[0], -1).long()
-    counts = torch.zeros(mask.shape[0], NUM_CLASSES, device=mask.device)
-    return counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=counts.dtype))
 
 
 def _describe(value: Any) -> str:

@@ -20,10 +20,11 @@ from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.filtering import SampleFilter, filter_verdict
 from torchgeo_earthsynth.seeding import seed_for_rank
 from torchgeo_earthsynth.synthesis import Synthesizer
-from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, label_map, prompt_from_ids
+from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
 
 from .synthetic_callback import SyntheticAugmentationCallback, attach
 from .synthetic_labels import (
+    LabelTables,
     check_batch,
     online_conditions,
     present_prompts,
@@ -36,6 +37,7 @@ from .synthetic_sources import (
     SamplePools,
     SynthesizerLoader,
     Task,
+    check_sources,
     resize_images,
     resize_masks,
 )
@@ -139,6 +141,7 @@ class SyntheticAugmentation(nn.Module):
         dataset: str | None = None,
         overrides: dict[str, int | str] | None = None,
         unmapped_index: int | None = None,
+        ignore_index: int | None = None,
         class_rule: Literal['contains', 'dominant'] = 'contains',
         bank_share: float = 0.5,
         cache_size: int = 256,
@@ -172,6 +175,9 @@ class SyntheticAugmentation(nn.Module):
             unmapped_index: downstream index that vocabulary ids outside ``classes`` map to
                 in bank masks (as the downstream dataset does, e.g. background); None draws
                 only bank samples whose every id maps back.
+            ignore_index: the downstream dataset's ignore (nodata) mask value; pixels that
+                ``cf_comp`` moves onto a vocabulary id without a class (e.g. background moved
+                by tiling) get it, else the background class.
             class_rule: which bank samples can stand for a classification label.
             bank_share: with ``source='both'``, the probability of drawing from the bank.
             cache_size: bank (and layout) samples kept in the cache.
@@ -187,32 +193,16 @@ class SyntheticAugmentation(nn.Module):
         for name, value in (('p', p), ('bank_share', bank_share)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1], got {value}')
-        if task not in ('segmentation', 'classification', 'detection'):
-            raise ValueError(
-                f"task must be 'segmentation', 'classification' or 'detection', got {task!r}"
-            )
-        if source not in ('online', 'bank', 'both'):
-            raise ValueError(f"source must be 'online', 'bank' or 'both', got {source!r}")
-        if mode not in ('replace', 'append'):
-            raise ValueError(f"mode must be 'replace' or 'append', got {mode!r}")
-        if class_rule not in ('contains', 'dominant'):
-            raise ValueError(f"class_rule must be 'contains' or 'dominant', got {class_rule!r}")
-        if source in ('online', 'both') and synthesizer is None:
-            raise ValueError(f'source={source!r} needs a synthesizer')
-        if source in ('bank', 'both') and bank is None:
-            raise ValueError(f'source={source!r} needs a bank')
-        if task == 'detection' and source != 'online':
-            raise ValueError(
-                "task='detection' supports source='online' only: bank samples "
-                'carry masks, not boxes'
-            )
-        if task == 'classification' and source != 'bank' and bank is None and layouts is None:
-            raise ValueError(
-                "task='classification' with online generation needs layouts: "
-                'pass bank=... or layouts=<corpus dataset>'
-            )
-        if add_to_bank and (bank is None or synthesizer is None):
-            raise ValueError('add_to_bank=True needs both a bank and a synthesizer')
+        choices: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+            ('task', task, ('segmentation', 'classification', 'detection')),
+            ('source', source, ('online', 'bank', 'both')),
+            ('mode', mode, ('replace', 'append')),
+            ('class_rule', class_rule, ('contains', 'dominant')),
+        )
+        for option, given, allowed in choices:
+            if given not in allowed:
+                raise ValueError(f'{option} must be one of {allowed}, got {given!r}')
+        check_sources(task, source, synthesizer, bank, layouts, add_to_bank)
         if cache_size < 1:
             raise ValueError(f'cache_size must be >= 1, got {cache_size}')
         if cache_refresh is not None and cache_refresh < 1:
@@ -228,6 +218,7 @@ class SyntheticAugmentation(nn.Module):
         self.cf_comp = cf_comp
         self.then = then
         self.unmapped_index = unmapped_index
+        self.ignore_index = ignore_index
         self.class_rule = class_rule
         self.bank_share = bank_share
         self.cache_size = cache_size
@@ -264,7 +255,9 @@ class SyntheticAugmentation(nn.Module):
 
         Raises:
             ValueError: if a class has no vocabulary mapping (naming it), the classes differ
-                from those already bound, or ``unmapped_index`` is out of range.
+                from those already bound, ``unmapped_index`` is out of range, or recomposed
+                pixels could get no label (``cf_comp``, no background class, no
+                ``ignore_index``).
         """
         classes = tuple(classes)
         if self.classes is not None:
@@ -275,26 +268,22 @@ class SyntheticAugmentation(nn.Module):
             return
         dataset = dataset if dataset is not None else getattr(self, '_dataset', None)
         overrides = overrides if overrides is not None else getattr(self, '_overrides', None)
-        lut = label_map(classes, dataset=dataset, overrides=overrides)
-        if self.unmapped_index is not None and not 0 <= self.unmapped_index < len(classes):
+        tables = LabelTables(classes, dataset, overrides, self.unmapped_index, self.ignore_index)
+        if (
+            self.cf_comp is not None
+            and self.task == 'segmentation'
+            and tables.recomposed_fill is None
+        ):
             raise ValueError(
-                f'unmapped_index must be in [0, {len(classes) - 1}], got {self.unmapped_index}'
+                f'none of the classes {classes} is background, so pixels that cf_comp moves '
+                "onto background would have no label: pass ignore_index=<the dataset's "
+                'ignore value> (or unmapped_index)'
             )
-        fill = -1 if self.unmapped_index is None else self.unmapped_index
-        inverse = torch.full((NUM_CLASSES,), fill, dtype=torch.long)
-        for index in reversed(range(len(classes))):  # the first class of an id wins
-            inverse[lut[index]] = index
         self.classes = classes
-        self.lut = lut
-        self.inverse = inverse
-        self._tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self.tables = tables
+        self.lut = tables.lut
+        self.inverse = tables.inverse
         self.pools.forget_candidates()
-
-    def _tables_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """``(lut, inverse)`` on ``device``, copied once per device."""
-        if device not in self._tables:
-            self._tables[device] = (self.lut.to(device), self.inverse.to(device))
-        return self._tables[device]
 
     def reset_stats(self) -> None:
         """Set every counter of :attr:`stats` to 0."""
@@ -364,7 +353,7 @@ class SyntheticAugmentation(nn.Module):
 
         chosen = (torch.rand(b, generator=self.generator) < self.p).nonzero().flatten().tolist()
         from_bank = torch.rand(b, generator=self.generator) < self.bank_share
-        lut = self._tables_on(device)[0]
+        lut = self.tables.on(device)[0]
         picks: list[Pick] = []
         online = None
         if self.source != 'bank' and chosen:
@@ -437,7 +426,7 @@ class SyntheticAugmentation(nn.Module):
         index = torch.tensor([i for _, i in picks], device=device)
         bank_images = resize_images(pool.image[index].float(), size)
         bank_masks = resize_masks(pool.mask[index].long(), size)
-        bank_labels = self._tables_on(device)[1][bank_masks]
+        bank_labels = self.tables.on(device)[1][bank_masks]
         for k, (row, _) in enumerate(picks):
             synthetic.add(row, BANK, bank_images[k], bank_masks[k], bank_labels[k])
         self.stats['from_bank'] += len(picks)
@@ -476,8 +465,8 @@ class SyntheticAugmentation(nn.Module):
         real: Tensor = batch['mask'][row]
         if self.cf_comp is None:
             return real
-        lut, inverse = self._tables_on(real.device)
-        return segmentation_label(real, cond, lut, inverse)
+        lut, _, recomposed = self.tables.on(real.device)
+        return segmentation_label(real, cond, lut, recomposed)
 
     def _filter(self, images: Tensor, masks: Tensor, prompts: list[str], real: Tensor) -> Tensor:
         """Which generated samples the R-Filter keeps: bool [N] on the CPU."""

@@ -11,11 +11,75 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, prompt_from_ids
+from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, label_map, prompt_from_ids
 
 from .synthetic_sources import Task
 
 Batch = dict[str, Any]
+
+
+class LabelTables:
+    """Downstream class <-> vocabulary id tables of one set of classes, copied once per device.
+
+    Attributes:
+        classes: the downstream classes in index order.
+        lut: int64 [C] vocabulary id per downstream class.
+        inverse: int64 [67] downstream class per vocabulary id: the first class of an id,
+            else ``unmapped_index``, else -1 (bank samples with -1 ids are not drawn).
+        recomposed: like ``inverse``, for pixels CF-Comp moved: ids without a class become
+            ``ignore_index``, else the background class (-1 only when neither exists).
+    """
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        dataset: str | None = None,
+        overrides: Mapping[str, int | str] | None = None,
+        unmapped_index: int | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
+        """Initialize new LabelTables.
+
+        Args:
+            classes: the downstream classes in index order.
+            dataset: :data:`~torchgeo_earthsynth.vocabulary.LABEL_MAPS` table to use.
+            overrides: extra ``{class name: vocabulary id or name}`` entries.
+            unmapped_index: downstream index of vocabulary ids outside ``classes``.
+            ignore_index: the downstream dataset's ignore (nodata) value, if any.
+
+        Raises:
+            ValueError: if a class has no vocabulary mapping or ``unmapped_index`` is out of
+                range.
+        """
+        self.classes = tuple(classes)
+        self.lut = label_map(self.classes, dataset=dataset, overrides=overrides)
+        if unmapped_index is not None and not 0 <= unmapped_index < len(self.classes):
+            raise ValueError(
+                f'unmapped_index must be in [0, {len(self.classes) - 1}], got {unmapped_index}'
+            )
+        fill = -1 if unmapped_index is None else unmapped_index
+        self.inverse = torch.full((NUM_CLASSES,), fill, dtype=torch.long)
+        for index in reversed(range(len(self.classes))):  # the first class of an id wins
+            self.inverse[self.lut[index]] = index
+        background = int(self.inverse[BACKGROUND])
+        #: The label of recomposed pixels without a class; None: no ignore index, no background.
+        self.recomposed_fill: int | None = ignore_index
+        if ignore_index is None and background >= 0:
+            self.recomposed_fill = background
+        self.recomposed = self.inverse.clone()
+        if self.recomposed_fill is not None:
+            self.recomposed[self.inverse < 0] = self.recomposed_fill
+        self._devices: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def on(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """``(lut, inverse, recomposed)`` on ``device``."""
+        if device not in self._devices:
+            self._devices[device] = (
+                self.lut.to(device),
+                self.inverse.to(device),
+                self.recomposed.to(device),
+            )
+        return self._devices[device]
 
 
 def to_vocab(mask: Tensor, lut: Tensor) -> Tensor:
@@ -192,27 +256,30 @@ def _recompose(batch: Batch, cond: Tensor, cf_comp: nn.Module) -> Tensor:
     return composed.long()
 
 
-def segmentation_label(real: Tensor, cond: Tensor, lut: Tensor, inverse: Tensor) -> Tensor:
+def segmentation_label(real: Tensor, cond: Tensor, lut: Tensor, recomposed: Tensor) -> Tensor:
     """The label mask of a sample generated from a (possibly recomposed) real mask.
 
-    Pixels whose condition CF-Comp changed get the class of their new vocabulary id; others
-    keep their real label, so the label is exact for the condition.
+    Pixels whose condition CF-Comp changed get the class of their new vocabulary id (an id
+    without a class, e.g. background moved by tiling, gets ``recomposed``'s fill: the ignore
+    index or the background class, never -1); others keep their real label, so the label is
+    exact for the condition.
 
     Args:
         real: int [H, W] the real sample's downstream mask.
         cond: int64 [H, W] the vocabulary-id condition the sample was generated from.
         lut: int64 [C] vocabulary id per downstream class (on ``real``'s device).
-        inverse: int64 [67] downstream class per vocabulary id (on ``real``'s device).
+        recomposed: int64 [67] downstream class per vocabulary id (:class:`LabelTables`).
 
     Returns:
         The downstream mask, dtype of ``real``.
     """
     unchanged = to_vocab(real, lut) == cond
-    return torch.where(unchanged, real, inverse[cond].to(real.dtype))
+    return torch.where(unchanged, real, recomposed[cond].to(real.dtype))
 
 
 __all__ = (
     'TASK_KEYS',
+    'LabelTables',
     'check_batch',
     'online_conditions',
     'present_prompts',

@@ -11,6 +11,7 @@ from typing import Any, Final, Literal
 import torch
 from torch import Tensor
 
+from torchgeo_earthsynth.origins import SampleOrigin
 from torchgeo_earthsynth.vocabulary import NUM_CLASSES, prompt_from_ids
 
 from .synthetic_labels import present_prompts
@@ -18,10 +19,10 @@ from .synthetic_sources import Task
 
 Batch = dict[str, Any]
 
-#: Codes of :attr:`SyntheticPlan.origin`.
-REAL: Final[int] = 0
-GENERATED: Final[int] = 1
-BANK: Final[int] = 2
+#: Codes of :attr:`SyntheticPlan.origin` (:class:`~torchgeo_earthsynth.origins.SampleOrigin`).
+REAL: Final = SampleOrigin.REAL
+GENERATED: Final = SampleOrigin.GENERATED
+BANK: Final = SampleOrigin.BANK
 
 
 @dataclass(frozen=True)

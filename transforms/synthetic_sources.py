@@ -17,7 +17,7 @@ from torch import Tensor
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.models import SD15_ID
 from torchgeo_earthsynth.synthesis import SchedulerName, Synthesizer
-from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES
+from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, class_histogram
 
 Task = Literal['segmentation', 'classification', 'detection']
 Source = Literal['online', 'bank', 'both']
@@ -150,13 +150,6 @@ class Pool:
         return int(self.mask.shape[0])
 
 
-def _pixel_counts(mask: Tensor) -> Tensor:
-    """int64 [N, 67] pixels per vocabulary id of masks [N, H, W]."""
-    flat = mask.reshape(mask.shape[0], -1).long()
-    counts = torch.zeros(mask.shape[0], NUM_CLASSES, dtype=torch.long, device=mask.device)
-    return counts.scatter_add_(1, flat, torch.ones_like(flat))
-
-
 def resize_masks(mask: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(mask.shape[-2:]) == size:
         return mask
@@ -197,7 +190,7 @@ def _pool_from_samples(
             image = image.float().round().clamp(0, 255).to(torch.uint8)
             pictures.append(resize_images(image[None], size)[0])
     mask = torch.stack(masks)
-    return Pool(mask, _pixel_counts(mask), torch.stack(pictures) if images else None)
+    return Pool(mask, class_histogram(mask), torch.stack(pictures) if images else None)
 
 
 def _concat_pools(pools: Sequence[Pool]) -> Pool | None:
@@ -205,6 +198,44 @@ def _concat_pools(pools: Sequence[Pool]) -> Pool | None:
     if not pools:
         return None
     return Pool(torch.cat([p.mask for p in pools]), torch.cat([p.counts for p in pools]))
+
+
+def check_sources(
+    task: Task,
+    source: Source,
+    synthesizer: object | None,
+    bank: BankLike | None,
+    layouts: EarthSynth180K | None,
+    add_to_bank: bool,
+) -> None:
+    """Check that what ``task`` and ``source`` need was given.
+
+    Args:
+        task: the downstream task.
+        source: where synthetic samples come from.
+        synthesizer: the synthesizer (or its loader), if any.
+        bank: the bank, if any.
+        layouts: the layout corpus, if any.
+        add_to_bank: whether generated samples are banked.
+
+    Raises:
+        ValueError: naming what is missing.
+    """
+    if source in ('online', 'both') and synthesizer is None:
+        raise ValueError(f'source={source!r} needs a synthesizer')
+    if source in ('bank', 'both') and bank is None:
+        raise ValueError(f'source={source!r} needs a bank')
+    if task == 'detection' and source != 'online':
+        raise ValueError(
+            "task='detection' supports source='online' only: bank samples carry masks, not boxes"
+        )
+    if task == 'classification' and source != 'bank' and bank is None and layouts is None:
+        raise ValueError(
+            "task='classification' with online generation needs layouts: "
+            'pass bank=... or layouts=<corpus dataset>'
+        )
+    if add_to_bank and (bank is None or synthesizer is None):
+        raise ValueError('add_to_bank=True needs both a bank and a synthesizer')
 
 
 class SamplePools:
@@ -387,4 +418,13 @@ def _rows_for(pool: Pool, vocab_id: int, rule: str) -> Tensor:
     return ok.nonzero().flatten().cpu()
 
 
-__all__ = ('BankLike', 'ClassRule', 'Pool', 'SamplePools', 'Source', 'SynthesizerLoader', 'Task')
+__all__ = (
+    'BankLike',
+    'ClassRule',
+    'Pool',
+    'SamplePools',
+    'Source',
+    'SynthesizerLoader',
+    'Task',
+    'check_sources',
+)

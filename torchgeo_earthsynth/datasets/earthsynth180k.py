@@ -27,6 +27,7 @@ from ..vocabulary import (
     NUM_CLASSES,
     PALETTE,
     VOCABULARY,
+    class_histogram,
     colorize,
     prompt_from_ids,
     source_from_stem,
@@ -574,7 +575,7 @@ class EarthSynth180K(NonGeoDataset):
         # one copy each, into the layouts the tensors need (PIL's arrays are read-only)
         image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
         mask_t = torch.from_numpy(mask.astype(np.int64))
-        present = torch.bincount(mask_t.view(-1), minlength=NUM_CLASSES) > 0
+        present = class_histogram(mask_t[None])[0] > 0
         if self._has_prompt[index]:
             prompt = self._prompts[index]
         else:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
 from transformers import CLIPTokenizer
 
+from ..atomic import atomic_write_text
 from ..cache import default_cache_dir
 
 __all__ = ('clip_tokenizer',)
@@ -61,12 +61,9 @@ def clip_tokenizer(directory: str | None = None) -> CLIPTokenizer:
         byte_chars = list(_bytes_to_unicode().values())
         vocab = byte_chars + [c + '</w>' for c in byte_chars]
         vocab += [''.join(m.split()) for m in merges] + ['<|startoftext|>', '<|endoftext|>']
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f'.{out.name}.{os.getpid()}')
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / 'vocab.json').write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-        (tmp / 'merges.txt').write_text('#version: 0.2\n' + '\n'.join(merges) + '\n')
-        for name in ('vocab.json', 'merges.txt'):
-            os.replace(tmp / name, out / name)
-        tmp.rmdir()
+        # merges.txt last: its presence says the folder is complete
+        vocab_json = json.dumps({t: i for i, t in enumerate(vocab)})
+        atomic_write_text(out / 'vocab.json', vocab_json, durable=False)
+        merges_txt = '#version: 0.2\n' + '\n'.join(merges) + '\n'
+        atomic_write_text(out / 'merges.txt', merges_txt, durable=False)
     return CLIPTokenizer.from_pretrained(str(out), model_max_length=77, pad_token='<|endoftext|>')
