@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler, random_split
 
-from torchgeo_earthsynth.compat import DatasetNotFoundError, NonGeoDataModule
+from torchgeo_earthsynth.compat import DatasetNotFoundError, NonGeoDataModule, batch_for_trainer
 from torchgeo_earthsynth.datasets import EarthSynth180K, EarthSynthMini, make_mini_corpus
 from torchgeo_earthsynth.datasets.earthsynth180k import plot_sample
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, ids_from_prompt, prompt_from_ids
@@ -362,6 +362,7 @@ class EarthSynth180KDataModule(NonGeoDataModule):
             # Datamodule attributes are not moved by Lightning.
             self.cf_comp.to(batch['image'].device)
             batch = self.cf_comp(batch)
+        batch = batch_for_trainer(batch, self.trainer)
         return super().on_after_batch_transfer(batch, dataloader_idx)
 
     def plot(self, *args: Any, **kwargs: Any) -> Figure:

@@ -3,10 +3,13 @@
 
 """The one place TorchGeo task, datamodule and dataset-utility names are imported from."""
 
+from collections.abc import Mapping
 from importlib.metadata import version
 from importlib.util import find_spec
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from lightning.pytorch import Trainer
+from torch import Tensor
 from torchgeo.datamodules import BaseDataModule, NonGeoDataModule
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 
@@ -24,6 +27,27 @@ else:
 #: The installed TorchGeo version (``torchgeo.__version__``).
 TORCHGEO_VERSION: Final[str] = version('torchgeo')
 
+
+def batch_for_trainer(batch: Mapping[str, Any], trainer: Trainer | None) -> dict[str, Any]:
+    """The batch as the trainer's module takes it: tensors only for TorchGeo's own tasks.
+
+    TorchGeo's classification and segmentation tasks never read text fields, and from 0.10 on
+    their validation plot stacks every value of the batch (``unbind_samples``), so strings such
+    as ``prompt`` would fail there. Our own modules get the batch unchanged.
+
+    Args:
+        batch: a collated batch.
+        trainer: the datamodule's trainer, if attached.
+
+    Returns:
+        The batch, without its non-tensor values when a TorchGeo task trains on it.
+    """
+    module = trainer.lightning_module if trainer is not None else None
+    if isinstance(module, ClassificationTask | SemanticSegmentationTask):
+        return {key: value for key, value in batch.items() if isinstance(value, Tensor)}
+    return dict(batch)
+
+
 __all__ = (
     'TORCHGEO_VERSION',
     'BaseDataModule',
@@ -33,4 +57,5 @@ __all__ = (
     'NonGeoDataModule',
     'NonGeoDataset',
     'SemanticSegmentationTask',
+    'batch_for_trainer',
 )
