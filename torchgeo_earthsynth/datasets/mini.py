@@ -144,15 +144,14 @@ def _layout(
     scene = _SCENES[prefix]
     mask = np.full((size, size), scene['base'], dtype=np.uint8)
     yy, xx = np.mgrid[:size, :size]
-    # Finer GSD draws objects larger; higher latitudes hold more forest, less of the rest.
+    # Finer GSD draws objects larger; higher latitudes hold more forest.
     zoom = _SOURCE_GSD[prefix] / float(metadata['gsd'])
-    forest_bias = 0.12 * (abs(float(metadata['lat'])) / 60 - 0.5)
+    forest_bias = 0.15 * abs(float(metadata['lat'])) / 60
     for cls in scene['blobs']:
         if rng.random() < 0.75:
             noise = _smooth_noise(rng, size, int(rng.integers(2, 5)))
-            forested = cls in (C['forest land'], C['tree'])
-            shift = -forest_bias if forested else forest_bias
-            mask[noise > rng.uniform(0.6, 0.75) + shift] = cls
+            shift = forest_bias if cls in (C['forest land'], C['tree']) else 0.0
+            mask[noise > rng.uniform(0.6, 0.75) - shift] = cls
     for _ in range(int(rng.random() < scene['roads']) + int(rng.random() < scene['roads'] / 3)):
         width = max(2, round(int(rng.integers(3, 6)) * zoom))
         pos = int(rng.integers(width, size - width))
@@ -262,11 +261,12 @@ def make_mini_corpus(
         rng = np.random.default_rng(seed)
         prefixes = list(_SCENES)
         bar = tqdm(total=num_train + num_val, desc='mini corpus', disable=not progress)
-        for split, count in (('train', num_train), ('val', num_val)):
+        for split_index, (split, count) in enumerate((('train', num_train), ('val', num_val))):
             records: list[dict[str, Any]] = []
             for i in range(count):
                 prefix = prefixes[i % len(prefixes)]
-                metadata = _scene_metadata(rng, prefix)
+                # its own stream: the layouts keep the draws they had before metadata existed
+                metadata = _scene_metadata(np.random.default_rng([seed, split_index, i]), prefix)
                 mask = _layout(rng, prefix, size, metadata)
                 image = _render(rng, prefix, mask, metadata)
                 stem = f'{prefix}{split}{i:05d}'
@@ -295,7 +295,7 @@ class EarthSynthMini(EarthSynth180K):
     function of the layout. Each scene has metadata (JSONL ``metadata``: place, GSD, date)
     that changes its appearance: the month (and hemisphere) shifts vegetation between winter
     and summer tones (:func:`greenness`), the GSD scales objects, the latitude shifts the
-    forest share. Generated once into a cache folder.
+    forest share (and with it the land-cover mix). Generated once into a cache folder.
 
     .. versionadded:: 0.1
     """

@@ -36,12 +36,14 @@ __all__ = (
 #: DiffusionSat's base model (v-prediction).
 SD21_ID: Final = 'stabilityai/stable-diffusion-2-1'
 
-#: DiffusionSat's released checkpoints (Zenodo zips of diffusers folders): which load here.
+#: DiffusionSat's released checkpoints (Zenodo zips of diffusers folders) and their status
+#: here. "layout supported": their config fields and weight names, as their code writes them,
+#: load key for key (tested on tiny folders in that layout; the zips were not downloaded).
 DIFFUSIONSAT_CHECKPOINTS: Final = {
-    'finetune_sd21_sn-satlas-fmow_snr5_md7norm_bs64': 'loads (512 px text + metadata UNet)',
-    'finetune_sd21_256_sn-satlas-fmow_snr5_md7norm_bs64': 'loads (256 px text + metadata UNet)',
-    'controlnet_sd21_md7norm_fmow_condres256': 'waits (super-resolution ControlNet: not yet)',
-    'controlnet3d-mixattn_sd21_md7norm_texas': 'waits (temporal 3D ControlNet: not yet)',
+    'finetune_sd21_sn-satlas-fmow_snr5_md7norm_bs64': 'layout supported (512 px text + metadata)',
+    'finetune_sd21_256_sn-satlas-fmow_snr5_md7norm_bs64': 'layout supported (256 px)',
+    'controlnet_sd21_md7norm_fmow_condres256': 'waits: super-resolution ControlNet',
+    'controlnet3d-mixattn_sd21_md7norm_texas': 'waits: temporal 3D ControlNet',
 }
 
 # DiffusionSat's loaders shift lon, lat and year to be non-negative (data_util.py ``base_*``),
