@@ -3,19 +3,18 @@
 
 """EarthSynth LightningModules (TorchGeo tasks) and their callbacks."""
 
-from .earthsynth_controlnet import (
-    AtomicCheckpointIO,
-    DiffusersExport,
-    EarthSynthControlNet,
-    sample_grid,
-)
+from .callbacks import AtomicCheckpointIO, DiffusersExport, output_dir, sample_grid
+from .diffusion_task import DiffusionTask
+from .earthsynth_controlnet import EarthSynthControlNet
 from .synthesizer import BankWriter, SynthesizerModule
 
 __all__ = (
     'AtomicCheckpointIO',
     'BankWriter',
     'DiffusersExport',
+    'DiffusionTask',
     'EarthSynthControlNet',
     'SynthesizerModule',
+    'output_dir',
     'sample_grid',
 )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    StableDiffusionControlNetPipeline,
     UNet2DConditionModel,
     UniPCMultistepScheduler,
 )
@@ -95,6 +97,55 @@ def test_seeds_make_samples_reproducible_on_their_own(
     assert (other[0] - batch[1]).abs().mean() > 1
     default = synth.generate(masks, prompts)  # seeds 0..B-1
     torch.testing.assert_close(default, synth.generate(masks, prompts, seeds=[0, 1, 2]))
+
+
+def test_generate_equals_the_diffusers_pipeline(masks: torch.Tensor, prompts: list[str]) -> None:
+    """Synthesizer's promise: what StableDiffusionControlNetPipeline gives for the same inputs."""
+    synth = Synthesizer.tiny(image_size=SIZE, num_inference_steps=3)
+    assert synth.guidance_scale == 3.0  # the tiny preset's default (7.5 for real weights)
+    synth.guidance_scale = 7.5  # Synthesizer's default, as upstream EarthSynth's test.py
+    seeds = [11, 12, 13]
+    ours = synth.generate(masks, prompts, seeds=seeds)
+    # The same modules in a fresh pipeline with its own scheduler, text prompts (encoded by
+    # the pipeline, "" as negative) and the grey condition image id/255
+    components = {**synth.pipeline.components}
+    components['scheduler'] = UniPCMultistepScheduler.from_config(components['scheduler'].config)
+    pipe = StableDiffusionControlNetPipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    latents = torch.stack(
+        [
+            torch.randn(4, SIZE // 2, SIZE // 2, generator=torch.Generator().manual_seed(s))
+            for s in seeds
+        ]
+    )
+    theirs = pipe(
+        prompt=prompts,
+        image=(masks.float() / 255).unsqueeze(1).expand(-1, 3, -1, -1),
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=3,
+        guidance_scale=7.5,
+        latents=latents,
+        output_type='pt',
+    ).images
+    assert ours.std() > 1  # not a constant image
+    torch.testing.assert_close(ours, theirs * 255, atol=1e-3, rtol=0)
+    unguided = pipe(
+        prompt=prompts,
+        image=(masks.float() / 255).unsqueeze(1).expand(-1, 3, -1, -1),
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=3,
+        guidance_scale=3.0,
+        latents=latents,
+        output_type='pt',
+    ).images
+    assert (ours - unguided * 255).abs().mean() > 0.1  # the comparison can tell guidance apart
+
+
+def test_default_guidance_scales() -> None:
+    assert inspect.signature(Synthesizer).parameters['guidance_scale'].default == 7.5
+    assert Synthesizer.tiny(image_size=SIZE).guidance_scale == 3.0
 
 
 def test_bad_inputs(synth: Synthesizer, masks: torch.Tensor, prompts: list[str]) -> None:

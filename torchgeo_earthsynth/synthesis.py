@@ -175,7 +175,9 @@ class Synthesizer:
         pipeline: the ControlNet pipeline.
         scheduler: sampler for inference (UniPC by default).
         num_inference_steps: denoising steps.
-        guidance_scale: classifier-free guidance scale (1 disables guidance).
+        guidance_scale: classifier-free guidance scale (1 disables guidance). Default 7.5,
+            the setting of upstream EarthSynth's ``test.py`` and of diffusers' pipeline, for
+            real weights; :meth:`tiny` and the training task's samples default to 3.0.
         negative_prompt: prompt guided away from.
         batch_size: samples per forward pass.
         condition_encoding: how masks become condition images (``grey`` for EarthSynth).
@@ -295,7 +297,17 @@ class Synthesizer:
 
     @classmethod
     def tiny(cls, seed: int = 0, image_size: int = 64, **kwargs: Any) -> Synthesizer:
-        """An untrained tiny-preset synthesizer (tests, benchmarks)."""
+        """An untrained tiny-preset synthesizer (tests, benchmarks); guidance 3.0 by default.
+
+        Args:
+            seed: initialisation seed of the tiny parts.
+            image_size: pixel size the tiny parts are built for.
+            **kwargs: passed to :class:`Synthesizer` (``guidance_scale`` defaults to 3.0,
+                the tiny preset's setting, not 7.5).
+
+        Returns:
+            The synthesizer.
+        """
         parts = tiny_parts(seed, image_size)
         kwargs.setdefault('guidance_scale', 3.0)
         return cls(build_pipeline(parts, tiny_controlnet(parts.unet)), **kwargs)

@@ -60,22 +60,24 @@ class PromptEncoder:
             self.misses += len(prompts)
             return self._encode(list(prompts))
         missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
-        if missing:
-            for prompt, embedding in zip(missing, self._encode(missing)):
-                self._cache[prompt] = embedding
-            while len(self._cache) > self.max_size:
-                self._cache.popitem(last=False)
         self.misses += len(missing)
         self.hits += len(prompts) - len(missing)
         device = self.text_encoder.device
-        out = []
-        for prompt in prompts:
-            self._cache.move_to_end(prompt)
-            embedding = self._cache[prompt]
-            if embedding.device != device:  # the model moved since it was cached
-                embedding = self._cache[prompt] = embedding.to(device)
-            out.append(embedding)
-        return torch.stack(out)
+        # This call's embeddings are gathered before any eviction: a batch may hold more
+        # unique prompts than the cache keeps.
+        found = dict(zip(missing, self._encode(missing))) if missing else {}
+        for prompt in dict.fromkeys(prompts):
+            if prompt not in found:
+                embedding = self._cache[prompt]
+                if embedding.device != device:  # the model moved since it was cached
+                    embedding = embedding.to(device)
+                found[prompt] = embedding
+        for prompt in prompts:  # most recently used last, as in the call
+            self._cache.pop(prompt, None)
+            self._cache[prompt] = found[prompt]
+        while len(self._cache) > self.max_size:
+            self._cache.popitem(last=False)
+        return torch.stack([found[prompt] for prompt in prompts])
 
     def clear(self) -> None:
         """Forget every cached embedding."""

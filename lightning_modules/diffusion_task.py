@@ -1,0 +1,513 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""DiffusionTask: the training science every generator family shares, as a TorchGeo task."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from diffusers import ModelMixin
+from diffusers.training_utils import EMAModel, compute_snr
+from matplotlib.figure import Figure
+from torch import Tensor
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import LambdaLR
+from torchgeo.trainers import BaseTask
+
+from ..models import SD15_ID, DiffusionParts, PromptEncoder, pretrained_parts, tiny_parts
+from ..seeding import sample_seeds
+from ..synthesis import Synthesizer
+from .callbacks import output_dir
+
+__all__ = ('DiffusionTask',)
+
+
+class DiffusionTask(BaseTask):
+    """Train a latent diffusion model on a frozen VAE and text encoder (shared science).
+
+    Holds what every generator family trains with: noise sampling, epsilon/v targets, min-SNR
+    weighting, prompt dropout (classifier-free guidance), the optional local loss on the
+    foreground, an EMA of the trained weights (stepped once per optimizer step), the prompt
+    cache, the VAE warm-up and freezing of the tiny preset, AdamW over the trained
+    parameters only, frozen pretrained weights kept out of checkpoints, validation sample
+    grids and a diffusers export.
+
+    A family subclass adds only what it conditions on and what trains, by overriding:
+
+    * :meth:`configure_condition_models`: build the conditioning networks (e.g. a
+      ControlNet); called after the base parts exist and before freezing and the EMA.
+    * :meth:`trained_modules`: the modules the optimizer and the EMA update (default:
+      the UNet when ``train_unet``).
+    * :meth:`condition_inputs`: the batch's conditions as keyword arguments of
+      :meth:`forward` (default: none).
+    * :meth:`forward`: predict noise (or v) from noisy latents, text embeddings and those
+      conditions (default: the UNet, conditions passed to it as keyword arguments).
+    * :meth:`foreground`: the pixels the local loss weighs (default: ``mask > 0``).
+    * :meth:`synthesizer`, :meth:`sample_figure` and ``predict_step``: generation for
+      validation grids and prediction (seeds from :meth:`predict_seeds`).
+    * :meth:`write_export` and :meth:`export_metadata`: what :meth:`save_pretrained` writes.
+
+    Devices, precision, strategies (DDP/FSDP), checkpointing and logging are the Trainer's.
+
+    .. versionadded:: 0.2
+    """
+
+    monitor = 'val_loss'
+    mode = 'min'
+    latent_scale: Tensor  # buffers: the VAE latent scale and its warm-up estimate
+    latent_std_ema: Tensor
+
+    def __init__(
+        self,
+        preset: Literal['tiny', 'pretrained'] = 'tiny',
+        base_model: str = SD15_ID,
+        image_size: int = 64,
+        prediction_type: Literal['epsilon', 'v_prediction'] | None = None,
+        train_unet: bool | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-2,
+        lr_warmup_steps: int = 0,
+        prompt_dropout: float = 0.1,
+        snr_gamma: float | None = None,
+        local_loss_weight: float = 0.0,
+        ema_decay: float | None = None,
+        prompt_cache: bool = True,
+        gradient_checkpointing: bool = False,
+        vae_warmup_steps: int = 0,
+        val_num_samples: int = 8,
+        val_inference_steps: int = 20,
+        val_guidance_scale: float = 3.0,
+        predict_inference_steps: int = 20,
+        predict_guidance_scale: float = 3.0,
+        seed: int = 0,
+    ) -> None:
+        """Initialize a new DiffusionTask instance.
+
+        Args:
+            preset: ``tiny`` (small parts built in code) or ``pretrained`` (SD base).
+            base_model: hub id or local folder of the SD base (``pretrained`` preset).
+            image_size: training image size of the tiny preset.
+            prediction_type: ``epsilon`` or ``v_prediction`` (default: the scheduler's).
+            train_unet: also train the UNet (default: only in the tiny preset).
+            lr: learning rate (AdamW).
+            weight_decay: AdamW weight decay.
+            lr_warmup_steps: linear learning-rate warm-up steps.
+            prompt_dropout: probability of an empty prompt (classifier-free guidance).
+            snr_gamma: min-SNR loss weighting gamma (None: off).
+            local_loss_weight: weight of the extra loss on the foreground pixels.
+            ema_decay: keep an EMA of the trained weights (used to validate and export).
+            prompt_cache: cache prompt embeddings (the text encoder is frozen).
+            gradient_checkpointing: trade compute for memory in the trained networks.
+            vae_warmup_steps: tiny preset only: first fit the random VAE on reconstruction
+                for this many steps, then freeze it (nothing is pretrained there).
+            val_num_samples: validation samples generated and logged as a grid.
+            val_inference_steps: sampler steps for validation samples.
+            val_guidance_scale: guidance scale for validation samples (3.0 suits the tiny
+                preset; configs/sd15.yaml uses 7.5, as upstream EarthSynth's test.py).
+            predict_inference_steps: sampler steps in :meth:`predict_step`.
+            predict_guidance_scale: guidance scale in :meth:`predict_step` (3.0 for the tiny
+                preset; 7.5 is :class:`Synthesizer`'s default for real weights).
+            seed: initialisation and sampling seed.
+        """
+        super().__init__()
+
+    # ------------------------------------------------------------------ models
+    def configure_models(self) -> None:
+        """Build or load the diffusion parts, the family's networks, and freeze the rest."""
+        hp = self.hparams
+        parts = self.build_parts()
+        self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
+        self.tokenizer, self.noise_scheduler = parts.tokenizer, parts.scheduler
+        self.train_unet = (
+            hp['train_unet'] if hp['train_unet'] is not None else (hp['preset'] == 'tiny')
+        )
+        self.configure_condition_models()
+        self.vae_trainable = hp['preset'] == 'tiny' and hp['vae_warmup_steps'] > 0
+        self.vae.requires_grad_(self.vae_trainable)
+        self.text_encoder.requires_grad_(False)
+        self.unet.requires_grad_(False)
+        for module in self.trained_modules():
+            module.requires_grad_(True)
+            if hp['gradient_checkpointing']:
+                module.enable_gradient_checkpointing()
+        self.prompt_encoder = PromptEncoder(self.tokenizer, self.text_encoder, hp['prompt_cache'])
+        self.register_buffer('latent_scale', torch.tensor(float(self.vae.config.scaling_factor)))
+        self.register_buffer('latent_std_ema', torch.tensor(0.0))
+        self._diffusion_stepped = False
+        self.ema = (
+            EMAModel(self.trained_parameters(), decay=hp['ema_decay'])
+            if (hp['ema_decay'] is not None)
+            else None
+        )
+        # Frozen pretrained weights are not written into checkpoints (see on_save_checkpoint).
+        self.strict_loading = hp['preset'] == 'tiny'
+        self.train(self.training)  # frozen parts in eval mode from the start
+
+    def build_parts(self) -> DiffusionParts:
+        """The Stable Diffusion parts: tiny ones built in code, or the ``base_model``'s."""
+        hp = self.hparams
+        if hp['preset'] == 'tiny':
+            return tiny_parts(hp['seed'], hp['image_size'], hp['prediction_type'] or 'epsilon')
+        return pretrained_parts(hp['base_model'], hp['prediction_type'])
+
+    def configure_condition_models(self) -> None:
+        """Build the family's conditioning networks (none here)."""
+
+    def trained_modules(self) -> list[ModelMixin]:
+        """The networks the optimizer and the EMA update (the UNet if ``train_unet``)."""
+        return [self.unet] if self.train_unet else []
+
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """The diffusion parameters the optimizer updates."""
+        return [p for module in self.trained_modules() for p in module.parameters()]
+
+    def _freeze_vae(self) -> None:
+        """End of the VAE warm-up: the VAE is frozen from here on."""
+        self.vae_trainable = False
+        self.vae.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> DiffusionTask:
+        """Set train mode, keeping frozen parts in eval mode."""
+        super().train(mode)
+        self.text_encoder.eval()
+        if not self.vae_trainable:
+            self.vae.eval()
+        if not self.train_unet:
+            self.unet.eval()
+        return self
+
+    @property
+    def parts(self) -> DiffusionParts:
+        """The Stable Diffusion parts (shared, not copied), VAE scale in sync."""
+        self.vae.register_to_config(scaling_factor=float(self.latent_scale))
+        return DiffusionParts(
+            self.unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler
+        )
+
+    def synthesizer(self, num_inference_steps: int, guidance_scale: float) -> Synthesizer:
+        """A :class:`Synthesizer` over this module's current weights and prompt cache."""
+        raise NotImplementedError(f'{type(self).__name__} does not define a synthesizer')
+
+    @contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """Temporarily swap the EMA weights in (no-op without EMA)."""
+        if self.ema is None:
+            yield
+            return
+        params = self.trained_parameters()
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield
+        finally:
+            self.ema.restore(params)
+
+    # ------------------------------------------------------------------ loss
+    def forward(
+        self, noisy: Tensor, timesteps: Tensor, text: Tensor, **conditions: Tensor
+    ) -> Tensor:
+        """Predict noise (or v) of noisy latents given text embeddings and conditions."""
+        pred: Tensor = self.unet(
+            noisy, timesteps, encoder_hidden_states=text, return_dict=False, **conditions
+        )[0]
+        return pred
+
+    def condition_inputs(self, batch: dict[str, Any], size: tuple[int, int]) -> dict[str, Tensor]:
+        """The batch's conditions as keyword arguments of :meth:`forward`.
+
+        Args:
+            batch: the training batch.
+            size: the images' (height, width).
+
+        Returns:
+            Keyword arguments (none here: text only).
+        """
+        return {}
+
+    def foreground(self, batch: dict[str, Any]) -> Tensor | None:
+        """Float [B, 1, H, W] weights of the pixels the local loss counts (``mask > 0``)."""
+        mask = batch.get('mask')
+        return None if mask is None else (mask > 0).float().unsqueeze(1)
+
+    def _prompts(self, prompts: list[str], generator: torch.Generator | None) -> list[str]:
+        p = self.hparams['prompt_dropout']
+        if not self.training or p <= 0:
+            return prompts
+        drop = torch.rand(len(prompts), generator=generator) < p
+        return ['' if d else prompt for prompt, d in zip(prompts, drop.tolist())]
+
+    def diffusion_loss(
+        self, batch: dict[str, Any], generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Global epsilon/v MSE (min-SNR weighted if set) plus the optional local term.
+
+        Args:
+            batch: ``image`` [B,3,H,W] 0..255, ``prompt`` list, and the family's conditions.
+            generator: CPU generator for reproducible noise (validation).
+
+        Returns:
+            The scalar loss.
+        """
+        hp = self.hparams
+        images = batch['image'] / 127.5 - 1
+        with torch.no_grad():
+            posterior = self.vae.encode(images).latent_dist
+        latents = (
+            posterior.sample(generator=None)
+            if generator is None
+            else (posterior.mean + posterior.std * self._randn(posterior.mean, generator))
+        )
+        latents = latents.detach() * self.latent_scale
+        noise = self._randn(latents, generator)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (len(latents),), generator=generator).to(self.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        text = self.prompt_encoder(self._prompts(list(batch['prompt']), generator))
+        conditions = self.condition_inputs(batch, (images.shape[-2], images.shape[-1]))
+        pred = self(
+            noisy,
+            timesteps,
+            text.to(noisy.dtype),
+            **{k: v.to(noisy.dtype) for k, v in conditions.items()},
+        )
+        if self.noise_scheduler.config.prediction_type == 'v_prediction':
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        error = (pred.float() - target.float()) ** 2
+        per_sample = error.mean(dim=(1, 2, 3))
+        local_weight = hp['local_loss_weight']
+        fg = self.foreground(batch) if local_weight > 0 else None
+        if fg is not None:
+            fg = F.interpolate(fg.to(error), size=error.shape[-2:], mode='nearest')
+            local = (error * fg).sum(dim=(1, 2, 3)) / (fg.sum(dim=(1, 2, 3)) * error.shape[1])
+            per_sample = per_sample + local_weight * local.nan_to_num(0.0)
+        if hp['snr_gamma'] is not None:  # one weight for the global and the local term
+            per_sample = per_sample * self._min_snr_weight(timesteps, hp['snr_gamma'])
+        loss: Tensor = per_sample.mean()
+        return loss
+
+    def _min_snr_weight(self, timesteps: Tensor, gamma: float) -> Tensor:
+        """Min-SNR weights (Hang et al. 2023): min(snr, gamma) / snr, or / (snr + 1) for v."""
+        snr: Tensor = compute_snr(self.noise_scheduler, timesteps)
+        if self.noise_scheduler.config.prediction_type == 'v_prediction':
+            return snr.clamp(max=gamma) / (snr + 1)
+        return snr.clamp(max=gamma) / snr
+
+    def _randn(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        if generator is None:
+            return torch.randn_like(like)
+        return torch.randn(like.shape, generator=generator).to(like)
+
+    def _vae_loss(self, batch: dict[str, Any]) -> Tensor:
+        images = batch['image'] / 127.5 - 1
+        posterior = self.vae.encode(images).latent_dist
+        recon = self.vae.decode(posterior.sample()).sample
+        kl = posterior.kl().mean() / images[0].numel()
+        std = posterior.mean.detach().std()
+        self.latent_std_ema.copy_(
+            std if self.latent_std_ema == 0 else 0.9 * self.latent_std_ema + 0.1 * std
+        )
+        loss: Tensor = F.mse_loss(recon, images) + 1e-3 * kl
+        return loss
+
+    # ------------------------------------------------------------------ steps
+    def training_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """One training step: VAE warm-up (tiny preset) or the diffusion loss."""
+        batch_size = len(batch['image'])
+        if self.vae_trainable and self.global_step < self.hparams['vae_warmup_steps']:
+            loss = self._vae_loss(batch)
+            self._diffusion_stepped = False
+            self.log('vae_loss', loss, prog_bar=True, batch_size=batch_size)
+            return loss
+        if self.vae_trainable:  # warm-up over: freeze the VAE, fix the latent scale
+            self._freeze_vae()
+            self.latent_scale.fill_(1.0 / float(self.latent_std_ema.clamp(min=1e-3)))
+        loss = self.diffusion_loss(batch)
+        self._diffusion_stepped = True  # the EMA follows this optimizer step
+        self.log('train_loss', loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def on_fit_start(self) -> None:
+        """Move the EMA shadow weights to the module's device."""
+        if self.ema is not None:
+            self.ema.to(self.device)
+        if self.vae_trainable and self.global_step >= self.hparams['vae_warmup_steps']:
+            self._freeze_vae()  # resumed after the warm-up
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Step the optimizer, then the EMA of the trained weights (not in the VAE warm-up).
+
+        Lightning calls this once per optimizer step, after all accumulated micro-batches.
+        """
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.ema is not None and self._diffusion_stepped:
+            self.ema.step(self.trained_parameters())
+        self._diffusion_stepped = False
+
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Validation loss with fixed noise, and a sample grid from the first batch."""
+        generator = torch.Generator().manual_seed(self.hparams['seed'] + batch_idx)
+        with self.ema_weights():
+            loss = self.diffusion_loss(batch, generator)
+            self.log('val_loss', loss, sync_dist=True, batch_size=len(batch['image']))
+            if batch_idx == 0 and self.hparams['val_num_samples'] > 0:
+                self._log_samples(batch)
+
+    def predict_seeds(self, batch: dict[str, Any], batch_idx: int, count: int) -> Tensor:
+        """One seed per generated sample: ``batch['seed']`` when given, else derived.
+
+        Derived seeds come from ``seed``, the distributed rank and the batch index
+        (:func:`~torchgeo_earthsynth.seeding.sample_seeds`), so a short last batch or
+        another DDP rank never reuses a seed.
+
+        Args:
+            batch: the prediction batch.
+            batch_idx: its index in this rank's loader.
+            count: samples in the batch.
+
+        Returns:
+            int64 [count] seeds.
+        """
+        given = batch.get('seed')
+        if given is not None:
+            return torch.as_tensor(given)
+        seeds: Tensor = sample_seeds(self.hparams['seed'], batch_idx, count)
+        return seeds
+
+    def sample_figure(self, batch: dict[str, Any], count: int) -> Figure:
+        """A figure of ``count`` samples generated for the batch's first conditions."""
+        raise NotImplementedError(f'{type(self).__name__} does not draw validation samples')
+
+    def _log_samples(self, batch: dict[str, Any]) -> None:
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        n = min(self.hparams['val_num_samples'], len(batch['image']))
+        figure = self.sample_figure(batch, n)
+        out = output_dir(self.trainer) / 'samples'
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f'val_step{self.global_step:06d}.png'
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+        for logger in self.loggers:
+            experiment = getattr(logger, 'experiment', None)
+            if experiment is not None and hasattr(experiment, 'add_figure'):  # TensorBoard
+                experiment.add_image(
+                    'val/samples', plt.imread(path)[..., :3], self.global_step, dataformats='HWC'
+                )
+            elif hasattr(logger, 'log_image'):  # W&B, Neptune...
+                logger.log_image(key='val/samples', images=[str(path)], step=self.global_step)
+
+    # ------------------------------------------------------------------ optim / ckpt
+    def configure_optimizers(self) -> Any:
+        """AdamW over what trains (the family's networks, the VAE in the tiny warm-up)."""
+        groups: list[dict[str, Any]] = [{'params': self.trained_parameters()}]
+        if self.hparams['preset'] == 'tiny' and self.hparams['vae_warmup_steps'] > 0:
+            # kept after the warm-up (frozen params get no grads) so resumed states match
+            groups.append({'params': list(self.vae.parameters()), 'weight_decay': 0.0})
+        params = [p for group in groups for p in group['params']]
+        # The fused kernel is ~3x faster than foreach on CPU; plain tensors only (not FSDP's).
+        fused = all(
+            type(p) is torch.nn.Parameter and p.device.type in ('cpu', 'cuda') for p in params
+        )
+        optimizer = AdamW(
+            groups,
+            lr=self.hparams['lr'],
+            weight_decay=self.hparams['weight_decay'],
+            fused=fused or None,
+        )
+        warmup = max(1, self.hparams['lr_warmup_steps'])
+        scheduler = LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {
+            'optimizer': optimizer,
+            'lr_scheduler': {'scheduler': scheduler, 'interval': 'step'},
+        }
+
+    def _frozen_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of the frozen pretrained weights (reloaded from the base)."""
+        if self.hparams['preset'] == 'tiny':
+            return ()
+        return ('vae.', 'text_encoder.') + (() if self.train_unet else ('unet.',))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Drop frozen pretrained weights (they reload from ``base_model``); add EMA."""
+        prefixes = self._frozen_prefixes()
+        if prefixes:
+            state = checkpoint['state_dict']
+            for key in [k for k in state if k.startswith(prefixes)]:
+                del state[key]
+        if self.ema is not None:
+            checkpoint['ema'] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the EMA and the VAE state of the warm-up."""
+        if self.ema is not None and 'ema' in checkpoint:
+            self.ema.load_state_dict(checkpoint['ema'])
+        if checkpoint.get('global_step', 0) >= self.hparams['vae_warmup_steps']:
+            self._freeze_vae()
+
+    # ------------------------------------------------------------------ export
+    def write_export(self, directory: Path, full_pipeline: bool) -> None:
+        """Write the trained weights (EMA swapped in) in diffusers format into ``directory``."""
+        raise NotImplementedError(f'{type(self).__name__} does not define an export')
+
+    def export_metadata(self) -> dict[str, Any]:
+        """What ``earthsynth.json`` records about the export (base fields here)."""
+        return {
+            'base_model': self.hparams['base_model'] if self.hparams['preset'] != 'tiny' else None,
+            'preset': self.hparams['preset'],
+            'image_size': self.hparams['image_size'],
+            'global_step': int(self.global_step),
+            'ema': self.ema is not None,
+        }
+
+    def model_card(self, meta: dict[str, Any], full_pipeline: bool) -> str:
+        """The export's README.md."""
+        return f'# {type(self).__name__} export\n\n```json\n{json.dumps(meta, indent=2)}\n```\n'
+
+    def save_pretrained(self, directory: str | Path, full_pipeline: bool | None = None) -> Path:
+        """Export in diffusers format (safetensors), atomically, with a model card.
+
+        Args:
+            directory: output folder (replaced as a whole when it exists).
+            full_pipeline: write the whole pipeline (default for the tiny preset: the base
+                exists nowhere else) or only the trained networks.
+
+        Returns:
+            The export folder.
+        """
+        directory = Path(directory)
+        full = self.hparams['preset'] == 'tiny' if full_pipeline is None else full_pipeline
+        tmp = directory.with_name(f'.{directory.name}.tmp-{os.getpid()}')
+        shutil.rmtree(tmp, ignore_errors=True)
+        with self.ema_weights():
+            self.write_export(tmp, full)
+        meta = self.export_metadata()
+        (tmp / 'earthsynth.json').write_text(json.dumps(meta, indent=2))
+        (tmp / 'README.md').write_text(self.model_card(meta, full))
+        old = directory.with_name(f'.{directory.name}.old-{os.getpid()}')
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+        return directory
