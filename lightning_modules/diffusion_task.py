@@ -28,6 +28,7 @@ from ..models import SD15_ID, DiffusionParts, PromptEncoder, pretrained_parts, t
 from ..seeding import sample_seeds
 from ..synthesis import Synthesizer
 from .callbacks import output_dir
+from .resume import clean_stale_temporaries, run_seed
 
 __all__ = ('DiffusionTask',)
 
@@ -89,7 +90,7 @@ class DiffusionTask(BaseTask):
         val_guidance_scale: float = 3.0,
         predict_inference_steps: int = 20,
         predict_guidance_scale: float = 3.0,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         """Initialize a new DiffusionTask instance.
 
@@ -117,7 +118,8 @@ class DiffusionTask(BaseTask):
             predict_inference_steps: sampler steps in :meth:`predict_step`.
             predict_guidance_scale: guidance scale in :meth:`predict_step` (3.0 for the tiny
                 preset; 7.5 is :class:`Synthesizer`'s default for real weights).
-            seed: initialisation and sampling seed.
+            seed: initialisation and sampling seed (None: the run's ``seed_everything``,
+                else 0; see :func:`~torchgeo_earthsynth.lightning_modules.resume.run_seed`).
         """
         super().__init__()
 
@@ -125,6 +127,7 @@ class DiffusionTask(BaseTask):
     def configure_models(self) -> None:
         """Build or load the diffusion parts, the family's networks, and freeze the rest."""
         hp = self.hparams
+        hp['seed'] = run_seed(hp['seed'])  # saved resolved: a resumed run keeps it
         parts = self.build_parts()
         self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
         self.tokenizer, self.noise_scheduler = parts.tokenizer, parts.scheduler
@@ -498,6 +501,7 @@ class DiffusionTask(BaseTask):
         """
         directory = Path(directory)
         full = self.hparams['preset'] == 'tiny' if full_pipeline is None else full_pipeline
+        clean_stale_temporaries(directory.parent)  # of exports killed before their rename
         tmp = directory.with_name(f'.{directory.name}.tmp-{os.getpid()}')
         shutil.rmtree(tmp, ignore_errors=True)
         with self.ema_weights():
