@@ -16,7 +16,11 @@ import torch
 
 from torchgeo_earthsynth.cli import main as cli_main
 from torchgeo_earthsynth.lightning_modules import AtomicCheckpointIO, EarthSynthControlNet
-from torchgeo_earthsynth.lightning_modules.resume import clean_stale_temporaries, run_seed
+from torchgeo_earthsynth.lightning_modules.resume import (
+    RNGState,
+    clean_stale_temporaries,
+    run_seed,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,3 +105,25 @@ def test_ckpt_path_last_resumes_with_the_shipped_config(
     assert not [w for w in warned if 'no last checkpoint' in str(w.message)]
     assert f'Restoring states from the checkpoint path at {last}' in caplog.text
     assert torch.load(last, weights_only=False)['global_step'] == 3
+
+
+def test_rng_state_round_trips_through_a_checkpoint() -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    module = torch.nn.Module()
+    module.generator = torch.Generator().manual_seed(3)  # type: ignore[assignment]
+    callback = RNGState()
+    callback._trainer = SimpleNamespace(lightning_module=module, datamodule=None)  # type: ignore[assignment]
+    saved = callback.state_dict()
+    first = (torch.rand(3), np.random.rand(), torch.rand(2, generator=module.generator))
+    torch.manual_seed(99)
+    np.random.seed(99)
+    module.generator.manual_seed(99)
+    callback.load_state_dict(saved)
+    callback.on_train_start(None, None)  # type: ignore[arg-type]
+    again = (torch.rand(3), np.random.rand(), torch.rand(2, generator=module.generator))
+    assert torch.equal(first[0], again[0]) and first[1] == again[1]
+    assert torch.equal(first[2], again[2])
+    assert set(saved['generators']) == {'model.generator'}
