@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..vocabulary import PROMPT_PREFIX, colorize
+from .resume import clean_stale_temporaries
 
 __all__ = ('AtomicCheckpointIO', 'DiffusersExport', 'log_figure', 'output_dir', 'sample_grid')
 
@@ -163,6 +164,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError('AtomicCheckpointIO does not take storage_options')
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(target.parent)  # of saves killed before their rename
         tmp = target.with_name(f'.{target.name}.tmp-{os.getpid()}')
         try:
             with tmp.open('wb') as f:

@@ -29,6 +29,7 @@ from ..seeding import sample_seeds
 from ..synthesis import Synthesizer
 from .callbacks import log_figure
 from .diffusion_loss import denoising_loss, drop_prompts, min_snr_weight, prediction_target
+from .resume import clean_stale_temporaries, run_seed
 
 __all__ = ('DiffusionTask',)
 
@@ -90,7 +91,7 @@ class DiffusionTask(BaseTask):
         val_guidance_scale: float = 3.0,
         predict_inference_steps: int = 20,
         predict_guidance_scale: float = 3.0,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         """Initialize a new DiffusionTask instance.
 
@@ -118,7 +119,8 @@ class DiffusionTask(BaseTask):
             predict_inference_steps: sampler steps in :meth:`predict_step`.
             predict_guidance_scale: guidance scale in :meth:`predict_step` (3.0 for the tiny
                 preset; 7.5 is :class:`Synthesizer`'s default for real weights).
-            seed: initialisation and sampling seed.
+            seed: initialisation and sampling seed (None: the run's ``seed_everything``,
+                else 0; see :func:`~torchgeo_earthsynth.lightning_modules.resume.run_seed`).
         """
         super().__init__()
 
@@ -126,6 +128,7 @@ class DiffusionTask(BaseTask):
     def configure_models(self) -> None:
         """Build or load the diffusion parts, the family's networks, and freeze the rest."""
         hp = self.hparams
+        hp['seed'] = run_seed(hp['seed'])  # saved resolved: a resumed run keeps it
         parts = self.build_parts()
         self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
         self.tokenizer, self.noise_scheduler = parts.tokenizer, parts.scheduler
@@ -480,6 +483,7 @@ class DiffusionTask(BaseTask):
         """
         directory = Path(directory)
         full = self.hparams['preset'] == 'tiny' if full_pipeline is None else full_pipeline
+        clean_stale_temporaries(directory.parent)  # of exports killed before their rename
         tmp = directory.with_name(f'.{directory.name}.tmp-{os.getpid()}')
         shutil.rmtree(tmp, ignore_errors=True)
         with self.ema_weights():

@@ -73,7 +73,7 @@ class EarthSynthControlNet(DiffusionTask):
         val_guidance_scale: float = 3.0,
         predict_inference_steps: int = 20,
         predict_guidance_scale: float = 3.0,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         """Initialize a new EarthSynthControlNet instance.
 
@@ -106,7 +106,8 @@ class EarthSynthControlNet(DiffusionTask):
             predict_inference_steps: UniPC steps in :meth:`predict_step`.
             predict_guidance_scale: guidance scale in :meth:`predict_step` (3.0 for the tiny
                 preset; 7.5 is :class:`Synthesizer`'s default for real weights).
-            seed: initialisation and sampling seed.
+            seed: initialisation and sampling seed (None: the run's ``seed_everything``,
+                else 0).
         """
         super().__init__(
             preset=preset,
