@@ -365,6 +365,7 @@ def run_demo(config: DemoConfig) -> Path:
     ]
     report = out / 'report.md'
     rfilter_rows = [dict(row) for row in summary.rows]
+    rfilter_note = _rfilter_note(rfilter_rows, config.layout_threshold)
     report.write_text(
         '# EarthSynth demo report\n\n'
         'Every number below was measured in this run '
@@ -384,7 +385,7 @@ def run_demo(config: DemoConfig) -> Path:
         '## R-Filter\n\n'
         f'{summary.to_markdown()}\n\n'
         f'Kept {len(kept)} of {len(layouts)} samples generated from training masks into the '
-        f'bank `{(out / "bank").as_posix()}`. {_rfilter_note(rfilter_rows)}\n\n'
+        f'bank `{(out / "bank").as_posix()}`. {rfilter_note}\n\n'
         '## Downstream segmentation: how much do synthetic images help, per real label?\n\n'
         f'Synthetic samples {source_note}. TorchGeo `SemanticSegmentationTask` '
         '(U-Net/ResNet-18, trained from scratch) on '
@@ -442,15 +443,18 @@ def _json_ready(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-def _rfilter_note(rows: Sequence[dict[str, Any]]) -> str:
+def _rfilter_note(rows: Sequence[dict[str, Any]], layout_threshold: float) -> str:
     """Which R-Filter rules could drop samples in this run, and which did."""
-    active = [r['rule'] for r in rows if r.get('enabled') and r['rule'] != 'alignment']
+    # scores are >= 0, so a rule with threshold 0 keeps everything
+    inert = {'alignment'} | ({'layout'} if layout_threshold <= 0 else set())
+    active = [r['rule'] for r in rows if r.get('enabled') and r['rule'] not in inert | {'total'}]
     dropped = [f'{r["rule"]} {r["dropped"]}' for r in rows if r.get('dropped')]
     return (
         'The tiny CLIP model is random, so it cannot judge alignment: its scores are reported '
-        'but its threshold is 0, so the alignment rule cannot drop anything. Rules that could '
-        f'drop samples in this run: {", ".join(active) or "none"}; dropped: '
-        f'{", ".join(dropped) or "nothing"}.'
+        'but its threshold is 0, so the alignment rule cannot drop anything'
+        + (' (nor can layout, threshold 0)' if 'layout' in inert else '')
+        + f'. Rules that could drop samples in this run: {", ".join(active) or "none"}; '
+        f'dropped: {", ".join(dropped) or "nothing"}.'
     )
 
 
