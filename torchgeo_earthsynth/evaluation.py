@@ -1093,7 +1093,9 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any] | str | Path) ->
     no checkpoints), fits, and tests the final model. The ``real`` arm trains without the
     synthetic augmentation, ``real+synthetic`` with it in the datamodule's ``train_aug``
     slot, and ``synthetic-only`` on the bank alone (:class:`SyntheticTrainSet`); all are
-    validated and tested on the same real splits.
+    validated and tested on the same real splits (the mini datamodules test on held-out
+    scenes disjoint from the validation ones). Each run trains ``max_steps`` steps when
+    given (``max_epochs`` is lifted unless set too; ``runs.csv`` records the steps run).
 
     Args:
         config: an :class:`ExperimentConfig`, a mapping of its fields, or a YAML file.
