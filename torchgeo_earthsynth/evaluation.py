@@ -1015,7 +1015,8 @@ def write_report(result: ExperimentResult, folder: str | Path) -> dict[str, Path
 
     # one IoU definition in the table: TorchGeo's micro one stays in results.json only
     unreported = {'test_MulticlassJaccardIndex'} if result.metric == 'test_mIoU' else set()
-    metric_keys = sorted({k for run in result.runs for k in run.metrics} - unreported)
+    reported = {result.metric}  # already the third column
+    metric_keys = sorted({k for run in result.runs for k in run.metrics} - unreported - reported)
     stat_keys = sorted({k for run in result.runs for k in run.synthetic_stats or {}})
     with files['runs_csv'].open('w', newline='') as f:
         writer = csv.writer(f)
