@@ -805,7 +805,7 @@ def _run(plan: _Plan, arm: str, seed: int, folder: Path) -> RunResult:
     if 0 < trainer.max_steps != trainer.global_step:
         warnings.warn(
             f'{arm} seed {seed}: trained {trainer.global_step} of max_steps '
-            f'{trainer.max_steps} steps (max_epochs {trainer.max_epochs} stopped it first); '
+            f'{trainer.max_steps} steps (max_epochs {trainer.max_epochs} or the data ran out); '
             'runs.csv records the steps run',
             stacklevel=2,
         )
