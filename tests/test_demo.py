@@ -37,7 +37,7 @@ def test_demo_writes_an_honest_report(tmp_path: Path) -> None:
         '## R-Filter',
         '## Downstream segmentation',
         '| real scenes | arm |',
-        'alignment rule cannot drop anything',
+        'alignment rule cannot drop anything (nor can layout, threshold 0)',
         '## Timings',
     ):
         assert heading in text

@@ -244,13 +244,17 @@ def plot_data_efficiency(result: DataEfficiencyResult) -> Figure:
                 label=f'{arm} - real',
             )
     gain.axhline(0.0, color='black', lw=0.8)
+    ticks = sorted({r.real_samples for r in result.rows})
     for ax in (score, gain):
         ax.set_xscale('log', base=2)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel('real labelled training scenes')
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize='small')
     score.set_ylabel(result.metric)
+    score.set_ylim(bottom=max(0.0, score.get_ylim()[0]))  # scores are >= 0
     score.set_title('test score: mean and 95% interval over seeds', fontsize='medium')
     gain.set_ylabel(f'paired difference in {result.metric}')
     gain.set_title('difference to real-only (same seed), 95% interval', fontsize='medium')

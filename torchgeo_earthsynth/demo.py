@@ -365,6 +365,7 @@ def run_demo(config: DemoConfig) -> Path:
     ]
     report = out / 'report.md'
     rfilter_rows = [dict(row) for row in summary.rows]
+    rfilter_note = _rfilter_note(rfilter_rows, config.layout_threshold)
     report.write_text(
         '# EarthSynth demo report\n\n'
         'Every number below was measured in this run '
@@ -384,20 +385,20 @@ def run_demo(config: DemoConfig) -> Path:
         '## R-Filter\n\n'
         f'{summary.to_markdown()}\n\n'
         f'Kept {len(kept)} of {len(layouts)} samples generated from training masks into the '
-        f'bank `{(out / "bank").as_posix()}`. {_rfilter_note(rfilter_rows)}\n\n'
+        f'bank `{(out / "bank").as_posix()}`. {rfilter_note}\n\n'
         '## Downstream segmentation: how much do synthetic images help, per real label?\n\n'
         f'Synthetic samples {source_note}. TorchGeo `SemanticSegmentationTask` '
         '(U-Net/ResNet-18, trained from scratch) on '
-        f'{", ".join(budget_label(b) for b in budgets)} '
+        f'{", ".join(str(r.real_samples) for r in study.rows if r.arm == "real")} '
         f'real training scenes, batch {batch_size}, constant learning rate, '
         f'{config.downstream_steps} steps each (steps run, read from the '
         f'trainers: {steps_run}), seeds {list(config.seeds)} (the same seed gives each arm the '
         'same initialisation, data order and real subset, so differences are paired). The '
         'score is the test mIoU (IoU per class averaged over the classes present in the test '
         'split; per-class IoU in `downstream/budget_*/results.json`) on held-out scenes that '
-        'no training or model selection saw (the validation scenes, used by the LR schedule, '
-        'are a disjoint part of the held-out split); the bank is made from training masks '
-        'only.\n\n'
+        'no training or model selection saw (the validation scenes, a disjoint part of the '
+        'held-out split, only draw the validation-loss curves); the bank is made from '
+        'training masks only.\n\n'
         f'{study.format_table()}\n\n'
         f'{_verdict(study)}\n\n'
         '![data efficiency](downstream/data_efficiency.png)\n\n'
@@ -442,15 +443,18 @@ def _json_ready(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-def _rfilter_note(rows: Sequence[dict[str, Any]]) -> str:
+def _rfilter_note(rows: Sequence[dict[str, Any]], layout_threshold: float) -> str:
     """Which R-Filter rules could drop samples in this run, and which did."""
-    active = [r['rule'] for r in rows if r.get('enabled') and r['rule'] != 'alignment']
+    # scores are >= 0, so a rule with threshold 0 keeps everything
+    inert = {'alignment'} | ({'layout'} if layout_threshold <= 0 else set())
+    active = [r['rule'] for r in rows if r.get('enabled') and r['rule'] not in inert | {'total'}]
     dropped = [f'{r["rule"]} {r["dropped"]}' for r in rows if r.get('dropped')]
     return (
         'The tiny CLIP model is random, so it cannot judge alignment: its scores are reported '
-        'but its threshold is 0, so the alignment rule cannot drop anything. Rules that could '
-        f'drop samples in this run: {", ".join(active) or "none"}; dropped: '
-        f'{", ".join(dropped) or "nothing"}.'
+        'but its threshold is 0, so the alignment rule cannot drop anything'
+        + (' (nor can layout, threshold 0)' if 'layout' in inert else '')
+        + f'. Rules that could drop samples in this run: {", ".join(active) or "none"}; '
+        f'dropped: {", ".join(dropped) or "nothing"}.'
     )
 
 
@@ -466,10 +470,12 @@ def _verdict(study: DataEfficiencyResult) -> str:
         )
     return (
         'Paired differences to real-only (95% interval over seeds; "helps"/"hurts" only when '
-        'the interval excludes 0): ' + '; '.join(words) + ". Where the tiny generator's "
-        'images follow their masks poorly (see the fidelity table), the synthetic pairs are '
-        'noisy labels: they can only help where real labels are scarcest, and synthetic-only '
-        'training measures how far they are from real data.'
+        'the interval excludes 0): ' + '; '.join(words) + '. Where synthetic data does not '
+        'help, the likely causes are, in order: generator quality (a synthetic image that '
+        'does not follow its mask is a mislabelled pair: see the fidelity table against its '
+        'shuffled-mask control), the label noise that follows from it, and the regime (a '
+        'from-scratch U-Net, few steps, 32 px). Synthetic-only training measures how far the '
+        'synthetic pairs are from real ones.'
     )
 
 

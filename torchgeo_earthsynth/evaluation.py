@@ -805,7 +805,7 @@ def _run(plan: _Plan, arm: str, seed: int, folder: Path) -> RunResult:
     if 0 < trainer.max_steps != trainer.global_step:
         warnings.warn(
             f'{arm} seed {seed}: trained {trainer.global_step} of max_steps '
-            f'{trainer.max_steps} steps (max_epochs {trainer.max_epochs} stopped it first); '
+            f'{trainer.max_steps} steps (max_epochs {trainer.max_epochs} or the data ran out); '
             'runs.csv records the steps run',
             stacklevel=2,
         )
@@ -1015,7 +1015,8 @@ def write_report(result: ExperimentResult, folder: str | Path) -> dict[str, Path
 
     # one IoU definition in the table: TorchGeo's micro one stays in results.json only
     unreported = {'test_MulticlassJaccardIndex'} if result.metric == 'test_mIoU' else set()
-    metric_keys = sorted({k for run in result.runs for k in run.metrics} - unreported)
+    reported = {result.metric}  # already the third column
+    metric_keys = sorted({k for run in result.runs for k in run.metrics} - unreported - reported)
     stat_keys = sorted({k for run in result.runs for k in run.synthetic_stats or {}})
     with files['runs_csv'].open('w', newline='') as f:
         writer = csv.writer(f)
@@ -1093,7 +1094,9 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any] | str | Path) ->
     no checkpoints), fits, and tests the final model. The ``real`` arm trains without the
     synthetic augmentation, ``real+synthetic`` with it in the datamodule's ``train_aug``
     slot, and ``synthetic-only`` on the bank alone (:class:`SyntheticTrainSet`); all are
-    validated and tested on the same real splits.
+    validated and tested on the same real splits (the mini datamodules test on held-out
+    scenes disjoint from the validation ones). Each run trains ``max_steps`` steps when
+    given (``max_epochs`` is lifted unless set too; ``runs.csv`` records the steps run).
 
     Args:
         config: an :class:`ExperimentConfig`, a mapping of its fields, or a YAML file.
