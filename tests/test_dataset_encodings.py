@@ -11,12 +11,12 @@ import pytest
 import torch
 from torchgeo.datasets import (
     DIOR,
+    RESISC45,
     VHR10,
     DeepGlobeLandCover,
     EuroSAT,
     LoveDA,
     Potsdam2D,
-    RESISC45,
     UCMerced,
     Vaihingen2D,
 )
@@ -189,7 +189,7 @@ def test_label_maps_come_from_the_registry() -> None:
 
 
 def test_unknown_dataset_needs_an_explicit_map() -> None:
-    with pytest.raises(ValueError, match="no encoding for dataset 'SpaceNet'.*explicit map"):
+    with pytest.raises(ValueError, match=r"no encoding for dataset 'SpaceNet'.*explicit map"):
         encoding_for('SpaceNet')
     enc = explicit_encoding(['sky', 'lava', 'water'], overrides={'sky': 0, 'lava': 'bare land'})
     assert enc.values == (0, 1, 2)
