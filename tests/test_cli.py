@@ -67,3 +67,12 @@ def test_evaluate_empty_bank_fails_before_training(base: dict[str, object], tmp_
     with pytest.raises(ValueError, match=r'bank .*bank is empty'):
         run_experiment({**base, 'bank': str(empty)})
     assert not (tmp_path / 'out').exists()  # no arm was trained
+
+
+def test_offline_hub_id_says_it_cannot_reach_the_hub() -> None:
+    from torchgeo_earthsynth.synthesis import Synthesizer
+
+    with pytest.raises(
+        ValueError, match=r'^earthsynth-tests/not-cached: cannot reach the Hub and not in the local'
+    ):
+        Synthesizer.from_pretrained('earthsynth-tests/not-cached')
