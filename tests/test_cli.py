@@ -76,3 +76,72 @@ def test_offline_hub_id_says_it_cannot_reach_the_hub() -> None:
         ValueError, match=r'^earthsynth-tests/not-cached: cannot reach the Hub and not in the local'
     ):
         Synthesizer.from_pretrained('earthsynth-tests/not-cached')
+
+
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from torchgeo_earthsynth.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out + captured.err
+
+
+def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchgeo_earthsynth.cli import COMMANDS, EXTRA_COMMANDS
+
+    code, text = _run_cli(['--help'], capsys)
+    assert code == 0
+    for command in (*COMMANDS, *EXTRA_COMMANDS, 'fit', 'demo', 'evaluate', 'synthesize'):
+        assert f'\n  {command} ' in text, command
+
+
+def test_mistyped_subcommand_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchgeo_earthsynth.cli import COMMANDS
+
+    code, text = _run_cli(['synthesise'], capsys)
+    assert code == 2
+    assert "unknown command 'synthesise' (did you mean 'synthesize'?)" in text
+    for command in COMMANDS:
+        assert f'\n  {command} ' in text, command
+
+
+@pytest.mark.parametrize('command', ['demo', 'evaluate', 'build-corpus', 'datasets'])
+def test_subcommand_help_has_no_sphinx_markup(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text = _run_cli([command, '--help'], capsys)
+    assert code == 0
+    assert text.startswith(f'usage: earthsynth {command}')
+    for markup in ('``', ':class:', ':func:', ':data:', ':attr:', ':meth:'):
+        assert markup not in text, markup
+
+
+def test_plain() -> None:
+    from torchgeo_earthsynth.cli import plain
+
+    text = 'a :class:`~torchgeo_earthsynth.bank.SyntheticBank` or :data:`DEFAULT_DATA` (``x``)'
+    assert plain(text) == 'a SyntheticBank or DEFAULT_DATA (x)'
+    assert plain(':func:`label map <torchgeo_earthsynth.vocabulary.label_map>`') == 'label map'
+
+
+def test_every_demo_option_has_help_and_default(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    _, text = _run_cli(['demo', '--help'], capsys)
+    options = re.findall(r'^  (--[a-z-]+)', text, flags=re.M)
+    assert len(options) >= 10
+    blocks = re.split(r'\n  (?=--)', text.split('options:', 1)[1])[1:]
+    for block in blocks:
+        assert '(default:' in ' '.join(block.split()), block
+
+
+def test_datasets_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchgeo_earthsynth.cli import main
+
+    main(['datasets', 'LoveDA'])
+    text = capsys.readouterr().out
+    assert '    0  no-data                  -> background (no-data)' in text
+    assert '    7  agriculture              -> agriculture land' in text
+    code, text = _run_cli(['datasets', 'SpaceNet'], capsys)
+    assert code == 2 and "no encoding for dataset 'SpaceNet'" in text
