@@ -1,36 +1,44 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""Synthetic data augmentation of downstream training batches (batch module and callback)."""
+"""Synthetic data augmentation of downstream training batches (the batch module).
+
+Its parts live next to it: where samples come from (:mod:`.synthetic_sources`), how each task's
+labels and conditions are made (:mod:`.synthetic_labels`), how rows go into the batch
+(:mod:`.synthetic_rows`) and how it is attached to training (:mod:`.synthetic_callback`).
+"""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal
 
 import torch
-import torch.nn.functional as F
-from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
 from torchgeo_earthsynth.datasets import EarthSynth180K
-from torchgeo_earthsynth.models import SD15_ID
 from torchgeo_earthsynth.seeding import seed_for_rank
-from torchgeo_earthsynth.synthesis import SchedulerName, Synthesizer
-from torchgeo_earthsynth.vocabulary import (
-    BACKGROUND,
-    NUM_CLASSES,
-    label_map,
-    prompt_from_ids,
-)
+from torchgeo_earthsynth.synthesis import Synthesizer
+from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, label_map, prompt_from_ids
 
-#: Codes of :attr:`SyntheticPlan.origin`.
-REAL: Final[int] = 0
-GENERATED: Final[int] = 1
-BANK: Final[int] = 2
+from .synthetic_callback import SyntheticAugmentationCallback, attach
+from .synthetic_labels import (
+    check_batch,
+    online_conditions,
+    present_prompts,
+    rasterize_boxes,
+    segmentation_label,
+)
+from .synthetic_rows import BANK, GENERATED, REAL, SyntheticPlan, SyntheticRows, insert_rows
+from .synthetic_sources import (
+    BankLike,
+    SamplePools,
+    SynthesizerLoader,
+    Task,
+    resize_images,
+    resize_masks,
+)
 
 #: Keys of :attr:`SyntheticAugmentation.stats`.
 STAT_KEYS: Final[tuple[str, ...]] = (
@@ -44,294 +52,15 @@ STAT_KEYS: Final[tuple[str, ...]] = (
     'added_to_bank',
 )
 
-Task = Literal['segmentation', 'classification', 'detection']
 Batch = dict[str, Any]
-
-
-@runtime_checkable
-class BankLike(Protocol):
-    """What :class:`SyntheticAugmentation` needs of a bank (e.g. ``SyntheticBank``).
-
-    ``sample`` returns sample dicts (``image`` float32 [3, H, W] in 0..255, ``mask`` int64
-    [H, W] vocabulary ids, ...) and raises ``ValueError`` when the bank holds nothing
-    (matching ``classes``, when given: samples containing any of these vocabulary ids).
-    ``add`` is only needed with ``add_to_bank=True``.
-
-    .. versionadded:: 0.1
-    """
-
-    def __len__(self) -> int:
-        """Number of samples in the bank."""
-        ...
-
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        classes: Sequence[int] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Draw ``n`` samples."""
-        ...
-
 
 #: An R-Filter: ``rfilter(batch)`` (one argument, like
 #: :class:`~torchgeo_earthsynth.rfilter.RFilter`) or ``rfilter(images, masks, prompts)``,
 #: returning a bool tensor [N] or an object with such a ``keep``.
 FilterLike = Callable[..., Any]
 
-
-@dataclass(frozen=True)
-class SyntheticPlan:
-    """What :class:`SyntheticAugmentation` did to one batch (tensors on the batch's device).
-
-    Attributes:
-        origin: int64 [B_out]: :data:`REAL`, :data:`GENERATED` or :data:`BANK` per output row.
-        source_index: int64 [B_out]: the input row each output row is (``REAL``), replaces
-            (``mode='replace'``) or was appended for (``mode='append'``).
-        condition: int64 [B_out, H, W]: the vocabulary-id mask behind each synthetic row (the
-            ControlNet condition, or the bank sample's mask); -1 on real rows.
-
-    .. versionadded:: 0.1
-    """
-
-    origin: Tensor
-    source_index: Tensor
-    condition: Tensor
-
-    @property
-    def synthetic(self) -> Tensor:
-        """Where the rows are synthetic: bool [B_out]."""
-        return self.origin != REAL
-
-
-class SynthesizerLoader:
-    """A YAML-friendly, lazily built :class:`~torchgeo_earthsynth.synthesis.Synthesizer`.
-
-    Configs cannot build a diffusers pipeline inline; this holds the arguments and builds the
-    synthesizer on first use (on the first training batch), so parsing a config loads nothing
-    and a datamodule holding it pickles cheaply (DDP spawn, DataLoader workers).
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(
-        self,
-        pretrained: str | Path | None = None,
-        base: str | Path = SD15_ID,
-        subfolder: str | None = None,
-        tiny: bool = False,
-        seed: int = 0,
-        image_size: int = 64,
-        scheduler: SchedulerName = 'unipc',
-        num_inference_steps: int = 20,
-        guidance_scale: float | None = None,
-        batch_size: int = 8,
-    ) -> None:
-        """Initialize a new SynthesizerLoader instance.
-
-        Args:
-            pretrained: our pipeline export, a ControlNet folder, or a hub id (e.g.
-                ``jaychempan/EarthSynth``); see
-                :meth:`~torchgeo_earthsynth.synthesis.Synthesizer.from_pretrained`.
-            base: the Stable Diffusion base of a bare ControlNet.
-            subfolder: the ControlNet's subfolder, if any.
-            tiny: build an untrained tiny synthesizer instead (tests, demos).
-            seed: initialisation seed of the tiny synthesizer.
-            image_size: image size of the tiny synthesizer.
-            scheduler: sampler used for inference.
-            num_inference_steps: denoising steps.
-            guidance_scale: classifier-free guidance scale (None: the synthesizer's default).
-            batch_size: samples per forward pass.
-
-        Raises:
-            ValueError: unless exactly one of ``pretrained`` and ``tiny`` is given.
-        """
-        if tiny == (pretrained is not None):
-            raise ValueError(
-                'give exactly one of pretrained=<path or hub id> and tiny=True, '
-                f'got pretrained={pretrained!r}, tiny={tiny}'
-            )
-        self.pretrained = pretrained
-        self.base = base
-        self.subfolder = subfolder
-        self.tiny = tiny
-        self.seed = seed
-        self.image_size = image_size
-        self.scheduler: SchedulerName = scheduler
-        self.num_inference_steps = num_inference_steps
-        self.guidance_scale = guidance_scale
-        self.batch_size = batch_size
-        self._synthesizer: Synthesizer | None = None
-
-    def get(self) -> Synthesizer:
-        """The synthesizer, built on the first call.
-
-        Returns:
-            The :class:`~torchgeo_earthsynth.synthesis.Synthesizer`.
-        """
-        if self._synthesizer is None:
-            kwargs: dict[str, Any] = {
-                'scheduler': self.scheduler,
-                'batch_size': self.batch_size,
-                'num_inference_steps': self.num_inference_steps,
-            }
-            if self.guidance_scale is not None:
-                kwargs['guidance_scale'] = self.guidance_scale
-            if self.tiny:
-                self._synthesizer = Synthesizer.tiny(self.seed, self.image_size, **kwargs)
-            else:
-                assert self.pretrained is not None
-                self._synthesizer = Synthesizer.from_pretrained(
-                    self.pretrained, self.base, self.subfolder, **kwargs
-                )
-        return self._synthesizer
-
-    def __repr__(self) -> str:
-        """Where the synthesizer comes from."""
-        what = 'tiny=True' if self.tiny else f'pretrained={str(self.pretrained)!r}'
-        return f'{type(self).__name__}({what}, num_inference_steps={self.num_inference_steps})'
-
-
-@dataclass
-class _Pool:
-    """Pre-loaded samples on one device: what draws index into."""
-
-    mask: Tensor  # uint8 [N, H, W] vocabulary ids
-    counts: Tensor  # int64 [N, 67] pixels per vocabulary id
-    image: Tensor | None = None  # uint8 [N, 3, H, W] (None for layout-only pools)
-
-    def __len__(self) -> int:
-        return int(self.mask.shape[0])
-
-
-def _pixel_counts(mask: Tensor) -> Tensor:
-    """int64 [N, 67] pixels per vocabulary id of masks [N, H, W]."""
-    flat = mask.reshape(mask.shape[0], -1).long()
-    counts = torch.zeros(mask.shape[0], NUM_CLASSES, dtype=torch.long, device=mask.device)
-    return counts.scatter_add_(1, flat, torch.ones_like(flat))
-
-
-def _resize_masks(mask: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(mask.shape[-2:]) == size:
-        return mask
-    out = F.interpolate(mask[:, None].float(), size=size, mode='nearest')[:, 0]
-    return out.to(mask.dtype)
-
-
-def _resize_images(image: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(image.shape[-2:]) == size:
-        return image
-    dtype = image.dtype
-    out = F.interpolate(image.float(), size=size, mode='bilinear', antialias=True)
-    return out.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else out.to(dtype)
-
-
-def _pool_from_samples(
-    samples: Sequence[Mapping[str, Any]], size: tuple[int, int], images: bool, origin: str
-) -> _Pool:
-    """Stack sample dicts (any sizes) into a pool at ``size``; images rounded to uint8."""
-    masks, pictures = [], []
-    for i, sample in enumerate(samples):
-        mask = sample.get('mask')
-        if not isinstance(mask, Tensor) or mask.dim() != 2:
-            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(
-                f'{origin}, sample {i}: expected "mask" int64 [H, W] vocabulary ids, got {got}'
-            )
-        if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) >= NUM_CLASSES):
-            raise ValueError(f'{origin}, sample {i}: mask ids must be in [0, {NUM_CLASSES - 1}]')
-        masks.append(_resize_masks(mask.to(torch.uint8)[None], size)[0])
-        if images:
-            image = sample.get('image')
-            if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
-                got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-                raise ValueError(
-                    f'{origin}, sample {i}: expected "image" float [3, H, W] in 0..255, got {got}'
-                )
-            image = image.float().round().clamp(0, 255).to(torch.uint8)
-            pictures.append(_resize_images(image[None], size)[0])
-    mask = torch.stack(masks)
-    return _Pool(mask, _pixel_counts(mask), torch.stack(pictures) if images else None)
-
-
-def _concat_pools(pools: Sequence[_Pool]) -> _Pool | None:
-    pools = [p for p in pools if len(p)]
-    if not pools:
-        return None
-    return _Pool(torch.cat([p.mask for p in pools]), torch.cat([p.counts for p in pools]))
-
-
-def _to_vocab(mask: Tensor, lut: Tensor) -> Tensor:
-    """Downstream class ids -> vocabulary ids (ignore/nodata values become background)."""
-    mask = mask.long()
-    inside = (mask >= 0) & (mask < len(lut))
-    return torch.where(inside, lut[mask.clamp(0, len(lut) - 1)], BACKGROUND)
-
-
-def _present_prompts(cond: Tensor) -> tuple[list[str], Tensor]:
-    """Template prompts and multi-hot float [N, 67] of vocabulary masks [N, H, W]."""
-    present = torch.zeros(cond.shape[0], NUM_CLASSES, device=cond.device)
-    present.scatter_(1, cond.reshape(cond.shape[0], -1).long(), 1.0)
-    rows = present.cpu().bool().tolist()
-    prompts = [prompt_from_ids(i for i, on in enumerate(row) if on) for row in rows]
-    return prompts, present
-
-
-def rasterize_boxes(
-    boxes: Sequence[Tensor], labels: Sequence[Tensor], lut: Tensor, size: tuple[int, int]
-) -> Tensor:
-    """Rasterise detection boxes into vocabulary-id masks (the ControlNet condition).
-
-    A pixel belongs to a box when its centre lies inside it (``x0 <= x + 0.5 < x1``, likewise
-    for y); it takes the vocabulary id of its box's class, the smallest box winning where
-    boxes overlap (so small objects stay visible on large ones); other pixels are background.
-
-    Args:
-        boxes: per image, float [N, 4] ``(x0, y0, x1, y1)`` in pixels (TorchGeo's
-            ``bbox_xyxy``).
-        labels: per image, int [N] downstream class indices (TorchGeo's ``label``).
-        lut: int64 [C] vocabulary id per downstream class
-            (:func:`~torchgeo_earthsynth.vocabulary.label_map`).
-        size: (height, width) of the masks.
-
-    Returns:
-        int64 [B, H, W] vocabulary-id masks on the device of ``lut``.
-
-    Raises:
-        ValueError: if boxes and labels disagree or a label is outside ``lut``.
-
-    .. versionadded:: 0.1
-    """
-    if len(boxes) != len(labels):
-        raise ValueError(f'{len(boxes)} box tensors but {len(labels)} label tensors')
-    height, width = size
-    device = lut.device
-    ys = torch.arange(height, device=device, dtype=torch.float32) + 0.5
-    xs = torch.arange(width, device=device, dtype=torch.float32) + 0.5
-    out = torch.zeros(len(boxes), height, width, dtype=torch.long, device=device)
-    for i, (box, label) in enumerate(zip(boxes, labels)):
-        box = box.to(device, torch.float32).reshape(-1, 4)
-        label = label.to(device, torch.long).reshape(-1)
-        if box.shape[0] != label.shape[0]:
-            raise ValueError(f'image {i}: {box.shape[0]} boxes but {label.shape[0]} labels')
-        if not len(box):
-            continue
-        if int(label.min()) < 0 or int(label.max()) >= len(lut):
-            raise ValueError(
-                f'image {i}: box labels must be in [0, {len(lut) - 1}], got '
-                f'{sorted(set(label.tolist()))}'
-            )
-        x0, y0, x1, y1 = box.unbind(1)
-        inside = (
-            (ys[None, :, None] >= y0[:, None, None])
-            & (ys[None, :, None] < y1[:, None, None])
-            & (xs[None, None, :] >= x0[:, None, None])
-            & (xs[None, None, :] < x1[:, None, None])
-        )
-        area = ((x1 - x0) * (y1 - y0))[:, None, None].expand_as(inside)
-        smallest = torch.where(inside, area, torch.inf).argmin(0)
-        out[i] = torch.where(inside.any(0), lut[label][smallest], BACKGROUND)
-    return out
+#: ``(row, origin, online condition or None, bank index or None)`` of one chosen row.
+Pick = tuple[int, int, Tensor | None, int | None]
 
 
 class SyntheticAugmentation(nn.Module):
@@ -513,15 +242,14 @@ class SyntheticAugmentation(nn.Module):
         self.last_plan: SyntheticPlan | None = None
         self.classes: tuple[str, ...] | None = None
         self._batches = 0
-        self._bank_pool: _Pool | None = None
-        self._layout_pool: _Pool | None = None
-        self._candidates: dict[str, list[Tensor]] = {}
+        self.pools = SamplePools(
+            bank, layouts, task, source, cache_size, class_rule, self.generator
+        )
         if classes is not None:
             self.bind(classes, dataset, overrides)
         else:
             self._dataset, self._overrides = dataset, overrides
 
-    # ------------------------------------------------------------------ set-up
     def bind(
         self,
         classes: Sequence[str],
@@ -562,7 +290,7 @@ class SyntheticAugmentation(nn.Module):
         self.lut = lut
         self.inverse = inverse
         self._tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
-        self._candidates = {}
+        self.pools.forget_candidates()
 
     def _tables_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """``(lut, inverse)`` on ``device``, copied once per device."""
@@ -591,101 +319,6 @@ class SyntheticAugmentation(nn.Module):
             synth.pipeline.to(device)
         return synth
 
-    # ------------------------------------------------------------------ caches
-    def _load_pools(self, size: tuple[int, int], device: torch.device) -> None:
-        """Fill the bank and layout caches (on ``device``, at ``size``)."""
-        self._bank_pool = None
-        self._layout_pool = None
-        layout_pools: list[_Pool] = []
-        if self.bank is not None:
-            refresh = getattr(self.bank, 'refresh', None)
-            if self._batches and callable(refresh):  # see what was added since (SyntheticBank)
-                refresh()
-            samples: list[dict[str, Any]] = []
-            if len(self.bank):
-                samples = list(
-                    self.bank.sample(min(self.cache_size, len(self.bank)), generator=self.generator)
-                )
-            if self.task == 'classification':
-                samples += self._class_coverage(samples)
-            if samples:
-                self._bank_pool = _pool_from_samples(samples, size, True, 'bank')
-                layout_pools.append(self._bank_pool)
-            elif self.source == 'bank':
-                raise ValueError(
-                    f'the bank {self.bank!r} is empty; fill it (e.g. with '
-                    '`earthsynth synthesize`) or use source="online"/"both"'
-                )
-        if self.layouts is not None and self.task == 'classification':
-            count = min(self.cache_size, len(self.layouts))
-            order = torch.randperm(len(self.layouts), generator=self.generator)[:count]
-            samples = [self.layouts[int(i)] for i in order]
-            layout_pools.append(_pool_from_samples(samples, size, False, 'layouts'))
-        self._layout_pool = _concat_pools(layout_pools)
-        for pool in (self._bank_pool, self._layout_pool):
-            if pool is not None:
-                pool.mask, pool.counts = pool.mask.to(device), pool.counts.to(device)
-                if pool.image is not None:
-                    pool.image = pool.image.to(device)
-        self._candidates = {}
-
-    def _class_coverage(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Extra bank samples for classification labels the first draw does not cover."""
-        assert self.bank is not None and self.classes is not None
-        extra: list[dict[str, Any]] = []
-        have: set[int] = set()
-        for sample in samples:
-            have.update(int(i) for i in torch.unique(sample['mask']).tolist())
-        per_class = max(1, self.cache_size // (2 * len(self.classes)))
-        for vocab_id in sorted({int(v) for v in self.lut.tolist()} - have - {BACKGROUND}):
-            try:
-                extra += self.bank.sample(per_class, generator=self.generator, classes=[vocab_id])
-            except ValueError:  # the bank holds no sample of this class
-                continue
-        return extra
-
-    def _bank_candidates(self) -> list[Tensor]:
-        """Per downstream class (classification) or overall (segmentation): usable bank rows."""
-        if 'bank' not in self._candidates:
-            pool = self._bank_pool
-            if pool is None:
-                found: list[Tensor] = []
-            elif self.task == 'segmentation':
-                inverse = self.inverse.to(pool.counts.device)
-                unmapped = ((pool.counts > 0) & (inverse < 0)[None]).any(1)
-                found = [(~unmapped).nonzero().flatten().cpu()]
-            else:
-                found = [self._rows_for(pool, int(v), self.class_rule) for v in self.lut]
-            self._candidates['bank'] = found
-        return self._candidates['bank']
-
-    def _layout_candidates(self) -> list[Tensor]:
-        """Per downstream class: layout rows containing its vocabulary id."""
-        if 'layout' not in self._candidates:
-            pool = self._layout_pool
-            self._candidates['layout'] = [
-                self._rows_for(pool, int(v), 'contains')
-                if pool is not None
-                else torch.empty(0, dtype=torch.long)
-                for v in self.lut
-            ]
-        return self._candidates['layout']
-
-    @staticmethod
-    def _rows_for(pool: _Pool, vocab_id: int, rule: str) -> Tensor:
-        if vocab_id == BACKGROUND:
-            return torch.empty(0, dtype=torch.long)
-        ok = pool.counts[:, vocab_id] > 0
-        if rule == 'dominant':
-            ok &= pool.counts[:, 1:].argmax(1) + 1 == vocab_id
-        return ok.nonzero().flatten().cpu()
-
-    def _pick(self, rows: Tensor) -> int | None:
-        if not len(rows):
-            return None
-        return int(rows[int(torch.randint(len(rows), (1,), generator=self.generator))])
-
-    # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch) -> Batch:
         """Augment a raw training batch, then apply ``then``.
 
@@ -721,104 +354,30 @@ class SyntheticAugmentation(nn.Module):
                 'SyntheticAugmentation has no classes: pass classes=... or call '
                 'bind(classes) (downstream datamodules do it for you)'
             )
-        image = self._check(batch)
+        image = check_batch(batch, self.task, self.classes)
         b, device = image.shape[0], image.device
         size = (int(image.shape[-2]), int(image.shape[-1]))
         self._seeded_rank = seed_for_rank(self.generator, self.seed, self._seeded_rank)
         self.stats['seen'] += b
-        needs_pools = self.bank is not None or self.layouts is not None
         refresh = self.cache_refresh is not None and self._batches % self.cache_refresh == 0
-        if needs_pools and (self._batches == 0 or refresh):
-            self._load_pools(size, device)
+        if self.pools.needed and (self._batches == 0 or refresh):
+            self.pools.load(size, device, self.lut, self.classes, refresh_bank=self._batches > 0)
         self._batches += 1
 
         chosen = (torch.rand(b, generator=self.generator) < self.p).nonzero().flatten().tolist()
         from_bank = torch.rand(b, generator=self.generator) < self.bank_share
         lut = self._tables_on(device)[0]
-        # (row, origin, online condition or None, bank index or None)
-        picks: list[tuple[int, int, Tensor | None, int | None]] = []
-        online_conditions = self._online_conditions(batch, chosen, lut, size)
+        picks: list[Pick] = []
+        online = None
+        if self.source != 'bank' and chosen:
+            online = online_conditions(batch, self.task, lut, size, self.cf_comp)
         for row in chosen:
-            origin = self._choose_origin(batch, row, bool(from_bank[row]), online_conditions)
+            origin = self._choose_origin(batch, row, bool(from_bank[row]), online)
             if origin is None:
                 self.stats['unavailable'] += 1
             else:
                 picks.append((row, *origin))
         return self._assemble(batch, picks, size, device)
-
-    def _check(self, batch: Batch) -> Tensor:
-        if not isinstance(batch, Mapping):
-            raise ValueError(f'SyntheticAugmentation expects a dict batch, got {type(batch)}')
-        need = {
-            'segmentation': ('image', 'mask'),
-            'classification': ('image', 'label'),
-            'detection': ('image', 'bbox_xyxy', 'label'),
-        }[self.task]
-        missing = [key for key in need if key not in batch]
-        if missing:
-            raise ValueError(
-                f'task={self.task!r} needs batch keys {list(need)}; missing '
-                f'{missing} (batch has {sorted(batch)})'
-            )
-        image = batch['image']
-        if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
-            got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-            raise ValueError(f'batch["image"] must be a tensor [B, 3, H, W] in 0..255, got {got}')
-        assert self.classes is not None
-        if self.task == 'segmentation':
-            mask = batch['mask']
-            if not isinstance(mask, Tensor) or mask.shape != (image.shape[0], *image.shape[2:]):
-                got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-                raise ValueError(
-                    f'batch["mask"] must be an int tensor [B, H, W] matching the '
-                    f'image {tuple(image.shape)}, got {got}'
-                )
-        elif self.task == 'classification':
-            label = batch['label']
-            if not isinstance(label, Tensor) or label.shape != (image.shape[0],):
-                got = tuple(label.shape) if isinstance(label, Tensor) else type(label).__name__
-                raise ValueError(
-                    f'batch["label"] must be an int tensor [B] of class indices '
-                    f'(multiclass), got {got}'
-                )
-            if len(label) and (int(label.min()) < 0 or int(label.max()) >= len(self.classes)):
-                raise ValueError(
-                    f'batch["label"] holds {sorted(set(label.tolist()))}; '
-                    f'expected indices of {self.classes}'
-                )
-        return image
-
-    def _online_conditions(
-        self, batch: Batch, chosen: list[int], lut: Tensor, size: tuple[int, int]
-    ) -> Tensor | None:
-        """Vocabulary-id conditions of the whole batch (segmentation, detection), else None."""
-        if self.source == 'bank' or not chosen:
-            return None
-        match self.task:
-            case 'segmentation':
-                cond = _to_vocab(batch['mask'], lut)
-                if self.cf_comp is not None:
-                    cond = self._recompose(batch, cond)
-                return cond
-            case 'detection':
-                return rasterize_boxes(batch['bbox_xyxy'], batch['label'], lut, size)
-        return None
-
-    def _recompose(self, batch: Batch, cond: Tensor) -> Tensor:
-        assert self.cf_comp is not None
-        prompts, present = _present_prompts(cond)
-        source = batch.get('source')
-        vocab_batch = {
-            'image': batch['image'],
-            'mask': cond,
-            'prompt': prompts,
-            'categories': present,
-            'source': list(source) if isinstance(source, list) else ['real'] * len(cond),
-        }
-        if isinstance(self.cf_comp, nn.Module):
-            self.cf_comp.to(cond.device)
-        composed: Tensor = self.cf_comp(vocab_batch)['mask']
-        return composed.long()
 
     def _choose_origin(
         self, batch: Batch, row: int, bank_first: bool, online: Tensor | None
@@ -829,8 +388,8 @@ class SyntheticAugmentation(nn.Module):
         def bank() -> tuple[int, Tensor | None, int | None] | None:
             if self.source == 'online':
                 return None
-            candidates = self._bank_candidates()
-            index = self._pick(candidates[label] if candidates else torch.empty(0))
+            candidates = self.pools.bank_candidates(self.lut, self.inverse)
+            index = self.pools.pick(candidates[label] if candidates else torch.empty(0))
             return None if index is None else (BANK, None, index)
 
         def generate() -> tuple[int, Tensor | None, int | None] | None:
@@ -840,11 +399,11 @@ class SyntheticAugmentation(nn.Module):
                 assert online is not None
                 return GENERATED, online[row], None
             vocab_id = int(self.lut[label])
-            index = self._pick(self._layout_candidates()[label])
+            index = self.pools.pick(self.pools.layout_candidates(self.lut)[label])
             if index is None:
                 return None
-            assert self._layout_pool is not None
-            layout = self._layout_pool.mask[index].long()
+            assert self.pools.layout_pool is not None
+            layout = self.pools.layout_pool.mask[index].long()
             return GENERATED, torch.where(layout == vocab_id, vocab_id, BACKGROUND), None
 
         if self.source == 'bank' or (self.source == 'both' and bank_first):
@@ -852,76 +411,75 @@ class SyntheticAugmentation(nn.Module):
         return generate() or bank()
 
     def _assemble(
-        self,
-        batch: Batch,
-        picks: list[tuple[int, int, Tensor | None, int | None]],
-        size: tuple[int, int],
-        device: torch.device,
+        self, batch: Batch, picks: list[Pick], size: tuple[int, int], device: torch.device
     ) -> tuple[Batch, SyntheticPlan]:
-        rows: list[int] = []
-        origins: list[int] = []
-        images: list[Tensor] = []
-        conditions: list[Tensor] = []
-        labels: list[Tensor | None] = []
-
+        """Fetch the bank rows, generate the others, and put them into the batch."""
+        synthetic = SyntheticRows([], [], [], [], [])
         bank_picks = [(row, index) for row, origin, _, index in picks if origin == BANK]
         if bank_picks:
-            assert self._bank_pool is not None and self._bank_pool.image is not None
-            index = torch.tensor([i for _, i in bank_picks], device=device)
-            bank_images = _resize_images(self._bank_pool.image[index].float(), size)
-            bank_masks = _resize_masks(self._bank_pool.mask[index].long(), size)
-            bank_labels = self._tables_on(device)[1][bank_masks]
-            for k, (row, _) in enumerate(bank_picks):
-                rows.append(row)
-                origins.append(BANK)
-                images.append(bank_images[k])
-                conditions.append(bank_masks[k])
-                labels.append(bank_labels[k])
-            self.stats['from_bank'] += len(bank_picks)
-
+            self._add_bank_rows(synthetic, bank_picks, size, device)
         generated = [(row, cond) for row, origin, cond, _ in picks if origin == GENERATED]
         if generated:
-            cond = torch.stack([c for _, c in generated if c is not None]).long()
-            gen_rows = [row for row, _ in generated]
-            if self.task == 'classification':
-                prompts = [
-                    prompt_from_ids([int(self.lut[int(batch['label'][r])])]) for r in gen_rows
-                ]
-            else:
-                prompts = _present_prompts(cond)[0]
-            seeds = torch.randint(0, 2**31 - 1, (len(cond),), generator=self.generator)
-            synth = self._get_synthesizer(device)
-            with torch.inference_mode():
-                fake = synth.generate(cond, prompts, seeds.tolist())
-            fake = fake.clone()  # a normal tensor again, usable with autograd downstream
-            self.stats['generated'] += len(cond)
-            keep = self._filter(fake, cond, prompts, batch['image'][gen_rows])
-            self.stats['dropped_by_filter'] += int((~keep).sum())
-            if self.add_to_bank and keep.any():
-                self._bank_add(fake, cond, prompts, keep)
-            for k, row in enumerate(gen_rows):
-                if not keep[k]:
-                    continue
-                rows.append(row)
-                origins.append(GENERATED)
-                images.append(fake[k])
-                conditions.append(cond[k])
-                labels.append(self._segmentation_label(batch, row, cond[k]))
+            self._add_generated_rows(synthetic, batch, generated, device)
+        self.stats['replaced' if self.mode == 'replace' else 'appended'] += len(synthetic.rows)
+        out, self.last_plan = insert_rows(
+            batch, synthetic, self.task, self.mode, self.lut, size, device
+        )
+        return out, self.last_plan
 
-        self.stats['replaced' if self.mode == 'replace' else 'appended'] += len(rows)
-        return self._insert(batch, rows, origins, images, conditions, labels, size, device)
+    def _add_bank_rows(
+        self,
+        synthetic: SyntheticRows,
+        picks: list[tuple[int, int | None]],
+        size: tuple[int, int],
+        device: torch.device,
+    ) -> None:
+        pool = self.pools.bank_pool
+        assert pool is not None and pool.image is not None
+        index = torch.tensor([i for _, i in picks], device=device)
+        bank_images = resize_images(pool.image[index].float(), size)
+        bank_masks = resize_masks(pool.mask[index].long(), size)
+        bank_labels = self._tables_on(device)[1][bank_masks]
+        for k, (row, _) in enumerate(picks):
+            synthetic.add(row, BANK, bank_images[k], bank_masks[k], bank_labels[k])
+        self.stats['from_bank'] += len(picks)
 
-    def _segmentation_label(self, batch: Batch, row: int, cond: Tensor) -> Tensor | None:
+    def _add_generated_rows(
+        self,
+        synthetic: SyntheticRows,
+        batch: Batch,
+        generated: list[tuple[int, Tensor | None]],
+        device: torch.device,
+    ) -> None:
+        cond = torch.stack([c for _, c in generated if c is not None]).long()
+        gen_rows = [row for row, _ in generated]
+        if self.task == 'classification':
+            prompts = [prompt_from_ids([int(self.lut[int(batch['label'][r])])]) for r in gen_rows]
+        else:
+            prompts = present_prompts(cond)[0]
+        seeds = torch.randint(0, 2**31 - 1, (len(cond),), generator=self.generator)
+        synth = self._get_synthesizer(device)
+        with torch.inference_mode():
+            fake = synth.generate(cond, prompts, seeds.tolist())
+        fake = fake.clone()  # a normal tensor again, usable with autograd downstream
+        self.stats['generated'] += len(cond)
+        keep = self._filter(fake, cond, prompts, batch['image'][gen_rows])
+        self.stats['dropped_by_filter'] += int((~keep).sum())
+        if self.add_to_bank and keep.any():
+            self._bank_add(fake, cond, prompts, keep)
+        for k, row in enumerate(gen_rows):
+            if keep[k]:
+                synthetic.add(row, GENERATED, fake[k], cond[k], self._label_of(batch, row, cond[k]))
+
+    def _label_of(self, batch: Batch, row: int, cond: Tensor) -> Tensor | None:
         """The label mask of a generated segmentation sample: exact for its condition."""
         if self.task != 'segmentation':
             return None
         real: Tensor = batch['mask'][row]
         if self.cf_comp is None:
             return real
-        # Pixels whose condition CF-Comp changed get the class of their new vocabulary id.
         lut, inverse = self._tables_on(real.device)
-        unchanged = _to_vocab(real, lut) == cond
-        return torch.where(unchanged, real, inverse[cond].to(real.dtype))
+        return segmentation_label(real, cond, lut, inverse)
 
     def _filter(self, images: Tensor, masks: Tensor, prompts: list[str], real: Tensor) -> Tensor:
         """Which generated samples the R-Filter keeps: bool [N] on the CPU."""
@@ -947,7 +505,7 @@ class SyntheticAugmentation(nn.Module):
         add = getattr(self.bank, 'add', None)
         if add is None:
             raise ValueError(f'add_to_bank=True but the bank {self.bank!r} has no add()')
-        _, present = _present_prompts(masks)
+        _, present = present_prompts(masks)
         samples = [
             {
                 'image': images[k].detach().cpu(),
@@ -959,88 +517,6 @@ class SyntheticAugmentation(nn.Module):
             for k in keep.nonzero().flatten().tolist()
         ]
         self.stats['added_to_bank'] += int(add(samples))
-
-    def _insert(
-        self,
-        batch: Batch,
-        rows: list[int],
-        origins: list[int],
-        images: list[Tensor],
-        conditions: list[Tensor],
-        labels: list[Tensor | None],
-        size: tuple[int, int],
-        device: torch.device,
-    ) -> tuple[Batch, SyntheticPlan]:
-        b = batch['image'].shape[0]
-        origin = torch.zeros(b, dtype=torch.long, device=device)
-        source_index = torch.arange(b, device=device)
-        condition = torch.full((b, *size), -1, dtype=torch.long, device=device)
-        if not rows:
-            self.last_plan = SyntheticPlan(origin, source_index, condition)
-            return batch, self.last_plan
-        index = torch.tensor(rows, device=device)
-        synth_image = torch.stack(images).to(batch['image'].dtype)
-        synth_cond = torch.stack(conditions).long()
-        # classification prompts name the label's class
-        classes = None
-        if self.task == 'classification':
-            classes = [int(batch['label'][r]) for r in rows]
-        out = dict(batch)
-        if self.mode == 'replace':
-            out['image'] = batch['image'].clone()
-            out['image'][index] = synth_image
-            if self.task == 'segmentation':
-                out['mask'] = batch['mask'].clone()
-                out['mask'][index] = torch.stack([x for x in labels if x is not None]).to(
-                    batch['mask'].dtype
-                )
-            self._describe(out, rows, synth_cond, classes)
-            origin[index] = torch.tensor(origins, device=device)
-            condition[index] = synth_cond
-            self.last_plan = SyntheticPlan(origin, source_index, condition)
-            return out, self.last_plan
-        # append: copy every other per-sample field from the source row
-        for key, value in batch.items():
-            if isinstance(value, Tensor) and value.dim() and value.shape[0] == b:
-                out[key] = torch.cat([value, value[index.to(value.device)]])
-            elif isinstance(value, list) and len(value) == b:
-                out[key] = value + [value[r] for r in rows]
-        out['image'] = torch.cat([batch['image'], synth_image])
-        if self.task == 'segmentation':
-            synth_mask = torch.stack([x for x in labels if x is not None])
-            out['mask'] = torch.cat([batch['mask'], synth_mask.to(batch['mask'].dtype)])
-        self._describe(out, list(range(b, b + len(rows))), synth_cond, classes)
-        self.last_plan = SyntheticPlan(
-            torch.cat([origin, torch.tensor(origins, device=device)]),
-            torch.cat([source_index, index]),
-            torch.cat([condition, synth_cond]),
-        )
-        return out, self.last_plan
-
-    def _describe(
-        self, out: Batch, rows: list[int], cond: Tensor, labels: list[int] | None
-    ) -> None:
-        """Set ``prompt``, ``source`` and ``categories`` of synthetic rows, where present."""
-        if isinstance(out.get('source'), list):
-            out['source'] = list(out['source'])
-            for row in rows:
-                out['source'][row] = 'synthetic'
-        has_prompt = isinstance(out.get('prompt'), list)
-        categories = out.get('categories')
-        has_categories = isinstance(categories, Tensor) and categories.shape[-1] == NUM_CLASSES
-        if not (has_prompt or has_categories):
-            return  # spare the conditions' copy to the CPU
-        prompts, present = _present_prompts(cond)
-        if labels is not None:  # classification: the class's own prompt
-            prompts = [prompt_from_ids([int(self.lut[label])]) for label in labels]
-        if has_prompt:
-            out['prompt'] = list(out['prompt'])
-            for row, prompt in zip(rows, prompts):
-                out['prompt'][row] = prompt
-        if isinstance(categories, Tensor) and has_categories:
-            categories = categories.clone()
-            categories[torch.tensor(rows, device=categories.device)] = present.to(categories)
-            out['categories'] = categories
 
 
 def _positional_arity(function: Callable[..., Any]) -> int:
@@ -1055,100 +531,11 @@ def _positional_arity(function: Callable[..., Any]) -> int:
     return sum(1 for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
 
 
-def attach(datamodule: Any, augmentation: SyntheticAugmentation) -> None:
-    """Put ``augmentation`` into a TorchGeo datamodule's ``train_aug`` slot.
-
-    The datamodule's own training augmentation (``train_aug``, else ``aug``) becomes the
-    augmentation's ``then``, so batches are augmented raw and then processed exactly as
-    before. Attaching twice does nothing.
-
-    Args:
-        datamodule: a TorchGeo ``BaseDataModule`` (anything with ``aug``/``train_aug``).
-        augmentation: the synthetic augmentation.
-
-    .. versionadded:: 0.1
-    """
-    if datamodule.train_aug is augmentation:
-        return
-    if augmentation.then is None:
-        own = datamodule.train_aug if datamodule.train_aug is not None else datamodule.aug
-        augmentation.then = own
-    datamodule.train_aug = augmentation
-
-
-class SyntheticAugmentationCallback(Callback):
-    """Apply a :class:`SyntheticAugmentation` to the training batches of any LightningModule.
-
-    In ``on_train_batch_start`` the batch dict is modified in place, so it works with any
-    LightningModule and datamodule, with these limits:
-
-    * batches must be dicts (as TorchGeo's); other batch types raise ``ValueError``;
-    * the batch has already been through the datamodule's augmentation, so images are
-      normalised: give the callback that ``mean`` and ``std`` (TorchGeo's default is 0 and
-      255); synthetic images are normalised with them, and real rows are left untouched;
-    * the augmentation's ``then`` is not applied, and geometric augmentations of the
-      datamodule (flips, crops) have already happened: synthetic rows do not get them.
-
-    Prefer :func:`attach` (the ``train_aug`` slot) with TorchGeo datamodules.
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(
-        self,
-        augmentation: SyntheticAugmentation,
-        mean: float | Sequence[float] = 0.0,
-        std: float | Sequence[float] = 1.0,
-    ) -> None:
-        """Initialize a new SyntheticAugmentationCallback instance.
-
-        Args:
-            augmentation: the synthetic augmentation to apply.
-            mean: mean the datamodule subtracted from images (scalar or per channel).
-            std: std it divided them by (scalar or per channel).
-        """
-        super().__init__()
-        self.augmentation = augmentation
-        self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-        self.std = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
-
-    def on_train_batch_start(
-        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        """Augment the training batch in place.
-
-        Args:
-            trainer: the trainer.
-            pl_module: the LightningModule being trained.
-            batch: the batch (a dict).
-            batch_idx: index of the batch.
-
-        Raises:
-            ValueError: if the batch is not a dict.
-        """
-        if not isinstance(batch, dict):
-            raise ValueError(
-                'SyntheticAugmentationCallback works on dict batches only, got '
-                f'{type(batch).__name__}'
-            )
-        image = batch['image']
-        mean, std = self.mean.to(image), self.std.to(image)
-        raw = dict(batch)
-        raw['image'] = image * std + mean
-        out, plan = self.augmentation.augment(raw)
-        normalised = (out['image'] - mean) / std
-        real = plan.origin == REAL
-        # keep the real rows bit-exact rather than round-tripped through (x * std + mean)
-        normalised[real] = image[plan.source_index[real]]
-        out['image'] = normalised
-        batch.clear()
-        batch.update(out)
-
-
 __all__ = (
     'BANK',
     'GENERATED',
     'REAL',
+    'STAT_KEYS',
     'BankLike',
     'FilterLike',
     'SynthesizerLoader',

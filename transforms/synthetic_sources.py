@@ -1,0 +1,390 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Where synthetic samples come from: the synthesizer loader, the bank and layout caches."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from torchgeo_earthsynth.datasets import EarthSynth180K
+from torchgeo_earthsynth.models import SD15_ID
+from torchgeo_earthsynth.synthesis import SchedulerName, Synthesizer
+from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES
+
+Task = Literal['segmentation', 'classification', 'detection']
+Source = Literal['online', 'bank', 'both']
+ClassRule = Literal['contains', 'dominant']
+
+
+@runtime_checkable
+class BankLike(Protocol):
+    """What :class:`SyntheticAugmentation` needs of a bank (e.g. ``SyntheticBank``).
+
+    ``sample`` returns sample dicts (``image`` float32 [3, H, W] in 0..255, ``mask`` int64
+    [H, W] vocabulary ids, ...) and raises ``ValueError`` when the bank holds nothing
+    (matching ``classes``, when given: samples containing any of these vocabulary ids).
+    ``add`` is only needed with ``add_to_bank=True``.
+
+    .. versionadded:: 0.1
+    """
+
+    def __len__(self) -> int:
+        """Number of samples in the bank."""
+        ...
+
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        classes: Sequence[int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Draw ``n`` samples."""
+        ...
+
+
+class SynthesizerLoader:
+    """A YAML-friendly, lazily built :class:`~torchgeo_earthsynth.synthesis.Synthesizer`.
+
+    Configs cannot build a diffusers pipeline inline; this holds the arguments and builds the
+    synthesizer on first use (on the first training batch), so parsing a config loads nothing
+    and a datamodule holding it pickles cheaply (DDP spawn, DataLoader workers).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        pretrained: str | Path | None = None,
+        base: str | Path = SD15_ID,
+        subfolder: str | None = None,
+        tiny: bool = False,
+        seed: int = 0,
+        image_size: int = 64,
+        scheduler: SchedulerName = 'unipc',
+        num_inference_steps: int = 20,
+        guidance_scale: float | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        """Initialize a new SynthesizerLoader instance.
+
+        Args:
+            pretrained: our pipeline export, a ControlNet folder, or a hub id (e.g.
+                ``jaychempan/EarthSynth``); see
+                :meth:`~torchgeo_earthsynth.synthesis.Synthesizer.from_pretrained`.
+            base: the Stable Diffusion base of a bare ControlNet.
+            subfolder: the ControlNet's subfolder, if any.
+            tiny: build an untrained tiny synthesizer instead (tests, demos).
+            seed: initialisation seed of the tiny synthesizer.
+            image_size: image size of the tiny synthesizer.
+            scheduler: sampler used for inference.
+            num_inference_steps: denoising steps.
+            guidance_scale: classifier-free guidance scale (None: the synthesizer's default).
+            batch_size: samples per forward pass.
+
+        Raises:
+            ValueError: unless exactly one of ``pretrained`` and ``tiny`` is given.
+        """
+        if tiny == (pretrained is not None):
+            raise ValueError(
+                'give exactly one of pretrained=<path or hub id> and tiny=True, '
+                f'got pretrained={pretrained!r}, tiny={tiny}'
+            )
+        self.pretrained = pretrained
+        self.base = base
+        self.subfolder = subfolder
+        self.tiny = tiny
+        self.seed = seed
+        self.image_size = image_size
+        self.scheduler: SchedulerName = scheduler
+        self.num_inference_steps = num_inference_steps
+        self.guidance_scale = guidance_scale
+        self.batch_size = batch_size
+        self._synthesizer: Synthesizer | None = None
+
+    def get(self) -> Synthesizer:
+        """The synthesizer, built on the first call.
+
+        Returns:
+            The :class:`~torchgeo_earthsynth.synthesis.Synthesizer`.
+        """
+        if self._synthesizer is None:
+            kwargs: dict[str, Any] = {
+                'scheduler': self.scheduler,
+                'batch_size': self.batch_size,
+                'num_inference_steps': self.num_inference_steps,
+            }
+            if self.guidance_scale is not None:
+                kwargs['guidance_scale'] = self.guidance_scale
+            if self.tiny:
+                self._synthesizer = Synthesizer.tiny(self.seed, self.image_size, **kwargs)
+            else:
+                assert self.pretrained is not None
+                self._synthesizer = Synthesizer.from_pretrained(
+                    self.pretrained, self.base, self.subfolder, **kwargs
+                )
+        return self._synthesizer
+
+    def __repr__(self) -> str:
+        """Where the synthesizer comes from."""
+        what = 'tiny=True' if self.tiny else f'pretrained={str(self.pretrained)!r}'
+        return f'{type(self).__name__}({what}, num_inference_steps={self.num_inference_steps})'
+
+
+@dataclass
+class Pool:
+    """Pre-loaded samples on one device: what draws index into."""
+
+    mask: Tensor  # uint8 [N, H, W] vocabulary ids
+    counts: Tensor  # int64 [N, 67] pixels per vocabulary id
+    image: Tensor | None = None  # uint8 [N, 3, H, W] (None for layout-only pools)
+
+    def __len__(self) -> int:
+        return int(self.mask.shape[0])
+
+
+def _pixel_counts(mask: Tensor) -> Tensor:
+    """int64 [N, 67] pixels per vocabulary id of masks [N, H, W]."""
+    flat = mask.reshape(mask.shape[0], -1).long()
+    counts = torch.zeros(mask.shape[0], NUM_CLASSES, dtype=torch.long, device=mask.device)
+    return counts.scatter_add_(1, flat, torch.ones_like(flat))
+
+
+def resize_masks(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(mask.shape[-2:]) == size:
+        return mask
+    out = F.interpolate(mask[:, None].float(), size=size, mode='nearest')[:, 0]
+    return out.to(mask.dtype)
+
+
+def resize_images(image: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(image.shape[-2:]) == size:
+        return image
+    dtype = image.dtype
+    out = F.interpolate(image.float(), size=size, mode='bilinear', antialias=True)
+    return out.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else out.to(dtype)
+
+
+def _pool_from_samples(
+    samples: Sequence[Mapping[str, Any]], size: tuple[int, int], images: bool, origin: str
+) -> Pool:
+    """Stack sample dicts (any sizes) into a pool at ``size``; images rounded to uint8."""
+    masks, pictures = [], []
+    for i, sample in enumerate(samples):
+        mask = sample.get('mask')
+        if not isinstance(mask, Tensor) or mask.dim() != 2:
+            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(
+                f'{origin}, sample {i}: expected "mask" int64 [H, W] vocabulary ids, got {got}'
+            )
+        if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) >= NUM_CLASSES):
+            raise ValueError(f'{origin}, sample {i}: mask ids must be in [0, {NUM_CLASSES - 1}]')
+        masks.append(resize_masks(mask.to(torch.uint8)[None], size)[0])
+        if images:
+            image = sample.get('image')
+            if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+                got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+                raise ValueError(
+                    f'{origin}, sample {i}: expected "image" float [3, H, W] in 0..255, got {got}'
+                )
+            image = image.float().round().clamp(0, 255).to(torch.uint8)
+            pictures.append(resize_images(image[None], size)[0])
+    mask = torch.stack(masks)
+    return Pool(mask, _pixel_counts(mask), torch.stack(pictures) if images else None)
+
+
+def _concat_pools(pools: Sequence[Pool]) -> Pool | None:
+    pools = [p for p in pools if len(p)]
+    if not pools:
+        return None
+    return Pool(torch.cat([p.mask for p in pools]), torch.cat([p.counts for p in pools]))
+
+
+class SamplePools:
+    """Bank and layout samples cached on the batch's device, and who may stand for a class.
+
+    Draws index into these tensors, so drawing costs no disk access; all random draws use the
+    augmentation's generator, in the order the augmentation makes them.
+    """
+
+    def __init__(
+        self,
+        bank: BankLike | None,
+        layouts: EarthSynth180K | None,
+        task: Task,
+        source: Source,
+        cache_size: int,
+        class_rule: ClassRule,
+        generator: torch.Generator,
+    ) -> None:
+        """Initialize a new SamplePools instance (empty until :meth:`load`).
+
+        Args:
+            bank: the bank of synthetic samples, if any.
+            layouts: a corpus to draw classification layouts from, if any.
+            task: the downstream task.
+            source: where synthetic samples come from.
+            cache_size: bank (and layout) samples kept.
+            class_rule: which bank samples can stand for a classification label.
+            generator: the CPU generator of the random draws.
+        """
+        self.bank = bank
+        self.layouts = layouts
+        self.task: Task = task
+        self.source: Source = source
+        self.cache_size = cache_size
+        self.class_rule: ClassRule = class_rule
+        self.generator = generator
+        self.bank_pool: Pool | None = None
+        self.layout_pool: Pool | None = None
+        self._candidates: dict[str, list[Tensor]] = {}
+
+    @property
+    def needed(self) -> bool:
+        """Whether there is anything to cache."""
+        return self.bank is not None or self.layouts is not None
+
+    def forget_candidates(self) -> None:
+        """Drop the per-class candidate rows (after the class mapping changed)."""
+        self._candidates = {}
+
+    def load(
+        self,
+        size: tuple[int, int],
+        device: torch.device,
+        lut: Tensor,
+        classes: Sequence[str],
+        refresh_bank: bool,
+    ) -> None:
+        """Fill the bank and layout caches (on ``device``, at ``size``).
+
+        Args:
+            size: (height, width) of the batch.
+            device: the batch's device.
+            lut: int64 [C] vocabulary id per downstream class.
+            classes: the downstream classes.
+            refresh_bank: call the bank's ``refresh()`` first, if it has one, so samples
+                added since show (``SyntheticBank``).
+
+        Raises:
+            ValueError: if the bank is empty and it is the only source.
+        """
+        self.bank_pool = None
+        self.layout_pool = None
+        layout_pools: list[Pool] = []
+        if self.bank is not None:
+            refresh = getattr(self.bank, 'refresh', None)
+            if refresh_bank and callable(refresh):
+                refresh()
+            samples: list[dict[str, Any]] = []
+            if len(self.bank):
+                samples = list(
+                    self.bank.sample(min(self.cache_size, len(self.bank)), generator=self.generator)
+                )
+            if self.task == 'classification':
+                samples += self._class_coverage(samples, lut, classes)
+            if samples:
+                self.bank_pool = _pool_from_samples(samples, size, True, 'bank')
+                layout_pools.append(self.bank_pool)
+            elif self.source == 'bank':
+                raise ValueError(
+                    f'the bank {self.bank!r} is empty; fill it (e.g. with '
+                    '`earthsynth synthesize`) or use source="online"/"both"'
+                )
+        if self.layouts is not None and self.task == 'classification':
+            count = min(self.cache_size, len(self.layouts))
+            order = torch.randperm(len(self.layouts), generator=self.generator)[:count]
+            layout_samples = [self.layouts[int(i)] for i in order]
+            layout_pools.append(_pool_from_samples(layout_samples, size, False, 'layouts'))
+        self.layout_pool = _concat_pools(layout_pools)
+        for pool in (self.bank_pool, self.layout_pool):
+            if pool is not None:
+                pool.mask, pool.counts = pool.mask.to(device), pool.counts.to(device)
+                if pool.image is not None:
+                    pool.image = pool.image.to(device)
+        self._candidates = {}
+
+    def _class_coverage(
+        self, samples: list[dict[str, Any]], lut: Tensor, classes: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Extra bank samples for classification labels the first draw does not cover."""
+        assert self.bank is not None
+        extra: list[dict[str, Any]] = []
+        have: set[int] = set()
+        for sample in samples:
+            have.update(int(i) for i in torch.unique(sample['mask']).tolist())
+        per_class = max(1, self.cache_size // (2 * len(classes)))
+        for vocab_id in sorted({int(v) for v in lut.tolist()} - have - {BACKGROUND}):
+            try:
+                extra += self.bank.sample(per_class, generator=self.generator, classes=[vocab_id])
+            except ValueError:  # the bank holds no sample of this class
+                continue
+        return extra
+
+    def bank_candidates(self, lut: Tensor, inverse: Tensor) -> list[Tensor]:
+        """Per downstream class (classification) or overall (segmentation): usable bank rows.
+
+        Args:
+            lut: int64 [C] vocabulary id per downstream class.
+            inverse: int64 [67] downstream class per vocabulary id (-1: none).
+
+        Returns:
+            Row indices (CPU int64) of the bank cache.
+        """
+        if 'bank' not in self._candidates:
+            pool = self.bank_pool
+            if pool is None:
+                found: list[Tensor] = []
+            elif self.task == 'segmentation':
+                inverse = inverse.to(pool.counts.device)
+                unmapped = ((pool.counts > 0) & (inverse < 0)[None]).any(1)
+                found = [(~unmapped).nonzero().flatten().cpu()]
+            else:
+                found = [_rows_for(pool, int(v), self.class_rule) for v in lut]
+            self._candidates['bank'] = found
+        return self._candidates['bank']
+
+    def layout_candidates(self, lut: Tensor) -> list[Tensor]:
+        """Per downstream class: layout rows containing its vocabulary id.
+
+        Args:
+            lut: int64 [C] vocabulary id per downstream class.
+
+        Returns:
+            Row indices (CPU int64) of the layout cache, one tensor per class.
+        """
+        if 'layout' not in self._candidates:
+            pool = self.layout_pool
+            self._candidates['layout'] = [
+                _rows_for(pool, int(v), 'contains')
+                if pool is not None
+                else torch.empty(0, dtype=torch.long)
+                for v in lut
+            ]
+        return self._candidates['layout']
+
+    def pick(self, rows: Tensor) -> int | None:
+        """One of ``rows`` drawn at random, or None when there is none."""
+        if not len(rows):
+            return None
+        return int(rows[int(torch.randint(len(rows), (1,), generator=self.generator))])
+
+
+def _rows_for(pool: Pool, vocab_id: int, rule: str) -> Tensor:
+    """Rows of ``pool`` that contain (or are dominated by) ``vocab_id``."""
+    if vocab_id == BACKGROUND:
+        return torch.empty(0, dtype=torch.long)
+    ok = pool.counts[:, vocab_id] > 0
+    if rule == 'dominant':
+        ok &= pool.counts[:, 1:].argmax(1) + 1 == vocab_id
+    return ok.nonzero().flatten().cpu()
+
+
+__all__ = ('BankLike', 'ClassRule', 'Pool', 'SamplePools', 'Source', 'SynthesizerLoader', 'Task')
