@@ -568,6 +568,57 @@ def encoding_for(dataset: str | type | DatasetEncoding) -> DatasetEncoding:
     return ENCODINGS[name]
 
 
+def resolve_encoding(
+    classes: Sequence[str] | None,
+    dataset: str | type | DatasetEncoding | None = None,
+    names: str | None = None,
+    overrides: Mapping[str, int | str] | None = None,
+    task: Task = 'segmentation',
+) -> DatasetEncoding:
+    """The encoding a user means: a registered dataset's, or an explicit map of ``classes``.
+
+    Args:
+        classes: the classes; with ``dataset`` they must be the dataset's own (any order);
+            without, they are in value order (class ``i`` has value ``i``).
+        dataset: a registered dataset (mask values from the registry, not positions).
+        names: for a dataset outside the registry, a registered dataset whose class names
+            to reuse (positions stay the values).
+        overrides: ``{class name: vocabulary id or name}``, which win.
+        task: the task the labels serve.
+
+    Returns:
+        The encoding.
+
+    Raises:
+        ValueError: if both or neither of ``classes`` and ``dataset`` say what the classes
+            are, ``classes`` are not the dataset's, the dataset serves another task, or
+            classes have no vocabulary mapping (all named in one message).
+
+    .. versionadded:: 0.1
+    """
+    if dataset is None:
+        if classes is None:
+            raise ValueError('give classes=<names in mask-value order> or dataset=<registered>')
+        return explicit_encoding(classes, names, overrides, task)
+    if names is not None:
+        raise ValueError(f'give dataset={dataset!r} or names={names!r}, not both')
+    encoding = encoding_for(dataset).with_overrides(overrides or {})
+    if encoding.task != task:
+        raise ValueError(f'{encoding.name} is a {encoding.task} dataset, not {task}')
+    if classes is not None:
+        given = {normalise_name(c) for c in classes}
+        unknown = encoding.unknown_classes(classes)
+        missing = [c for c in encoding.classes if normalise_name(c) not in given]
+        if unknown or missing:
+            raise ValueError(
+                f'classes {list(classes)} are not those of {encoding.name} '
+                f'{list(encoding.classes)} (unknown: {unknown}, missing: {missing}); for a '
+                f'dataset whose mask values are positions in classes, pass '
+                f'names={encoding.name!r} instead of dataset='
+            )
+    return encoding
+
+
 class SelectBands:
     """A sample transform keeping some image bands (the RGB path where there is no option).
 
@@ -610,5 +661,6 @@ __all__ = (
     'encoding_for',
     'explicit_encoding',
     'normalise_name',
+    'resolve_encoding',
     'vocabulary_id',
 )

@@ -17,10 +17,11 @@ from typing import Any, Final, Literal
 import torch
 from torch import Tensor, nn
 
+from torchgeo_earthsynth.dataset_encodings import DatasetEncoding, resolve_encoding
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.seeding import seed_for_rank
 from torchgeo_earthsynth.synthesis import Synthesizer
-from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, label_map, prompt_from_ids
+from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
 
 from .synthetic_callback import SyntheticAugmentationCallback, attach
 from .synthetic_labels import (
@@ -31,6 +32,7 @@ from .synthetic_labels import (
     segmentation_label,
 )
 from .synthetic_rows import BANK, GENERATED, REAL, SyntheticPlan, SyntheticRows, insert_rows
+from .synthetic_scale import check_datamodule, check_pixels, synthetic_gain
 from .synthetic_sources import (
     BankLike,
     SamplePools,
@@ -140,6 +142,8 @@ class SyntheticAugmentation(nn.Module):
         then: Callable[[Batch], Batch] | None = None,
         dataset: str | None = None,
         overrides: dict[str, int | str] | None = None,
+        names: str | None = None,
+        image_scale: float | None = None,
         unmapped_index: int | None = None,
         class_rule: Literal['contains', 'dominant'] = 'contains',
         bank_share: float = 0.5,
@@ -168,9 +172,17 @@ class SyntheticAugmentation(nn.Module):
                 (takes and returns a vocabulary batch: ``image``, ``mask``, ``prompt``,
                 ``categories``, ``source``).
             then: applied to the batch afterwards: the datamodule's own augmentation.
-            dataset: the :data:`~torchgeo_earthsynth.vocabulary.LABEL_MAPS` table to map
-                ``classes`` with (e.g. ``'LoveDA'``).
+            dataset: a dataset of the registry
+                (:data:`~torchgeo_earthsynth.dataset_encodings.ENCODINGS`, e.g. ``'LoveDA'``):
+                its mask values, no-data, vocabulary map, pixel scale and bands are known;
+                ``classes`` may then be left out. Left out when attached to a TorchGeo
+                datamodule of a registered dataset.
             overrides: extra ``{class name: vocabulary id or name}`` entries.
+            names: for a dataset outside the registry whose values are positions in
+                ``classes``: a registered dataset whose class names to reuse.
+            image_scale: synthetic 0..255 RGB times this is in the dataset's pixel scale
+                (default: the registry's, 1 for 8-bit datasets; required where none is
+                known, e.g. EuroSAT reflectance).
             unmapped_index: downstream index that vocabulary ids outside ``classes`` map to
                 in bank masks (as the downstream dataset does, e.g. background); None draws
                 only bank samples whose every id maps back.
@@ -245,52 +257,91 @@ class SyntheticAugmentation(nn.Module):
         self.pools = SamplePools(
             bank, layouts, task, source, cache_size, class_rule, self.generator
         )
-        if classes is not None:
-            self.bind(classes, dataset, overrides)
-        else:
-            self._dataset, self._overrides = dataset, overrides
+        self.image_scale = image_scale
+        self.encoding: DatasetEncoding | None = None
+        self._dataset, self._overrides, self._names = dataset, overrides, names
+        if classes is not None or dataset is not None:
+            self.bind(classes, dataset, overrides, names)
 
     def bind(
         self,
-        classes: Sequence[str],
-        dataset: str | None = None,
+        classes: Sequence[str] | None = None,
+        dataset: str | DatasetEncoding | None = None,
         overrides: Mapping[str, int | str] | None = None,
+        names: str | None = None,
     ) -> None:
-        """Set the downstream classes (and their vocabulary mapping).
+        """Set the downstream classes and how their values meet the vocabulary.
 
         Args:
-            classes: the downstream classes in index order.
-            dataset: :data:`~torchgeo_earthsynth.vocabulary.LABEL_MAPS` table to use
-                (default: the one given at construction).
+            classes: the classes (a registered dataset's own, or in mask-value order).
+            dataset: a registered dataset or an encoding (default: the one given at
+                construction).
             overrides: extra mappings (default: those given at construction).
+            names: registered class names for positional classes (default: as constructed).
 
         Raises:
-            ValueError: if a class has no vocabulary mapping (naming it), the classes differ
-                from those already bound, or ``unmapped_index`` is out of range.
+            ValueError: if classes have no vocabulary mapping (all named), the classes or
+                dataset differ from those already bound, or ``unmapped_index`` is not a value.
         """
-        classes = tuple(classes)
-        if self.classes is not None:
-            if classes != self.classes:
+        dataset = dataset if dataset is not None else self._dataset
+        overrides = overrides if overrides is not None else self._overrides
+        names = names if names is not None else self._names
+        encoding = resolve_encoding(classes, dataset, names, overrides, self.task)
+        if self.encoding is not None:
+            if encoding.classes != self.encoding.classes or encoding.name != self.encoding.name:
                 raise ValueError(
-                    f'SyntheticAugmentation is bound to classes {self.classes}, not {classes}'
+                    f'SyntheticAugmentation is bound to classes {self.classes} '
+                    f'({self.encoding.name}), not {encoding.classes} ({encoding.name})'
                 )
             return
-        dataset = dataset if dataset is not None else getattr(self, '_dataset', None)
-        overrides = overrides if overrides is not None else getattr(self, '_overrides', None)
-        lut = label_map(classes, dataset=dataset, overrides=overrides)
-        if self.unmapped_index is not None and not 0 <= self.unmapped_index < len(classes):
-            raise ValueError(
-                f'unmapped_index must be in [0, {len(classes) - 1}], got {self.unmapped_index}'
+        usable = [v for v in encoding.values if v not in encoding.ignore]
+        if self.unmapped_index is not None and self.unmapped_index not in usable:
+            span = sorted(usable)
+            where = (
+                f'in [{span[0]}, {span[-1]}]'
+                if span == list(range(span[0], span[-1] + 1))
+                else f'one of {span}'
             )
-        fill = -1 if self.unmapped_index is None else self.unmapped_index
-        inverse = torch.full((NUM_CLASSES,), fill, dtype=torch.long)
-        for index in reversed(range(len(classes))):  # the first class of an id wins
-            inverse[lut[index]] = index
-        self.classes = classes
-        self.lut = lut
-        self.inverse = inverse
+            raise ValueError(
+                f'unmapped_index must be {where} (a class value of {encoding.name}), got '
+                f'{self.unmapped_index}'
+            )
+        self.encoding = encoding
+        self.classes = encoding.classes
+        self.lut = encoding.lut()
+        self.inverse = encoding.inverse(self.unmapped_index)
         self._tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
         self.pools.forget_candidates()
+
+    def fit_to(self, datamodule: Any) -> None:
+        """Bind to a TorchGeo datamodule's dataset and check its bands and pixel scale.
+
+        A datamodule of a registered dataset (its ``dataset_class``) binds this augmentation
+        to that dataset when nothing is bound yet. Called by :func:`attach`.
+
+        Args:
+            datamodule: the datamodule.
+
+        Raises:
+            ValueError: if the datamodule's dataset is another than the one bound, its images
+                are not RGB (saying how to select RGB bands), or their scale does not match.
+        """
+        from torchgeo_earthsynth.dataset_encodings import ENCODINGS
+
+        dataset_class = getattr(datamodule, 'dataset_class', None)
+        name = getattr(dataset_class, '__name__', None)
+        if name in ENCODINGS:
+            if self.encoding is None:
+                self.bind(dataset=name)
+            elif self.encoding.name in ENCODINGS and self.encoding.name != name:
+                raise ValueError(
+                    f'SyntheticAugmentation is bound to {self.encoding.name} but the '
+                    f'datamodule loads {name}'
+                )
+        if self.encoding is not None:
+            check_datamodule(
+                self.encoding, datamodule, synthetic_gain(self.encoding, self.image_scale)
+            )
 
     def _tables_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """``(lut, inverse)`` on ``device``, copied once per device."""
@@ -354,7 +405,11 @@ class SyntheticAugmentation(nn.Module):
                 'SyntheticAugmentation has no classes: pass classes=... or call '
                 'bind(classes) (downstream datamodules do it for you)'
             )
-        image = check_batch(batch, self.task, self.classes)
+        assert self.encoding is not None
+        image = check_batch(batch, self.task, self.classes, self.encoding.rgb_path)
+        gain = synthetic_gain(self.encoding, self.image_scale)
+        if self._batches == 0:
+            check_pixels(image, self.encoding, gain)
         b, device = image.shape[0], image.device
         size = (int(image.shape[-2]), int(image.shape[-1]))
         self._seeded_rank = seed_for_rank(self.generator, self.seed, self._seeded_rank)
@@ -421,6 +476,9 @@ class SyntheticAugmentation(nn.Module):
         generated = [(row, cond) for row, origin, cond, _ in picks if origin == GENERATED]
         if generated:
             self._add_generated_rows(synthetic, batch, generated, device)
+        gain = synthetic_gain(self.encoding, self.image_scale) if self.encoding else 1.0
+        if gain != 1.0:  # synthetic 0..255 RGB into the dataset's pixel scale
+            synthetic.images = [image * gain for image in synthetic.images]
         self.stats['replaced' if self.mode == 'replace' else 'appended'] += len(synthetic.rows)
         out, self.last_plan = insert_rows(
             batch, synthetic, self.task, self.mode, self.lut, size, device

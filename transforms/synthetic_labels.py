@@ -99,13 +99,14 @@ TASK_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_batch(batch: Batch, task: Task, classes: Sequence[str]) -> Tensor:
+def check_batch(batch: Batch, task: Task, classes: Sequence[str], rgb_path: str = '') -> Tensor:
     """Check that a raw batch holds what ``task`` needs.
 
     Args:
         batch: the collated batch.
         task: the downstream task.
         classes: the downstream classes.
+        rgb_path: how to load only the RGB bands, for the error on other band counts.
 
     Returns:
         The batch's images.
@@ -125,7 +126,8 @@ def check_batch(batch: Batch, task: Task, classes: Sequence[str]) -> Tensor:
     image = batch['image']
     if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
         got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-        raise ValueError(f'batch["image"] must be a tensor [B, 3, H, W] in 0..255, got {got}')
+        hint = f'; RGB bands only: {rgb_path}' if rgb_path else ''
+        raise ValueError(f'batch["image"] must be a tensor [B, 3, H, W] (RGB), got {got}{hint}')
     if task == 'segmentation':
         mask = batch['mask']
         if not isinstance(mask, Tensor) or mask.shape != (image.shape[0], *image.shape[2:]):
