@@ -11,10 +11,13 @@ from .earthsynth180k import (
     balanced_weights,
     sample_class_ids,
 )
+from .mask_prompt import MaskPromptDataModule, MaskPromptDataset
 
 __all__ = (
     'EarthSynth180KDataModule',
     'EarthSynthMiniDataModule',
+    'MaskPromptDataModule',
+    'MaskPromptDataset',
     'MiniClassificationDataModule',
     'MiniSegmentationDataModule',
     'RefreshLabels',

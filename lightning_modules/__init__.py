@@ -9,5 +9,13 @@ from .earthsynth_controlnet import (
     EarthSynthControlNet,
     sample_grid,
 )
+from .synthesizer import BankWriter, SynthesizerModule
 
-__all__ = ('AtomicCheckpointIO', 'DiffusersExport', 'EarthSynthControlNet', 'sample_grid')
+__all__ = (
+    'AtomicCheckpointIO',
+    'BankWriter',
+    'DiffusersExport',
+    'EarthSynthControlNet',
+    'SynthesizerModule',
+    'sample_grid',
+)

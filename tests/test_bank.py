@@ -324,6 +324,7 @@ def test_cli_config_and_resume(tmp_path: Path, mini_root: Path) -> None:
         '2',
         '--trainer.enable_progress_bar',
         'false',
+        '--allow-untrained',
     ]
     summary = main([*args, '--data.limit', '3'])
     assert summary is not None and (summary['written'], summary['bank_size']) == (3, 3)
@@ -429,3 +430,28 @@ def test_relative_bank_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     bank.consolidate()
     assert len(bank.refresh()) == 1
     assert bank.sample(1)[0]['mask'].eq(6).all()
+
+
+def test_synthesizer_module_seeds_unique_across_batches_and_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchgeo_earthsynth.lightning_modules import EarthSynthControlNet, SynthesizerModule
+
+    export = EarthSynthControlNet(preset='tiny', image_size=32).save_pretrained(tmp_path / 'x')
+    module = SynthesizerModule(str(export), num_inference_steps=1, guidance_scale=1.0)
+    masks = torch.zeros(3, 32, 32, dtype=torch.long)
+
+    def seeds_of(size: int, batch_idx: int) -> list[int]:
+        batch = {'mask': masks[:size], 'prompt': ['forest'] * size}
+        return [int(s) for s in module.predict_step(batch, batch_idx)['seed']]
+
+    full, short = seeds_of(3, 0), seeds_of(1, 1)  # a short last batch
+    rank0 = full + short
+    assert len(set(rank0)) == 4
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch.distributed, 'get_rank', lambda: 1)
+    rank1 = seeds_of(3, 0) + seeds_of(1, 1)
+    assert not set(rank0) & set(rank1)
+    assert seeds_of(3, 0) == rank1[:3]  # reproducible per (seed, rank, batch)
+    given = {'mask': masks[:2], 'prompt': ['forest'] * 2, 'seed': torch.tensor([7, 9])}
+    assert module.predict_step(given, 5)['seed'].tolist() == [7, 9]

@@ -106,7 +106,7 @@ def test_mistyped_subcommand_lists_every_subcommand(capsys: pytest.CaptureFixtur
         assert f'\n  {command} ' in text, command
 
 
-@pytest.mark.parametrize('command', ['demo', 'evaluate', 'build-corpus', 'datasets'])
+@pytest.mark.parametrize('command', ['demo', 'evaluate', 'build-corpus', 'datasets', 'synthesize'])
 def test_subcommand_help_has_no_sphinx_markup(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,3 +145,23 @@ def test_datasets_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert '    7  agriculture              -> agriculture land' in text
     code, text = _run_cli(['datasets', 'SpaceNet'], capsys)
     assert code == 2 and "no encoding for dataset 'SpaceNet'" in text
+
+
+def test_synthesize_help_offers_no_optimizer(capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = _run_cli(['synthesize', '--help'], capsys)
+    assert code == 0
+    assert '--optimizer' not in text and '--lr_scheduler' not in text
+    assert '--allow-untrained' in text
+    assert 'Args:' not in text and 'Returns:' not in text
+
+
+def test_synthesize_refuses_an_untrained_model(
+    tmp_path: Path, mini_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ['synthesize', '--config', str(CONFIGS / 'synthesize_mini.yaml')]
+    argv += ['--data.root', str(mini_root), '--bank.root', str(tmp_path / 'bank')]
+    argv += ['--model.init_args.image_size', '32', '--trainer.enable_progress_bar', 'false']
+    code, text = _run_cli(argv, capsys)
+    assert code == 2
+    assert 'the model has no trained weights' in text and '--allow-untrained' in text
+    assert not list(tmp_path.rglob('*.png'))  # nothing was written

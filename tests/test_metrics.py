@@ -21,6 +21,7 @@ from torchgeo_earthsynth.metrics import (
     fid,
     find_inception_weights,
     mask_fidelity,
+    per_sample_miou,
     psnr,
     rgb_to_y,
     ssim,
@@ -281,6 +282,18 @@ class TestMaskFidelity:
         assert result.miou == pytest.approx(0.675)
         assert result.pixel_accuracy == pytest.approx(6 / 8)
 
+    def test_one_miou_definition_with_rfilter(self) -> None:
+        # R-Filter's layout rule (per sample) and mask fidelity (over a data set) average over
+        # the same classes: those of the target, not those only predicted (5 here).
+        masks = torch.tensor([[[1, 1, 2, 2], [1, 1, 2, 2]], [[3, 3, 3, 3], [0, 0, 0, 0]]])
+        pred = torch.tensor([[[1, 1, 1, 2], [1, 5, 2, 2]], [[3, 3, 5, 5], [0, 0, 0, 5]]])
+        images = (pred * 3.0)[:, None].expand(-1, 3, -1, -1)
+        ours = per_sample_miou(pred, masks, NUM_CLASSES, ignore_index=0)
+        assert ours.tolist() == pytest.approx([0.675, 0.5])
+        for i in range(len(masks)):
+            single = mask_fidelity(_oracle, images[i : i + 1], masks[i : i + 1], ignore_index=0)
+            assert single.miou == pytest.approx(float(ours[i]))
+
     def test_label_map_resize_and_ignore(self) -> None:
         water, building, road = CLASS_IDS['water'], CLASS_IDS['building'], CLASS_IDS['road']
         masks = torch.zeros(1, 8, 8, dtype=torch.long)
@@ -324,6 +337,32 @@ class TestMaskFidelity:
 
 
 # ------------------------------------------------------------------------------ PSNR / SSIM
+
+
+def _ssim_by_hand(x: np.ndarray, y: np.ndarray, data_range: float = 255.0) -> float:
+    """Mean SSIM of two [H, W] images: an 11x11 Gaussian window (sigma 1.5) at every pixel.
+
+    Borders are reflect-padded by 5 px (numpy's ``reflect``, the edge not repeated).
+    """
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    window = np.outer(g, g) / g.sum() ** 2
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    height, width = x.shape
+    x, y = np.pad(x, 5, mode='reflect'), np.pad(y, 5, mode='reflect')
+    values = []
+    for i in range(height):
+        for j in range(width):
+            a, b = x[i : i + 11, j : j + 11], y[i : i + 11, j : j + 11]
+            mu_a, mu_b = (window * a).sum(), (window * b).sum()
+            var_a = (window * a * a).sum() - mu_a**2
+            var_b = (window * b * b).sum() - mu_b**2
+            cov = (window * a * b).sum() - mu_a * mu_b
+            values.append(
+                (2 * mu_a * mu_b + c1)
+                * (2 * cov + c2)
+                / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+            )
+    return float(np.mean(values))
 
 
 class TestPsnrSsim:
@@ -372,7 +411,10 @@ class TestPsnrSsim:
         values = psnr(preds, target, y_channel=True, reduction='none')
         np.testing.assert_allclose(values.numpy(), expected, rtol=1e-6)
         assert psnr(preds, target, y_channel=True).item() == pytest.approx(expected.mean())
-        assert ssim(preds, target, y_channel=True, reduction='none').shape == (2,)
+        ssim_y = ssim(preds, target, y_channel=True, reduction='none')
+        expected_ssim = [_ssim_by_hand(a, b) for a, b in zip(y(preds), y(target))]
+        np.testing.assert_allclose(ssim_y.numpy(), expected_ssim, rtol=1e-5)
+        assert ssim(preds, target, y_channel=True).item() == pytest.approx(np.mean(expected_ssim))
 
     def test_bad_inputs(self) -> None:
         x = _images(1, 16)

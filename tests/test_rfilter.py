@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.functional.segmentation import mean_iou
+from torchmetrics.classification import MulticlassJaccardIndex
 
 from torchgeo_earthsynth.metrics import ClipScorer
 from torchgeo_earthsynth.rfilter import RFilter, RFilterResult, per_sample_miou, select
@@ -133,20 +133,16 @@ def test_per_sample_miou_by_hand() -> None:
 def test_per_sample_miou_matches_torchmetrics() -> None:
     g = torch.Generator().manual_seed(1)
     target = torch.randint(0, 5, (6, 12, 12), generator=g)
-    pred = torch.randint(0, 6, (6, 12, 12), generator=g)
+    pred = torch.randint(0, 6, (6, 12, 12), generator=g)  # class 5 only ever predicted
     target[2] = 0
-    ours = per_sample_miou(pred, target, num_classes=6, ignore_index=0)
-    theirs = mean_iou(
-        torch.where(target == 0, 0, pred),
-        target,
-        num_classes=6,
-        include_background=False,
-        input_format='index',
-    )
-    torch.testing.assert_close(ours, theirs.float(), equal_nan=True)
-    theirs = mean_iou(pred, target, num_classes=6, input_format='index')
-    ours = per_sample_miou(pred, target, num_classes=6, ignore_index=None)
-    torch.testing.assert_close(ours, theirs.float(), equal_nan=True)
+    for ignore in (0, None):
+        ours = per_sample_miou(pred, target, num_classes=6, ignore_index=ignore)
+        for i in range(len(target)):
+            jaccard = MulticlassJaccardIndex(6, average=None, ignore_index=ignore)
+            iou = jaccard(pred[i], target[i])
+            classes = [c for c in target[i].unique().tolist() if c != ignore]
+            expected = iou[classes].mean() if classes else torch.tensor(math.nan)
+            torch.testing.assert_close(ours[i], expected.float(), equal_nan=True)
 
 
 def test_per_sample_miou_rejects_bad_input() -> None:
@@ -274,6 +270,20 @@ def test_sanity_drops_nan_flat_saturated() -> None:
     assert result.scores['sanity_saturation'][4].item() == pytest.approx(0.75)
     lenient = only('sanity', flat_threshold=0.0, saturation_threshold=0.8)
     assert lenient({'image': images}).keep.tolist() == [True, False, False, True, True, False]
+
+
+def test_sanity_flat_is_per_channel() -> None:
+    images = textured(4)
+    colour = torch.tensor([100.0, 150.0, 80.0])
+    images[1] = colour[:, None, None]  # uniform coloured: one std over channels is 29
+    images[2] = colour.flip(0)[:, None, None]
+    images[3, 1:] = colour[1:, None, None]  # only red varies: not flat
+    result = only('sanity')({'image': images})
+    assert result.keep.tolist() == [True, False, False, True]
+    assert result.reasons[1] == 'sanity: flat (std 0.0 < 2.0)'
+    assert result.scores['sanity_std'][3].item() == pytest.approx(
+        images[3, 0].std(correction=0).item(), rel=1e-4
+    )
 
 
 def test_novelty_in_batch_duplicates_and_memory() -> None:

@@ -26,6 +26,7 @@ from torchgeo_earthsynth.datamodules.downstream import (
     reverse_map,
 )
 from torchgeo_earthsynth.datasets import EarthSynth180K
+from torchgeo_earthsynth.filtering import KeyedFilter
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.transforms.cf_comp import CounterfactualComposition
 from torchgeo_earthsynth.transforms.synthetic_augmentation import (
@@ -317,7 +318,7 @@ def test_rfilter_drops_keep_the_real_sample(mini_root: Path, synth: Synthesizer)
         return torch.tensor([False, True] * 3)
 
     lut = label_map(SEG_CLASSES, dataset='LoveDA')
-    for rfilter, kept in ((by_batch, [0, 2, 4]), (by_parts, [1, 3, 5])):
+    for rfilter, kept in ((by_batch, [0, 2, 4]), (KeyedFilter(by_parts), [1, 3, 5])):
         aug = SyntheticAugmentation(
             SEG_CLASSES,
             names='LoveDA',
@@ -600,3 +601,58 @@ def test_torchgeo_cli_trains_with_synthetic_samples(
     with metrics.open() as f:
         rows_logged = list(csv.DictReader(f))
     assert any(r.get('train_loss') for r in rows_logged)
+
+
+class _FlipConditions(torch.nn.Module):
+    """A stand-in CF-Comp that mirrors every condition left-right."""
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {**batch, 'mask': batch['mask'].flip(-1)}
+
+
+def test_cf_comp_never_writes_minus_one(synth: Synthesizer) -> None:
+    # Left half nodata (255, no class), right half building (0) over water (1): mirrored,
+    # the nodata region's background lands where the labels were.
+    mask = torch.full((2, 32, 32), 255, dtype=torch.long)
+    mask[:, :16, 16:], mask[:, 16:, 16:] = 0, 1
+    batch = {'image': torch.rand(2, 3, 32, 32) * 255, 'mask': mask}
+    classes = ('building', 'water')
+    common: dict[str, Any] = {'source': 'online', 'p': 1.0, 'synthesizer': synth}
+    aug = SyntheticAugmentation(classes, cf_comp=_FlipConditions(), ignore_index=255, **common)
+    out, plan = aug.augment(clone(batch))
+    assert plan.synthetic.all()
+    expected = torch.where(mask == 255, mask.flip(-1), 255)  # moved labels; nodata elsewhere
+    assert torch.equal(out['mask'], expected)
+    with pytest.raises(ValueError, match='pass ignore_index'):
+        SyntheticAugmentation(classes, cf_comp=_FlipConditions(), **common)
+    # with a background class, moved background becomes that class
+    with_background = ('background', 'building', 'water')
+    aug = SyntheticAugmentation(with_background, cf_comp=_FlipConditions(), **common)
+    out, _ = aug.augment(
+        {'image': batch['image'].clone(), 'mask': torch.where(mask == 255, 0, mask + 1)}
+    )
+    assert (out['mask'] >= 0).all()
+    assert torch.equal(out['mask'][:, :, 16:], torch.zeros(2, 32, 16, dtype=torch.long))
+
+
+def test_callback_defaults_match_a_torchgeo_datamodule(
+    mini_root: Path, bank: SyntheticBank
+) -> None:
+    datamodule = MiniSegmentationDataModule(root=mini_root, batch_size=8)
+    datamodule.setup('fit')
+    raw = next(iter(datamodule.train_dataloader()))
+    batch = datamodule.aug(clone(raw))  # as on_after_batch_transfer normalises it
+    aug = SyntheticAugmentation(SEG_CLASSES, names='LoveDA', source='bank', p=0.5, bank=bank)
+    callback = SyntheticAugmentationCallback(aug)  # the README's defaults
+    trainer = SimpleNamespace(datamodule=datamodule)
+    callback.on_train_batch_start(trainer, None, batch, 0)  # type: ignore[arg-type]
+    assert aug.last_plan is not None
+    synthetic = aug.last_plan.synthetic
+    assert 0 < int(synthetic.sum()) < len(synthetic)
+    real_max, fake_max = batch['image'][~synthetic].max(), batch['image'][synthetic].max()
+    assert float(real_max) <= 1.0 and 0.3 < float(fake_max) <= 1.0
+    assert float(batch['image'][synthetic].min()) >= 0.0
+    # exactly the datamodule's own normalisation of the synthetic samples
+    twin = SyntheticAugmentation(SEG_CLASSES, names='LoveDA', source='bank', p=0.5, bank=bank)
+    expected = datamodule.aug(twin.augment(clone(raw))[0])['image']
+    torch.testing.assert_close(batch['image'][synthetic], expected[synthetic])

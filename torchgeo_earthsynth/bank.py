@@ -1,46 +1,33 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""SyntheticBank, a concurrency-safe disk cache of synthetic samples; ``earthsynth synthesize``."""
+"""SyntheticBank, a concurrency-safe disk cache of synthetic samples (storage only)."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 import re
 import socket
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.cli import LightningCLI
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
+from .atomic import atomic_write_text, fsync_file
 from .datasets import layout
 from .datasets.earthsynth180k import EarthSynth180K
-from .datasets.mini import make_mini_corpus
-from .models import SD15_ID
-from .synthesis import ConditionEncoding, SchedulerName, Synthesizer
-from .vocabulary import NUM_CLASSES, ids_from_prompt, multi_hot
+from .vocabulary import NUM_CLASSES, ids_from_prompt
 
 logger = logging.getLogger(__name__)
-
-#: A filter for :class:`BankWriter`: called with the prediction batch dict (``image``
-#: [B, 3, H, W] 0..255, ``mask``, ``prompt``...), returns a bool tensor [B] (True = keep) or
-#: an object with such a ``keep`` and optionally ``reasons`` (one string per sample, ``''``
-#: when kept, failures joined by ``'; '``, each starting with its rule name), as
-#: :class:`~torchgeo_earthsynth.rfilter.RFilter` does.
-BatchFilter = Callable[[dict[str, Any]], Any]
 
 PARTS = 'parts'
 SUMMARY = 'summary.json'
@@ -54,19 +41,6 @@ def _safe(text: str) -> str:
 def default_writer_id() -> str:
     """``<host>-<pid>``: unique per process, so every process appends to its own part."""
     return _safe(f'{socket.gethostname()}-{os.getpid()}')
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Atomic, fsynced text write (safe with several writers)."""
-    layout.atomic_write_bytes(text.encode('utf-8'), path, durable=True)
 
 
 @dataclass
@@ -213,8 +187,8 @@ class SyntheticBank:
             }
             if self.durable:
                 for record in records:
-                    _fsync(self.split_dir / record['file_name'])
-                    _fsync(self.split_dir / record['mask_name'])
+                    fsync_file(self.split_dir / record['file_name'])
+                    fsync_file(self.split_dir / record['mask_name'])
             lines.append(json.dumps({'records': records}) + '\n')
         if lines:
             self._append(''.join(lines))
@@ -354,7 +328,7 @@ class SyntheticBank:
         (self.split_dir / layout.IMAGES).mkdir(parents=True, exist_ok=True)
         (self.split_dir / layout.MASKS).mkdir(parents=True, exist_ok=True)
         text = ''.join(json.dumps(r) + '\n' for entry in kept for r in entry.records)
-        _atomic_write_text(self.jsonl, text)
+        atomic_write_text(self.jsonl, text)
         return kept
 
     def prune(self) -> dict[str, int]:
@@ -484,420 +458,25 @@ class SyntheticBank:
         return [index.dataset[index.rows[int(i)]] | {'source': 'synthetic'} for i in picks]
 
 
-# ---------------------------------------------------------------------- synthesis data
-class MaskPromptDataset(Dataset[dict[str, Any]]):
-    """The conditions to synthesise from: masks and prompts of a dataset, with keys and seeds.
-
-    Item ``key`` stands for (source index ``key % len(dataset)``, repeat
-    ``key // len(dataset)``) and its seed is ``seed + key``, so a sample does not depend on
-    the rank or batch it is generated in.
-
-    Args:
-        dataset: yields sample dicts with ``mask`` and ``prompt`` (e.g. ``EarthSynth180K``).
-        seed: base seed.
-        repeats: samples per condition.
-        skip: keys to leave out (already done).
-        limit: only the first ``limit`` keys.
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset[dict[str, Any]],
-        seed: int = 0,
-        repeats: int = 1,
-        skip: set[int | str] | None = None,
-        limit: int | None = None,
-    ) -> None:
-        if repeats < 1:
-            raise ValueError(f'repeats must be >= 1, got {repeats}')
-        self.dataset = dataset
-        self.seed = seed
-        self.size = len(dataset)  # type: ignore[arg-type]
-        total = self.size * repeats
-        total = total if limit is None else min(total, limit)
-        skip = skip or set()
-        self.keys = [k for k in range(total) if k not in skip]
-        self.skipped = total - len(self.keys)
-
-    def __len__(self) -> int:
-        """The number of conditions to synthesise."""
-        return len(self.keys)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """``mask``, ``prompt``, ``seed``, ``index`` (in the source) and ``key``."""
-        key = self.keys[index]
-        source = key % self.size
-        sample = self.dataset[source]
-        return {
-            'mask': torch.as_tensor(sample['mask']).long(),
-            'prompt': sample['prompt'],
-            'seed': self.seed + key,
-            'index': source,
-            'key': key,
-        }
+#: Names that lived here before the bank became storage only: ``name -> module``.
+_MOVED: Final[dict[str, str]] = {
+    'BankWriter': 'torchgeo_earthsynth.lightning_modules.synthesizer',
+    'BatchFilter': 'torchgeo_earthsynth.filtering',
+    'KeyedFilter': 'torchgeo_earthsynth.filtering',
+    'MaskPromptDataModule': 'torchgeo_earthsynth.datamodules.mask_prompt',
+    'MaskPromptDataset': 'torchgeo_earthsynth.datamodules.mask_prompt',
+    'SynthesizeCLI': 'torchgeo_earthsynth.cli',
+    'SynthesizerModule': 'torchgeo_earthsynth.lightning_modules.synthesizer',
+    'main': 'torchgeo_earthsynth.cli',
+}
 
 
-class MaskPromptDataModule(pl.LightningDataModule):
-    """Predict-only data: the masks + prompts of an EarthSynth-180K split, minus done keys.
-
-    Args:
-        root: corpus root (EarthSynth-180K layout); None: the bundled mini corpus (made
-            once, 64 px, as ``EarthSynthMiniDataModule`` makes it by default).
-        split: its split to take masks and prompts from.
-        mode: ``full`` scenes, single-``category`` samples or ``both``.
-        batch_size: conditions per predict batch.
-        num_workers: DataLoader workers.
-        seed: base seed (sample ``key`` gets ``seed + key``).
-        repeats: samples per condition.
-        limit: only the first ``limit`` keys.
-        bank_root: skip keys this bank already holds (resuming).
-        bank_split: the bank's split.
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(
-        self,
-        root: str | None = None,
-        split: Literal['train', 'val'] = 'val',
-        mode: Literal['full', 'category', 'both'] = 'full',
-        batch_size: int = 8,
-        num_workers: int = 0,
-        seed: int = 0,
-        repeats: int = 1,
-        limit: int | None = None,
-        bank_root: str | None = None,
-        bank_split: Literal['train', 'val'] = 'train',
-    ) -> None:
-        super().__init__()
-        self.root, self.split, self.mode = root, split, mode
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.seed, self.repeats, self.limit = seed, repeats, limit
-        self.bank_root, self.bank_split = bank_root, bank_split
-        self.predict_dataset: MaskPromptDataset | None = None
-
-    def setup(self, stage: str) -> None:
-        """Build the predict dataset, leaving out what the bank already holds."""
-        done = (
-            SyntheticBank(self.bank_root, self.bank_split).done_keys() if self.bank_root else set()
-        )
-        root = self.root if self.root is not None else make_mini_corpus()
-        source = EarthSynth180K(root, self.split, mode=self.mode)
-        self.predict_dataset = MaskPromptDataset(source, self.seed, self.repeats, done, self.limit)
-
-    def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """Conditions in key order (Lightning shards them across ranks without repeats)."""
-        assert self.predict_dataset is not None, 'call setup() first'
-        return DataLoader(
-            self.predict_dataset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-        )
+def __getattr__(name: str) -> Any:
+    """Old names, imported lazily from their new homes (which import this module)."""
+    if name not in _MOVED:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(_MOVED[name]), 'synthesize' if name == 'main' else name)
+    return value
 
 
-class SynthesizerModule(pl.LightningModule):
-    """Predict with any diffusers ControlNet export through :class:`Synthesizer`.
-
-    Same ``predict_step`` contract as
-    :class:`~torchgeo_earthsynth.lightning_modules.EarthSynthControlNet`, for filling a bank
-    from our exports or the released EarthSynth weights.
-
-    Args:
-        pretrained: our export folder, a ControlNet folder or a hub id.
-        base: Stable Diffusion base for a bare ControlNet.
-        subfolder: the ControlNet's subfolder.
-        scheduler: sampler.
-        num_inference_steps: denoising steps.
-        guidance_scale: classifier-free guidance scale.
-        negative_prompt: prompt guided away from.
-        condition_encoding: mask encoding (default: the export's, else ``grey``).
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(
-        self,
-        pretrained: str,
-        base: str = SD15_ID,
-        subfolder: str | None = None,
-        scheduler: SchedulerName = 'unipc',
-        num_inference_steps: int = 20,
-        guidance_scale: float = 7.5,
-        negative_prompt: str = '',
-        condition_encoding: ConditionEncoding | None = None,
-    ) -> None:
-        super().__init__()
-        kwargs: dict[str, Any] = (
-            {'condition_encoding': condition_encoding} if (condition_encoding is not None) else {}
-        )
-        self.synthesizer = Synthesizer.from_pretrained(
-            pretrained,
-            base,
-            subfolder,
-            scheduler=scheduler,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt,
-            **kwargs,
-        )
-        pipe = self.synthesizer.pipeline
-        # Registered as submodules so the Trainer moves them to its device.
-        self.unet, self.controlnet, self.vae = pipe.unet, pipe.controlnet, pipe.vae
-        self.text_encoder = pipe.text_encoder
-
-    def predict_step(
-        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
-    ) -> dict[str, Any]:
-        """Generate an image per (mask, prompt, seed); the mask stays the label."""
-        masks = batch['mask']
-        seeds = batch.get('seed')
-        if seeds is None:
-            seeds = torch.arange(batch_idx * len(masks), (batch_idx + 1) * len(masks))
-        self.synthesizer.batch_size = len(masks)
-        images = self.synthesizer.generate(masks, list(batch['prompt']), seeds)
-        return {
-            **batch,
-            'image': images,
-            'mask': masks.long(),
-            'prompt': list(batch['prompt']),
-            'categories': torch.stack([multi_hot(m) for m in masks]),
-            'source': ['synthetic'] * len(masks),
-            'seed': torch.as_tensor(seeds),
-        }
-
-
-# ---------------------------------------------------------------------- writer
-def _keep_and_reasons(result: Any, size: int) -> tuple[Tensor, list[str]]:
-    keep = getattr(result, 'keep', result)
-    keep = torch.as_tensor(keep).detach().cpu()
-    if keep.shape != (size,):
-        raise ValueError(
-            f'the filter returned keep of shape {tuple(keep.shape)}; expected a '
-            f'bool tensor [{size}]'
-        )
-    reasons = getattr(result, 'reasons', None)
-    reasons = [str(r) for r in reasons] if isinstance(reasons, Sequence) else [''] * size
-    return keep.bool(), reasons
-
-
-class KeyedFilter:
-    """Call a filter with batch fields as positional arguments (``filter(images, masks, ...)``).
-
-    Makes a filter with another signature fit :data:`BatchFilter`.
-
-    Args:
-        filter: the filter.
-        keys: batch keys passed, in order.
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(
-        self, filter: Callable[..., Any], keys: Sequence[str] = ('image', 'mask', 'prompt')
-    ) -> None:
-        self.filter = filter
-        self.keys = tuple(keys)
-
-    def __call__(self, batch: dict[str, Any]) -> Any:
-        """The filter's verdict on ``batch``."""
-        return self.filter(*(batch[k] for k in self.keys))
-
-
-class BankWriter(BasePredictionWriter):
-    """Write ``Trainer.predict`` outputs into a :class:`SyntheticBank`, one part per rank.
-
-    Each rank appends its samples to ``parts/rank<r>-<host>-<pid>.jsonl`` as its batches end;
-    Lightning's distributed predict sampler gives every dataset index to one rank only. The
-    sample key is ``key`` of the batch (see :class:`MaskPromptDataset`), else the dataset
-    index. An optional filter drops samples (non-finite images are always dropped); at the end
-    rank 0 consolidates the bank and writes ``<split>/summary.json`` (also kept in
-    :attr:`summary`).
-
-    Args:
-        root: bank root.
-        split: bank split.
-        rfilter: :data:`BatchFilter` applied to every prediction batch (e.g. an ``RFilter``).
-        categories: also write single-category samples.
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(
-        self,
-        root: str = 'output/bank',
-        split: Literal['train', 'val'] = 'train',
-        rfilter: BatchFilter | None = None,
-        categories: bool = False,
-    ) -> None:
-        super().__init__('batch')
-        self.root, self.split, self.rfilter, self.categories = root, split, rfilter, categories
-        self.bank = SyntheticBank(root, split, categories=categories)
-        self.stats: dict[str, Any] = {}
-        #: The last run's summary (global rank 0 only).
-        self.summary: dict[str, Any] | None = None
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Open the bank with this rank's writer id and reset the counts."""
-        super().setup(trainer, pl_module, stage)
-        writer = f'rank{trainer.global_rank}-{default_writer_id()}'
-        self.bank = SyntheticBank(self.root, self.split, writer, self.categories)
-        self.summary = None
-        self.stats = {
-            'writer': self.bank.writer_id,
-            'predicted': 0,
-            'written': 0,
-            'dropped': 0,
-            'dropped_by': Counter(),
-        }
-
-    def write_on_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        prediction: Any,
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
-        """Filter the batch's samples and add the kept ones to this rank's part."""
-        images = prediction['image']
-        size = len(images)
-        keys = prediction.get('key', batch.get('key') if isinstance(batch, dict) else None)
-        if keys is None:
-            if batch_indices is None:
-                raise ValueError('BankWriter needs a "key" in the batch or batch indices')
-            keys = list(batch_indices)
-        keys = keys.tolist() if isinstance(keys, Tensor) else list(keys)
-        keep = torch.ones(size, dtype=torch.bool)
-        reasons = [''] * size
-        if self.rfilter is not None:
-            keep, reasons = _keep_and_reasons(self.rfilter(prediction), size)
-        finite = torch.isfinite(images.detach().flatten(1)).all(dim=1).cpu()
-        seeds = prediction.get('seed')
-        samples = []
-        for i in range(size):
-            if not keep[i] or not finite[i]:
-                why = reasons[i] if not keep[i] else 'non-finite image'
-                for part in why.split('; ') if why else ['unspecified']:
-                    rule = re.match(r'[A-Za-z_-]+', part)
-                    self.stats['dropped_by'][rule.group(0) if rule else part] += 1
-                self.stats['dropped'] += 1
-                continue
-            samples.append(
-                {
-                    'image': images[i],
-                    'mask': prediction['mask'][i],
-                    'key': keys[i],
-                    'seed': None if seeds is None else int(seeds[i]),
-                }
-            )
-        self.stats['predicted'] += size
-        self.stats['written'] += self.bank.add(samples)
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Gather every rank's counts; rank 0 consolidates and writes the summary.
-
-        In ``teardown`` rather than ``on_predict_end``, which a rank with no batch skips.
-        """
-        if stage != 'predict' or not self.stats:
-            return
-        stats = self.stats | {'dropped_by': dict(self.stats['dropped_by'])}
-        gathered = [stats]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered = [{}] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, stats)
-        if not trainer.is_global_zero:
-            return
-        dropped_by: Counter[str] = Counter()
-        for rank in gathered:
-            dropped_by.update(rank['dropped_by'])
-        datamodule = getattr(trainer, 'datamodule', None)
-        dataset = getattr(datamodule, 'predict_dataset', None)
-        summary = {
-            'bank': str(self.bank.split_dir),
-            'predicted': sum(r['predicted'] for r in gathered),
-            'written': sum(r['written'] for r in gathered),
-            'dropped': sum(r['dropped'] for r in gathered),
-            'dropped_by': dict(dropped_by),
-            'skipped_done': getattr(dataset, 'skipped', None),
-            'bank_size': self.bank.consolidate(),
-            'ranks': gathered,
-        }
-        _atomic_write_text(self.bank.split_dir / SUMMARY, json.dumps(summary, indent=2) + '\n')
-        self.summary = summary
-
-
-# ---------------------------------------------------------------------- CLI
-class SynthesizeCLI(LightningCLI):
-    """LightningCLI for ``earthsynth synthesize``: model, data, ``bank`` writer, trainer."""
-
-    def add_arguments_to_parser(self, parser: Any) -> None:
-        """Add the bank writer (a Trainer callback), the checkpoint, and link the bank."""
-        parser.add_lightning_class_args(BankWriter, 'bank')
-        parser.add_argument(
-            '--ckpt_path',
-            type=str | None,
-            default=None,
-            help='Lightning checkpoint to load into the model',
-        )
-        parser.link_arguments('bank.root', 'data.bank_root')
-        parser.link_arguments('bank.split', 'data.bank_split')
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
-    """``earthsynth synthesize``: fill a :class:`SyntheticBank` with ``Trainer.predict``.
-
-    The YAML (``--config``) names the ``model`` (a LightningModule whose ``predict_step``
-    returns ``image``/``mask``/``key``/``seed``, e.g. ``EarthSynthControlNet`` with
-    ``ckpt_path``, or ``SynthesizerModule`` for a diffusers export), ``data``
-    (:class:`MaskPromptDataModule`), ``bank`` (:class:`BankWriter`: root, split, rfilter) and
-    ``trainer`` (accelerator, devices, strategy...). A rerun skips the keys already banked.
-
-    Args:
-        argv: arguments after ``synthesize`` (e.g. ``['--config', 'configs/x.yaml']``;
-            default ``sys.argv[1:]``).
-
-    Returns:
-        The run summary on global rank 0 (also in ``<bank>/<split>/summary.json``), else None.
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    # LightningCLI warns when it gets args while sys.argv holds others (`earthsynth
-    # synthesize ...`); hide them while parsing only: DDP's launcher re-runs sys.argv.
-    saved, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        cli = SynthesizeCLI(
-            model_class=pl.LightningModule,
-            subclass_mode_model=True,
-            datamodule_class=MaskPromptDataModule,
-            run=False,
-            args=args,
-            seed_everything_default=0,
-            save_config_callback=None,
-            trainer_defaults={
-                'logger': False,
-                'enable_checkpointing': False,
-                'enable_model_summary': False,
-            },
-            parser_kwargs={'prog': 'earthsynth synthesize', 'description': main.__doc__},
-        )
-    finally:
-        sys.argv = saved
-    ckpt_path = cli.config.get('ckpt_path')
-    cli.trainer.predict(
-        cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, return_predictions=False
-    )
-    callbacks: list[pl.Callback] = cli.trainer.callbacks  # type: ignore[attr-defined]
-    writer = next(c for c in callbacks if isinstance(c, BankWriter))
-    summary: dict[str, Any] | None = getattr(writer, 'summary', None)
-    if cli.trainer.is_global_zero and summary is not None:
-        print(
-            f'bank {summary["bank"]}: wrote {summary["written"]}, dropped '
-            f'{summary["dropped"]} {summary["dropped_by"] or ""}, skipped '
-            f'{summary["skipped_done"]} already done; '
-            f'{summary["bank_size"]} in the bank'
-        )
-    return summary
+__all__ = ('PARTS', 'SUMMARY', 'SyntheticBank', 'default_writer_id')

@@ -13,14 +13,16 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Final
+from typing import Any, Final
+
+from lightning.pytorch.cli import LightningCLI
 
 #: Extra subcommands, each ``module:function`` taking the remaining argv.
 EXTRA_COMMANDS: Final[dict[str, str]] = {
     'build-corpus': 'torchgeo_earthsynth.corpus_builder:main',
     'demo': 'torchgeo_earthsynth.demo:main',
     'evaluate': 'torchgeo_earthsynth.evaluation:main',
-    'synthesize': 'torchgeo_earthsynth.bank:main',
+    'synthesize': 'torchgeo_earthsynth.cli:synthesize',
     'datasets': 'torchgeo_earthsynth.cli:datasets_main',
 }
 
@@ -137,7 +139,6 @@ def lightning_main(args: Sequence[str] | None = None) -> None:
     Args:
         args: command-line arguments (default ``sys.argv[1:]``).
     """
-    from lightning.pytorch.cli import LightningCLI
     from torchgeo.datamodules import BaseDataModule
     from torchgeo.trainers import BaseTask
 
@@ -189,6 +190,127 @@ def main(args: Sequence[str] | None = None) -> None:
             _resolve(EXTRA_COMMANDS[command])(argv[1:])
         else:  # LightningCLI reads sys.argv itself when given no args
             lightning_main(None if args is None else argv)
+
+
+class SynthesizeCLI(LightningCLI):
+    """LightningCLI for ``earthsynth synthesize``: model, data, ``bank`` writer, trainer."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        """Add the bank writer (a Trainer callback), the checkpoint, and link the bank."""
+        from .lightning_modules.synthesizer import BankWriter
+
+        parser.add_lightning_class_args(BankWriter, 'bank')
+        parser.add_argument(
+            '--ckpt_path',
+            type=str | None,
+            default=None,
+            help='Lightning checkpoint to load into the model',
+        )
+        parser.add_argument(
+            '--allow_untrained',
+            '--allow-untrained',
+            action='store_true',
+            help='synthesize with a model that has no trained weights (no ckpt_path, '
+            'pretrained or controlnet): it writes noise into the bank',
+        )
+        parser.link_arguments('bank.root', 'data.bank_root')
+        parser.link_arguments('bank.split', 'data.bank_split')
+
+
+#: ``earthsynth synthesize --help``'s description.
+SYNTHESIZE_HELP: Final[str] = (
+    'Fill a synthetic bank with Trainer.predict. The YAML (--config) names the model (e.g. '
+    'EarthSynthControlNet with --ckpt_path, or SynthesizerModule for a diffusers export), '
+    'data (MaskPromptDataModule: the masks and prompts to synthesise from), bank (BankWriter: '
+    'root, split, rfilter) and trainer (accelerator, devices, strategy...). A rerun skips the '
+    'keys already banked. A model without trained weights is refused unless --allow-untrained.'
+)
+
+
+def _refuse_untrained(config: Any, ckpt_path: str | None) -> None:
+    """Stop before synthesising from a model with no trained weights, unless allowed.
+
+    Raises:
+        SystemExit: naming the ways to give weights.
+    """
+    if ckpt_path is not None or config.get('allow_untrained'):
+        return
+    init = config.get('model', {}).get('init_args', {}) or {}
+    if any(init.get(key) for key in ('pretrained', 'controlnet')):
+        return
+    sys.stderr.write(
+        'earthsynth synthesize: the model has no trained weights (no --ckpt_path, no '
+        'pretrained or controlnet weights), so it would write noise into the bank. Give '
+        '--ckpt_path <last.ckpt> (e.g. from earthsynth fit), a SynthesizerModule with '
+        'pretrained=<export or hub id>, or --allow-untrained to synthesise anyway.\n'
+    )
+    raise SystemExit(2)
+
+
+def synthesize(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """``earthsynth synthesize``: fill a ``SyntheticBank`` with ``Trainer.predict``.
+
+    The YAML (``--config``) names the ``model`` (a LightningModule whose ``predict_step``
+    returns ``image``/``mask``/``key``/``seed``, e.g. ``EarthSynthControlNet`` with
+    ``ckpt_path``, or ``SynthesizerModule`` for a diffusers export), ``data``
+    (:class:`~torchgeo_earthsynth.datamodules.MaskPromptDataModule`), ``bank``
+    (:class:`~torchgeo_earthsynth.lightning_modules.BankWriter`: root, split, rfilter) and
+    ``trainer`` (accelerator, devices, strategy...). A rerun skips the keys already banked.
+
+    Args:
+        argv: arguments after ``synthesize`` (e.g. ``['--config', 'configs/x.yaml']``;
+            default ``sys.argv[1:]``).
+
+    Returns:
+        The run summary on global rank 0 (also in ``<bank>/<split>/summary.json``), else None.
+    """
+    import lightning.pytorch as pl
+
+    from .datamodules.mask_prompt import MaskPromptDataModule
+    from .lightning_modules.synthesizer import BankWriter
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    # LightningCLI warns when it gets args while sys.argv holds others (`earthsynth
+    # synthesize ...`); hide them while parsing only: DDP's launcher re-runs sys.argv.
+    saved, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        cli = SynthesizeCLI(
+            model_class=pl.LightningModule,
+            subclass_mode_model=True,
+            datamodule_class=MaskPromptDataModule,
+            run=False,
+            args=args,
+            seed_everything_default=0,
+            save_config_callback=None,
+            trainer_defaults={
+                'logger': False,
+                'enable_checkpointing': False,
+                'enable_model_summary': False,
+            },
+            parser_kwargs={'prog': 'earthsynth synthesize', 'description': SYNTHESIZE_HELP},
+            auto_configure_optimizers=False,  # predicting: no optimizer options to offer
+        )
+    finally:
+        sys.argv = saved
+    ckpt_path = cli.config.get('ckpt_path')
+    _refuse_untrained(cli.config, ckpt_path)
+    cli.trainer.predict(
+        cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, return_predictions=False
+    )
+    callbacks: list[pl.Callback] = cli.trainer.callbacks  # type: ignore[attr-defined]
+    writer = next(c for c in callbacks if isinstance(c, BankWriter))
+    summary: dict[str, Any] | None = getattr(writer, 'summary', None)
+    if cli.trainer.is_global_zero and summary is not None:
+        print(
+            f'bank {summary["bank"]}: wrote {summary["written"]}, dropped '
+            f'{summary["dropped"]} {summary["dropped_by"] or ""}, skipped '
+            f'{summary["skipped_done"]} already done; '
+            f'{summary["bank_size"]} in the bank'
+        )
+    return summary
+
+
+__all__ = ('EXTRA_COMMANDS', 'SynthesizeCLI', 'lightning_main', 'main', 'synthesize')
 
 
 if __name__ == '__main__':

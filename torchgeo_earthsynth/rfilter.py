@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .metrics import ClipModel, ClipScorer, Tokenizer
+from .metrics import ClipModel, ClipScorer, Tokenizer, per_sample_miou
 from .vocabulary import BACKGROUND, NUM_CLASSES
 
 logger = logging.getLogger(__name__)
@@ -46,56 +46,6 @@ def _clean(images: Tensor) -> Tensor:
     if not torch.isfinite(x.sum()):  # a cheap test first: nan_to_num is a slow pass on CPU
         x = x.nan_to_num(nan=0.0, posinf=255.0, neginf=0.0)
     return x.clamp(0.0, 255.0)
-
-
-def per_sample_miou(
-    pred: Tensor, target: Tensor, num_classes: int | None = None, ignore_index: int | None = 0
-) -> Tensor:
-    """Mean IoU of each sample over the classes in its prediction or target.
-
-    Counts with one ``bincount`` over ``sample * K + class``: torchmetrics' ``mean_iou`` gives
-    the same numbers but one-hot encodes to [B, K, H, W] int64 (GBs at 512 px and 67 classes).
-
-    Args:
-        pred: int [B, H, W] predicted class ids.
-        target: int [B, H, W] reference class ids (>= 0).
-        num_classes: at least this many classes (more if ids are larger).
-        ignore_index: pixels whose target is this id are ignored and the class is left out of
-            the mean; None keeps every pixel and class.
-
-    Returns:
-        float32 [B]; NaN for a sample with no class to score (e.g. all pixels ignored).
-
-    Raises:
-        ValueError: if shapes differ or ids are negative.
-    """
-    if pred.ndim != 3 or pred.shape != target.shape:
-        raise ValueError(
-            f'pred and target must both be [B, H, W]; got {tuple(pred.shape)} and '
-            f'{tuple(target.shape)}'
-        )
-    pred, target = pred.long(), target.long().to(pred.device)
-    b = pred.shape[0]
-    if pred.numel() == 0:
-        return torch.zeros(b, device=pred.device)
-    (pred_low, pred_high), (target_low, target_high) = pred.aminmax(), target.aminmax()
-    low = int(torch.minimum(pred_low, target_low))
-    if low < 0:
-        raise ValueError(f'class ids must be >= 0, got {low}')
-    k = max(num_classes or 0, int(torch.maximum(pred_high, target_high)) + 1)
-    # One bincount of (sample, target, prediction) triples: per-sample confusion matrices.
-    n = b * k * k
-    ids = (torch.arange(b, device=pred.device).view(b, 1, 1) * k + target) * k + pred
-    if ignore_index is not None:  # ignored pixels go to an extra bin n, dropped below
-        ids = ids.masked_fill(target == ignore_index, n)
-    confusion = torch.bincount(ids.flatten(), minlength=n + 1)[:n].view(b, k, k)
-    inter = confusion.diagonal(dim1=1, dim2=2)
-    union = confusion.sum(1) + confusion.sum(2) - inter
-    present = union > 0
-    if ignore_index is not None and 0 <= ignore_index < k:
-        present[:, ignore_index] = False
-    iou = inter.float() / union.clamp(min=1).float()
-    return (iou * present).sum(1) / present.sum(1)  # 0 / 0 -> NaN: nothing to score
 
 
 def _clip_scorer(
@@ -285,7 +235,8 @@ class RFilter(nn.Module):
     * ``alignment``: CLIP score of the image against its prompt, keep if >= threshold.
     * ``layout``: mIoU of a segmenter's prediction against the condition mask, keep if >=
       threshold.
-    * ``sanity``: drop images with NaN/inf, flat images (std below ``flat_threshold``) and
+    * ``sanity``: drop images with NaN/inf, flat images (every channel's spatial std below
+      ``flat_threshold``, so a uniform coloured image is flat) and
       saturated images (share of values at 0 or 255 above ``saturation_threshold``).
     * ``novelty``: drop near-duplicates (cosine similarity above ``novelty_threshold``) of the
       sample's real source image (batch key ``reference_key``, when present) or of samples
@@ -361,7 +312,8 @@ class RFilter(nn.Module):
             layout_ignore_background: ignore pixels whose condition id is background and leave
                 background out of the mean.
             sanity: switch for the sanity rule.
-            flat_threshold: minimum per-image standard deviation (0..255 scale).
+            flat_threshold: minimum spatial standard deviation of the most varied channel
+                (0..255 scale): below it every channel is flat.
             saturation_threshold: maximum share of values at 0 or 255.
             novelty: switch for the novelty rule.
             novelty_threshold: maximum cosine similarity to the reference or a kept sample.
@@ -617,9 +569,12 @@ class RFilter(nn.Module):
             finite[~finite] = torch.isfinite(x[~finite]).all(1)
         finite = finite.cpu()
         clean = clean_images.flatten(1)
-        # A centred norm is much faster than Tensor.std on CPU; same value.
-        centred = clean - clean.mean(1, keepdim=True)
-        std = (torch.linalg.vector_norm(centred, dim=1) / clean.shape[1] ** 0.5).cpu()
+        # Each channel's spatial spread, the largest one scored: a uniform coloured image is
+        # flat though its channels differ. A centred norm is faster than Tensor.std on CPU.
+        channels = clean_images.flatten(2)
+        centred = channels - channels.mean(2, keepdim=True)
+        spread = torch.linalg.vector_norm(centred, dim=2) / channels.shape[2] ** 0.5
+        std = spread.amax(1).cpu()
         # |x - 127.5| >= 127.5 means x at 0 or 255 (x is clipped); 4x faster than two compares.
         saturation = clean.sub(127.5).abs_().ge_(127.5).mean(1).cpu()
         flat = finite & (std < self.flat_threshold)

@@ -10,7 +10,6 @@ labels and conditions are made (:mod:`.synthetic_labels`), how rows go into the 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal
 
@@ -19,12 +18,14 @@ from torch import Tensor, nn
 
 from torchgeo_earthsynth.dataset_encodings import DatasetEncoding, resolve_encoding
 from torchgeo_earthsynth.datasets import EarthSynth180K
+from torchgeo_earthsynth.filtering import SampleFilter, filter_verdict
 from torchgeo_earthsynth.seeding import seed_for_rank
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
 
 from .synthetic_callback import SyntheticAugmentationCallback, attach
 from .synthetic_labels import (
+    LabelTables,
     check_batch,
     online_conditions,
     present_prompts,
@@ -56,10 +57,8 @@ STAT_KEYS: Final[tuple[str, ...]] = (
 
 Batch = dict[str, Any]
 
-#: An R-Filter: ``rfilter(batch)`` (one argument, like
-#: :class:`~torchgeo_earthsynth.rfilter.RFilter`) or ``rfilter(images, masks, prompts)``,
-#: returning a bool tensor [N] or an object with such a ``keep``.
-FilterLike = Callable[..., Any]
+#: The name this module gave :class:`~torchgeo_earthsynth.filtering.SampleFilter`.
+FilterLike = SampleFilter
 
 #: ``(row, origin, online condition or None, bank index or None)`` of one chosen row.
 Pick = tuple[int, int, Tensor | None, int | None]
@@ -110,12 +109,12 @@ class SyntheticAugmentation(nn.Module):
     no disk access. Bank samples were R-Filtered when they were banked; generated ones
     go through ``rfilter`` here, and a sample it drops keeps its real sample.
 
-    The R-Filter protocol: a callable taking one argument (like
-    :class:`~torchgeo_earthsynth.rfilter.RFilter`) gets a batch dict with ``image`` float
+    The R-Filter is a :class:`~torchgeo_earthsynth.filtering.SampleFilter` (like
+    :class:`~torchgeo_earthsynth.rfilter.RFilter`): it gets a batch dict with ``image`` float
     [N, 3, H, W] 0..255, ``mask`` int64 [N, H, W] (the conditions, vocabulary ids),
-    ``prompt`` (N strings) and ``reference`` (the real images the samples stand for); one
-    taking three gets ``(images, masks, prompts)``. It returns a bool tensor [N] or an object
-    with such a ``keep`` attribute.
+    ``prompt`` (N strings) and ``reference`` (the real images the samples stand for), and
+    returns a bool tensor [N] or an object with such a ``keep`` attribute; wrap a filter of
+    ``(images, masks, prompts)`` in :class:`~torchgeo_earthsynth.filtering.KeyedFilter`.
 
     Keys of the batch other than those above are kept; in ``append`` mode each appended row
     copies them from its source row (tensors with a batch dimension, lists of length B), and
@@ -137,7 +136,7 @@ class SyntheticAugmentation(nn.Module):
         synthesizer: Synthesizer | SynthesizerLoader | None = None,
         bank: BankLike | None = None,
         layouts: EarthSynth180K | None = None,
-        rfilter: FilterLike | None = None,
+        rfilter: SampleFilter | None = None,
         cf_comp: nn.Module | None = None,
         then: Callable[[Batch], Batch] | None = None,
         dataset: str | None = None,
@@ -145,6 +144,7 @@ class SyntheticAugmentation(nn.Module):
         names: str | None = None,
         image_scale: float | None = None,
         unmapped_index: int | None = None,
+        ignore_index: int | None = None,
         class_rule: Literal['contains', 'dominant'] = 'contains',
         bank_share: float = 0.5,
         cache_size: int = 256,
@@ -167,7 +167,7 @@ class SyntheticAugmentation(nn.Module):
                 for ``bank``/``both``; also a source of classification layouts.
             layouts: a corpus (:class:`~torchgeo_earthsynth.datasets.EarthSynth180K` or a
                 subclass) to draw classification layouts from.
-            rfilter: R-Filter for generated samples (see the protocol above).
+            rfilter: R-Filter for generated samples (see above).
             cf_comp: batch module recomposing the segmentation conditions counterfactually
                 (takes and returns a vocabulary batch: ``image``, ``mask``, ``prompt``,
                 ``categories``, ``source``).
@@ -186,6 +186,9 @@ class SyntheticAugmentation(nn.Module):
             unmapped_index: downstream index that vocabulary ids outside ``classes`` map to
                 in bank masks (as the downstream dataset does, e.g. background); None draws
                 only bank samples whose every id maps back.
+            ignore_index: the downstream dataset's ignore (nodata) mask value; pixels that
+                ``cf_comp`` moves onto a vocabulary id without a class (e.g. background moved
+                by tiling) get it, else the background class.
             class_rule: which bank samples can stand for a classification label.
             bank_share: with ``source='both'``, the probability of drawing from the bank.
             cache_size: bank (and layout) samples kept in the cache.
@@ -242,6 +245,7 @@ class SyntheticAugmentation(nn.Module):
         self.cf_comp = cf_comp
         self.then = then
         self.unmapped_index = unmapped_index
+        self.ignore_index = ignore_index
         self.class_rule = class_rule
         self.bank_share = bank_share
         self.cache_size = cache_size
@@ -281,7 +285,9 @@ class SyntheticAugmentation(nn.Module):
 
         Raises:
             ValueError: if classes have no vocabulary mapping (all named), the classes or
-                dataset differ from those already bound, or ``unmapped_index`` is not a value.
+                dataset differ from those already bound, ``unmapped_index`` is not a class
+                value, or recomposed pixels could get no label (``cf_comp``, no background
+                class, no ``ignore_index``).
         """
         dataset = dataset if dataset is not None else self._dataset
         overrides = overrides if overrides is not None else self._overrides
@@ -294,23 +300,22 @@ class SyntheticAugmentation(nn.Module):
                     f'({self.encoding.name}), not {encoding.classes} ({encoding.name})'
                 )
             return
-        usable = [v for v in encoding.values if v not in encoding.ignore]
-        if self.unmapped_index is not None and self.unmapped_index not in usable:
-            span = sorted(usable)
-            where = (
-                f'in [{span[0]}, {span[-1]}]'
-                if span == list(range(span[0], span[-1] + 1))
-                else f'one of {span}'
-            )
+        tables = LabelTables(encoding, self.unmapped_index, self.ignore_index)
+        if (
+            self.cf_comp is not None
+            and self.task == 'segmentation'
+            and tables.recomposed_fill is None
+        ):
             raise ValueError(
-                f'unmapped_index must be {where} (a class value of {encoding.name}), got '
-                f'{self.unmapped_index}'
+                f'none of the classes {encoding.classes} is background, so pixels that cf_comp '
+                "moves onto background would have no label: pass ignore_index=<the dataset's "
+                'ignore value> (or unmapped_index)'
             )
         self.encoding = encoding
         self.classes = encoding.classes
-        self.lut = encoding.lut()
-        self.inverse = encoding.inverse(self.unmapped_index)
-        self._tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self.tables = tables
+        self.lut = tables.lut
+        self.inverse = tables.inverse
         self.pools.forget_candidates()
 
     def fit_to(self, datamodule: Any) -> None:
@@ -342,12 +347,6 @@ class SyntheticAugmentation(nn.Module):
             check_datamodule(
                 self.encoding, datamodule, synthetic_gain(self.encoding, self.image_scale)
             )
-
-    def _tables_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """``(lut, inverse)`` on ``device``, copied once per device."""
-        if device not in self._tables:
-            self._tables[device] = (self.lut.to(device), self.inverse.to(device))
-        return self._tables[device]
 
     def reset_stats(self) -> None:
         """Set every counter of :attr:`stats` to 0."""
@@ -421,7 +420,7 @@ class SyntheticAugmentation(nn.Module):
 
         chosen = (torch.rand(b, generator=self.generator) < self.p).nonzero().flatten().tolist()
         from_bank = torch.rand(b, generator=self.generator) < self.bank_share
-        lut = self._tables_on(device)[0]
+        lut = self.tables.on(device)[0]
         picks: list[Pick] = []
         online = None
         if self.source != 'bank' and chosen:
@@ -497,7 +496,7 @@ class SyntheticAugmentation(nn.Module):
         index = torch.tensor([i for _, i in picks], device=device)
         bank_images = resize_images(pool.image[index].float(), size)
         bank_masks = resize_masks(pool.mask[index].long(), size)
-        bank_labels = self._tables_on(device)[1][bank_masks]
+        bank_labels = self.tables.on(device)[1][bank_masks]
         for k, (row, _) in enumerate(picks):
             synthetic.add(row, BANK, bank_images[k], bank_masks[k], bank_labels[k])
         self.stats['from_bank'] += len(picks)
@@ -536,8 +535,8 @@ class SyntheticAugmentation(nn.Module):
         real: Tensor = batch['mask'][row]
         if self.cf_comp is None:
             return real
-        lut, inverse = self._tables_on(real.device)
-        return segmentation_label(real, cond, lut, inverse)
+        lut, _, recomposed = self.tables.on(real.device)
+        return segmentation_label(real, cond, lut, recomposed)
 
     def _filter(self, images: Tensor, masks: Tensor, prompts: list[str], real: Tensor) -> Tensor:
         """Which generated samples the R-Filter keeps: bool [N] on the CPU."""
@@ -545,17 +544,8 @@ class SyntheticAugmentation(nn.Module):
             return torch.ones(len(images), dtype=torch.bool)
         if isinstance(self.rfilter, nn.Module):
             self.rfilter.to(images.device)
-        if _positional_arity(self.rfilter) == 1:
-            batch = {'image': images, 'mask': masks, 'prompt': prompts, 'reference': real}
-            result = self.rfilter(batch)
-        else:
-            result = self.rfilter(images, masks, prompts)
-        keep = torch.as_tensor(getattr(result, 'keep', result)).to('cpu', torch.bool).flatten()
-        if keep.shape != (len(images),):
-            raise ValueError(
-                f'the R-Filter returned keep of shape {tuple(keep.shape)} for '
-                f'{len(images)} samples; expected a bool tensor [{len(images)}]'
-            )
+        batch = {'image': images, 'mask': masks, 'prompt': prompts, 'reference': real}
+        keep, _ = filter_verdict(self.rfilter(batch), len(images))
         return keep
 
     def _bank_add(self, images: Tensor, masks: Tensor, prompts: list[str], keep: Tensor) -> None:
@@ -575,18 +565,6 @@ class SyntheticAugmentation(nn.Module):
             for k in keep.nonzero().flatten().tolist()
         ]
         self.stats['added_to_bank'] += int(add(samples))
-
-
-def _positional_arity(function: Callable[..., Any]) -> int:
-    """How many positional parameters a callable takes without defaults (3 when unknown)."""
-    if isinstance(function, nn.Module):  # its __call__ takes (*args, **kwargs)
-        function = function.forward
-    try:
-        params = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return 3
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sum(1 for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
 
 
 __all__ = (

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
 
 from .synthetic_rows import REAL
 
@@ -52,8 +53,10 @@ class SyntheticAugmentationCallback(Callback):
 
     * batches must be dicts (as TorchGeo's); other batch types raise ``ValueError``;
     * the batch has already been through the datamodule's augmentation, so images are
-      normalised: give the callback that ``mean`` and ``std`` (TorchGeo's default is 0 and
-      255); synthetic images are normalised with them, and real rows are left untouched;
+      normalised: by default the callback takes ``mean`` and ``std`` from the trainer's
+      datamodule (TorchGeo datamodules keep them as attributes), else TorchGeo's default 0
+      and 255; give them explicitly for any other normalisation. Synthetic images are
+      normalised with them, and real rows are left untouched;
     * the augmentation's ``then`` is not applied, and geometric augmentations of the
       datamodule (flips, crops) have already happened: synthetic rows do not get them.
 
@@ -65,20 +68,38 @@ class SyntheticAugmentationCallback(Callback):
     def __init__(
         self,
         augmentation: SyntheticAugmentation,
-        mean: float | Sequence[float] = 0.0,
-        std: float | Sequence[float] = 1.0,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
     ) -> None:
         """Initialize a new SyntheticAugmentationCallback instance.
 
         Args:
             augmentation: the synthetic augmentation to apply.
-            mean: mean the datamodule subtracted from images (scalar or per channel).
-            std: std it divided them by (scalar or per channel).
+            mean: mean the datamodule subtracted from images (scalar or per channel); None:
+                the datamodule's ``mean``, else 0.
+            std: std it divided them by (scalar or per channel); None: the datamodule's
+                ``std``, else 255 (TorchGeo's default).
         """
         super().__init__()
         self.augmentation = augmentation
-        self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-        self.std = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+        self.mean = mean
+        self.std = std
+
+    def normalisation(self, trainer: Trainer | None) -> tuple[Tensor, Tensor]:
+        """``(mean, std)`` [1, C, 1, 1] the batches were normalised with.
+
+        Args:
+            trainer: the trainer, whose datamodule supplies what was not given.
+
+        Returns:
+            float32 mean and std.
+        """
+        datamodule = getattr(trainer, 'datamodule', None)
+        found = []
+        for given, name, default in ((self.mean, 'mean', 0.0), (self.std, 'std', 255.0)):
+            value = given if given is not None else getattr(datamodule, name, default)
+            found.append(torch.as_tensor(value, dtype=torch.float32).reshape(1, -1, 1, 1))
+        return found[0], found[1]
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
@@ -100,7 +121,7 @@ class SyntheticAugmentationCallback(Callback):
                 f'{type(batch).__name__}'
             )
         image = batch['image']
-        mean, std = self.mean.to(image), self.std.to(image)
+        mean, std = (value.to(image) for value in self.normalisation(trainer))
         raw = dict(batch)
         raw['image'] = image * std + mean
         out, plan = self.augmentation.augment(raw)

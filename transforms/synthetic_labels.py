@@ -11,11 +11,77 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from torchgeo_earthsynth.dataset_encodings import DatasetEncoding
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, prompt_from_ids
 
 from .synthetic_sources import Task
 
 Batch = dict[str, Any]
+
+
+class LabelTables:
+    """Downstream value <-> vocabulary id tables of one dataset encoding, copied per device.
+
+    Attributes:
+        classes: the downstream classes.
+        lut: int64 [max value + 1] vocabulary id per mask (or label) value.
+        inverse: int64 [67] downstream value per vocabulary id: the first class of an id
+            (never a no-data value), else ``unmapped_index``, else -1 (bank samples with -1
+            ids are not drawn).
+        recomposed: like ``inverse``, for pixels CF-Comp moved: ids without a class become
+            ``ignore_index`` (default: the dataset's no-data value), else the background
+            class (-1 only when neither exists).
+    """
+
+    def __init__(
+        self,
+        encoding: DatasetEncoding,
+        unmapped_index: int | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
+        """Initialize new LabelTables.
+
+        Args:
+            encoding: the dataset's encoding (mask values and their vocabulary ids).
+            unmapped_index: downstream value of vocabulary ids outside the classes.
+            ignore_index: the downstream dataset's ignore (nodata) value, if any (default:
+                the encoding's first no-data value).
+
+        Raises:
+            ValueError: if ``unmapped_index`` is not a class value of the encoding.
+        """
+        self.classes = encoding.classes
+        self.lut = encoding.lut()
+        usable = sorted(v for v in encoding.values if v not in encoding.ignore)
+        if unmapped_index is not None and unmapped_index not in usable:
+            contiguous = usable == list(range(usable[0], usable[-1] + 1))
+            where = f'in [{usable[0]}, {usable[-1]}]' if contiguous else f'one of {usable}'
+            raise ValueError(
+                f'unmapped_index must be {where} (a class value of {encoding.name}), got '
+                f'{unmapped_index}'
+            )
+        self.inverse = encoding.inverse(unmapped_index)
+        if ignore_index is None and encoding.ignore:
+            ignore_index = encoding.ignore[0]
+        background = int(self.inverse[BACKGROUND])
+        #: The label of recomposed pixels without a class; None: no ignore index, no background.
+        self.recomposed_fill: int | None = ignore_index
+        if ignore_index is None and background >= 0:
+            self.recomposed_fill = background
+        self.recomposed = self.inverse.clone()
+        if self.recomposed_fill is not None:
+            self.recomposed[self.inverse < 0] = self.recomposed_fill
+        self._devices: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def on(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """``(lut, inverse, recomposed)`` on ``device``."""
+        if device not in self._devices:
+            self._devices[device] = (
+                self.lut.to(device),
+                self.inverse.to(device),
+                self.recomposed.to(device),
+            )
+        return self._devices[device]
 
 
 def to_vocab(mask: Tensor, lut: Tensor) -> Tensor:
@@ -194,27 +260,30 @@ def _recompose(batch: Batch, cond: Tensor, cf_comp: nn.Module) -> Tensor:
     return composed.long()
 
 
-def segmentation_label(real: Tensor, cond: Tensor, lut: Tensor, inverse: Tensor) -> Tensor:
+def segmentation_label(real: Tensor, cond: Tensor, lut: Tensor, recomposed: Tensor) -> Tensor:
     """The label mask of a sample generated from a (possibly recomposed) real mask.
 
-    Pixels whose condition CF-Comp changed get the class of their new vocabulary id; others
-    keep their real label, so the label is exact for the condition.
+    Pixels whose condition CF-Comp changed get the class of their new vocabulary id (an id
+    without a class, e.g. background moved by tiling, gets ``recomposed``'s fill: the ignore
+    index or the background class, never -1); others keep their real label, so the label is
+    exact for the condition.
 
     Args:
         real: int [H, W] the real sample's downstream mask.
         cond: int64 [H, W] the vocabulary-id condition the sample was generated from.
         lut: int64 [C] vocabulary id per downstream class (on ``real``'s device).
-        inverse: int64 [67] downstream class per vocabulary id (on ``real``'s device).
+        recomposed: int64 [67] downstream class per vocabulary id (:class:`LabelTables`).
 
     Returns:
         The downstream mask, dtype of ``real``.
     """
     unchanged = to_vocab(real, lut) == cond
-    return torch.where(unchanged, real, inverse[cond].to(real.dtype))
+    return torch.where(unchanged, real, recomposed[cond].to(real.dtype))
 
 
 __all__ = (
     'TASK_KEYS',
+    'LabelTables',
     'check_batch',
     'online_conditions',
     'present_prompts',

@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -17,6 +15,7 @@ from typing import Any, Final
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_open, atomic_write_bytes
 from ..vocabulary import NUM_CLASSES, VOCABULARY, prompt_from_ids
 
 logger = logging.getLogger(__name__)
@@ -52,28 +51,6 @@ def category_stem(stem: str, class_id: int) -> str:
         ``<stem>_<class name with spaces as underscores>``, e.g. ``DG_1_0_forest_land``.
     """
     return f'{stem}_{VOCABULARY[class_id].replace(" ", "_")}'
-
-
-def atomic_write_bytes(data: bytes, path: Path, durable: bool = False) -> None:
-    """Write through a unique temporary file and rename, so readers never see half a file.
-
-    Args:
-        data: the file's content.
-        path: destination.
-        durable: fsync before the rename (survives a crash, not only a killed process).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -196,18 +173,11 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     Returns:
         The number of records written.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     n = 0
-    try:
-        with tmp.open('w', encoding='utf-8') as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + '\n')
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        for record in records:
+            f.write((json.dumps(record, ensure_ascii=False) + '\n').encode('utf-8'))
+            n += 1
     return n
 
 

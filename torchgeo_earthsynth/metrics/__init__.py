@@ -1,0 +1,39 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Evaluation metrics: CLIP score, FID, mask fidelity (mIoU), PSNR/SSIM, a pixel classifier."""
+
+from .clip import TINY_CLIP_CONFIG, ClipModel, ClipScorer, TinyClip, Tokenizer, tiny_open_clip
+from .fid import FrechetDistance, fid, find_inception_weights
+from .image_quality import psnr, rgb_to_y, ssim
+from .mask_fidelity import (
+    MaskFidelity,
+    MaskFidelityResult,
+    Segmenter,
+    mask_fidelity,
+    miou_from_confusion,
+    per_sample_miou,
+)
+from .pixel_classifier import PixelClassifier
+
+__all__ = (
+    'TINY_CLIP_CONFIG',
+    'ClipModel',
+    'ClipScorer',
+    'FrechetDistance',
+    'MaskFidelity',
+    'MaskFidelityResult',
+    'PixelClassifier',
+    'Segmenter',
+    'TinyClip',
+    'Tokenizer',
+    'fid',
+    'find_inception_weights',
+    'mask_fidelity',
+    'miou_from_confusion',
+    'per_sample_miou',
+    'psnr',
+    'rgb_to_y',
+    'ssim',
+    'tiny_open_clip',
+)
