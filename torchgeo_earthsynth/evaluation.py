@@ -155,7 +155,7 @@ class ExperimentConfig:
     metric: str | None = None
     train_subset: int | float | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
-    output: str = 'output/evaluate'
+    output: str = 'outputs/evaluate'
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -74,14 +74,23 @@ class SyntheticAugmentation(nn.Module):
 
         dm = LoveDADataModule(root='data/loveda', batch_size=16)
         synthetic = SyntheticAugmentation(LoveDA.classes, dataset='LoveDA', source='bank',
-                                          bank=SyntheticBank('output/bank'))
+                                          bank=SyntheticBank('outputs/bank'))
         attach(dm, synthetic)  # synthetic.then = dm.train_aug or dm.aug; dm.train_aug = synthetic
+
+    How a dataset encodes its samples (the mask value of each class, no-data values, the
+    vocabulary id of each class, the image's bands and pixel range) comes from the registry
+    (:data:`~torchgeo_earthsynth.dataset_encodings.ENCODINGS`; ``earthsynth datasets`` lists
+    it): ``dataset=`` names it, or :func:`attach` finds it from the datamodule. Other datasets
+    give ``classes`` in mask-value order (and ``overrides``). At :func:`attach` the bands and
+    scale are checked against the datamodule (multispectral datasets: select the RGB bands);
+    synthetic 0..255 RGB is multiplied by ``image_scale`` (the registry's, or given) before it
+    goes into the batch.
 
     With probability ``p`` each sample gets a synthetic counterpart that replaces it
     (``mode='replace'``) or is appended to the batch (``mode='append'``). Its label is exact:
 
-    * ``segmentation``: online, the sample's own mask mapped to vocabulary ids (``classes``
-      through :func:`~torchgeo_earthsynth.vocabulary.label_map`) is the ControlNet condition
+    * ``segmentation``: online, the sample's own mask mapped to vocabulary ids (by the
+      dataset's encoding) is the ControlNet condition
       and stays the label; with ``cf_comp`` the conditions are first recomposed
       counterfactually (e.g. by
       :class:`~torchgeo_earthsynth.transforms.cf_comp.CounterfactualComposition` over the
@@ -89,7 +98,9 @@ class SyntheticAugmentation(nn.Module):
       the bank, a whole bank sample (image and mask) replaces the sample, its mask mapped back
       to downstream ids; only bank samples whose every id maps back are drawn (or every one,
       with ids outside ``classes`` becoming ``unmapped_index``).
-    * ``classification``: the label (a class index) stays. Online, the prompt is
+    * ``classification``: the label (a class index) stays; classes without a vocabulary
+      counterpart are never synthesised, and with ``class_rule='contains'`` each bank image
+      stands for one class only (the mapped class with most pixels). Online, the prompt is
       ``prompt_from_ids([vocab id])`` and the condition is a layout of that class, cut out as
       EarthSynth-180K's single-category samples are (the class's pixels, background
       elsewhere), from a bank sample or a ``layouts`` corpus sample that contains it. From
