@@ -465,7 +465,10 @@ class _Plan:
         self.bank = Path(config.bank) if config.bank is not None else None
         if self.bank is not None and ('synthetic-only' in self.arms or self.synthetic):
             if not self.bank.exists():
-                raise ValueError(f'bank {self.bank} does not exist')
+                raise ValueError(
+                    f'bank {self.bank} does not exist (so it has no train/images or '
+                    'train/masks); fill it with `earthsynth synthesize` first'
+                )
             missing = [d for d in ('images', 'masks') if not (self.bank / 'train' / d).is_dir()]
             if missing:
                 raise ValueError(
