@@ -139,7 +139,7 @@ class _MiniDownstreamDataModule(NonGeoDataModule):
         self.lut = label_map(self.classes, dataset=self.label_map_dataset)
         self.synthetic = synthetic
         if synthetic is not None:
-            synthetic.bind(self.classes, dataset=self.label_map_dataset)
+            synthetic.bind(self.classes, names=self.label_map_dataset)
             attach(self, synthetic)
 
     def corpus_root(self) -> Path:

@@ -129,7 +129,7 @@ class BankWriter(BasePredictionWriter):
 
     def __init__(
         self,
-        root: str = 'output/bank',
+        root: str = 'outputs/bank',
         split: Literal['train', 'val'] = 'train',
         rfilter: SampleFilter | None = None,
         categories: bool = False,

@@ -324,6 +324,7 @@ def test_cli_config_and_resume(tmp_path: Path, mini_root: Path) -> None:
         '2',
         '--trainer.enable_progress_bar',
         'false',
+        '--allow-untrained',
     ]
     summary = main([*args, '--data.limit', '3'])
     assert summary is not None and (summary['written'], summary['bank_size']) == (3, 3)

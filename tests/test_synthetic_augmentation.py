@@ -143,7 +143,7 @@ def test_unmapped_class_is_named(bank: SyntheticBank) -> None:
 def test_bad_arguments(bank: SyntheticBank, kwargs: dict[str, Any], match: str) -> None:
     kwargs = {'bank': bank, **kwargs}
     with pytest.raises(ValueError, match=match):
-        SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', **kwargs)
+        SyntheticAugmentation(SEG_CLASSES, names='LoveDA', **kwargs)
 
 
 def test_synthesizer_loader_needs_one_source() -> None:
@@ -158,7 +158,7 @@ def test_unbound_and_missing_keys(bank: SyntheticBank) -> None:
     batch = {'image': torch.zeros(2, 3, 8, 8), 'mask': torch.zeros(2, 8, 8, dtype=torch.long)}
     with pytest.raises(ValueError, match='has no classes'):
         aug(batch)
-    aug.bind(SEG_CLASSES, dataset='LoveDA')
+    aug.bind(SEG_CLASSES, names='LoveDA')
     with pytest.raises(ValueError, match=r"needs batch keys \['image', 'mask'\]; missing"):
         aug({'image': batch['image']})
     with pytest.raises(ValueError, match='is bound to classes'):
@@ -173,7 +173,7 @@ def test_segmentation_online_replace_keeps_mask_as_label(
     real = clone(batch)
     then = K.AugmentationSequential(K.Normalize(mean=0, std=255), data_keys=None, keepdim=True)
     aug = SyntheticAugmentation(
-        SEG_CLASSES, dataset='LoveDA', source='online', p=1.0, synthesizer=synth, then=then
+        SEG_CLASSES, names='LoveDA', source='online', p=1.0, synthesizer=synth, then=then
     )
     raw, plan = aug.augment(clone(batch))
     lut = label_map(SEG_CLASSES, dataset='LoveDA')
@@ -199,7 +199,7 @@ def test_segmentation_append_copies_other_fields(mini_root: Path, synth: Synthes
     batch['categories'] = torch.zeros(4, 67)
     aug = SyntheticAugmentation(
         SEG_CLASSES,
-        dataset='LoveDA',
+        names='LoveDA',
         source='online',
         p=0.5,
         mode='append',
@@ -230,7 +230,7 @@ def test_segmentation_bank_pairs_map_back(
     mini_root: Path, bank: SyntheticBank, bank_samples: list[dict[str, Any]]
 ) -> None:
     batch = seg_batch(mini_root, 8)
-    aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='bank', p=1.0, bank=bank)
+    aug = SyntheticAugmentation(SEG_CLASSES, names='LoveDA', source='bank', p=1.0, bank=bank)
     inverse = reverse_map(label_map(SEG_CLASSES, dataset='LoveDA'), fill=-1)
     out, plan = aug.augment(clone(batch))
     assert aug.stats['from_bank'] == aug.stats['replaced'] == 8
@@ -242,7 +242,7 @@ def test_segmentation_bank_pairs_map_back(
         assert (image.numpy().tobytes(), cond.numpy().tobytes()) in bank_pairs
     # with unmapped ids allowed, scenes with e.g. grass are drawn too, grass becoming background
     loose = SyntheticAugmentation(
-        SEG_CLASSES, dataset='LoveDA', source='bank', p=1.0, bank=bank, unmapped_index=0
+        SEG_CLASSES, names='LoveDA', source='bank', p=1.0, bank=bank, unmapped_index=0
     )
     seen_grass = False
     for _ in range(4):
@@ -258,7 +258,7 @@ def test_cf_comp_recomposed_labels_are_exact(mini_root: Path, synth: Synthesizer
     lut = label_map(SEG_CLASSES, dataset='LoveDA')
     cf = CounterfactualComposition(real_share=0.0, tile_prob=0.5, seed=0)
     aug = SyntheticAugmentation(
-        SEG_CLASSES, dataset='LoveDA', source='online', p=1.0, synthesizer=synth, cf_comp=cf
+        SEG_CLASSES, names='LoveDA', source='online', p=1.0, synthesizer=synth, cf_comp=cf
     )
     out, plan = aug.augment(clone(batch))
     assert torch.equal(lut[out['mask']], plan.condition)
@@ -271,7 +271,7 @@ def test_reproducible_with_seed(mini_root: Path, bank: SyntheticBank, synth: Syn
     def run(seed: int) -> tuple[Tensor, Tensor]:
         aug = SyntheticAugmentation(
             SEG_CLASSES,
-            dataset='LoveDA',
+            names='LoveDA',
             source='both',
             p=0.5,
             bank=bank,
@@ -294,7 +294,7 @@ def test_each_distributed_rank_draws_its_own_choices(
 
     def origins(seed: int) -> Tensor:
         aug = SyntheticAugmentation(
-            SEG_CLASSES, dataset='LoveDA', source='bank', p=0.5, bank=bank, seed=seed
+            SEG_CLASSES, names='LoveDA', source='bank', p=0.5, bank=bank, seed=seed
         )
         return torch.stack([aug.augment(clone(batch))[1].origin for _ in range(3)])
 
@@ -321,7 +321,7 @@ def test_rfilter_drops_keep_the_real_sample(mini_root: Path, synth: Synthesizer)
     for rfilter, kept in ((by_batch, [0, 2, 4]), (KeyedFilter(by_parts), [1, 3, 5])):
         aug = SyntheticAugmentation(
             SEG_CLASSES,
-            dataset='LoveDA',
+            names='LoveDA',
             source='online',
             p=1.0,
             synthesizer=synth,
@@ -345,7 +345,7 @@ def test_real_rfilter_protocol(mini_root: Path, synth: Synthesizer) -> None:
     batch = seg_batch(mini_root, 6)
     rfilter = RFilter(alignment=False, clip_model=None, layout=False, novelty_threshold=0.5)
     aug = SyntheticAugmentation(
-        SEG_CLASSES, dataset='LoveDA', source='online', p=1.0, synthesizer=synth, rfilter=rfilter
+        SEG_CLASSES, names='LoveDA', source='online', p=1.0, synthesizer=synth, rfilter=rfilter
     )
     out, plan = aug.augment(clone(batch))
     total = rfilter.counts['total']
@@ -361,7 +361,7 @@ def test_add_to_bank(mini_root: Path, synth: Synthesizer, tmp_path: Path) -> Non
     sink = SyntheticBank(tmp_path, durable=False)
     aug = SyntheticAugmentation(
         SEG_CLASSES,
-        dataset='LoveDA',
+        names='LoveDA',
         source='both',
         p=1.0,
         bank=sink,
@@ -378,7 +378,7 @@ def test_add_to_bank(mini_root: Path, synth: Synthesizer, tmp_path: Path) -> Non
 
 def test_empty_bank_is_an_error(mini_root: Path, tmp_path: Path) -> None:
     empty = SyntheticBank(tmp_path)
-    aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='bank', bank=empty)
+    aug = SyntheticAugmentation(SEG_CLASSES, names='LoveDA', source='bank', bank=empty)
     with pytest.raises(ValueError, match='is empty'):
         aug.augment(seg_batch(mini_root, 2))
 
@@ -455,7 +455,7 @@ def test_callback_modifies_normalised_batch_in_place(mini_root: Path, bank: Synt
     normalised = {'image': batch['image'] / 255, 'mask': batch['mask']}
     original = clone(normalised)
     aug = SyntheticAugmentation(
-        SEG_CLASSES, dataset='LoveDA', source='bank', p=0.5, bank=bank, seed=1
+        SEG_CLASSES, names='LoveDA', source='bank', p=0.5, bank=bank, seed=1
     )
     callback = SyntheticAugmentationCallback(aug, mean=0.0, std=255.0)
     callback.on_train_batch_start(None, None, normalised, 0)  # type: ignore[arg-type]
@@ -642,7 +642,7 @@ def test_callback_defaults_match_a_torchgeo_datamodule(
     datamodule.setup('fit')
     raw = next(iter(datamodule.train_dataloader()))
     batch = datamodule.aug(clone(raw))  # as on_after_batch_transfer normalises it
-    aug = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='bank', p=0.5, bank=bank)
+    aug = SyntheticAugmentation(SEG_CLASSES, names='LoveDA', source='bank', p=0.5, bank=bank)
     callback = SyntheticAugmentationCallback(aug)  # the README's defaults
     trainer = SimpleNamespace(datamodule=datamodule)
     callback.on_train_batch_start(trainer, None, batch, 0)  # type: ignore[arg-type]
@@ -653,6 +653,6 @@ def test_callback_defaults_match_a_torchgeo_datamodule(
     assert float(real_max) <= 1.0 and 0.3 < float(fake_max) <= 1.0
     assert float(batch['image'][synthetic].min()) >= 0.0
     # exactly the datamodule's own normalisation of the synthetic samples
-    twin = SyntheticAugmentation(SEG_CLASSES, dataset='LoveDA', source='bank', p=0.5, bank=bank)
+    twin = SyntheticAugmentation(SEG_CLASSES, names='LoveDA', source='bank', p=0.5, bank=bank)
     expected = datamodule.aug(twin.augment(clone(raw))[0])['image']
     torch.testing.assert_close(batch['image'][synthetic], expected[synthetic])

@@ -5,10 +5,14 @@
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import importlib
+import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Final
 
 from lightning.pytorch.cli import LightningCLI
@@ -19,7 +23,114 @@ EXTRA_COMMANDS: Final[dict[str, str]] = {
     'demo': 'torchgeo_earthsynth.demo:main',
     'evaluate': 'torchgeo_earthsynth.evaluation:main',
     'synthesize': 'torchgeo_earthsynth.cli:synthesize',
+    'datasets': 'torchgeo_earthsynth.cli:datasets_main',
 }
+
+#: Every subcommand with one line of help, as ``earthsynth --help`` lists them.
+COMMANDS: Final[dict[str, str]] = {
+    'fit': "train a model: TorchGeo's LightningCLI (e.g. --config configs/mini.yaml)",
+    'validate': 'validate a model (LightningCLI)',
+    'test': 'test a model (LightningCLI)',
+    'predict': 'predict with a model (LightningCLI)',
+    'demo': 'the whole loop on the bundled mini corpus, with a report (start here)',
+    'build-corpus': 'cut scenes and masks into a corpus in the EarthSynth-180K layout',
+    'synthesize': 'fill a synthetic bank with a trained generator (Trainer.predict)',
+    'evaluate': 'train downstream tasks with and without synthetic data; report',
+    'datasets': 'the TorchGeo datasets supported out of the box, and their encodings',
+}
+
+_ROLE = re.compile(r':[a-z]+:`~?([^`<]*?)\s*(?:<[^>]*>)?`')
+
+
+def plain(text: str) -> str:
+    """Help text without Sphinx markup: roles become their target's name, literals plain.
+
+    Args:
+        text: text from a docstring, e.g. ``"fill a :class:`~a.SyntheticBank` (``root``)"``.
+
+    Returns:
+        E.g. ``"fill a SyntheticBank (root)"``.
+    """
+
+    def name(match: re.Match[str]) -> str:
+        target = match.group(1)
+        whole = match.group(0)
+        return target.rsplit('.', 1)[-1] if '`~' in whole else target
+
+    return _ROLE.sub(name, text).replace('``', '')
+
+
+@contextmanager
+def _plain_help() -> Iterator[None]:
+    """Strip Sphinx markup from every help message printed meanwhile.
+
+    Subcommand parsers take their help from docstrings (jsonargparse, LightningCLI), which
+    are written for Sphinx; all argparse help goes through ``HelpFormatter.format_help``.
+    """
+    original = argparse.HelpFormatter.format_help
+
+    def format_help(self: argparse.HelpFormatter) -> str:
+        return plain(original(self))
+
+    argparse.HelpFormatter.format_help = format_help  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        argparse.HelpFormatter.format_help = original  # type: ignore[method-assign]
+
+
+def overview() -> str:
+    """What ``earthsynth --help`` prints: every subcommand with one line.
+
+    Returns:
+        The help text.
+    """
+    width = max(map(len, COMMANDS))
+    lines = [f'  {command:<{width}}  {what}' for command, what in COMMANDS.items()]
+    return (
+        'usage: earthsynth <command> [options]\n\n'
+        'EarthSynth-style generative data augmentation for TorchGeo.\n\n'
+        'commands:\n' + '\n'.join(lines) + '\n\n'
+        "Run 'earthsynth <command> --help' for a command's options.\n"
+    )
+
+
+def datasets_main(args: Sequence[str] | None = None) -> None:
+    """``earthsynth datasets [NAME ...]``: the registered datasets and their encodings.
+
+    Args:
+        args: dataset names to describe (default: list them all).
+    """
+    from torchgeo_earthsynth.dataset_encodings import ENCODINGS, encoding_for
+    from torchgeo_earthsynth.vocabulary import VOCABULARY
+
+    parser = argparse.ArgumentParser(
+        prog='earthsynth datasets',
+        description='TorchGeo datasets SyntheticAugmentation(dataset=NAME) knows: the value '
+        'of each class in masks or labels, no-data values, the vocabulary class each maps to, '
+        'and the image bands and pixel range.',
+    )
+    parser.add_argument('names', nargs='*', help='datasets to describe (default: list all)')
+    names = parser.parse_args(args).names
+    if not names:
+        for name, enc in ENCODINGS.items():
+            size = f'{len(enc.classes)} classes'
+            print(f'{name:<20} {enc.task:<15} {size:>11}, {enc.describe_image()}')
+        return
+    for name in names:
+        try:
+            enc = encoding_for(name)
+        except ValueError as error:
+            parser.error(str(error))
+        print(f'{enc.name} ({enc.task}): {enc.describe_image()}')
+        rgb = 'none (no true-colour bands)' if enc.rgb is None else enc.rgb
+        path = f'; RGB only: {enc.rgb_path}' if enc.rgb_path else ''
+        print(f'  RGB band indices: {rgb}{path}')
+        for cls, value, vocab in zip(enc.classes, enc.values, enc.vocabulary):
+            note = ' (no-data)' if value in enc.ignore else ''
+            print(f'  {value:>3}  {cls:<24} -> {VOCABULARY[vocab]}{note}')
+        if enc.notes:
+            print(f'  note: {enc.notes}')
 
 
 def lightning_main(args: Sequence[str] | None = None) -> None:
@@ -63,10 +174,20 @@ def main(args: Sequence[str] | None = None) -> None:
     # Lightning 2.6 calls a pytree API that torch 2.15 deprecates, once per fit: noise only.
     warnings.filterwarnings('ignore', message=r'`isinstance\(treespec, LeafSpec\)` is deprecated')
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in EXTRA_COMMANDS:
-        _resolve(EXTRA_COMMANDS[argv[0]])(argv[1:])
-    else:  # LightningCLI reads sys.argv itself when given no args
-        lightning_main(None if args is None else argv)
+    if not argv or argv[0] in ('-h', '--help'):
+        print(overview(), end='')
+        raise SystemExit(0 if argv else 2)
+    command = argv[0]
+    if not command.startswith('-') and command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ''
+        sys.stderr.write(f"earthsynth: unknown command '{command}'{hint}\n\n{overview()}")
+        raise SystemExit(2)
+    with _plain_help():
+        if command in EXTRA_COMMANDS:
+            _resolve(EXTRA_COMMANDS[command])(argv[1:])
+        else:  # LightningCLI reads sys.argv itself when given no args
+            lightning_main(None if args is None else argv)
 
 
 class SynthesizeCLI(LightningCLI):
@@ -83,8 +204,45 @@ class SynthesizeCLI(LightningCLI):
             default=None,
             help='Lightning checkpoint to load into the model',
         )
+        parser.add_argument(
+            '--allow_untrained',
+            '--allow-untrained',
+            action='store_true',
+            help='synthesize with a model that has no trained weights (no ckpt_path, '
+            'pretrained or controlnet): it writes noise into the bank',
+        )
         parser.link_arguments('bank.root', 'data.bank_root')
         parser.link_arguments('bank.split', 'data.bank_split')
+
+
+#: ``earthsynth synthesize --help``'s description.
+SYNTHESIZE_HELP: Final[str] = (
+    'Fill a synthetic bank with Trainer.predict. The YAML (--config) names the model (e.g. '
+    'EarthSynthControlNet with --ckpt_path, or SynthesizerModule for a diffusers export), '
+    'data (MaskPromptDataModule: the masks and prompts to synthesise from), bank (BankWriter: '
+    'root, split, rfilter) and trainer (accelerator, devices, strategy...). A rerun skips the '
+    'keys already banked. A model without trained weights is refused unless --allow-untrained.'
+)
+
+
+def _refuse_untrained(config: Any, ckpt_path: str | None) -> None:
+    """Stop before synthesising from a model with no trained weights, unless allowed.
+
+    Raises:
+        SystemExit: naming the ways to give weights.
+    """
+    if ckpt_path is not None or config.get('allow_untrained'):
+        return
+    init = config.get('model', {}).get('init_args', {}) or {}
+    if any(init.get(key) for key in ('pretrained', 'controlnet')):
+        return
+    sys.stderr.write(
+        'earthsynth synthesize: the model has no trained weights (no --ckpt_path, no '
+        'pretrained or controlnet weights), so it would write noise into the bank. Give '
+        '--ckpt_path <last.ckpt> (e.g. from earthsynth fit), a SynthesizerModule with '
+        'pretrained=<export or hub id>, or --allow-untrained to synthesise anyway.\n'
+    )
+    raise SystemExit(2)
 
 
 def synthesize(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
@@ -127,11 +285,13 @@ def synthesize(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                 'enable_checkpointing': False,
                 'enable_model_summary': False,
             },
-            parser_kwargs={'prog': 'earthsynth synthesize', 'description': synthesize.__doc__},
+            parser_kwargs={'prog': 'earthsynth synthesize', 'description': SYNTHESIZE_HELP},
+            auto_configure_optimizers=False,  # predicting: no optimizer options to offer
         )
     finally:
         sys.argv = saved
     ckpt_path = cli.config.get('ckpt_path')
+    _refuse_untrained(cli.config, ckpt_path)
     cli.trainer.predict(
         cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, return_predictions=False
     )

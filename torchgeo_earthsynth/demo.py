@@ -484,8 +484,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .data_efficiency import budget_label
 
     defaults = DemoConfig()
-    parser = argparse.ArgumentParser(prog='earthsynth demo', description=__doc__)
-    parser.add_argument('--output', type=Path, default=defaults.output)
+    parser = argparse.ArgumentParser(
+        prog='earthsynth demo',
+        description='The whole EarthSynth loop on the bundled mini corpus, with a report: '
+        'train a tiny ControlNet, synthesise, R-Filter, bank, and compare downstream '
+        'training with and without synthetic data.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        '--output', type=Path, default=defaults.output, help='folder for the report and files'
+    )
     parser.add_argument(
         '--root',
         type=Path,
@@ -493,19 +501,46 @@ def main(argv: Sequence[str] | None = None) -> None:
         help='an EarthSynth-180K root instead of the bundled mini corpus',
     )
     parser.add_argument('--device', default=defaults.device, help='cpu, cuda, cuda:1...')
-    parser.add_argument('--steps', type=int, default=defaults.steps)
-    parser.add_argument('--vae-steps', type=int, default=defaults.vae_steps)
-    parser.add_argument('--image-size', type=int, default=defaults.image_size)
-    parser.add_argument('--batch-size', type=int, default=defaults.batch_size)
-    parser.add_argument('--num-synthetic', type=int, default=defaults.num_synthetic)
-    parser.add_argument('--downstream-steps', type=int, default=defaults.downstream_steps)
+    parser.add_argument(
+        '--steps', type=int, default=defaults.steps, help='generator training steps in all'
+    )
+    parser.add_argument(
+        '--vae-steps',
+        type=int,
+        default=defaults.vae_steps,
+        help='of those, the first steps warming up the tiny VAE',
+    )
+    parser.add_argument(
+        '--image-size', type=int, default=defaults.image_size, help='tile size in pixels'
+    )
+    parser.add_argument(
+        '--batch-size', type=int, default=defaults.batch_size, help='generator training batch'
+    )
+    parser.add_argument(
+        '--num-synthetic',
+        type=int,
+        default=defaults.num_synthetic,
+        help='synthetic samples to generate (and held-out layouts to score)',
+    )
+    parser.add_argument(
+        '--downstream-steps',
+        type=int,
+        default=defaults.downstream_steps,
+        help='training steps of each downstream run',
+    )
     parser.add_argument(
         '--downstream-budgets',
         nargs='+',
         default=[budget_label(b) for b in defaults.downstream_budgets],
         help="real labelled scenes per downstream run, e.g. 8 16 32 all ('all': every one)",
     )
-    parser.add_argument('--seeds', type=int, nargs='+', default=list(defaults.seeds))
+    parser.add_argument(
+        '--seeds',
+        type=int,
+        nargs='+',
+        default=list(defaults.seeds),
+        help='seeds of the downstream runs (one run per arm and seed)',
+    )
     args = parser.parse_args(argv)
     try:
         budgets = tuple(None if b == 'all' else int(b) for b in args.downstream_budgets)

@@ -162,7 +162,7 @@ class ExperimentConfig:
     train_subset: int | float | None = None
     budgets: list[int | None] | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
-    output: str = 'output/evaluate'
+    output: str = 'outputs/evaluate'
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -427,9 +427,11 @@ def load_config(source: ExperimentConfig | Mapping[str, Any] | str | Path) -> Ex
 def _spec(value: Mapping[str, Any], default_class: str) -> dict[str, Any]:
     """``{class_path, init_args}`` of a mapping that may be just init args."""
     if 'class_path' in value or 'init_args' in value:
+        # command-line overrides (--data.root X, --data.init_args.root X) land beside init_args
+        extra = {k: v for k, v in value.items() if k not in ('class_path', 'init_args')}
         return {
             'class_path': value.get('class_path', default_class),
-            'init_args': dict(value.get('init_args') or {}),
+            'init_args': {**dict(value.get('init_args') or {}), **extra},
         }
     return {'class_path': default_class, 'init_args': dict(value)}
 
@@ -486,13 +488,23 @@ class _Plan:
         if synthetic is not None and 'real+synthetic' in self.arms:
             self.synthetic = self._synthetic_spec(synthetic)
         self.bank = Path(config.bank) if config.bank is not None else None
-        if self.bank is not None and 'synthetic-only' in self.arms:
+        if self.bank is not None and ('synthetic-only' in self.arms or self.synthetic):
+            if not self.bank.exists():
+                raise ValueError(
+                    f'bank {self.bank} does not exist (so it has no train/images or '
+                    'train/masks); fill it with `earthsynth synthesize` first'
+                )
             missing = [d for d in ('images', 'masks') if not (self.bank / 'train' / d).is_dir()]
             if missing:
                 raise ValueError(
                     f'bank {self.bank} has no train/{" or train/".join(missing)}; '
                     'expected a synthetic bank in the EarthSynth-180K layout '
                     '(e.g. written by `earthsynth synthesize`)'
+                )
+            if not any((self.bank / 'train' / 'images').iterdir()):
+                raise ValueError(
+                    f'bank {self.bank} is empty (no image in train/images); fill it with '
+                    '`earthsynth synthesize` before evaluating'
                 )
 
     def _synthetic_spec(self, value: Mapping[str, Any]) -> dict[str, Any]:

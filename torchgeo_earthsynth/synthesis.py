@@ -186,6 +186,28 @@ def _as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list | tuple) else value
 
 
+def _raise_if_unreachable(source: str | Path, error: BaseException) -> None:
+    """Say first that a hub id could not be fetched, when that is why loading failed.
+
+    diffusers reports a hub id it can neither download nor find in the cache as "does not
+    appear to have a file named config.json"; the cause is in the exception chain.
+
+    Raises:
+        ValueError: if ``error`` comes from a file neither on reach nor in the local cache.
+    """
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, LocalEntryNotFoundError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        raise ValueError(
+            f'{source}: cannot reach the Hub and not in the local cache (offline, or no '
+            'network); download it once where the Hub is reachable, or pass a local '
+            f'diffusers folder ({error})'
+        ) from error
+
+
 class Synthesizer:
     """Batched, reproducible generation from a request's conditions (DESIGN.md "Conditions").
 
@@ -317,11 +339,13 @@ class Synthesizer:
         try:
             model = load_controlnet(controlnet, subfolder)
         except (OSError, KeyError) as error:
+            _raise_if_unreachable(controlnet, error)
             message = f'{controlnet}: cannot load a diffusers ControlNet ({error})'
             raise ValueError(message) from error
         try:
             parts = pretrained_parts(base)
         except (OSError, ValueError, KeyError) as error:
+            _raise_if_unreachable(base, error)
             raise ValueError(
                 f'{base}: cannot load the Stable Diffusion base (expected a diffusers '
                 f'folder or hub id with unet/, vae/, text_encoder/, tokenizer/, '

@@ -6,8 +6,7 @@
 from __future__ import annotations
 
 import colorsys
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
 import numpy as np
@@ -286,43 +285,35 @@ def colorize(mask: Tensor | np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _norm(name: str) -> str:
-    return re.sub(r'[^a-z0-9]', '', name.lower())
+class _RegistryNames(Mapping[str, Mapping[str, int]]):
+    """Per registered dataset, its class names (normalised) -> vocabulary ids.
+
+    Read from the dataset registry on use (it imports this module), so it stays the one
+    source of the maps.
+    """
+
+    @staticmethod
+    def _tables() -> dict[str, dict[str, int]]:
+        from torchgeo_earthsynth.dataset_encodings import ENCODINGS, normalise_name
+
+        return {
+            dataset: dict(zip(map(normalise_name, e.classes), e.vocabulary))
+            for dataset, e in ENCODINGS.items()
+        }
+
+    def __getitem__(self, dataset: str) -> Mapping[str, int]:
+        return self._tables()[dataset]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables())
+
+    def __len__(self) -> int:
+        return len(self._tables())
 
 
-#: Downstream class name (normalised) -> vocabulary id, per TorchGeo dataset.
-LABEL_MAPS: Final[Mapping[str, Mapping[str, int]]] = {
-    'LoveDA': {
-        'background': 0,
-        'building': 8,
-        'road': 4,
-        'water': 6,
-        'barren': 10,
-        'forest': 9,
-        'agriculture': 7,
-        'nodata': 0,
-    },
-    'DeepGlobeLandCover': {
-        'urbanland': 11,
-        'agricultureland': 7,
-        'rangeland': 2,
-        'forestland': 9,
-        'water': 6,
-        'barrenland': 10,
-        'unknown': 0,
-    },
-    'OpenEarthMap': {
-        'background': 0,
-        'bareland': 1,
-        'rangeland': 2,
-        'developedspace': 3,
-        'road': 4,
-        'tree': 5,
-        'water': 6,
-        'agricultureland': 7,
-        'building': 8,
-    },
-}
+#: Class name (normalised) -> vocabulary id, per registered dataset
+#: (:data:`~torchgeo_earthsynth.dataset_encodings.ENCODINGS`).
+LABEL_MAPS: Final[Mapping[str, Mapping[str, int]]] = _RegistryNames()
 
 
 def label_map(
@@ -330,49 +321,33 @@ def label_map(
     dataset: str | None = None,
     overrides: Mapping[str, int | str] | None = None,
 ) -> Tensor:
-    """A lookup table from a downstream dataset's class indices to vocabulary ids.
+    """A lookup table from class positions to vocabulary ids, matching classes by name.
 
-    Case and punctuation are ignored. ``overrides`` win over the dataset's table in
-    :data:`LABEL_MAPS` (when ``dataset`` is given), which wins over vocabulary names.
+    Case and punctuation are ignored. ``overrides`` win over the class names of ``dataset``
+    (a dataset of :data:`~torchgeo_earthsynth.dataset_encodings.ENCODINGS`, the one source
+    of these names), which win over vocabulary names. The table is indexed by position in
+    ``classes``; where a dataset's mask values are not positions (TorchGeo's ``LoveDA``),
+    use its encoding's
+    :meth:`~torchgeo_earthsynth.dataset_encodings.DatasetEncoding.lut` instead.
 
     Args:
-        classes: the downstream classes in index order (e.g. ``LoveDA.classes``).
-        dataset: key of :data:`LABEL_MAPS` (e.g. ``'LoveDA'``), optional.
+        classes: the downstream classes in index order.
+        dataset: a registered dataset whose class names to use (e.g. ``'LoveDA'``).
         overrides: extra ``{class name: vocabulary id or name}`` entries, which win.
 
     Returns:
-        int64 tensor ``lut`` with ``lut[downstream_index] = vocabulary_id``.
+        int64 tensor ``lut`` with ``lut[index in classes] = vocabulary_id``.
 
     Raises:
-        ValueError: if a class has no vocabulary mapping (naming it and the way to add one),
-            if ``dataset`` is unknown, or if an override is not a vocabulary id or name.
+        ValueError: naming every class without a vocabulary mapping (and the way to add
+            them), if ``dataset`` is unknown, or if an override is not in the vocabulary.
     """
-    table: dict[str, int] = {_norm(n): i for i, n in enumerate(VOCABULARY)}
-    if dataset is not None:
-        if dataset not in LABEL_MAPS:
-            raise ValueError(f'no label map for dataset {dataset!r}; known: {sorted(LABEL_MAPS)}')
-        table.update(LABEL_MAPS[dataset])
-    for name, value in (overrides or {}).items():
-        if isinstance(value, str):
-            if value not in CLASS_IDS:
-                raise ValueError(f'overrides[{name!r}] = {value!r} is not a vocabulary class name')
-            value = CLASS_IDS[value]
-        if not 0 <= int(value) < NUM_CLASSES:
-            raise ValueError(
-                f'overrides[{name!r}] = {value!r} is outside the vocabulary [0, {NUM_CLASSES - 1}]'
-            )
-        table[_norm(name)] = int(value)
-    lut = []
-    for name in classes:
-        key = _norm(name)
-        if key not in table:
-            where = f' in LABEL_MAPS[{dataset!r}]' if dataset is not None else ''
-            raise ValueError(
-                f'class {name!r} has no vocabulary mapping{where} and matches no vocabulary '
-                f'name; pass overrides={{{name!r}: <vocabulary id or name>}}'
-            )
-        lut.append(table[key])
-    return torch.tensor(lut, dtype=torch.long)
+    from torchgeo_earthsynth.dataset_encodings import ENCODINGS, explicit_encoding
+
+    if dataset is not None and dataset not in ENCODINGS:
+        raise ValueError(f'no label map for dataset {dataset!r}; known: {sorted(ENCODINGS)}')
+    encoding = explicit_encoding(classes, names=dataset, overrides=overrides)
+    return torch.tensor(encoding.vocabulary, dtype=torch.long)
 
 
 __all__ = (

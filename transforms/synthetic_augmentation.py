@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 import torch
 from torch import Tensor, nn
 
+from torchgeo_earthsynth.dataset_encodings import DatasetEncoding, resolve_encoding
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.filtering import SampleFilter, filter_verdict
 from torchgeo_earthsynth.seeding import seed_for_rank
@@ -32,6 +33,7 @@ from .synthetic_labels import (
     segmentation_label,
 )
 from .synthetic_rows import BANK, GENERATED, REAL, SyntheticPlan, SyntheticRows, insert_rows
+from .synthetic_scale import check_datamodule, check_pixels, synthetic_gain
 from .synthetic_sources import (
     BankLike,
     SamplePools,
@@ -73,14 +75,23 @@ class SyntheticAugmentation(nn.Module):
 
         dm = LoveDADataModule(root='data/loveda', batch_size=16)
         synthetic = SyntheticAugmentation(LoveDA.classes, dataset='LoveDA', source='bank',
-                                          bank=SyntheticBank('output/bank'))
+                                          bank=SyntheticBank('outputs/bank'))
         attach(dm, synthetic)  # synthetic.then = dm.train_aug or dm.aug; dm.train_aug = synthetic
+
+    How a dataset encodes its samples (the mask value of each class, no-data values, the
+    vocabulary id of each class, the image's bands and pixel range) comes from the registry
+    (:data:`~torchgeo_earthsynth.dataset_encodings.ENCODINGS`; ``earthsynth datasets`` lists
+    it): ``dataset=`` names it, or :func:`attach` finds it from the datamodule. Other datasets
+    give ``classes`` in mask-value order (and ``overrides``). At :func:`attach` the bands and
+    scale are checked against the datamodule (multispectral datasets: select the RGB bands);
+    synthetic 0..255 RGB is multiplied by ``image_scale`` (the registry's, or given) before it
+    goes into the batch.
 
     With probability ``p`` each sample gets a synthetic counterpart that replaces it
     (``mode='replace'``) or is appended to the batch (``mode='append'``). Its label is exact:
 
-    * ``segmentation``: online, the sample's own mask mapped to vocabulary ids (``classes``
-      through :func:`~torchgeo_earthsynth.vocabulary.label_map`) is the ControlNet condition
+    * ``segmentation``: online, the sample's own mask mapped to vocabulary ids (by the
+      dataset's encoding) is the ControlNet condition
       and stays the label; with ``cf_comp`` the conditions are first recomposed
       counterfactually (e.g. by
       :class:`~torchgeo_earthsynth.transforms.cf_comp.CounterfactualComposition` over the
@@ -88,7 +99,9 @@ class SyntheticAugmentation(nn.Module):
       the bank, a whole bank sample (image and mask) replaces the sample, its mask mapped back
       to downstream ids; only bank samples whose every id maps back are drawn (or every one,
       with ids outside ``classes`` becoming ``unmapped_index``).
-    * ``classification``: the label (a class index) stays. Online, the prompt is
+    * ``classification``: the label (a class index) stays; classes without a vocabulary
+      counterpart are never synthesised, and with ``class_rule='contains'`` each bank image
+      stands for one class only (the mapped class with most pixels). Online, the prompt is
       ``prompt_from_ids([vocab id])`` and the condition is a layout of that class, cut out as
       EarthSynth-180K's single-category samples are (the class's pixels, background
       elsewhere), from a bank sample or a ``layouts`` corpus sample that contains it. From
@@ -140,6 +153,8 @@ class SyntheticAugmentation(nn.Module):
         then: Callable[[Batch], Batch] | None = None,
         dataset: str | None = None,
         overrides: dict[str, int | str] | None = None,
+        names: str | None = None,
+        image_scale: float | None = None,
         unmapped_index: int | None = None,
         ignore_index: int | None = None,
         class_rule: Literal['contains', 'dominant'] = 'contains',
@@ -169,9 +184,17 @@ class SyntheticAugmentation(nn.Module):
                 (takes and returns a vocabulary batch: ``image``, ``mask``, ``prompt``,
                 ``categories``, ``source``).
             then: applied to the batch afterwards: the datamodule's own augmentation.
-            dataset: the :data:`~torchgeo_earthsynth.vocabulary.LABEL_MAPS` table to map
-                ``classes`` with (e.g. ``'LoveDA'``).
+            dataset: a dataset of the registry
+                (:data:`~torchgeo_earthsynth.dataset_encodings.ENCODINGS`, e.g. ``'LoveDA'``):
+                its mask values, no-data, vocabulary map, pixel scale and bands are known;
+                ``classes`` may then be left out. Left out when attached to a TorchGeo
+                datamodule of a registered dataset.
             overrides: extra ``{class name: vocabulary id or name}`` entries.
+            names: for a dataset outside the registry whose values are positions in
+                ``classes``: a registered dataset whose class names to reuse.
+            image_scale: synthetic 0..255 RGB times this is in the dataset's pixel scale
+                (default: the registry's, 1 for 8-bit datasets; required where none is
+                known, e.g. EuroSAT reflectance).
             unmapped_index: downstream index that vocabulary ids outside ``classes`` map to
                 in bank masks (as the downstream dataset does, e.g. background); None draws
                 only bank samples whose every id maps back.
@@ -234,56 +257,92 @@ class SyntheticAugmentation(nn.Module):
         self.pools = SamplePools(
             bank, layouts, task, source, cache_size, class_rule, self.generator
         )
-        if classes is not None:
-            self.bind(classes, dataset, overrides)
-        else:
-            self._dataset, self._overrides = dataset, overrides
+        self.image_scale = image_scale
+        self.encoding: DatasetEncoding | None = None
+        self._dataset, self._overrides, self._names = dataset, overrides, names
+        if classes is not None or dataset is not None:
+            self.bind(classes, dataset, overrides, names)
 
     def bind(
         self,
-        classes: Sequence[str],
-        dataset: str | None = None,
+        classes: Sequence[str] | None = None,
+        dataset: str | DatasetEncoding | None = None,
         overrides: Mapping[str, int | str] | None = None,
+        names: str | None = None,
     ) -> None:
-        """Set the downstream classes (and their vocabulary mapping).
+        """Set the downstream classes and how their values meet the vocabulary.
 
         Args:
-            classes: the downstream classes in index order.
-            dataset: :data:`~torchgeo_earthsynth.vocabulary.LABEL_MAPS` table to use
-                (default: the one given at construction).
+            classes: the classes (a registered dataset's own, or in mask-value order).
+            dataset: a registered dataset or an encoding (default: the one given at
+                construction).
             overrides: extra mappings (default: those given at construction).
+            names: registered class names for positional classes (default: as constructed).
 
         Raises:
-            ValueError: if a class has no vocabulary mapping (naming it), the classes differ
-                from those already bound, ``unmapped_index`` is out of range, or recomposed
-                pixels could get no label (``cf_comp``, no background class, no
-                ``ignore_index``).
+            ValueError: if classes have no vocabulary mapping (all named), the classes or
+                dataset differ from those already bound, ``unmapped_index`` is not a class
+                value, or recomposed pixels could get no label (``cf_comp``, no background
+                class, no ``ignore_index``).
         """
-        classes = tuple(classes)
-        if self.classes is not None:
-            if classes != self.classes:
+        dataset = dataset if dataset is not None else self._dataset
+        overrides = overrides if overrides is not None else self._overrides
+        names = names if names is not None else self._names
+        encoding = resolve_encoding(classes, dataset, names, overrides, self.task)
+        if self.encoding is not None:
+            if encoding.classes != self.encoding.classes or encoding.name != self.encoding.name:
                 raise ValueError(
-                    f'SyntheticAugmentation is bound to classes {self.classes}, not {classes}'
+                    f'SyntheticAugmentation is bound to classes {self.classes} '
+                    f'({self.encoding.name}), not {encoding.classes} ({encoding.name})'
                 )
             return
-        dataset = dataset if dataset is not None else getattr(self, '_dataset', None)
-        overrides = overrides if overrides is not None else getattr(self, '_overrides', None)
-        tables = LabelTables(classes, dataset, overrides, self.unmapped_index, self.ignore_index)
+        tables = LabelTables(encoding, self.unmapped_index, self.ignore_index)
         if (
             self.cf_comp is not None
             and self.task == 'segmentation'
             and tables.recomposed_fill is None
         ):
             raise ValueError(
-                f'none of the classes {classes} is background, so pixels that cf_comp moves '
-                "onto background would have no label: pass ignore_index=<the dataset's "
+                f'none of the classes {encoding.classes} is background, so pixels that cf_comp '
+                "moves onto background would have no label: pass ignore_index=<the dataset's "
                 'ignore value> (or unmapped_index)'
             )
-        self.classes = classes
+        self.encoding = encoding
+        self.classes = encoding.classes
         self.tables = tables
         self.lut = tables.lut
         self.inverse = tables.inverse
         self.pools.forget_candidates()
+
+    def fit_to(self, datamodule: Any) -> None:
+        """Bind to a TorchGeo datamodule's dataset and check its bands and pixel scale.
+
+        A datamodule of a registered dataset (its ``dataset_class``) binds this augmentation
+        to that dataset when nothing is bound yet. Called by :func:`attach`.
+
+        Args:
+            datamodule: the datamodule.
+
+        Raises:
+            ValueError: if the datamodule's dataset is another than the one bound, its images
+                are not RGB (saying how to select RGB bands), or their scale does not match.
+        """
+        from torchgeo_earthsynth.dataset_encodings import ENCODINGS
+
+        dataset_class = getattr(datamodule, 'dataset_class', None)
+        name = getattr(dataset_class, '__name__', None)
+        if name in ENCODINGS:
+            if self.encoding is None:
+                self.bind(dataset=name)
+            elif self.encoding.name in ENCODINGS and self.encoding.name != name:
+                raise ValueError(
+                    f'SyntheticAugmentation is bound to {self.encoding.name} but the '
+                    f'datamodule loads {name}'
+                )
+        if self.encoding is not None:
+            check_datamodule(
+                self.encoding, datamodule, synthetic_gain(self.encoding, self.image_scale)
+            )
 
     def reset_stats(self) -> None:
         """Set every counter of :attr:`stats` to 0."""
@@ -341,7 +400,11 @@ class SyntheticAugmentation(nn.Module):
                 'SyntheticAugmentation has no classes: pass classes=... or call '
                 'bind(classes) (downstream datamodules do it for you)'
             )
-        image = check_batch(batch, self.task, self.classes)
+        assert self.encoding is not None
+        image = check_batch(batch, self.task, self.classes, self.encoding.rgb_path)
+        gain = synthetic_gain(self.encoding, self.image_scale)
+        if self._batches == 0:
+            check_pixels(image, self.encoding, gain)
         b, device = image.shape[0], image.device
         size = (int(image.shape[-2]), int(image.shape[-1]))
         self._seeded_rank = seed_for_rank(self.generator, self.seed, self._seeded_rank)
@@ -408,6 +471,9 @@ class SyntheticAugmentation(nn.Module):
         generated = [(row, cond) for row, origin, cond, _ in picks if origin == GENERATED]
         if generated:
             self._add_generated_rows(synthetic, batch, generated, device)
+        gain = synthetic_gain(self.encoding, self.image_scale) if self.encoding else 1.0
+        if gain != 1.0:  # synthetic 0..255 RGB into the dataset's pixel scale
+            synthetic.images = [image * gain for image in synthetic.images]
         self.stats['replaced' if self.mode == 'replace' else 'appended'] += len(synthetic.rows)
         out, self.last_plan = insert_rows(
             batch, synthetic, self.task, self.mode, self.lut, size, device

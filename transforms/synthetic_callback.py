@@ -23,16 +23,22 @@ def attach(datamodule: Any, augmentation: SyntheticAugmentation) -> None:
 
     The datamodule's own training augmentation (``train_aug``, else ``aug``) becomes the
     augmentation's ``then``, so batches are augmented raw and then processed exactly as
-    before. Attaching twice does nothing.
+    before. Attaching twice does nothing. The augmentation is bound to the datamodule's
+    dataset when that is registered, and its bands and pixel scale are checked
+    (:meth:`SyntheticAugmentation.fit_to`).
 
     Args:
         datamodule: a TorchGeo ``BaseDataModule`` (anything with ``aug``/``train_aug``).
         augmentation: the synthetic augmentation.
 
+    Raises:
+        ValueError: if the datamodule's images do not suit synthetic RGB samples.
+
     .. versionadded:: 0.1
     """
     if datamodule.train_aug is augmentation:
         return
+    augmentation.fit_to(datamodule)
     if augmentation.then is None:
         own = datamodule.train_aug if datamodule.train_aug is not None else datamodule.aug
         augmentation.then = own

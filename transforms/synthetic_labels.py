@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, label_map, prompt_from_ids
+from torchgeo_earthsynth.dataset_encodings import DatasetEncoding
+from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, prompt_from_ids
 
 from .synthetic_sources import Task
 
@@ -19,48 +20,49 @@ Batch = dict[str, Any]
 
 
 class LabelTables:
-    """Downstream class <-> vocabulary id tables of one set of classes, copied once per device.
+    """Downstream value <-> vocabulary id tables of one dataset encoding, copied per device.
 
     Attributes:
-        classes: the downstream classes in index order.
-        lut: int64 [C] vocabulary id per downstream class.
-        inverse: int64 [67] downstream class per vocabulary id: the first class of an id,
-            else ``unmapped_index``, else -1 (bank samples with -1 ids are not drawn).
+        classes: the downstream classes.
+        lut: int64 [max value + 1] vocabulary id per mask (or label) value.
+        inverse: int64 [67] downstream value per vocabulary id: the first class of an id
+            (never a no-data value), else ``unmapped_index``, else -1 (bank samples with -1
+            ids are not drawn).
         recomposed: like ``inverse``, for pixels CF-Comp moved: ids without a class become
-            ``ignore_index``, else the background class (-1 only when neither exists).
+            ``ignore_index`` (default: the dataset's no-data value), else the background
+            class (-1 only when neither exists).
     """
 
     def __init__(
         self,
-        classes: Sequence[str],
-        dataset: str | None = None,
-        overrides: Mapping[str, int | str] | None = None,
+        encoding: DatasetEncoding,
         unmapped_index: int | None = None,
         ignore_index: int | None = None,
     ) -> None:
         """Initialize new LabelTables.
 
         Args:
-            classes: the downstream classes in index order.
-            dataset: :data:`~torchgeo_earthsynth.vocabulary.LABEL_MAPS` table to use.
-            overrides: extra ``{class name: vocabulary id or name}`` entries.
-            unmapped_index: downstream index of vocabulary ids outside ``classes``.
-            ignore_index: the downstream dataset's ignore (nodata) value, if any.
+            encoding: the dataset's encoding (mask values and their vocabulary ids).
+            unmapped_index: downstream value of vocabulary ids outside the classes.
+            ignore_index: the downstream dataset's ignore (nodata) value, if any (default:
+                the encoding's first no-data value).
 
         Raises:
-            ValueError: if a class has no vocabulary mapping or ``unmapped_index`` is out of
-                range.
+            ValueError: if ``unmapped_index`` is not a class value of the encoding.
         """
-        self.classes = tuple(classes)
-        self.lut = label_map(self.classes, dataset=dataset, overrides=overrides)
-        if unmapped_index is not None and not 0 <= unmapped_index < len(self.classes):
+        self.classes = encoding.classes
+        self.lut = encoding.lut()
+        usable = sorted(v for v in encoding.values if v not in encoding.ignore)
+        if unmapped_index is not None and unmapped_index not in usable:
+            contiguous = usable == list(range(usable[0], usable[-1] + 1))
+            where = f'in [{usable[0]}, {usable[-1]}]' if contiguous else f'one of {usable}'
             raise ValueError(
-                f'unmapped_index must be in [0, {len(self.classes) - 1}], got {unmapped_index}'
+                f'unmapped_index must be {where} (a class value of {encoding.name}), got '
+                f'{unmapped_index}'
             )
-        fill = -1 if unmapped_index is None else unmapped_index
-        self.inverse = torch.full((NUM_CLASSES,), fill, dtype=torch.long)
-        for index in reversed(range(len(self.classes))):  # the first class of an id wins
-            self.inverse[self.lut[index]] = index
+        self.inverse = encoding.inverse(unmapped_index)
+        if ignore_index is None and encoding.ignore:
+            ignore_index = encoding.ignore[0]
         background = int(self.inverse[BACKGROUND])
         #: The label of recomposed pixels without a class; None: no ignore index, no background.
         self.recomposed_fill: int | None = ignore_index
@@ -163,13 +165,14 @@ TASK_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_batch(batch: Batch, task: Task, classes: Sequence[str]) -> Tensor:
+def check_batch(batch: Batch, task: Task, classes: Sequence[str], rgb_path: str = '') -> Tensor:
     """Check that a raw batch holds what ``task`` needs.
 
     Args:
         batch: the collated batch.
         task: the downstream task.
         classes: the downstream classes.
+        rgb_path: how to load only the RGB bands, for the error on other band counts.
 
     Returns:
         The batch's images.
@@ -189,7 +192,8 @@ def check_batch(batch: Batch, task: Task, classes: Sequence[str]) -> Tensor:
     image = batch['image']
     if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
         got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-        raise ValueError(f'batch["image"] must be a tensor [B, 3, H, W] in 0..255, got {got}')
+        hint = f'; RGB bands only: {rgb_path}' if rgb_path else ''
+        raise ValueError(f'batch["image"] must be a tensor [B, 3, H, W] (RGB), got {got}{hint}')
     if task == 'segmentation':
         mask = batch['mask']
         if not isinstance(mask, Tensor) or mask.shape != (image.shape[0], *image.shape[2:]):

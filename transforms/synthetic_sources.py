@@ -311,6 +311,9 @@ class SamplePools:
         self.layout_pool = None
         layout_pools: list[Pool] = []
         if self.bank is not None:
+            root = getattr(self.bank, 'root', None)
+            if self.source == 'bank' and root is not None and not Path(root).exists():
+                raise ValueError(f'the bank folder {root} does not exist ({self.bank!r})')
             refresh = getattr(self.bank, 'refresh', None)
             if refresh_bank and callable(refresh):
                 refresh()
@@ -377,6 +380,8 @@ class SamplePools:
                 inverse = inverse.to(pool.counts.device)
                 unmapped = ((pool.counts > 0) & (inverse < 0)[None]).any(1)
                 found = [(~unmapped).nonzero().flatten().cpu()]
+            elif self.class_rule == 'contains':
+                found = _exclusive_rows(pool, lut.to(pool.counts.device))
             else:
                 found = [_rows_for(pool, int(v), self.class_rule) for v in lut]
             self._candidates['bank'] = found
@@ -406,6 +411,16 @@ class SamplePools:
         if not len(rows):
             return None
         return int(rows[int(torch.randint(len(rows), (1,), generator=self.generator))])
+
+
+def _exclusive_rows(pool: Pool, lut: Tensor) -> list[Tensor]:
+    """Per class, rows containing its id where no other class's id has more pixels.
+
+    Every row stands for one class at most, so one image is never handed out as two.
+    """
+    counts = pool.counts[:, lut] * (lut != BACKGROUND)[None]  # [N, C] pixels per class
+    best, owner = counts.max(1)  # ties: the first class, as the inverse map decides
+    return [((owner == c) & (best > 0)).nonzero().flatten().cpu() for c in range(len(lut))]
 
 
 def _rows_for(pool: Pool, vocab_id: int, rule: str) -> Tensor:

@@ -25,7 +25,7 @@ for limit in os.environ['SYNTH_LIMITS'].split(','):
         '--data.batch_size', '2', '--data.limit', limit,
         '--bank.root', os.environ['SYNTH_BANK'],
         '--trainer.accelerator', 'cpu', '--trainer.devices', '2', '--trainer.strategy', 'ddp',
-        '--trainer.enable_progress_bar', 'false',
+        '--trainer.enable_progress_bar', 'false', '--allow-untrained',
     ])
     if summary is not None:  # global rank 0
         print('SUMMARY ' + json.dumps(summary), flush=True)
