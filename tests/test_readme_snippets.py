@@ -43,9 +43,9 @@ def test_loveda_segmentation_quick_start(workdir: Path) -> None:
     from lightning.pytorch import Trainer
     from torchgeo.datamodules import LoveDADataModule
     from torchgeo.datasets import LoveDA
-    from torchgeo.trainers import SemanticSegmentationTask
 
     from torchgeo_earthsynth.bank import SyntheticBank
+    from torchgeo_earthsynth.compat import SemanticSegmentationTask
     from torchgeo_earthsynth.transforms import SyntheticAugmentation, attach
 
     dm = LoveDADataModule(root='data/loveda', batch_size=4)
@@ -66,9 +66,9 @@ def test_ucmerced_classification_quick_start(workdir: Path) -> None:
     # --- README: UCMerced classification ------------------------------------------------
     from lightning.pytorch import Trainer
     from torchgeo.datamodules import UCMercedDataModule
-    from torchgeo.trainers import ClassificationTask
 
     from torchgeo_earthsynth.bank import SyntheticBank
+    from torchgeo_earthsynth.compat import ClassificationTask
     from torchgeo_earthsynth.transforms import SyntheticAugmentation, attach
 
     dm = UCMercedDataModule(root='data/ucmerced', batch_size=16)
