@@ -231,7 +231,7 @@ def test_attach_to_datamodule_without_synthetic_slot(
         'bank': str(bank_root),
         'p': 1.0,
         'classes': list(SEGMENTATION_CLASSES),
-        'dataset': 'LoveDA',
+        'names': 'LoveDA',  # LoveDA's names; the mini datamodule's values are positions
     }
     result = run_experiment({**base, 'synthetic': synthetic})
     (run,) = result.runs
