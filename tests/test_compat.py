@@ -101,6 +101,12 @@ def test_task_names_are_the_current_ones() -> None:
     assert issubclass(compat.ClassificationTask, compat.BaseTask)
 
 
+def test_segmentation_metric_names_are_the_tasks() -> None:
+    task = compat.SemanticSegmentationTask(model='fcn', num_filters=1, num_classes=2)
+    names = {f'test_{name}' for name in compat.SEGMENTATION_MICRO_METRICS}
+    assert names <= set(task.test_metrics.keys())
+
+
 @pytest.mark.parametrize('config', _repo_files('.yaml'), ids=lambda p: p.name)
 def test_config_class_paths_are_tasks_and_datamodules(config: Path) -> None:
     """Every model/data class_path imports and subclasses the bases both CLIs accept."""

@@ -13,11 +13,14 @@ from torch import Tensor
 from torchgeo.datamodules import BaseDataModule, NonGeoDataModule
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 
+#: Whether TorchGeo has 0.10's ``torchgeo.tasks`` (else the ``torchgeo.trainers`` of 0.8/0.9).
+HAS_TASKS_MODULE: Final[bool] = find_spec('torchgeo.tasks') is not None
+
 # TorchGeo 0.10 renamed ``torchgeo.trainers`` to ``torchgeo.tasks`` and dropped the ``Task``
 # suffix; its ``torchgeo.trainers`` classes are deprecated subclasses (until 1.0) that the
 # 0.10 CLI's ``tasks.BaseTask`` accepts, but not the other way round, so import the new
 # names where they exist. mypy checks against the 0.8 names (present in both).
-if TYPE_CHECKING or find_spec('torchgeo.tasks') is None:
+if TYPE_CHECKING or not HAS_TASKS_MODULE:
     from torchgeo.trainers import BaseTask, ClassificationTask, SemanticSegmentationTask
 else:
     from torchgeo.tasks import BaseTask
@@ -26,6 +29,14 @@ else:
 
 #: The installed TorchGeo version (``torchgeo.__version__``).
 TORCHGEO_VERSION: Final[str] = version('torchgeo')
+
+#: The names TorchGeo's segmentation task logs its micro accuracy and IoU under (after the
+#: ``train_``/``val_``/``test_`` prefix): 0.10's metric mixin renamed them (0.9 is untested).
+SEGMENTATION_MICRO_METRICS: Final[tuple[str, str]] = (
+    ('OverallAccuracy', 'OverallJaccardIndex')
+    if HAS_TASKS_MODULE
+    else ('MulticlassAccuracy', 'MulticlassJaccardIndex')
+)
 
 
 def batch_for_trainer(batch: Mapping[str, Any], trainer: Trainer | None) -> dict[str, Any]:
@@ -49,6 +60,8 @@ def batch_for_trainer(batch: Mapping[str, Any], trainer: Trainer | None) -> dict
 
 
 __all__ = (
+    'HAS_TASKS_MODULE',
+    'SEGMENTATION_MICRO_METRICS',
     'TORCHGEO_VERSION',
     'BaseDataModule',
     'BaseTask',
