@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from torchgeo_earthsynth.bank import SyntheticBank
+from torchgeo_earthsynth.compat import TORCHGEO_VERSION_TUPLE
 from torchgeo_earthsynth.vocabulary import CLASS_IDS, prompt_from_mask
 
 DATA = Path(__file__).parent / 'data'
@@ -82,6 +83,11 @@ def test_ucmerced_classification_quick_start(workdir: Path) -> None:
     assert synthetic.stats['from_bank'] > 0  # buildings, forest, plane rows had bank images
 
 
+@pytest.mark.xfail(
+    TORCHGEO_VERSION_TUPLE >= (0, 10),
+    reason='VHR10 encoding and fake files verified against TorchGeo 0.8 only',
+    strict=True,
+)
 def test_vhr10_detection_quick_start(workdir: Path) -> None:
     pytest.importorskip('pycocotools')  # TorchGeo's VHR10 needs it
     # --- README: VHR10 detection (online generation) -------------------------------------

@@ -29,6 +29,11 @@ else:
 
 #: The installed TorchGeo version (``torchgeo.__version__``).
 TORCHGEO_VERSION: Final[str] = version('torchgeo')
+#: Its (major, minor), for version-dependent behaviour.
+TORCHGEO_VERSION_TUPLE: Final[tuple[int, int]] = (
+    int(TORCHGEO_VERSION.split('.')[0]),
+    int(TORCHGEO_VERSION.split('.')[1]),
+)
 
 #: The names TorchGeo's segmentation task logs its micro accuracy and IoU under (after the
 #: ``train_``/``val_``/``test_`` prefix): 0.10's metric mixin renamed them (0.9 is untested).
@@ -63,6 +68,7 @@ __all__ = (
     'HAS_TASKS_MODULE',
     'SEGMENTATION_MICRO_METRICS',
     'TORCHGEO_VERSION',
+    'TORCHGEO_VERSION_TUPLE',
     'BaseDataModule',
     'BaseTask',
     'ClassificationTask',

@@ -91,34 +91,52 @@ def metadata_from_bounds(
     return torch.tensor([lon, lat, gsd, math.nan, year, month, day], dtype=torch.float32)
 
 
+def _slices_from_tensor(bounds: Tensor) -> tuple[slice, slice, slice]:
+    """TorchGeo 0.10's tensor ``bounds`` [9] (x, y, t start/stop/step) as slices."""
+    x0, x1, xs, y0, y1, ys, t0, t1 = bounds.double().tolist()[:8]
+    try:
+        start = pd.Timestamp(t0, unit='s')
+        stop = pd.Timestamp(t1, unit='s')
+    except (OverflowError, ValueError):  # TorchGeo's "no date" is outside pandas' range
+        start = stop = None
+    return slice(x0, x1, xs), slice(y0, y1, ys), slice(start, stop)
+
+
 def metadata_from_geo_sample(
     sample: Mapping[str, Any],
     res: float | tuple[float, float] | None = None,
     date: datetime | None = None,
+    crs: CRS | str | None = None,
 ) -> Tensor:
-    """Metadata of a TorchGeo ``GeoDataset`` sample or batch (``bounds`` and ``crs`` keys).
+    """Metadata of a TorchGeo ``GeoDataset`` sample or batch.
 
-    Use the dataset's ``res`` (TorchGeo's samplers give slices without a step), e.g.
-    ``metadata_from_geo_sample(batch, res=dataset.res)``. GSD is that of the sample as read;
-    resizing it later changes it.
+    TorchGeo 0.8 samples carry ``bounds`` (slices) and ``crs``; TorchGeo 0.10 samples carry
+    ``bounds`` as a tensor (x, y, t start/stop/step) and no CRS: pass the dataset's,
+    ``metadata_from_geo_sample(batch, crs=dataset.crs)``. Where the slices have no step (0.8's
+    samplers), pass the dataset's ``res``. GSD is that of the sample as read; resizing it later
+    changes it.
 
     Args:
-        sample: a sample (``bounds`` a tuple of slices, ``crs`` a CRS) or a batch made by
-            TorchGeo's ``stack_samples`` (lists of them).
+        sample: a sample or a batch made by TorchGeo's ``stack_samples``.
         res: resolution (CRS units per pixel) where the slices carry none.
         date: the acquisition date where the sample has none.
+        crs: the CRS where the sample carries none (TorchGeo 0.10).
 
     Returns:
         float32 [7] for a sample, [B, 7] for a batch.
 
     Raises:
-        ValueError: if ``bounds`` or ``crs`` is missing, or the batch lists differ in length.
+        ValueError: if ``bounds`` or a CRS is missing, or the batch lists differ in length.
     """
-    if 'bounds' not in sample or 'crs' not in sample:
+    if 'bounds' not in sample or ('crs' not in sample and crs is None):
         raise ValueError(
-            f'sample: expected TorchGeo GeoDataset keys bounds and crs, got {sorted(sample)}'
+            f'sample: expected TorchGeo GeoDataset keys bounds and crs, got {sorted(sample)} '
+            '(TorchGeo 0.10 samples carry no crs: pass crs=dataset.crs)'
         )
-    bounds, crs = sample['bounds'], sample['crs']
+    bounds, crs = sample['bounds'], sample.get('crs', crs)
+    if isinstance(bounds, Tensor):
+        rows = [_slices_from_tensor(row) for row in bounds.reshape(-1, bounds.shape[-1])]
+        bounds = rows if sample['bounds'].ndim > 1 else rows[0]
     if isinstance(bounds, list):  # a batch from stack_samples
         crss = crs if isinstance(crs, list) else [crs] * len(bounds)
         if len(crss) != len(bounds):
