@@ -30,7 +30,7 @@ from PIL import Image
 
 from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
 from torchgeo_earthsynth.datasets.layout import jsonl_path
-from torchgeo_earthsynth.vocabulary import NUM_CLASSES, source_from_stem
+from torchgeo_earthsynth.vocabulary import multi_hot, source_from_stem
 
 
 def bare_samples(split_dir: Path) -> Callable[[], list[dict[str, Any]]]:
@@ -52,9 +52,7 @@ def bare_samples(split_dir: Path) -> Callable[[], list[dict[str, Any]]]:
                     ).float(),
                     'mask': mask,
                     'prompt': record['text'],
-                    'categories': (
-                        torch.bincount(mask.view(-1), minlength=NUM_CLASSES) > 0
-                    ).float(),
+                    'categories': multi_hot(mask),
                     'source': source_from_stem(Path(record['file_name']).stem),
                 }
             )

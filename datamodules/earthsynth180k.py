@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import kornia.augmentation as K
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
@@ -20,7 +19,13 @@ from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler,
 from torchgeo_earthsynth.compat import DatasetNotFoundError, NonGeoDataModule, batch_for_trainer
 from torchgeo_earthsynth.datasets import EarthSynth180K, EarthSynthMini, make_mini_corpus
 from torchgeo_earthsynth.datasets.earthsynth180k import plot_sample
-from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, ids_from_prompt, prompt_from_ids
+from torchgeo_earthsynth.vocabulary import (
+    BACKGROUND,
+    NUM_CLASSES,
+    ids_from_prompt,
+    present_ids,
+    prompt_from_ids,
+)
 
 
 def sample_class_ids(dataset: EarthSynth180K) -> list[list[int]]:
@@ -49,7 +54,7 @@ def sample_class_ids(dataset: EarthSynth180K) -> list[list[int]]:
             except ValueError:  # free-text prompt: fall back to the mask
                 ids = None
         if ids is None:
-            ids = [int(i) for i in np.unique(dataset._read_mask(record.mask))]
+            ids = present_ids(dataset._read_mask(record.mask))
         ids = [i for i in ids if i != BACKGROUND] or [BACKGROUND]
         result.append(ids)
     return result

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ..atomic import atomic_open, pid_temporary
 from ..vocabulary import PROMPT_PREFIX, colorize
 from .resume import clean_stale_temporaries
 
@@ -165,12 +165,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_temporaries(target.parent)  # of saves killed before their rename
-        tmp = target.with_name(f'.{target.name}.tmp-{os.getpid()}')
-        try:
-            with tmp.open('wb') as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_open(target, durable=True, temporary=pid_temporary(target)) as f:
+            torch.save(checkpoint, f)

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +22,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from torchgeo_earthsynth.compat import BaseTask
 
+from ..atomic import atomic_directory, pid_temporary
 from ..models import SD15_ID, DiffusionParts, PromptEncoder, pretrained_parts, tiny_parts
 from ..seeding import sample_seeds
 from ..synthesis import Synthesizer
@@ -484,16 +483,10 @@ class DiffusionTask(BaseTask):
         directory = Path(directory)
         full = self.hparams['preset'] == 'tiny' if full_pipeline is None else full_pipeline
         clean_stale_temporaries(directory.parent)  # of exports killed before their rename
-        tmp = directory.with_name(f'.{directory.name}.tmp-{os.getpid()}')
-        shutil.rmtree(tmp, ignore_errors=True)
-        with self.ema_weights():
-            self.write_export(tmp, full)
-        meta = self.export_metadata()
-        (tmp / 'earthsynth.json').write_text(json.dumps(meta, indent=2))
-        (tmp / 'README.md').write_text(self.model_card(meta, full))
-        old = directory.with_name(f'.{directory.name}.old-{os.getpid()}')
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_directory(directory, pid_temporary(directory)) as tmp:
+            with self.ema_weights():
+                self.write_export(tmp, full)
+            meta = self.export_metadata()
+            (tmp / 'earthsynth.json').write_text(json.dumps(meta, indent=2))
+            (tmp / 'README.md').write_text(self.model_card(meta, full))
         return directory

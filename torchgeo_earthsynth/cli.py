@@ -19,7 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 
 #: Extra subcommands, each ``module:function`` taking the remaining argv.
 EXTRA_COMMANDS: Final[dict[str, str]] = {
-    'build-corpus': 'torchgeo_earthsynth.corpus_builder:main',
+    'build-corpus': 'torchgeo_earthsynth.corpus_cli:main',
     'demo': 'torchgeo_earthsynth.demo:main',
     'evaluate': 'torchgeo_earthsynth.evaluation:main',
     'synthesize': 'torchgeo_earthsynth.cli:synthesize',

@@ -8,19 +8,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from diffusers import (
-    ControlNetModel,
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
     StableDiffusionControlNetPipeline,
     StableDiffusionPipeline,
-    UNet2DConditionModel,
-    UniPCMultistepScheduler,
 )
 from torch import Tensor
 
@@ -40,172 +33,19 @@ from .models import (
     tiny_diffusionsat_parts,
     tiny_parts,
 )
-from .vocabulary import NUM_CLASSES, PALETTE, multi_hot
-
-SchedulerName = Literal['unipc', 'ddim', 'dpm', 'euler']
-_SCHEDULERS: Final = {
-    'unipc': UniPCMultistepScheduler,
-    'ddim': DDIMScheduler,
-    'dpm': DPMSolverMultistepScheduler,
-    'euler': EulerDiscreteScheduler,
-}
-ConditionEncoding = Literal['grey', 'palette']
-Family = Literal['earthsynth', 'diffusionsat']
-
-
-def encode_condition(
-    mask: Tensor, size: tuple[int, int] | None = None, encoding: ConditionEncoding = 'grey'
-) -> Tensor:
-    """The ControlNet condition of class-index masks, in [0, 1].
-
-    ``grey`` is compatible with the released EarthSynth weights: ``id / 255`` in all three
-    channels. ``palette`` uses the display palette's colours. Resized NEAREST.
-
-    Args:
-        mask: int [B, H, W] vocabulary ids.
-        size: output (height, width), default the mask's.
-        encoding: ``grey`` or ``palette``.
-
-    Returns:
-        float32 [B, 3, H, W] condition images.
-    """
-    if mask.dim() != 3:
-        raise ValueError(f'expected masks [B, H, W], got shape {tuple(mask.shape)}')
-    match encoding:
-        case 'grey':
-            cond = (mask.float() / 255).unsqueeze(1).expand(-1, 3, -1, -1)
-        case 'palette':
-            palette = torch.as_tensor(PALETTE, device=mask.device).float() / 255
-            cond = palette[mask.long().clamp(0, NUM_CLASSES - 1)].permute(0, 3, 1, 2)
-        case _:
-            raise ValueError(f"condition encoding must be 'grey' or 'palette', got {encoding!r}")
-    if size is not None and tuple(cond.shape[-2:]) != tuple(size):
-        cond = F.interpolate(cond, size=size, mode='nearest')
-    return cond.contiguous()
-
-
-def build_pipeline(parts: Any, controlnet: ControlNetModel) -> StableDiffusionControlNetPipeline:
-    """A ControlNet pipeline sharing (not copying) the given modules."""
-    return StableDiffusionControlNetPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=parts.unet,
-        controlnet=controlnet,
-        scheduler=parts.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-
-
-def build_text_pipeline(parts: Any) -> StableDiffusionPipeline:
-    """A text (+ metadata) pipeline sharing (not copying) the given modules."""
-    return StableDiffusionPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=parts.unet,
-        scheduler=parts.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-
-
-def _looks_local(source: str | Path) -> bool:
-    """Whether ``source`` names a local path rather than a hub id (``org/name``)."""
-    text = str(source)
-    return (
-        isinstance(source, Path)
-        or Path(text).exists()
-        or text.startswith(('/', '.', '~'))
-        or text.count('/') > 1
-        or '\\' in text
-    )
-
-
-def _check_exists(source: str | Path, what: str) -> None:
-    if _looks_local(source) and not Path(source).expanduser().exists():
-        raise FileNotFoundError(
-            f'{what} {str(source)!r} does not exist (expected a diffusers '
-            'folder made with save_pretrained, or a hub id)'
-        )
-
-
-#: Config fields a ControlNet must share with the UNet it steers.
-_MATCHING_FIELDS: Final = (
-    'cross_attention_dim',
-    'block_out_channels',
-    'in_channels',
-    'layers_per_block',
+from .synthesis_parts import (
+    SCHEDULERS,
+    ConditionEncoding,
+    Family,
+    SchedulerName,
+    _check_exists,
+    _raise_if_unreachable,
+    build_pipeline,
+    build_text_pipeline,
+    check_compatible,
+    encode_condition,
 )
-
-
-def check_compatible(
-    controlnet: ControlNetModel,
-    unet: UNet2DConditionModel,
-    text_encoder: torch.nn.Module | None = None,
-    controlnet_source: str = 'controlnet',
-    base_source: str = 'base',
-) -> None:
-    """Check that a ControlNet can steer a base UNet (and its text encoder).
-
-    Args:
-        controlnet: the ControlNet.
-        unet: the base UNet.
-        text_encoder: the base text encoder (its hidden size must be the cross-attention
-            width).
-        controlnet_source: where the ControlNet came from (for the message).
-        base_source: where the base came from (for the message).
-
-    Raises:
-        ValueError: naming both sources and every mismatching field.
-    """
-    cn, un = controlnet.config, unet.config
-    problems = [
-        f'{field} {getattr(cn, field)!r} != {getattr(un, field)!r}'
-        for field in _MATCHING_FIELDS
-        if _as_tuple(getattr(cn, field, None)) != _as_tuple(getattr(un, field, None))
-    ]
-    hidden = getattr(getattr(text_encoder, 'config', None), 'hidden_size', None)
-    if hidden is not None and hidden != un.cross_attention_dim:
-        problems.append(
-            f'text encoder hidden_size {hidden} != UNet cross_attention_dim '
-            f'{un.cross_attention_dim!r}'
-        )
-    if problems:
-        raise ValueError(
-            f'ControlNet {controlnet_source!r} does not fit the base {base_source!r}: '
-            + '; '.join(problems)
-            + ' (a ControlNet only works with the base it was trained on, e.g. SD 1.5)'
-        )
-
-
-def _as_tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list | tuple) else value
-
-
-def _raise_if_unreachable(source: str | Path, error: BaseException) -> None:
-    """Say first that a hub id could not be fetched, when that is why loading failed.
-
-    diffusers reports a hub id it can neither download nor find in the cache as "does not
-    appear to have a file named config.json"; the cause is in the exception chain.
-
-    Raises:
-        ValueError: if ``error`` comes from a file neither on reach nor in the local cache.
-    """
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    cause: BaseException | None = error
-    while cause is not None and not isinstance(cause, LocalEntryNotFoundError):
-        cause = cause.__cause__ or cause.__context__
-    if cause is not None:
-        raise ValueError(
-            f'{source}: cannot reach the Hub and not in the local cache (offline, or no '
-            'network); download it once where the Hub is reachable, or pass a local '
-            f'diffusers folder ({error})'
-        ) from error
+from .vocabulary import multi_hot
 
 
 class Synthesizer:
@@ -253,14 +93,14 @@ class Synthesizer:
         dtype: torch.dtype | None = None,
         prompt_encoder: PromptEncoder | None = None,
     ) -> None:
-        if scheduler not in _SCHEDULERS:
-            raise ValueError(f'scheduler must be one of {sorted(_SCHEDULERS)}, got {scheduler!r}')
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f'scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}')
         if num_inference_steps < 1 or batch_size < 1:
             raise ValueError(
                 'num_inference_steps and batch_size must be >= 1, got '
                 f'{num_inference_steps} and {batch_size}'
             )
-        pipeline.scheduler = _SCHEDULERS[scheduler].from_config(pipeline.scheduler.config)
+        pipeline.scheduler = SCHEDULERS[scheduler].from_config(pipeline.scheduler.config)
         if device is not None or dtype is not None:
             pipeline = pipeline.to(device=device, dtype=dtype)
         pipeline.set_progress_bar_config(disable=True)
@@ -548,3 +388,15 @@ class Synthesizer:
                 sample['metadata'] = metadata[i].float()
             samples.append({**sample, 'source': 'synthetic', 'seed': seed})
         return samples
+
+
+__all__ = (
+    'ConditionEncoding',
+    'Family',
+    'SchedulerName',
+    'Synthesizer',
+    'build_pipeline',
+    'build_text_pipeline',
+    'check_compatible',
+    'encode_condition',
+)

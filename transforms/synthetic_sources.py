@@ -17,7 +17,7 @@ from torch import Tensor
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.models import SD15_ID
 from torchgeo_earthsynth.synthesis import SchedulerName, Synthesizer
-from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, class_histogram
+from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, class_histogram, present_ids
 
 Task = Literal['segmentation', 'classification', 'detection']
 Source = Literal['online', 'bank', 'both']
@@ -353,7 +353,7 @@ class SamplePools:
         extra: list[dict[str, Any]] = []
         have: set[int] = set()
         for sample in samples:
-            have.update(int(i) for i in torch.unique(sample['mask']).tolist())
+            have.update(present_ids(sample['mask']))
         per_class = max(1, self.cache_size // (2 * len(classes)))
         for vocab_id in sorted({int(v) for v in lut.tolist()} - have - {BACKGROUND}):
             try:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import atomic_open, atomic_write_bytes
-from ..vocabulary import NUM_CLASSES, VOCABULARY, prompt_from_ids
+from ..vocabulary import NUM_CLASSES, VOCABULARY, present_ids, prompt_from_ids
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def category_records(
     """
     records = []
     image_png: bytes | None = None
-    for class_id in np.unique(mask).tolist():
+    for class_id in present_ids(mask):
         if class_id == 0:
             continue
         name = category_stem(stem, class_id)
@@ -123,7 +123,7 @@ def _full_record(stem: str, mask: np.ndarray, categories: list[dict[str, Any]]) 
     return {
         'file_name': f'{IMAGES}/{stem}.png',
         'mask_name': f'{MASKS}/{stem}.png',
-        'text': prompt_from_ids(np.unique(mask).tolist()),
+        'text': prompt_from_ids(present_ids(mask)),
         'category_masks': [r['mask_name'] for r in categories],
     }
 

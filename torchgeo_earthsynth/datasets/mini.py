@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
@@ -17,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_directory
 from ..cache import default_cache_dir
-from ..vocabulary import CLASS_IDS
+from ..vocabulary import CLASS_IDS, present_ids
 from . import layout
 from .earthsynth180k import EarthSynth180K
 
@@ -189,7 +188,7 @@ def _render(
     image = np.zeros((size, size, 3), dtype=np.float32)
     fine = rng.normal(0, 1, (size, size)).astype(np.float32)
     blotch = _smooth_noise(rng, size, max(4, size // 6)) - 0.5
-    for cls in np.unique(mask).tolist():
+    for cls in present_ids(mask):
         where = mask == cls
         colour = np.array(_COLOURS.get(cls, (128, 128, 128)), dtype=np.float32)
         if cls in _WINTER:  # the season shifts vegetation between its winter and summer tones
@@ -255,9 +254,8 @@ def make_mini_corpus(
     target = parent / f'mini-v{MINI_VERSION}-s{seed}-{size}px-{num_train}-{num_val}'
     if (target / 'corpus.json').exists():
         return target
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix='.mini-'))
-    try:
+    # another process may finish first: then its corpus is kept
+    with atomic_directory(target, replace=False) as tmp:
         rng = np.random.default_rng(seed)
         prefixes = list(_SCENES)
         bar = tqdm(total=num_train + num_val, desc='mini corpus', disable=not progress)
@@ -276,13 +274,8 @@ def make_mini_corpus(
             layout.write_jsonl(layout.jsonl_path(tmp / split), records)
         bar.close()
         (tmp / 'corpus.json').write_text(json.dumps(params))
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first
-            if not (target / 'corpus.json').exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not (target / 'corpus.json').exists():
+        raise FileExistsError(f'{target} exists but holds no corpus.json; remove it')
     return target
 
 

@@ -9,6 +9,7 @@ from .image_quality import psnr, rgb_to_y, ssim
 from .mask_fidelity import (
     MaskFidelity,
     MaskFidelityResult,
+    PresentClassIoU,
     Segmenter,
     mask_fidelity,
     miou_from_confusion,
@@ -24,6 +25,7 @@ __all__ = (
     'MaskFidelity',
     'MaskFidelityResult',
     'PixelClassifier',
+    'PresentClassIoU',
     'Segmenter',
     'TinyClip',
     'Tokenizer',

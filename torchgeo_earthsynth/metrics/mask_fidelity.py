@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..vocabulary import NUM_CLASSES, VOCABULARY
@@ -96,6 +97,63 @@ def per_sample_miou(
         ids = ids.masked_fill(target == ignore_index, n)
     confusion = torch.bincount(ids.flatten(), minlength=n + 1)[:n].view(b, k, k)
     return miou_from_confusion(confusion, ignore_index)[0]
+
+
+class PresentClassIoU(Metric):
+    """mIoU over the classes present in the target: one definition, per-class IoU kept.
+
+    Accumulates a confusion matrix; :meth:`compute` returns the mean IoU of the classes
+    that occur in the accumulated targets (a class the split does not contain cannot be
+    scored, and predicting it anyway costs the present classes' IoU through false
+    positives). The last per-class IoU is kept in :attr:`per_class` (NaN where a class is
+    neither present nor predicted, 0 where it is predicted but absent).
+
+    .. versionadded:: 0.1
+    """
+
+    full_state_update = False
+    confusion: Tensor
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
+        """Initialize a new PresentClassIoU instance.
+
+        Args:
+            num_classes: number of classes.
+            ignore_index: target value to leave out, if any.
+        """
+        super().__init__()
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.per_class: Tensor = torch.full((num_classes,), float('nan'))
+        zeros = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        self.add_state('confusion', default=zeros, dist_reduce_fx='sum')
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add a batch.
+
+        Args:
+            preds: logits [B, C, H, W] or class indices [B, H, W].
+            target: class indices [B, H, W].
+        """
+        if preds.ndim == target.ndim + 1:
+            preds = preds.argmax(dim=1)
+        keep = torch.ones_like(target, dtype=torch.bool)
+        if self.ignore_index is not None:
+            keep = target != self.ignore_index
+        index = target[keep].long() * self.num_classes + preds[keep].long()
+        counts = torch.bincount(index, minlength=self.num_classes**2)
+        self.confusion += counts.reshape(self.num_classes, self.num_classes)
+
+    def compute(self) -> Tensor:
+        """The mean IoU over classes present in the targets (NaN if none is).
+
+        Returns:
+            A scalar tensor.
+        """
+        miou, iou, _ = miou_from_confusion(self.confusion)
+        union = self.confusion.sum(0) + self.confusion.sum(1) - self.confusion.diagonal()
+        self.per_class = torch.where(union > 0, iou, float('nan')).cpu()
+        return miou
 
 
 @dataclass(frozen=True)
@@ -280,6 +338,7 @@ def mask_fidelity(
 __all__ = (
     'MaskFidelity',
     'MaskFidelityResult',
+    'PresentClassIoU',
     'Segmenter',
     'mask_fidelity',
     'miou_from_confusion',
