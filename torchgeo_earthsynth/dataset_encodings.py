@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 import torch
 from torch import Tensor
 
+from torchgeo_earthsynth.compat import TORCHGEO_VERSION_TUPLE
 from torchgeo_earthsynth.vocabulary import BACKGROUND, CLASS_IDS, NUM_CLASSES, VOCABULARY
 
 Task = Literal['segmentation', 'classification', 'detection']
@@ -475,14 +476,15 @@ ENCODINGS: Final[Mapping[str, DatasetEncoding]] = {
                 ('wetland', NONE),
             ),
         ),
-        # COCO category ids: 1..10, 0 is background (VHR10.categories).
+        # COCO category ids: 1..10, 0 is background (VHR10.categories; TorchGeo 0.10
+        # renamed 'ships' to 'ship', the ids stayed).
         _positional(
             'VHR10',
             'detection',
             (
                 ('background', 'background'),
                 ('airplane', 'plane'),
-                ('ships', 'ship'),
+                ('ship' if TORCHGEO_VERSION_TUPLE >= (0, 10) else 'ships', 'ship'),
                 ('storage tank', 'storage tank'),
                 ('baseball diamond', 'baseball diamond'),
                 ('tennis court', 'tennis court'),
