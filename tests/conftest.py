@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -53,3 +55,27 @@ def bank_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp('bank')
     SyntheticBank(root, durable=False).add([dataset[i] for i in range(len(dataset))])
     return root
+
+
+@pytest.fixture
+def vhr10_checksums(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
+    """Patch TorchGeo's VHR10 checksums to the fake files' under a root (as 0.10 checks them).
+
+    Returns:
+        A function of the dataset root (``tests/data/vhr10`` or a copy of it).
+    """
+    from torchgeo.datasets import VHR10
+
+    from torchgeo_earthsynth.compat import TORCHGEO_VERSION_TUPLE
+
+    script = Path(__file__).parent / 'data' / 'vhr10' / 'data.py'
+    spec = importlib.util.spec_from_file_location('fake_vhr10', script)
+    assert spec is not None and spec.loader is not None
+    fake_vhr10 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake_vhr10)
+
+    def patch(root: Path) -> None:
+        for meta, (algorithm, digest) in fake_vhr10.checksums(TORCHGEO_VERSION_TUPLE, root).items():
+            monkeypatch.setitem(getattr(VHR10, meta), algorithm, digest)
+
+    return patch

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,18 +30,11 @@ from torchgeo_earthsynth.dataset_encodings import (
     encoding_for,
     explicit_encoding,
 )
+from torchgeo_earthsynth.synthesis import Synthesizer
+from torchgeo_earthsynth.transforms import SyntheticAugmentation
 from torchgeo_earthsynth.vocabulary import BACKGROUND, CLASS_IDS, LABEL_MAPS, VOCABULARY
 
 DATA = Path(__file__).parent / 'data'
-
-
-# VHR10's registry entry was read from TorchGeo 0.8.1; 0.10 renamed its categories ('ships' ->
-# 'ship', ...) and changed its files, so the entry does not hold there yet (known gap).
-VHR10_IS_08_ONLY = pytest.mark.xfail(
-    TORCHGEO_VERSION_TUPLE >= (0, 10),
-    reason='VHR10 encoding verified against TorchGeo 0.8 only',
-    strict=True,
-)
 
 
 def test_every_torchgeo_dataset_is_registered_under_its_class_name() -> None:
@@ -57,7 +51,7 @@ def test_every_torchgeo_dataset_is_registered_under_its_class_name() -> None:
         (DeepGlobeLandCover, 'classes'),
         (Potsdam2D, 'classes'),
         (Vaihingen2D, 'classes'),
-        pytest.param(VHR10, 'categories', marks=VHR10_IS_08_ONLY),
+        (VHR10, 'categories'),
         (DIOR, 'classes'),
     ],
 )
@@ -172,10 +166,30 @@ def test_dior_labels_and_uint8_images() -> None:
     assert [VOCABULARY[int(enc.lut()[i])] for i in sample['label']] == ['airport', 'harbor']
 
 
-@VHR10_IS_08_ONLY
-def test_vhr10_labels_are_category_ids() -> None:
-    pytest.importorskip('pycocotools')
-    ds = VHR10(_fake_root('vhr10'), split='positive')
+#: VHR10's category ids (COCO ``category_id``) and the vocabulary class each stands for.
+VHR10_VOCABULARY = {
+    1: 'plane',
+    2: 'ship',
+    3: 'storage tank',
+    4: 'baseball diamond',
+    5: 'tennis court',
+    6: 'basketball court',
+    7: 'ground track field',
+    8: 'harbor',
+    9: 'bridge',
+    10: 'vehicle',
+}
+
+
+def _vhr10(vhr10_checksums: Callable[[Path], None]) -> VHR10:
+    if TORCHGEO_VERSION_TUPLE < (0, 10):
+        pytest.importorskip('pycocotools')  # TorchGeo 0.8 reads the annotations with it
+    vhr10_checksums(DATA / 'vhr10')
+    return VHR10(_fake_root('vhr10'), split='positive', checksum=True)
+
+
+def test_vhr10_labels_are_category_ids(vhr10_checksums: Callable[[Path], None]) -> None:
+    ds = _vhr10(vhr10_checksums)
     enc = ENCODINGS['VHR10']
     sample = ds[0]
     assert sample['label'].tolist() == [1, 6]
@@ -183,6 +197,43 @@ def test_vhr10_labels_are_category_ids() -> None:
         'plane',
         'basketball court',
     ]
+    assert VHR10.categories[2] == ('ship' if TORCHGEO_VERSION_TUPLE >= (0, 10) else 'ships')
+
+
+def test_vhr10_box_labels_after_augmentation_class_by_class(
+    vhr10_checksums: Callable[[Path], None],
+) -> None:
+    ds = _vhr10(vhr10_checksums)
+    samples = [ds[i] for i in range(len(ds))]
+    batch = {
+        'image': torch.stack([s['image'] for s in samples]),
+        'bbox_xyxy': [s['bbox_xyxy'] for s in samples],
+        'label': [s['label'] for s in samples],
+    }
+    synthetic = SyntheticAugmentation(
+        task='detection',
+        dataset='VHR10',
+        source='online',
+        p=1.0,
+        mode='append',
+        synthesizer=Synthesizer.tiny(0, 32, num_inference_steps=1),
+    )
+    out, plan = synthetic.augment(batch)
+    rows = plan.synthetic.nonzero().flatten().tolist()
+    assert len(rows) == len(samples) and len(out['label']) == 2 * len(samples)
+    checked: dict[int, int] = dict.fromkeys(VHR10_VOCABULARY, 0)
+    for row in rows:
+        source = int(plan.source_index[row])
+        # boxes and labels of a synthetic row are its real row's, class by class
+        assert torch.equal(out['label'][row], samples[source]['label'])
+        assert torch.equal(out['bbox_xyxy'][row], samples[source]['bbox_xyxy'])
+        for category, box in zip(out['label'][row].tolist(), out['bbox_xyxy'][row]):
+            # the box's last pixel: inside no smaller box, so it holds the box's class
+            y, x = int(box[3]) - 1, int(box[2]) - 1
+            name = VOCABULARY[int(plan.condition[row, y, x])]
+            assert name == VHR10_VOCABULARY[category], (VHR10.categories[category], name)
+            checked[category] += 1
+    assert checked == dict.fromkeys(VHR10_VOCABULARY, 2)  # every category, in two images
 
 
 def test_classification_encodings_give_each_vocabulary_id_one_class() -> None:

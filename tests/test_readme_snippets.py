@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -83,13 +84,12 @@ def test_ucmerced_classification_quick_start(workdir: Path) -> None:
     assert synthetic.stats['from_bank'] > 0  # buildings, forest, plane rows had bank images
 
 
-@pytest.mark.xfail(
-    TORCHGEO_VERSION_TUPLE >= (0, 10),
-    reason='VHR10 encoding and fake files verified against TorchGeo 0.8 only',
-    strict=True,
-)
-def test_vhr10_detection_quick_start(workdir: Path) -> None:
-    pytest.importorskip('pycocotools')  # TorchGeo's VHR10 needs it
+def test_vhr10_detection_quick_start(
+    workdir: Path, vhr10_checksums: Callable[[Path], None]
+) -> None:
+    if TORCHGEO_VERSION_TUPLE < (0, 10):
+        pytest.importorskip('pycocotools')  # TorchGeo 0.8 reads the annotations with it
+    vhr10_checksums(workdir / 'data' / 'vhr10')  # fake files: TorchGeo 0.10 checks SHA-256
     # --- README: VHR10 detection (online generation) -------------------------------------
     from torchgeo.datamodules import VHR10DataModule
 
@@ -109,4 +109,5 @@ def test_vhr10_detection_quick_start(workdir: Path) -> None:
     out, plan = synthetic.augment(batch)
     assert synthetic.encoding is not None and synthetic.encoding.name == 'VHR10'
     assert out['label'] is batch['label']
-    assert len(plan.origin) == len(batch['label'])
+    assert len(plan.origin) == len(batch['label']) == 4  # one batch of the 6 training images
+    assert plan.synthetic.any()  # p=0.5 over 4 rows with seed 0

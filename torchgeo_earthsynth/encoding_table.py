@@ -10,6 +10,7 @@ from typing import Any, Final
 
 import torch
 
+from torchgeo_earthsynth.compat import TORCHGEO_VERSION_TUPLE
 from torchgeo_earthsynth.vocabulary import BACKGROUND
 
 from .encoding import DatasetEncoding, Task, vocabulary_id
@@ -226,14 +227,15 @@ ENCODINGS: Final[Mapping[str, DatasetEncoding]] = {
                 ('wetland', NONE),
             ),
         ),
-        # COCO category ids: 1..10, 0 is background (VHR10.categories).
+        # COCO category ids: 1..10, 0 is background (VHR10.categories; TorchGeo 0.10
+        # renamed 'ships' to 'ship', the ids stayed).
         _positional(
             'VHR10',
             'detection',
             (
                 ('background', 'background'),
                 ('airplane', 'plane'),
-                ('ships', 'ship'),
+                ('ship' if TORCHGEO_VERSION_TUPLE >= (0, 10) else 'ships', 'ship'),
                 ('storage tank', 'storage tank'),
                 ('baseball diamond', 'baseball diamond'),
                 ('tennis court', 'tennis court'),

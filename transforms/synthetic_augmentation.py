@@ -4,8 +4,10 @@
 """Synthetic data augmentation of downstream training batches (the batch module).
 
 Its parts live next to it: where samples come from (:mod:`.synthetic_sources`), how each task's
-labels and conditions are made (:mod:`.synthetic_labels`), how rows go into the batch
-(:mod:`.synthetic_rows`) and how it is attached to training (:mod:`.synthetic_callback`).
+labels and conditions are made (:mod:`.synthetic_labels`), how online rows are generated and
+filtered (:mod:`.synthetic_generation`), the pixel scale and bands (:mod:`.synthetic_scale`),
+how rows go into the batch (:mod:`.synthetic_rows`) and how it is attached to training
+(:mod:`.synthetic_callback`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from torch import Tensor, nn
 
 from torchgeo_earthsynth.dataset_encodings import DatasetEncoding, resolve_encoding
 from torchgeo_earthsynth.datasets import EarthSynth180K
-from torchgeo_earthsynth.filtering import SampleFilter, filter_verdict
+from torchgeo_earthsynth.filtering import SampleFilter
 from torchgeo_earthsynth.seeding import seed_for_rank
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
 
 from .synthetic_callback import SyntheticAugmentationCallback, attach
+from .synthetic_generation import bank_generated, filter_generated, generate_on_device
 from .synthetic_labels import (
     LabelTables,
     check_batch,
@@ -33,12 +36,18 @@ from .synthetic_labels import (
     segmentation_label,
 )
 from .synthetic_rows import BANK, GENERATED, REAL, SyntheticPlan, SyntheticRows, insert_rows
-from .synthetic_scale import check_datamodule, check_pixels, synthetic_gain
+from .synthetic_scale import (
+    check_datamodule,
+    check_pixels,
+    registered_dataset,
+    synthetic_gain,
+)
 from .synthetic_sources import (
     BankLike,
     SamplePools,
     SynthesizerLoader,
     Task,
+    check_options,
     check_sources,
     resize_images,
     resize_masks,
@@ -122,11 +131,7 @@ class SyntheticAugmentation(nn.Module):
     go through ``rfilter`` here, and a sample it drops keeps its real sample.
 
     The R-Filter is a :class:`~torchgeo_earthsynth.filtering.SampleFilter` (like
-    :class:`~torchgeo_earthsynth.rfilter.RFilter`): it gets a batch dict with ``image`` float
-    [N, 3, H, W] 0..255, ``mask`` int64 [N, H, W] (the conditions, vocabulary ids),
-    ``prompt`` (N strings) and ``reference`` (the real images the samples stand for), and
-    returns a bool tensor [N] or an object with such a ``keep`` attribute; wrap a filter of
-    ``(images, masks, prompts)`` in :class:`~torchgeo_earthsynth.filtering.KeyedFilter`.
+    :class:`~torchgeo_earthsynth.rfilter.RFilter`; what it gets: :func:`.filter_generated`).
 
     Keys of the batch other than those above are kept; in ``append`` mode each appended row
     copies them from its source row (tensors with a batch dimension, lists of length B), and
@@ -213,23 +218,13 @@ class SyntheticAugmentation(nn.Module):
                 class has no vocabulary mapping.
         """
         super().__init__()
-        for name, value in (('p', p), ('bank_share', bank_share)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f'{name} must be in [0, 1], got {value}')
-        choices: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-            ('task', task, ('segmentation', 'classification', 'detection')),
-            ('source', source, ('online', 'bank', 'both')),
-            ('mode', mode, ('replace', 'append')),
-            ('class_rule', class_rule, ('contains', 'dominant')),
+        check_options(
+            {'p': p, 'bank_share': bank_share},
+            {'task': task, 'source': source, 'mode': mode, 'class_rule': class_rule},
+            cache_size,
+            cache_refresh,
         )
-        for option, given, allowed in choices:
-            if given not in allowed:
-                raise ValueError(f'{option} must be one of {allowed}, got {given!r}')
         check_sources(task, source, synthesizer, bank, layouts, add_to_bank)
-        if cache_size < 1:
-            raise ValueError(f'cache_size must be >= 1, got {cache_size}')
-        if cache_refresh is not None and cache_refresh < 1:
-            raise ValueError(f'cache_refresh must be None or >= 1, got {cache_refresh}')
         self.task: Task = task
         self.source = source
         self.p = p
@@ -327,18 +322,9 @@ class SyntheticAugmentation(nn.Module):
             ValueError: if the datamodule's dataset is another than the one bound, its images
                 are not RGB (saying how to select RGB bands), or their scale does not match.
         """
-        from torchgeo_earthsynth.dataset_encodings import ENCODINGS
-
-        dataset_class = getattr(datamodule, 'dataset_class', None)
-        name = getattr(dataset_class, '__name__', None)
-        if name in ENCODINGS:
-            if self.encoding is None:
-                self.bind(dataset=name)
-            elif self.encoding.name in ENCODINGS and self.encoding.name != name:
-                raise ValueError(
-                    f'SyntheticAugmentation is bound to {self.encoding.name} but the '
-                    f'datamodule loads {name}'
-                )
+        name = registered_dataset(datamodule, self.encoding)
+        if name is not None and self.encoding is None:
+            self.bind(dataset=name)
         if self.encoding is not None:
             check_datamodule(
                 self.encoding, datamodule, synthetic_gain(self.encoding, self.image_scale)
@@ -354,16 +340,6 @@ class SyntheticAugmentation(nn.Module):
             f'task={self.task!r}, source={self.source!r}, p={self.p}, mode={self.mode!r}, '
             f'classes={self.classes}, seed={self.seed}'
         )
-
-    def _get_synthesizer(self, device: torch.device) -> Synthesizer:
-        assert self.synthesizer is not None
-        synth = self.synthesizer
-        if isinstance(synth, SynthesizerLoader):
-            synth = synth.get()
-        # Datamodule attributes are not moved by Lightning.
-        if synth.device != device:
-            synth.pipeline.to(device)
-        return synth
 
     def forward(self, batch: Batch) -> Batch:
         """Augment a raw training batch, then apply ``then``.
@@ -510,16 +486,13 @@ class SyntheticAugmentation(nn.Module):
             prompts = [prompt_from_ids([int(self.lut[int(batch['label'][r])])]) for r in gen_rows]
         else:
             prompts = present_prompts(cond)[0]
-        seeds = torch.randint(0, 2**31 - 1, (len(cond),), generator=self.generator)
-        synth = self._get_synthesizer(device)
-        with torch.inference_mode():
-            fake = synth.generate(cond, prompts, seeds.tolist())
-        fake = fake.clone()  # a normal tensor again, usable with autograd downstream
+        assert self.synthesizer is not None
+        fake = generate_on_device(self.synthesizer, cond, prompts, self.generator, device)
         self.stats['generated'] += len(cond)
-        keep = self._filter(fake, cond, prompts, batch['image'][gen_rows])
+        keep = filter_generated(self.rfilter, fake, cond, prompts, batch['image'][gen_rows])
         self.stats['dropped_by_filter'] += int((~keep).sum())
         if self.add_to_bank and keep.any():
-            self._bank_add(fake, cond, prompts, keep)
+            self.stats['added_to_bank'] += bank_generated(self.bank, fake, cond, prompts, keep)
         for k, row in enumerate(gen_rows):
             if keep[k]:
                 synthetic.add(row, GENERATED, fake[k], cond[k], self._label_of(batch, row, cond[k]))
@@ -533,34 +506,6 @@ class SyntheticAugmentation(nn.Module):
             return real
         lut, _, recomposed = self.tables.on(real.device)
         return segmentation_label(real, cond, lut, recomposed)
-
-    def _filter(self, images: Tensor, masks: Tensor, prompts: list[str], real: Tensor) -> Tensor:
-        """Which generated samples the R-Filter keeps: bool [N] on the CPU."""
-        if self.rfilter is None:
-            return torch.ones(len(images), dtype=torch.bool)
-        if isinstance(self.rfilter, nn.Module):
-            self.rfilter.to(images.device)
-        batch = {'image': images, 'mask': masks, 'prompt': prompts, 'reference': real}
-        keep, _ = filter_verdict(self.rfilter(batch), len(images))
-        return keep
-
-    def _bank_add(self, images: Tensor, masks: Tensor, prompts: list[str], keep: Tensor) -> None:
-        assert self.bank is not None
-        add = getattr(self.bank, 'add', None)
-        if add is None:
-            raise ValueError(f'add_to_bank=True but the bank {self.bank!r} has no add()')
-        _, present = present_prompts(masks)
-        samples = [
-            {
-                'image': images[k].detach().cpu(),
-                'mask': masks[k].cpu(),
-                'prompt': prompts[k],
-                'categories': present[k].cpu(),
-                'source': 'synthetic',
-            }
-            for k in keep.nonzero().flatten().tolist()
-        ]
-        self.stats['added_to_bank'] += int(add(samples))
 
 
 __all__ = (

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from torchgeo_earthsynth.dataset_encodings import DatasetEncoding, SelectBands
+from torchgeo_earthsynth.dataset_encodings import ENCODINGS, DatasetEncoding, SelectBands
 
 
 def synthetic_gain(encoding: DatasetEncoding, image_scale: float | None) -> float:
@@ -37,6 +37,29 @@ def synthetic_gain(encoding: DatasetEncoding, image_scale: float | None) -> floa
             f'= dataset pixels). {encoding.notes}'
         )
     return encoding.gain
+
+
+def registered_dataset(datamodule: Any, bound: DatasetEncoding | None) -> str | None:
+    """The registered dataset a TorchGeo datamodule loads (its ``dataset_class``), if any.
+
+    Args:
+        datamodule: the datamodule.
+        bound: the encoding the augmentation is bound to, if any.
+
+    Returns:
+        The dataset's name in the registry, or None when it is not registered.
+
+    Raises:
+        ValueError: if ``bound`` is another registered dataset.
+    """
+    name = getattr(getattr(datamodule, 'dataset_class', None), '__name__', None)
+    if name not in ENCODINGS:
+        return None
+    if bound is not None and bound.name in ENCODINGS and bound.name != name:
+        raise ValueError(
+            f'SyntheticAugmentation is bound to {bound.name} but the datamodule loads {name}'
+        )
+    return str(name)
 
 
 def _rgb_selected(encoding: DatasetEncoding, datamodule: Any) -> tuple[str, ...] | None:
@@ -125,4 +148,4 @@ def check_pixels(image: Tensor, encoding: DatasetEncoding, gain: float) -> None:
         )
 
 
-__all__ = ('check_datamodule', 'check_pixels', 'synthetic_gain')
+__all__ = ('check_datamodule', 'check_pixels', 'registered_dataset', 'synthetic_gain')

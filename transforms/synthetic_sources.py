@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, get_args, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,15 @@ from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, class_histog
 Task = Literal['segmentation', 'classification', 'detection']
 Source = Literal['online', 'bank', 'both']
 ClassRule = Literal['contains', 'dominant']
+Mode = Literal['replace', 'append']
+
+#: The values each string option of :class:`SyntheticAugmentation` may take.
+OPTION_CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    'task': get_args(Task),
+    'source': get_args(Source),
+    'mode': get_args(Mode),
+    'class_rule': get_args(ClassRule),
+}
 
 
 @runtime_checkable
@@ -198,6 +207,36 @@ def _concat_pools(pools: Sequence[Pool]) -> Pool | None:
     if not pools:
         return None
     return Pool(torch.cat([p.mask for p in pools]), torch.cat([p.counts for p in pools]))
+
+
+def check_options(
+    probabilities: Mapping[str, float],
+    choices: Mapping[str, str],
+    cache_size: int,
+    cache_refresh: int | None,
+) -> None:
+    """Check :class:`SyntheticAugmentation`'s options are in range.
+
+    Args:
+        probabilities: ``{name: value}`` of options in [0, 1] (``p``, ``bank_share``).
+        choices: ``{name: value}`` of string options (``task``, ``source``, ``mode``,
+            ``class_rule``).
+        cache_size: samples kept in the cache (>= 1).
+        cache_refresh: batches between cache reloads (None or >= 1).
+
+    Raises:
+        ValueError: naming the option, its value and what it may be.
+    """
+    for name, value in probabilities.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f'{name} must be in [0, 1], got {value}')
+    for option, given in choices.items():
+        if given not in OPTION_CHOICES[option]:
+            raise ValueError(f'{option} must be one of {OPTION_CHOICES[option]}, got {given!r}')
+    if cache_size < 1:
+        raise ValueError(f'cache_size must be >= 1, got {cache_size}')
+    if cache_refresh is not None and cache_refresh < 1:
+        raise ValueError(f'cache_refresh must be None or >= 1, got {cache_refresh}')
 
 
 def check_sources(

@@ -10,11 +10,14 @@ row ``r`` of every mask has the colour of class ``r % 7`` (urban, agriculture, r
 forest, water, barren, unknown).
 """
 
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from fake_files import fresh_folder, save_random_rgb, striped_colour_mask  # noqa: E402
 
 SIZE = 32
 HERE = Path(__file__).parent
@@ -32,16 +35,14 @@ COLOURS = (
 def main() -> None:
     """Write the fake dataset next to this script."""
     rng = np.random.default_rng(0)
-    rows = np.arange(SIZE) % len(COLOURS)
-    mask = np.array(COLOURS, dtype=np.uint8)[rows][:, None].repeat(SIZE, axis=1)
-    shutil.rmtree(HERE / 'data', ignore_errors=True)
+    mask = striped_colour_mask(COLOURS, SIZE)
+    fresh_folder(HERE / 'data')
     for folder, ids in (('training_data', (10, 11, 12, 13)), ('test_data', (20, 21))):
-        (HERE / 'data' / folder / 'images').mkdir(parents=True)
-        (HERE / 'data' / folder / 'masks').mkdir()
+        images = fresh_folder(HERE / 'data' / folder / 'images')
+        masks = fresh_folder(HERE / 'data' / folder / 'masks')
         for i in ids:
-            image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-            Image.fromarray(image).save(HERE / 'data' / folder / 'images' / f'{i}_sat.jpg')
-            Image.fromarray(mask).save(HERE / 'data' / folder / 'masks' / f'{i}_mask.png')
+            save_random_rgb(rng, images / f'{i}_sat.jpg', SIZE)
+            Image.fromarray(mask).save(masks / f'{i}_mask.png')
 
 
 if __name__ == '__main__':

@@ -10,11 +10,13 @@
 of class ``k + 10`` (class names as the XML files spell them).
 """
 
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from fake_files import fresh_folder, save_random_rgb  # noqa: E402
 
 SIZE = 32
 HERE = Path(__file__).parent
@@ -31,13 +33,11 @@ def main() -> None:
     """Write the fake dataset next to this script."""
     rng = np.random.default_rng(0)
     for folder in ('JPEGImages-trainval', 'Annotations'):
-        shutil.rmtree(HERE / folder, ignore_errors=True)
-        (HERE / folder).mkdir()
+        fresh_folder(HERE / folder)
     rows = ['image_path,label_path,split']
     for i, boxes in enumerate(BOXES):
         stem = f'{i + 1:05d}'
-        image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-        Image.fromarray(image).save(HERE / 'JPEGImages-trainval' / f'{stem}.jpg')
+        save_random_rgb(rng, HERE / 'JPEGImages-trainval' / f'{stem}.jpg', SIZE)
         objects = ''.join(
             f'<object><name>{CLASSES[c]}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>'
             f'<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>'

@@ -12,10 +12,13 @@
 """
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
-import rasterio
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from fake_files import write_class_folders, write_geotiff  # noqa: E402
 
 SIZE = 16
 HERE = Path(__file__).parent
@@ -38,21 +41,16 @@ def main() -> None:
     """Write the fake dataset next to this script."""
     rng = np.random.default_rng(0)
     shutil.rmtree(HERE / 'ds', ignore_errors=True)
-    lists: dict[str, list[str]] = {'train': [], 'val': [], 'test': []}
-    profile = {'driver': 'GTiff', 'dtype': 'uint16', 'count': 13}
-    for name in CLASSES:
-        folder = HERE / BASE / name
-        folder.mkdir(parents=True)
-        for n in (1, 2):
-            image = rng.integers(100, 3501, (13, SIZE, SIZE)).astype(np.uint16)
-            path = folder / f'{name}_{n}.tif'
-            with rasterio.open(path, 'w', width=SIZE, height=SIZE, **profile) as f:
-                f.write(image)
-        lists['train'].append(f'{name}_1.jpg')
-        lists['val'].append(f'{name}_2.jpg')
-        lists['test'].append(f'{name}_2.jpg')
-    for split, names in lists.items():
-        (HERE / f'eurosat-{split}.txt').write_text('\n'.join(names) + '\n')
+    write_class_folders(
+        HERE / BASE,
+        CLASSES,
+        lambda name, n: f'{name}_{n + 1}.tif',
+        lambda path: write_geotiff(
+            path, rng.integers(100, 3501, (13, SIZE, SIZE)).astype(np.uint16)
+        ),
+        lambda split: HERE / f'eurosat-{split}.txt',
+        listed_as=lambda file: file.replace('.tif', '.jpg'),
+    )
 
 
 if __name__ == '__main__':

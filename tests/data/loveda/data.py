@@ -10,11 +10,14 @@
 ``r`` of every mask holds value ``r % 8``, so each value sits at known pixels.
 """
 
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from fake_files import fresh_folder, save_random_rgb, striped_value_mask  # noqa: E402
 
 SIZE = 32
 HERE = Path(__file__).parent
@@ -23,18 +26,16 @@ HERE = Path(__file__).parent
 def main() -> None:
     """Write the fake dataset next to this script."""
     rng = np.random.default_rng(0)
-    mask = np.repeat((np.arange(SIZE) % 8)[:, None], SIZE, axis=1).astype(np.uint8)
+    mask = striped_value_mask(8, SIZE)
     for split in ('Train', 'Val', 'Test'):
-        shutil.rmtree(HERE / split, ignore_errors=True)
+        fresh_folder(HERE / split)
         for scene in ('Urban', 'Rural'):
+            images = fresh_folder(HERE / split / scene / 'images_png')
+            masks = fresh_folder(HERE / split / scene / 'masks_png') if split != 'Test' else None
             for n in range(2):
-                image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-                folder = HERE / split / scene
-                (folder / 'images_png').mkdir(parents=True, exist_ok=True)
-                Image.fromarray(image).save(folder / 'images_png' / f'{n}.png')
-                if split != 'Test':
-                    (folder / 'masks_png').mkdir(exist_ok=True)
-                    Image.fromarray(mask).save(folder / 'masks_png' / f'{n}.png')
+                save_random_rgb(rng, images / f'{n}.png', SIZE)
+                if masks is not None:
+                    Image.fromarray(mask).save(masks / f'{n}.png')
 
 
 if __name__ == '__main__':

@@ -10,12 +10,14 @@ RGB colour masks; row ``r`` has the colour of class ``r % 6`` (clutter, impervio
 building, low vegetation, tree, car).
 """
 
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from fake_files import fresh_folder, striped_colour_mask, write_geotiff  # noqa: E402
 
 SIZE = 32
 HERE = Path(__file__).parent
@@ -33,16 +35,11 @@ TILES = ('top_potsdam_2_10', 'top_potsdam_2_11', 'top_potsdam_2_12', 'top_potsda
 def main() -> None:
     """Write the fake dataset next to this script."""
     rng = np.random.default_rng(0)
-    rows = np.arange(SIZE) % len(COLOURS)
-    mask = np.array(COLOURS, dtype=np.uint8)[rows][:, None].repeat(SIZE, axis=1)
-    shutil.rmtree(HERE / '4_Ortho_RGBIR', ignore_errors=True)
-    (HERE / '4_Ortho_RGBIR').mkdir()
+    mask = striped_colour_mask(COLOURS, SIZE)
+    images = fresh_folder(HERE / '4_Ortho_RGBIR')
     for tile in TILES:
         image = rng.integers(0, 256, (4, SIZE, SIZE), dtype=np.uint8)
-        profile = {'driver': 'GTiff', 'dtype': 'uint8', 'count': 4}
-        path = HERE / '4_Ortho_RGBIR' / f'{tile}_RGBIR.tif'
-        with rasterio.open(path, 'w', width=SIZE, height=SIZE, **profile) as f:
-            f.write(image)
+        write_geotiff(images / f'{tile}_RGBIR.tif', image)
         Image.fromarray(mask).save(HERE / f'{tile}_label.tif')
 
 

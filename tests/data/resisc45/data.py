@@ -9,11 +9,13 @@
 ``resisc45-{train,val,test}.txt``; every one of the 45 class folders exists.
 """
 
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from fake_files import save_random_rgb, write_class_folders  # noqa: E402
 
 SIZE = 32
 HERE = Path(__file__).parent
@@ -31,19 +33,13 @@ CLASSES = (
 def main() -> None:
     """Write the fake dataset next to this script."""
     rng = np.random.default_rng(0)
-    shutil.rmtree(HERE / 'NWPU-RESISC45', ignore_errors=True)
-    lists: dict[str, list[str]] = {'train': [], 'val': [], 'test': []}
-    for name in CLASSES:
-        folder = HERE / 'NWPU-RESISC45' / name
-        folder.mkdir(parents=True)
-        for n in (1, 2):
-            image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-            Image.fromarray(image).save(folder / f'{name}_{n:03d}.jpg')
-        lists['train'].append(f'{name}_001.jpg')
-        lists['val'].append(f'{name}_002.jpg')
-        lists['test'].append(f'{name}_002.jpg')
-    for split, names in lists.items():
-        (HERE / f'resisc45-{split}.txt').write_text('\n'.join(names) + '\n')
+    write_class_folders(
+        HERE / 'NWPU-RESISC45',
+        CLASSES,
+        lambda name, n: f'{name}_{n + 1:03d}.jpg',
+        lambda path: save_random_rgb(rng, path, SIZE),
+        lambda split: HERE / f'resisc45-{split}.txt',
+    )
 
 
 if __name__ == '__main__':

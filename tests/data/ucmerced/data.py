@@ -10,11 +10,13 @@ one RGB image per class and split, listed in ``uc_merced-{train,val,test}.txt``.
 folder exists, as ImageFolder labels are positions of the sorted folder names.
 """
 
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from fake_files import save_random_rgb, write_class_folders  # noqa: E402
 
 SIZE = 32
 HERE = Path(__file__).parent
@@ -46,19 +48,13 @@ CLASSES = (
 def main() -> None:
     """Write the fake dataset next to this script."""
     rng = np.random.default_rng(0)
-    shutil.rmtree(HERE / 'UCMerced_LandUse', ignore_errors=True)
-    lists: dict[str, list[str]] = {'train': [], 'val': [], 'test': []}
-    for name in CLASSES:
-        folder = HERE / 'UCMerced_LandUse' / 'Images' / name
-        folder.mkdir(parents=True)
-        for n in range(2):
-            image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-            Image.fromarray(image).save(folder / f'{name}{n:02d}.tif')
-        lists['train'].append(f'{name}00.tif')
-        lists['val'].append(f'{name}01.tif')
-        lists['test'].append(f'{name}01.tif')
-    for split, names in lists.items():
-        (HERE / f'uc_merced-{split}.txt').write_text('\n'.join(names) + '\n')
+    write_class_folders(
+        HERE / 'UCMerced_LandUse' / 'Images',
+        CLASSES,
+        lambda name, n: f'{name}{n:02d}.tif',
+        lambda path: save_random_rgb(rng, path, SIZE),
+        lambda split: HERE / f'uc_merced-{split}.txt',
+    )
 
 
 if __name__ == '__main__':

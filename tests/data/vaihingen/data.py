@@ -9,11 +9,14 @@
 next to ``top/``; row ``r`` has the colour of class ``r % 6``.
 """
 
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from fake_files import fresh_folder, save_random_rgb, striped_colour_mask  # noqa: E402
 
 SIZE = 32
 HERE = Path(__file__).parent
@@ -31,13 +34,10 @@ AREAS = ('top_mosaic_09cm_area1.tif', 'top_mosaic_09cm_area11.tif', 'top_mosaic_
 def main() -> None:
     """Write the fake dataset next to this script."""
     rng = np.random.default_rng(0)
-    rows = np.arange(SIZE) % len(COLOURS)
-    mask = np.array(COLOURS, dtype=np.uint8)[rows][:, None].repeat(SIZE, axis=1)
-    shutil.rmtree(HERE / 'top', ignore_errors=True)
-    (HERE / 'top').mkdir()
+    mask = striped_colour_mask(COLOURS, SIZE)
+    top = fresh_folder(HERE / 'top')
     for area in AREAS:
-        image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-        Image.fromarray(image).save(HERE / 'top' / area)
+        save_random_rgb(rng, top / area, SIZE)
         Image.fromarray(mask).save(HERE / area)
 
 
