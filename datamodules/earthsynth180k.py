@@ -14,7 +14,14 @@ import kornia.augmentation as K
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler, random_split
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Subset,
+    WeightedRandomSampler,
+    random_split,
+)
 
 from torchgeo_earthsynth.compat import DatasetNotFoundError, NonGeoDataModule, batch_for_trainer
 from torchgeo_earthsynth.datasets import EarthSynth180K, EarthSynthMini, make_mini_corpus
@@ -26,6 +33,8 @@ from torchgeo_earthsynth.vocabulary import (
     present_ids,
     prompt_from_ids,
 )
+
+from .epoch_order import EpochOrder, ResumableBatchSampler
 
 
 def sample_class_ids(dataset: EarthSynth180K) -> list[list[int]]:
@@ -231,6 +240,8 @@ class EarthSynth180KDataModule(NonGeoDataModule):
         self.flip = flip
         self.balanced = balanced
         self.cf_comp = cf_comp
+        #: The training epoch's order and position, checkpointed (see :meth:`state_dict`).
+        self.epoch_order = EpochOrder()
         if not normalize:
             self.mean = torch.tensor(0.0)
             self.std = torch.tensor(1.0)
@@ -330,7 +341,7 @@ class EarthSynth180KDataModule(NonGeoDataModule):
         return WeightedRandomSampler(weights.tolist(), num_samples=len(weights), replacement=True)
 
     def _dataloader_factory(self, split: str) -> DataLoader[dict[str, Tensor]]:
-        """Build the DataLoader of a split, with the balanced sampler for training.
+        """Build the DataLoader of a split; training's is shuffled (or balanced) and resumable.
 
         Args:
             split: either 'train', 'val', 'test', or 'predict'.
@@ -338,18 +349,41 @@ class EarthSynth180KDataModule(NonGeoDataModule):
         Returns:
             The DataLoader.
         """
-        sampler = self.balanced_sampler() if split == 'train' else None
-        if sampler is None:
+        if split != 'train':
             return super()._dataloader_factory(split)
+        dataset = self._valid_attribute('train_dataset', 'dataset')
+        balanced = self.balanced_sampler()
+        sampler = RandomSampler(dataset) if balanced is None else balanced
+        batch_size = self._valid_attribute('train_batch_size', 'batch_size')
         return DataLoader(
-            dataset=self._valid_attribute('train_dataset', 'dataset'),
-            batch_size=self._valid_attribute('train_batch_size', 'batch_size'),
-            sampler=sampler,
+            dataset=dataset,
+            batch_sampler=ResumableBatchSampler(sampler, batch_size, True, self.epoch_order),
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
-            drop_last=True,
             persistent_workers=self.num_workers > 0,
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps so a resumed run continues this one exactly.
+
+        Returns:
+            The training epoch's order and position, and CF-Comp's class frequencies.
+        """
+        return {
+            'epoch_order': self.epoch_order.state_dict(),
+            'cf_comp': None if self.cf_comp is None else self.cf_comp.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a checkpoint's :meth:`state_dict`.
+
+        Args:
+            state_dict: from :meth:`state_dict` (absent keys: older checkpoints).
+        """
+        if 'epoch_order' in state_dict:
+            self.epoch_order.load_state_dict(state_dict['epoch_order'])
+        if self.cf_comp is not None and state_dict.get('cf_comp') is not None:
+            self.cf_comp.load_state_dict(state_dict['cf_comp'])
 
     def on_after_batch_transfer(
         self, batch: dict[str, Tensor], dataloader_idx: int
@@ -363,7 +397,10 @@ class EarthSynth180KDataModule(NonGeoDataModule):
         Returns:
             The augmented batch.
         """
-        if self.cf_comp is not None and self.trainer is not None and self.trainer.training:
+        training = self.trainer is not None and self.trainer.training
+        if training:
+            self.epoch_order.step()
+        if self.cf_comp is not None and training:
             # Datamodule attributes are not moved by Lightning.
             self.cf_comp.to(batch['image'].device)
             batch = self.cf_comp(batch)

@@ -5,17 +5,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from torchgeo_earthsynth.bank import SyntheticBank
 from torchgeo_earthsynth.datasets.earthsynth180k import EarthSynth180K
 from torchgeo_earthsynth.datasets.mini import make_mini_corpus
 
-__all__ = ('MaskPromptDataModule', 'MaskPromptDataset')
+__all__ = ('ClaimingBatchSampler', 'MaskPromptDataModule', 'MaskPromptDataset')
 
 
 class MaskPromptDataset(Dataset[dict[str, Any]]):
@@ -72,6 +73,59 @@ class MaskPromptDataset(Dataset[dict[str, Any]]):
         }
 
 
+class ClaimingBatchSampler(BatchSampler):
+    """Batches of the indices whose keys this process claimed in a bank.
+
+    Concurrent writers on one bank (several ``earthsynth synthesize`` runs, or a rerun
+    while one still runs) each iterate every key; each key is claimed
+    (:meth:`~torchgeo_earthsynth.bank.SyntheticBank.claim`) just before its batch is
+    yielded, so exactly one live process generates it, and keys another writer stored
+    meanwhile are skipped. The claims are released once the batch is stored
+    (:class:`~torchgeo_earthsynth.lightning_modules.BankWriter`) or when the process dies.
+
+    Args:
+        sampler: dataset indices, in order (Lightning substitutes its own).
+        batch_size: indices per batch.
+        drop_last: drop a short last batch (never, for synthesis).
+        bank: the bank claimed in.
+        keys: the bank key of each dataset index.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler[int] | Iterable[int],
+        batch_size: int,
+        drop_last: bool,
+        bank: SyntheticBank,
+        keys: Sequence[int | str],
+    ) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.bank, self.keys = bank, keys
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """Claim a batch's worth of keys at a time; yield full batches of held ones."""
+        wanted: list[int] = []
+        ready: list[int] = []
+        for index in self.sampler:
+            wanted.append(index)
+            if len(wanted) == self.batch_size:
+                ready += self._claimed(wanted)
+                wanted = []
+            while len(ready) >= self.batch_size:
+                yield ready[: self.batch_size]
+                ready = ready[self.batch_size :]
+        ready += self._claimed(wanted)
+        while len(ready) >= self.batch_size or (ready and not self.drop_last):
+            yield ready[: self.batch_size]
+            ready = ready[self.batch_size :]
+
+    def _claimed(self, indices: list[int]) -> list[int]:
+        held = set(self.bank.claim([self.keys[i] for i in indices])) if indices else set()
+        return [i for i in indices if self.keys[i] in held]
+
+
 class MaskPromptDataModule(pl.LightningDataModule):
     """Predict-only data: the masks + prompts of an EarthSynth-180K split, minus done keys.
 
@@ -121,11 +175,20 @@ class MaskPromptDataModule(pl.LightningDataModule):
         self.predict_dataset = MaskPromptDataset(source, self.seed, self.repeats, done, self.limit)
 
     def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """Conditions in key order (Lightning shards them across ranks without repeats)."""
+        """Conditions in key order (Lightning shards them across ranks without repeats).
+
+        With a ``bank_root``, only keys this process claims in the bank (see
+        :class:`ClaimingBatchSampler`).
+        """
         assert self.predict_dataset is not None, 'call setup() first'
-        return DataLoader(
-            self.predict_dataset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
+        dataset = self.predict_dataset
+        if self.bank_root is None:
+            return DataLoader(
+                dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
+            )
+        # Claimed key by key, so concurrent writers on the bank split the work.
+        bank = SyntheticBank(self.bank_root, self.bank_split)
+        batches = ClaimingBatchSampler(
+            SequentialSampler(dataset), self.batch_size, False, bank, dataset.keys
         )
+        return DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers)

@@ -28,7 +28,7 @@ from ..seeding import sample_seeds
 from ..synthesis import Synthesizer
 from .callbacks import log_figure
 from .diffusion_loss import denoising_loss, drop_prompts, min_snr_weight, prediction_target
-from .resume import clean_stale_temporaries, run_seed
+from .resume import clean_stale_temporaries, restore_rng_states, rng_states, run_seed
 
 __all__ = ('DiffusionTask',)
 
@@ -147,6 +147,7 @@ class DiffusionTask(BaseTask):
         self.register_buffer('latent_scale', torch.tensor(float(self.vae.config.scaling_factor)))
         self.register_buffer('latent_std_ema', torch.tensor(0.0))
         self._diffusion_stepped = False
+        self._resumed_rng_states: dict[str, Any] | None = None
         self.ema = (
             EMAModel(self.trained_parameters(), decay=hp['ema_decay'])
             if (hp['ema_decay'] is not None)
@@ -323,11 +324,20 @@ class DiffusionTask(BaseTask):
             return loss
         if self.vae_trainable:  # warm-up over: freeze the VAE, fix the latent scale
             self._freeze_vae()
-            self.latent_scale.fill_(1.0 / float(self.latent_std_ema.clamp(min=1e-3)))
+            self.latent_scale.copy_(1.0 / self.latent_std_ema.clamp(min=1e-3))
         loss = self.diffusion_loss(batch)
         self._diffusion_stepped = True  # the EMA follows this optimizer step
         self.log('train_loss', loss, prog_bar=True, batch_size=batch_size)
         return loss
+
+    def on_train_start(self) -> None:
+        """Resumed: continue every random stream where the checkpoint left it.
+
+        After the sanity check, so that check draws nothing from them.
+        """
+        state, self._resumed_rng_states = self._resumed_rng_states, None
+        if state is not None:
+            restore_rng_states(self.trainer, state)
 
     def on_fit_start(self) -> None:
         """Move the EMA shadow weights to the module's device."""
@@ -430,7 +440,7 @@ class DiffusionTask(BaseTask):
         return ('vae.', 'text_encoder.') + (() if self.train_unet else ('unet.',))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Drop frozen pretrained weights (they reload from ``base_model``); add EMA."""
+        """Drop frozen weights (they reload from ``base_model``); add EMA, random streams."""
         prefixes = self._frozen_prefixes()
         if prefixes:
             state = checkpoint['state_dict']
@@ -438,13 +448,23 @@ class DiffusionTask(BaseTask):
                 del state[key]
         if self.ema is not None:
             checkpoint['ema'] = self.ema.state_dict()
+        checkpoint['rng_states'] = rng_states(self.trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the EMA and the VAE state of the warm-up."""
+        """Restore the EMA, the VAE state of the warm-up and (at train start) the streams."""
         if self.ema is not None and 'ema' in checkpoint:
             self.ema.load_state_dict(checkpoint['ema'])
-        if checkpoint.get('global_step', 0) >= self.hparams['vae_warmup_steps']:
+        if (
+            self.vae_trainable
+            and checkpoint.get('global_step', 0) >= self.hparams['vae_warmup_steps']
+        ):
             self._freeze_vae()
+            # Saved at the end of the warm-up, before the step that fixes the scale (later
+            # checkpoints hold the same value): fix it as that step would have.
+            state = checkpoint['state_dict']
+            if 'latent_std_ema' in state:
+                state['latent_scale'] = 1.0 / state['latent_std_ema'].clamp(min=1e-3)
+        self._resumed_rng_states = checkpoint.get('rng_states')
 
     # ------------------------------------------------------------------ export
     def write_export(self, directory: Path, full_pipeline: bool) -> None:

@@ -19,7 +19,14 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-__all__ = ('TEMPORARY', 'RNGState', 'clean_stale_temporaries', 'run_seed')
+__all__ = (
+    'TEMPORARY',
+    'RNGState',
+    'clean_stale_temporaries',
+    'restore_rng_states',
+    'rng_states',
+    'run_seed',
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +119,57 @@ def _numpy_state() -> list[Any]:
     ]
 
 
+def _stream_owners(trainer: pl.Trainer | None) -> dict[str, torch.Generator]:
+    """The generators held by the trainer's LightningModule and datamodule, by path."""
+    if trainer is None:
+        return {}
+    seen: set[int] = set()
+    found = dict(_generators(trainer.lightning_module, 'model', seen))
+    datamodule = getattr(trainer, 'datamodule', None)
+    if datamodule is not None:
+        found.update(_generators(datamodule, 'data', seen))
+    return found
+
+
+def rng_states(trainer: pl.Trainer | None) -> dict[str, Any]:
+    """The current state of every random stream of a run.
+
+    Args:
+        trainer: whose module's and datamodule's generators to include (None: globals only).
+
+    Returns:
+        Torch (CPU, CUDA), NumPy, Python and module generator states (weights_only-loadable).
+    """
+    return {
+        'torch': torch.get_rng_state(),
+        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        'numpy': _numpy_state(),
+        'python': random.getstate(),
+        'generators': {k: g.get_state() for k, g in _stream_owners(trainer).items()},
+    }
+
+
+def restore_rng_states(trainer: pl.Trainer | None, state: dict[str, Any]) -> None:
+    """Set every random stream to a state of :func:`rng_states`.
+
+    Args:
+        trainer: whose module's and datamodule's generators to set.
+        state: from :func:`rng_states`.
+    """
+    torch.set_rng_state(state['torch'])
+    if state['cuda'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+    name, keys, *rest = state['numpy']
+    np.random.set_state((name, keys.numpy(), *rest))
+    random.setstate(state['python'])
+    generators = _stream_owners(trainer)
+    for path, generator_state in state['generators'].items():
+        if path in generators:
+            generators[path].set_state(generator_state)
+        else:
+            logger.warning('the checkpoint has a random generator %s this run lacks', path)
+
+
 class RNGState(Callback):
     """Save every random stream in checkpoints and restore it on resume.
 
@@ -120,6 +178,8 @@ class RNGState(Callback):
     CF-Comp's), so that a run resumed from a checkpoint draws the same noise, timesteps,
     shuffles and compositions as the run that was not interrupted. The states are applied
     when training starts, after the sanity check, so that check draws nothing from them.
+    Our diffusion tasks do this themselves; list this callback for other tasks (e.g.
+    TorchGeo's, downstream).
 
     .. versionadded:: 0.1
     """
@@ -133,30 +193,13 @@ class RNGState(Callback):
         """Remember the trainer, to find the datamodule's generators when saving."""
         self._trainer = trainer
 
-    def _module_generators(self) -> dict[str, torch.Generator]:
-        trainer = self._trainer
-        if trainer is None:
-            return {}
-        seen: set[int] = set()
-        found = dict(_generators(trainer.lightning_module, 'model', seen))
-        datamodule = getattr(trainer, 'datamodule', None)
-        if datamodule is not None:
-            found.update(_generators(datamodule, 'data', seen))
-        return found
-
     def state_dict(self) -> dict[str, Any]:
         """The current state of every stream.
 
         Returns:
             Picklable states (tensors, tuples).
         """
-        return {
-            'torch': torch.get_rng_state(),
-            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            'numpy': _numpy_state(),
-            'python': random.getstate(),
-            'generators': {k: g.get_state() for k, g in self._module_generators().items()},
-        }
+        return rng_states(self._trainer)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep the saved states until training starts.
@@ -169,17 +212,5 @@ class RNGState(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Apply the states of the checkpoint resumed from, if any."""
         state, self._pending = self._pending, None
-        if state is None:
-            return
-        torch.set_rng_state(state['torch'])
-        if state['cuda'] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state['cuda'])
-        name, keys, *rest = state['numpy']
-        np.random.set_state((name, keys.numpy(), *rest))
-        random.setstate(state['python'])
-        generators = self._module_generators()
-        for name, generator_state in state['generators'].items():
-            if name in generators:
-                generators[name].set_state(generator_state)
-            else:
-                logger.warning('RNGState: the checkpoint has a generator %s this run lacks', name)
+        if state is not None:
+            restore_rng_states(self._trainer, state)

@@ -199,6 +199,7 @@ class BankWriter(BasePredictionWriter):
             )
         self.stats['predicted'] += size
         self.stats['written'] += self.bank.add(samples)
+        self.bank.release(keys)  # stored (or dropped): claims of MaskPromptDataModule end
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Gather every rank's counts; rank 0 consolidates and writes the summary.

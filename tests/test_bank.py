@@ -310,27 +310,32 @@ def test_bank_writer_rejects_bad_filter_output(tmp_path: Path, mini_root: Path) 
         trainer.predict(Painter(), datamodule=datamodule, return_predictions=False)
 
 
-def test_cli_config_and_resume(tmp_path: Path, mini_root: Path) -> None:
-    args = [
+def synthesize_args(mini_root: Path, bank: Path, limit: int) -> list[str]:
+    return [
         '--config',
         str(REPO / 'configs' / 'synthesize_mini.yaml'),
         '--data.root',
         str(mini_root),
         '--bank.root',
-        str(tmp_path),
+        str(bank),
         '--model.init_args.image_size',
         '32',
         '--model.init_args.predict_inference_steps',
         '2',
         '--data.batch_size',
         '2',
+        '--data.limit',
+        str(limit),
         '--trainer.enable_progress_bar',
         'false',
         '--allow-untrained',
     ]
-    summary = main([*args, '--data.limit', '3'])
+
+
+def test_cli_config_and_resume(tmp_path: Path, mini_root: Path) -> None:
+    summary = main(synthesize_args(mini_root, tmp_path, 3))
     assert summary is not None and (summary['written'], summary['bank_size']) == (3, 3)
-    summary = main([*args, '--data.limit', '5'])
+    summary = main(synthesize_args(mini_root, tmp_path, 5))
     assert summary is not None
     assert (summary['written'], summary['skipped_done'], summary['bank_size']) == (2, 3, 5)
     bank = SyntheticBank(tmp_path)
@@ -549,3 +554,59 @@ def test_concurrent_writers_split_the_work(tmp_path: Path) -> None:
     assert bank.claim([40]) == [40]
     assert bank.prune()['temporary'] >= 3  # stale claims of dead writers freed
     assert bank.claim([41]) == [41]
+
+
+HOLD = """
+import sys, time
+from torchgeo_earthsynth.bank import SyntheticBank
+held = SyntheticBank(sys.argv[1]).claim([int(k) for k in sys.argv[2:]])
+print(' '.join(map(str, held)), flush=True)
+time.sleep(600)
+"""
+
+
+def test_synthesize_leaves_keys_a_live_writer_claimed(tmp_path: Path, mini_root: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, '-c', HOLD, str(tmp_path), '0', '1', '2'],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().split() == ['0', '1', '2']
+        summary = main(synthesize_args(mini_root, tmp_path, 6))
+        assert summary is not None and summary['written'] == 3  # keys 3-5: 0-2 are held
+        assert SyntheticBank(tmp_path).done_keys() == {3, 4, 5}
+    finally:
+        holder.kill()  # dies holding its claims: they are free again
+        holder.wait()
+    summary = main(synthesize_args(mini_root, tmp_path, 6))
+    assert summary is not None and (summary['written'], summary['bank_size']) == (3, 6)
+    assert SyntheticBank(tmp_path).done_keys() == set(range(6))
+    assert not list((tmp_path / 'train' / 'claims').iterdir())  # released once stored
+
+
+def test_concurrent_synthesize_processes_split_the_keys(tmp_path: Path, mini_root: Path) -> None:
+    command = [
+        sys.executable,
+        '-m',
+        'torchgeo_earthsynth.cli',
+        'synthesize',
+        *synthesize_args(mini_root, tmp_path, 16),
+    ]
+    env = os.environ | {'OMP_NUM_THREADS': '1'}
+    writers = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=600) for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], [e[-2000:] for _, e in outputs]
+    lines = [
+        json.loads(line)
+        for part in (tmp_path / 'train' / 'parts').glob('*.jsonl')
+        for line in part.read_text().splitlines()
+    ]
+    keys = [line['records'][0]['key'] for line in lines]
+    assert sorted(keys) == list(range(16))  # every key made once: none twice, none lost
+    assert len(SyntheticBank(tmp_path).refresh()) == 16

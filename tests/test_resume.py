@@ -66,15 +66,13 @@ def test_model_seed_follows_seed_everything(monkeypatch: pytest.MonkeyPatch) -> 
     assert torch.equal(weights[0], weights[2])  # an explicit seed wins
 
 
-def test_ckpt_path_last_resumes_with_the_shipped_config(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.chdir(tmp_path)  # the config's checkpoint folder is relative
-    args = [
+def mini_args(tmp_path: Path, run: str, *extra: str) -> list[str]:
+    """`earthsynth fit` arguments: configs/mini.yaml on 8 tiny samples (2 batches an epoch)."""
+    return [
         '--config',
         str(REPO / 'configs' / 'mini.yaml'),
         '--trainer.default_root_dir',
-        str(tmp_path / 'outputs' / 'mini'),
+        str(tmp_path / run),
         '--trainer.val_check_interval',
         '2',
         '--trainer.enable_progress_bar',
@@ -87,15 +85,26 @@ def test_ckpt_path_last_resumes_with_the_shipped_config(
         '4',
         '--data.init_args.batch_size',
         '4',
-        '--data.init_args.cf_comp',
-        'null',
         '--model.init_args.val_num_samples',
         '1',
         '--model.init_args.val_inference_steps',
         '1',
+        *extra,
+    ]
+
+
+def test_ckpt_path_last_resumes_with_the_shipped_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the config's checkpoint folder is relative
+    args = mini_args(
+        tmp_path,
+        'outputs/mini',
+        '--data.init_args.cf_comp',
+        'null',
         '--model.init_args.vae_warmup_steps',
         '0',
-    ]
+    )
     cli_main(['fit', *args, '--trainer.max_steps', '2'])
     last = tmp_path / 'outputs' / 'mini' / 'checkpoints' / 'last.ckpt'
     assert torch.load(last, weights_only=False)['global_step'] == 2
@@ -105,6 +114,40 @@ def test_ckpt_path_last_resumes_with_the_shipped_config(
     assert not [w for w in warned if 'no last checkpoint' in str(w.message)]
     assert f'Restoring states from the checkpoint path at {last}' in caplog.text
     assert torch.load(last, weights_only=False)['global_step'] == 3
+
+
+def test_resumed_run_equals_the_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fit 3 steps, then to 5 with ``--ckpt_path last`` == fit 5 steps, weight for weight.
+
+    Step 3 is mid-epoch (the loader's order and position must survive), the end of the VAE
+    warm-up (the latent scale is fixed then) and after CF-Comp composed two batches (its
+    generator and class frequencies must survive); step 4 starts a new epoch (its shuffle
+    must follow the restored torch stream).
+    """
+    extra = ('--model.init_args.vae_warmup_steps', '3')  # mini.yaml as shipped otherwise
+    trained = {}
+    for run in ('resumed', 'uninterrupted'):
+        folder = tmp_path / run
+        folder.mkdir()
+        monkeypatch.chdir(folder)  # mini.yaml's checkpoint folder is relative
+        args = mini_args(tmp_path, run, *extra)
+        if run == 'resumed':
+            cli_main(['fit', *args, '--trainer.max_steps', '3'])
+            cli_main(['fit', *args, '--trainer.max_steps', '5', '--ckpt_path', 'last'])
+        else:
+            cli_main(['fit', *args, '--trainer.max_steps', '5'])
+        checkpoint = torch.load(folder / 'outputs/mini/checkpoints/last.ckpt', weights_only=False)
+        assert checkpoint['global_step'] == 5
+        trained[run] = checkpoint['state_dict']
+    assert trained['resumed'].keys() == trained['uninterrupted'].keys()
+    differ = [
+        name
+        for name, value in trained['resumed'].items()
+        if not torch.equal(value, trained['uninterrupted'][name])
+    ]
+    assert not differ, f'{len(differ)} tensors differ, e.g. {differ[:3]}'
 
 
 def test_rng_state_round_trips_through_a_checkpoint() -> None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib
 import json
@@ -38,6 +39,60 @@ def _safe(text: str) -> str:
 def default_writer_id() -> str:
     """``<host>-<pid>``: unique per process, so every process appends to its own part."""
     return _safe(f'{socket.gethostname()}-{os.getpid()}')
+
+
+#: Claim files this process holds locked: path -> (pid, descriptor). The pid keeps a
+#: forked child from releasing its parent's claims (it shares the parent's locks).
+_HELD_CLAIMS: dict[Path, tuple[int, int]] = {}
+
+
+def _hold_claim(path: Path, writer_id: str) -> bool:
+    """Create or take over the claim file ``path`` and lock it; False if another holds it."""
+    pid, fd = _HELD_CLAIMS.get(path, (None, -1))
+    if pid == os.getpid():
+        if _names(path, fd):
+            return False  # this process holds it already (for another batch)
+        del _HELD_CLAIMS[path]  # its file was deleted (prune): claim afresh
+        os.close(fd)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # released meanwhile: create it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False  # a live writer holds it
+        if not _names(path, fd):  # released (maybe re-created) between open and lock: retry
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, writer_id.encode())
+        _HELD_CLAIMS[path] = (os.getpid(), fd)
+        return True
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _drop_claim(path: Path) -> None:
+    """Delete and unlock a claim this process holds (no-op for others)."""
+    pid, fd = _HELD_CLAIMS.get(path, (None, -1))
+    if pid != os.getpid():
+        return
+    del _HELD_CLAIMS[path]
+    if _names(path, fd):  # not deleted (prune) and re-created by another writer
+        path.unlink()  # while locked: nobody takes over a file being removed
+    os.close(fd)
 
 
 class SyntheticBank(_BankRecords):
@@ -186,12 +241,13 @@ class SyntheticBank(_BankRecords):
 
     # ------------------------------------------------------------------ claiming work
     def claim(self, keys: Sequence[int | str]) -> list[int | str]:
-        """Claim keys for this writer, so concurrent writers split the work.
+        """Claim keys for this process, so concurrent writers split the work.
 
-        A claim is a file ``<split>/claims/<key>`` created with ``O_CREAT | O_EXCL``: of
-        several processes claiming a key, exactly one succeeds. Keys already stored are not
-        claimed. A writer that dies leaves its claims; :meth:`prune` (run while no writer
-        runs) or :meth:`release` frees them.
+        A claim is a file ``<split>/claims/<key>`` that this process holds an exclusive
+        ``flock`` on until :meth:`release` (or its exit): of several processes claiming a
+        key, exactly one gets it. The claim of a writer that died is free again (the system
+        drops its lock), so its keys are made by the next writer; stored keys are never
+        claimed (checked after locking, so a key committed meanwhile is not made twice).
 
         Args:
             keys: keys this writer would like to make.
@@ -201,30 +257,19 @@ class SyntheticBank(_BankRecords):
         """
         folder = self.split_dir / CLAIMS
         folder.mkdir(parents=True, exist_ok=True)
-        done = self.done_keys()
-        held = []
-        for key in keys:
-            if key in done:
-                continue
-            try:
-                fd = os.open(folder / _safe(str(key)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                continue
-            try:
-                os.write(fd, self.writer_id.encode())
-            finally:
-                os.close(fd)
-            held.append(key)
-        return held
+        held = [key for key in keys if _hold_claim(folder / _safe(str(key)), self.writer_id)]
+        done = self.done_keys() if held else set()
+        self.release([key for key in held if key in done])
+        return [key for key in held if key not in done]
 
     def release(self, keys: Sequence[int | str]) -> None:
-        """Give up claims (e.g. keys a writer will not make after all).
+        """Give up claims (after storing the keys, or to leave them to other writers).
 
         Args:
-            keys: keys claimed with :meth:`claim`.
+            keys: keys claimed with :meth:`claim` by this process (others are ignored).
         """
         for key in keys:
-            (self.split_dir / CLAIMS / _safe(str(key))).unlink(missing_ok=True)
+            _drop_claim(self.split_dir / CLAIMS / _safe(str(key)))
 
     # ------------------------------------------------------------------ reading
     def refresh(self) -> SyntheticBank:
