@@ -24,6 +24,7 @@ from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
 
 from .synthetic_callback import SyntheticAugmentationCallback, attach
+from .synthetic_geo import GeoMetadata
 from .synthetic_labels import (
     LabelTables,
     check_batch,
@@ -134,6 +135,10 @@ class SyntheticAugmentation(nn.Module):
     :attr:`stats` counts what happened; :attr:`last_plan` says which rows are synthetic. All
     random draws come from a CPU generator seeded with ``seed``: the same batches give the
     same result on any device.
+
+    A generator conditioned on metadata (DiffusionSat) generates each row for its real
+    sample's place and date: a batch's ``metadata``, or a TorchGeo ``GeoDataset`` batch's
+    bounds and CRS (:attr:`geo`, a :class:`~.synthetic_geo.GeoMetadata`).
 
     .. versionadded:: 0.1
     """
@@ -248,6 +253,8 @@ class SyntheticAugmentation(nn.Module):
         self.cache_refresh = cache_refresh
         self.add_to_bank = add_to_bank
         self.seed = seed
+        # where generated rows are, for a generator conditioned on metadata
+        self.geo = GeoMetadata()
         self.generator = torch.Generator().manual_seed(seed)
         self._seeded_rank = 0
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
@@ -329,6 +336,7 @@ class SyntheticAugmentation(nn.Module):
         """
         from torchgeo_earthsynth.dataset_encodings import ENCODINGS
 
+        self.geo.fit_to(datamodule)
         dataset_class = getattr(datamodule, 'dataset_class', None)
         name = getattr(dataset_class, '__name__', None)
         if name in ENCODINGS:
@@ -512,8 +520,9 @@ class SyntheticAugmentation(nn.Module):
             prompts = present_prompts(cond)[0]
         seeds = torch.randint(0, 2**31 - 1, (len(cond),), generator=self.generator)
         synth = self._get_synthesizer(device)
+        metadata = self.geo.for_generator(synth, batch, gen_rows)
         with torch.inference_mode():
-            fake = synth.generate(cond, prompts, seeds.tolist())
+            fake = synth.generate(cond, prompts, seeds.tolist(), metadata=metadata)
         fake = fake.clone()  # a normal tensor again, usable with autograd downstream
         self.stats['generated'] += len(cond)
         keep = self._filter(fake, cond, prompts, batch['image'][gen_rows])
