@@ -49,7 +49,10 @@ DIFFUSIONSAT_CHECKPOINTS: Final = {
         'layout supported (super-resolution ControlNet: 10 Sentinel-2 bands at 256 px -> 512 px '
         'RGB; its base is the 512 px UNet above)'
     ),
-    'controlnet3d-mixattn_sd21_md7norm_texas': 'waits: temporal 3D ControlNet',
+    'controlnet3d-mixattn_sd21_md7norm_texas': (
+        'waits: temporal 3D ControlNet (Conv3d condition embedding, temporal transformers, '
+        'mixing weights: no diffusers counterpart here)'
+    ),
 }
 
 # DiffusionSat's loaders shift lon, lat and year to be non-negative (data_util.py ``base_*``),
