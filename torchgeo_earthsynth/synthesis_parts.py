@@ -32,7 +32,7 @@ SCHEDULERS: Final = {
     'euler': EulerDiscreteScheduler,
 }
 ConditionEncoding = Literal['grey', 'palette']
-Family = Literal['earthsynth', 'diffusionsat']
+Family = Literal['earthsynth', 'diffusionsat', 'diffusionsat_sr']
 
 
 def encode_condition(
@@ -66,9 +66,17 @@ def encode_condition(
     return cond.contiguous()
 
 
-def build_pipeline(parts: Any, controlnet: ControlNetModel) -> StableDiffusionControlNetPipeline:
-    """A ControlNet pipeline sharing (not copying) the given modules."""
-    return StableDiffusionControlNetPipeline(
+def build_pipeline(
+    parts: Any,
+    controlnet: ControlNetModel,
+    pipeline_class: type[StableDiffusionControlNetPipeline] = StableDiffusionControlNetPipeline,
+) -> StableDiffusionControlNetPipeline:
+    """A ControlNet pipeline sharing (not copying) the given modules.
+
+    ``pipeline_class`` :class:`~torchgeo_earthsynth.models.LowResControlNetPipeline` takes a
+    low-res condition as given (super-resolution).
+    """
+    return pipeline_class(
         vae=parts.vae,
         text_encoder=parts.text_encoder,
         tokenizer=parts.tokenizer,

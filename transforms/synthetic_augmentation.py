@@ -26,7 +26,13 @@ from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
 
 from .synthetic_callback import SyntheticAugmentationCallback, attach
-from .synthetic_generation import bank_generated, filter_generated, generate_on_device
+from .synthetic_generation import (
+    bank_generated,
+    filter_generated,
+    generate_on_device,
+    ready_synthesizer,
+)
+from .synthetic_geo import GeoMetadata
 from .synthetic_labels import (
     LabelTables,
     check_batch,
@@ -140,6 +146,10 @@ class SyntheticAugmentation(nn.Module):
     random draws come from a CPU generator seeded with ``seed``: the same batches give the
     same result on any device.
 
+    A generator conditioned on metadata (DiffusionSat) generates each row for its real
+    sample's place and date: a batch's ``metadata``, or a TorchGeo ``GeoDataset`` batch's
+    bounds and CRS (:attr:`geo`, a :class:`~.synthetic_geo.GeoMetadata`).
+
     .. versionadded:: 0.1
     """
 
@@ -243,6 +253,8 @@ class SyntheticAugmentation(nn.Module):
         self.cache_refresh = cache_refresh
         self.add_to_bank = add_to_bank
         self.seed = seed
+        # where generated rows are, for a generator conditioned on metadata
+        self.geo = GeoMetadata()
         self.generator = torch.Generator().manual_seed(seed)
         self._seeded_rank = 0
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
@@ -322,6 +334,7 @@ class SyntheticAugmentation(nn.Module):
             ValueError: if the datamodule's dataset is another than the one bound, its images
                 are not RGB (saying how to select RGB bands), or their scale does not match.
         """
+        self.geo.fit_to(datamodule)
         name = registered_dataset(datamodule, self.encoding)
         if name is not None and self.encoding is None:
             self.bind(dataset=name)
@@ -487,7 +500,9 @@ class SyntheticAugmentation(nn.Module):
         else:
             prompts = present_prompts(cond)[0]
         assert self.synthesizer is not None
-        fake = generate_on_device(self.synthesizer, cond, prompts, self.generator, device)
+        synth = ready_synthesizer(self.synthesizer, device)
+        metadata = self.geo.for_generator(synth, batch, gen_rows)
+        fake = generate_on_device(synth, cond, prompts, self.generator, device, metadata)
         self.stats['generated'] += len(cond)
         keep = filter_generated(self.rfilter, fake, cond, prompts, batch['image'][gen_rows])
         self.stats['dropped_by_filter'] += int((~keep).sum())

@@ -15,12 +15,24 @@ from .synthetic_labels import present_prompts
 from .synthetic_sources import BankLike, SynthesizerLoader
 
 
+def ready_synthesizer(
+    synthesizer: Synthesizer | SynthesizerLoader, device: torch.device
+) -> Synthesizer:
+    """The synthesizer (loaded on first use) with its pipeline on ``device``."""
+    synth = synthesizer.get() if isinstance(synthesizer, SynthesizerLoader) else synthesizer
+    # datamodule attributes are not moved by Lightning: move the pipeline to the batch
+    if synth.device != device:
+        synth.pipeline.to(device)
+    return synth
+
+
 def generate_on_device(
     synthesizer: Synthesizer | SynthesizerLoader,
     conditions: Tensor,
     prompts: list[str],
     generator: torch.Generator,
     device: torch.device,
+    metadata: Tensor | None = None,
 ) -> Tensor:
     """Generate one image per condition on the batch's device, seeded from ``generator``.
 
@@ -30,17 +42,15 @@ def generate_on_device(
         prompts: N prompts.
         generator: the CPU generator the per-image seeds are drawn from.
         device: the batch's device.
+        metadata: [N, 7] metadata for a metadata-conditioned generator, else None.
 
     Returns:
         float32 [N, 3, H, W] in 0..255, a normal tensor (usable with autograd downstream).
     """
-    synth = synthesizer.get() if isinstance(synthesizer, SynthesizerLoader) else synthesizer
-    # datamodule attributes are not moved by Lightning: move the pipeline to the batch
-    if synth.device != device:
-        synth.pipeline.to(device)
+    synth = ready_synthesizer(synthesizer, device)
     seeds = torch.randint(0, 2**31 - 1, (len(conditions),), generator=generator)
     with torch.inference_mode():
-        images = synth.generate(conditions, prompts, seeds.tolist())
+        images = synth.generate(conditions, prompts, seeds.tolist(), metadata=metadata)
     return images.clone()
 
 
@@ -114,4 +124,9 @@ def bank_generated(
     return int(add(samples))
 
 
-__all__ = ('bank_generated', 'filter_generated', 'generate_on_device')
+__all__ = (
+    'bank_generated',
+    'filter_generated',
+    'generate_on_device',
+    'ready_synthesizer',
+)

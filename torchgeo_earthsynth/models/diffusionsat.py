@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -33,6 +34,8 @@ __all__ = (
     'unconditional_metadata',
 )
 
+_Init = TypeVar('_Init', bound=Callable[..., None])
+
 #: DiffusionSat's base model (v-prediction).
 SD21_ID: Final = 'stabilityai/stable-diffusion-2-1'
 
@@ -42,8 +45,14 @@ SD21_ID: Final = 'stabilityai/stable-diffusion-2-1'
 DIFFUSIONSAT_CHECKPOINTS: Final = {
     'finetune_sd21_sn-satlas-fmow_snr5_md7norm_bs64': 'layout supported (512 px text + metadata)',
     'finetune_sd21_256_sn-satlas-fmow_snr5_md7norm_bs64': 'layout supported (256 px)',
-    'controlnet_sd21_md7norm_fmow_condres256': 'waits: super-resolution ControlNet',
-    'controlnet3d-mixattn_sd21_md7norm_texas': 'waits: temporal 3D ControlNet',
+    'controlnet_sd21_md7norm_fmow_condres256': (
+        'layout supported (super-resolution ControlNet: 10 Sentinel-2 bands at 256 px -> 512 px '
+        'RGB; its base is the 512 px UNet above)'
+    ),
+    'controlnet3d-mixattn_sd21_md7norm_texas': (
+        'waits: temporal 3D ControlNet (Conv3d condition embedding, temporal transformers, '
+        'mixing weights: no diffusers counterpart here)'
+    ),
 }
 
 # DiffusionSat's loaders shift lon, lat and year to be non-negative (data_util.py ``base_*``),
@@ -85,19 +94,71 @@ def unconditional_metadata(batch_size: int, device: torch.device | str | None = 
     return torch.zeros(batch_size, NUM_METADATA, device=device)
 
 
-def _with_metadata_fields(init: Any) -> Any:
-    """Give ``init`` UNet2DConditionModel's signature plus ``use_metadata`` and ``num_metadata``.
+def with_config_fields(parent: type, **fields: Any) -> Callable[[_Init], _Init]:
+    """Give the decorated ``__init__`` ``parent.__init__``'s signature plus ``fields``.
 
-    diffusers reads a model's config fields from its ``__init__`` signature, so the subclass
-    must expose every UNet field by name to save and load their configs.
+    diffusers reads a model's config fields from its ``__init__`` signature, so a subclass
+    must expose every parent field by name to save and load their configs.
+
+    Args:
+        parent: the diffusers model class subclassed.
+        **fields: extra keyword-only fields and their defaults.
+
+    Returns:
+        A decorator.
     """
-    parent = inspect.signature(UNet2DConditionModel.__init__)
-    extra = [
-        inspect.Parameter('use_metadata', inspect.Parameter.KEYWORD_ONLY, default=True),
-        inspect.Parameter('num_metadata', inspect.Parameter.KEYWORD_ONLY, default=NUM_METADATA),
-    ]
-    init.__signature__ = parent.replace(parameters=[*parent.parameters.values(), *extra])
-    return init
+
+    def decorate(init: _Init) -> _Init:
+        signature = inspect.signature(parent.__init__)  # type: ignore[misc]  # the class's own
+        extra = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+            for name, default in fields.items()
+        ]
+        parameters = [*signature.parameters.values(), *extra]
+        init.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        return init
+
+    return decorate
+
+
+def metadata_embedding_modules(time_embedding: Any, num_metadata: int) -> nn.ModuleList:
+    """DiffusionSat's per-field metadata embeddings, shaped as ``time_embedding``."""
+    in_dim = time_embedding.linear_1.in_features
+    out_dim = time_embedding.linear_2.out_features
+    return nn.ModuleList([TimestepEmbedding(in_dim, out_dim) for _ in range(num_metadata)])
+
+
+def embed_metadata(
+    time_proj: nn.Module, embeddings: nn.ModuleList, metadata: Tensor, dtype: torch.dtype
+) -> Tensor:
+    """Sum over fields (and over conditions, if any) of DiffusionSat's metadata embeddings.
+
+    Each normalised value goes through the sinusoidal ``time_proj`` and its field's
+    embedding, as their ``SatUNet`` and ``ControlNetModel`` do.
+
+    Args:
+        time_proj: the model's sinusoidal timestep projection.
+        embeddings: one :class:`~diffusers.models.embeddings.TimestepEmbedding` per field.
+        metadata: normalised [B, fields] or, for several conditions, [B, fields, T].
+        dtype: the embeddings' dtype.
+
+    Returns:
+        [B, time_embed_dim], added to the timestep embedding.
+
+    Raises:
+        ValueError: if the shape is not [B, fields] or [B, fields, T].
+    """
+    fields = len(embeddings)
+    if metadata.ndim not in (2, 3) or metadata.shape[1] != fields:
+        raise ValueError(
+            f'metadata: expected shape [batch, {fields}] or [batch, {fields}, conditions] '
+            f'(normalised {", ".join(METADATA_FIELDS)}), got {list(metadata.shape)}'
+        )
+    per_field = metadata.movedim(1, -1)  # [B, (T,) fields]
+    projected = time_proj(per_field.reshape(-1)).view(*per_field.shape, -1).to(dtype)
+    total = sum(embed(projected[..., i, :]) for i, embed in enumerate(embeddings))
+    summed: Tensor = total.sum(dim=1) if metadata.ndim == 3 else total
+    return summed
 
 
 class DiffusionSatUNet(UNet2DConditionModel):  # type: ignore[misc]  # diffusers is untyped
@@ -119,18 +180,14 @@ class DiffusionSatUNet(UNet2DConditionModel):  # type: ignore[misc]  # diffusers
     """
 
     @register_to_config  # type: ignore[untyped-decorator]
-    @_with_metadata_fields
+    @with_config_fields(UNet2DConditionModel, use_metadata=True, num_metadata=NUM_METADATA)
     def __init__(
         self, *args: Any, use_metadata: bool = True, num_metadata: int = NUM_METADATA, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.metadata_embedding: nn.ModuleList | None = None
         if use_metadata:
-            in_dim = self.time_embedding.linear_1.in_features
-            out_dim = self.time_embedding.linear_2.out_features
-            self.metadata_embedding = nn.ModuleList(
-                [TimestepEmbedding(in_dim, out_dim) for _ in range(num_metadata)]
-            )
+            self.metadata_embedding = metadata_embedding_modules(self.time_embedding, num_metadata)
         self.num_metadata = num_metadata
 
     @classmethod
@@ -173,18 +230,12 @@ class DiffusionSatUNet(UNet2DConditionModel):  # type: ignore[misc]  # diffusers
         """
         if self.metadata_embedding is None:
             raise ValueError('this UNet was built with use_metadata=False: it takes no metadata')
-        if metadata.ndim != 2 or metadata.shape[1] != self.num_metadata:
+        if metadata.ndim != 2:
             raise ValueError(
                 f'metadata: expected shape [batch, {self.num_metadata}] (normalised '
                 f'{", ".join(METADATA_FIELDS)}), got {list(metadata.shape)}'
             )
-        batch = metadata.shape[0]
-        projected = self.time_proj(metadata.reshape(-1)).view(batch, self.num_metadata, -1)
-        projected = projected.to(self.dtype)
-        total: Tensor = sum(
-            embed(projected[:, i]) for i, embed in enumerate(self.metadata_embedding)
-        )
-        return total
+        return embed_metadata(self.time_proj, self.metadata_embedding, metadata, self.dtype)
 
     def get_aug_embed(
         self, emb: Tensor, encoder_hidden_states: Tensor, added_cond_kwargs: dict[str, Any]
@@ -265,7 +316,10 @@ def is_diffusionsat_unet(folder: str | Path) -> bool:
     if not config.is_file():
         return False
     fields = json.loads(config.read_text())
-    return bool(fields.get('use_metadata', False)) and 'num_metadata' in fields
+    is_controlnet = 'conditioning_embedding_out_channels' in fields
+    return (
+        bool(fields.get('use_metadata', False)) and 'num_metadata' in fields and not is_controlnet
+    )
 
 
 def find_diffusionsat_unet(folder: str | Path) -> Path | None:
@@ -292,6 +346,44 @@ def find_diffusionsat_unet(folder: str | Path) -> Path | None:
     return None
 
 
+def load_key_for_key(
+    model_class: Any,
+    folder: str | Path,
+    subfolder: str | None = None,
+    dtype: torch.dtype | None = None,
+    what: str = 'DiffusionSat model',
+) -> Any:
+    """Load a diffusers model folder, every weight accounted for.
+
+    Args:
+        model_class: the diffusers model class.
+        folder: a diffusers model folder, or its parent with ``subfolder``.
+        subfolder: e.g. ``unet``.
+        dtype: weights dtype.
+        what: the model's name, for messages.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: naming the folder and every missing, unexpected or mis-shaped weight.
+    """
+    kwargs: dict[str, Any] = {'subfolder': subfolder} if subfolder else {}
+    if dtype is not None:
+        kwargs['torch_dtype'] = dtype
+    where = Path(folder) / (subfolder or '')
+    try:
+        model, info = model_class.from_pretrained(
+            str(folder), output_loading_info=True, low_cpu_mem_usage=False, **kwargs
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f'{where}: cannot load a {what} ({error})') from error
+    problems = {k: v for k, v in info.items() if v and k != 'error_msgs'}
+    if problems or info.get('error_msgs'):
+        raise ValueError(f'{where}: weights do not match the {what} config: {info}')
+    return model
+
+
 def load_diffusionsat_unet(
     folder: str | Path, subfolder: str | None = None, dtype: torch.dtype | None = None
 ) -> DiffusionSatUNet:
@@ -309,20 +401,9 @@ def load_diffusionsat_unet(
     Raises:
         ValueError: naming the folder and every missing, unexpected or mis-shaped weight.
     """
-    kwargs: dict[str, Any] = {'subfolder': subfolder} if subfolder else {}
-    if dtype is not None:
-        kwargs['torch_dtype'] = dtype
-    where = Path(folder) / (subfolder or '')
-    try:
-        model, info = DiffusionSatUNet.from_pretrained(
-            str(folder), output_loading_info=True, low_cpu_mem_usage=False, **kwargs
-        )
-    except (OSError, ValueError, RuntimeError) as error:
-        raise ValueError(f'{where}: cannot load a DiffusionSat UNet ({error})') from error
-    problems = {k: v for k, v in info.items() if v and k != 'error_msgs'}
-    if problems or info.get('error_msgs'):
-        raise ValueError(f'{where}: weights do not match the DiffusionSat UNet config: {info}')
-    unet: DiffusionSatUNet = model
+    unet: DiffusionSatUNet = load_key_for_key(
+        DiffusionSatUNet, folder, subfolder, dtype, 'DiffusionSat UNet'
+    )
     return unet
 
 

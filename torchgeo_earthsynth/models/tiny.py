@@ -12,6 +12,7 @@ from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from .diffusionsat import DiffusionSatUNet
+from .diffusionsat_controlnet import DiffusionSatControlNet
 from .stable_diffusion import DiffusionParts, sd_scheduler
 from .tokenizer import clip_tokenizer
 
@@ -20,6 +21,7 @@ TINY_TEXT_DIM: Final = 32
 __all__ = (
     'TINY_TEXT_DIM',
     'tiny_controlnet',
+    'tiny_diffusionsat_controlnet',
     'tiny_diffusionsat_parts',
     'tiny_diffusionsat_unet',
     'tiny_parts',
@@ -121,3 +123,20 @@ def tiny_diffusionsat_parts(seed: int = 0, image_size: int = 64) -> DiffusionPar
     parts = tiny_parts(seed, image_size, prediction_type='v_prediction')
     parts.unet = tiny_diffusionsat_unet(seed, image_size // 2)
     return parts
+
+
+def tiny_diffusionsat_controlnet(
+    unet: DiffusionSatUNet, low_res_channels: int = 10
+) -> DiffusionSatControlNet:
+    """A super-resolution ControlNet for a tiny metadata UNet: the condition at half size.
+
+    The tiny VAE downsamples 2x, so a condition at latent size (half the output) needs no
+    strided block: ``conditioning_scale=8``, as SD's 8x VAE with a 64 px condition.
+    """
+    controlnet = ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=(16, 32), conditioning_channels=low_res_channels
+    )
+    model: DiffusionSatControlNet = DiffusionSatControlNet.from_controlnet(
+        controlnet, metadata_from=unet, conditioning_scale=8
+    )
+    return model
