@@ -7,8 +7,9 @@
 
 ``NWPU VHR-10 dataset/positive image set/<nnn>.jpg``, a COCO ``annotations.json`` (category
 ids 1..10, box and polygon per object) and an empty ``NWPU VHR-10 dataset.zip`` (TorchGeo
-checks the archive exists). Image ``k`` holds one box of category ``k + 1`` and one of
-``k + 6``.
+checks the archive exists). Image ``k`` holds one box of category ``k % 5 + 1`` and one of
+``k % 5 + 6``. Eight images, so TorchGeo's default 60/20/20 split leaves five for training: one
+batch of 4 (its train loader drops the last incomplete batch).
 """
 
 import json
@@ -22,7 +23,7 @@ SIZE = 32
 HERE = Path(__file__).parent
 FOLDER = HERE / 'NWPU VHR-10 dataset'
 #: (category id, x, y, width, height) per image.
-BOXES = [((k + 1, 2, 2, 28, 18), (k + 6, 4, 4, 8, 8)) for k in range(4)]
+BOXES = [((k % 5 + 1, 2, 2, 28, 18), (k % 5 + 6, 4, 4, 8, 8)) for k in range(8)]
 
 
 def main() -> None:
