@@ -23,11 +23,6 @@ TASK_MODULES = ('torchgeo.trainers', 'torchgeo.tasks')
 PRIVATE_PATH = re.compile(r'\btorchgeo(?:\.\w+)*\._(?!_)\w*')
 
 
-def _version(text: str) -> tuple[int, int]:
-    major, minor = text.split('.')[:2]
-    return int(major), int(minor)
-
-
 def _repo_files(*suffixes: str) -> list[Path]:
     return sorted(
         path
@@ -79,14 +74,16 @@ def torchgeo_import_problems(source: str, filename: str) -> list[str]:
 def test_torchgeo_version_matches_python() -> None:
     print(f'TorchGeo {torchgeo.__version__} on Python {sys.version.split()[0]}')
     assert compat.TORCHGEO_VERSION == torchgeo.__version__
+    major, minor = compat.TORCHGEO_VERSION_TUPLE
+    assert torchgeo.__version__.startswith(f'{major}.{minor}.')
     # 0.9 dropped Python 3.11; 3.12+ resolves to 0.10 from the lock (0.8 under lowest-direct)
     if sys.version_info < (3, 12):
-        assert _version(compat.TORCHGEO_VERSION) == (0, 8)
-    assert (0, 8) <= _version(compat.TORCHGEO_VERSION) < (0, 11)
+        assert compat.TORCHGEO_VERSION_TUPLE == (0, 8)
+    assert (0, 8) <= compat.TORCHGEO_VERSION_TUPLE < (0, 11)
 
 
 def test_task_names_are_the_current_ones() -> None:
-    if _version(compat.TORCHGEO_VERSION) >= (0, 10):
+    if compat.TORCHGEO_VERSION_TUPLE >= (0, 10):
         tasks = importlib.import_module('torchgeo.tasks')
         expected = (tasks.BaseTask, tasks.Classification, tasks.SemanticSegmentation)
     else:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,14 @@ from torchgeo_earthsynth.synthesis import (
 from torchgeo_earthsynth.vocabulary import PALETTE, multi_hot, prompt_from_mask
 
 SIZE = 32
+# transformers 4.x builds CLIP's causal mask with torch.full(finfo(float64).min) in float32,
+# which overflows (the lowest-direct run has 4.45; diffusers 0.32 does not import with 5.x)
+FLOAT64_CLIP = pytest.mark.xfail(
+    int(version('transformers').split('.')[0]) < 5,
+    reason='transformers 4.x CLIP text encoder cannot run in float64',
+    raises=RuntimeError,
+    strict=True,
+)
 
 
 def make_masks(n: int, seed: int = 0) -> torch.Tensor:
@@ -235,7 +244,10 @@ def test_synthesize_sample_dicts(
         torch.testing.assert_close(sample['image'], image)
 
 
-@pytest.mark.parametrize(('dtype', 'atol'), [(torch.float64, 0.05), (torch.bfloat16, None)])
+@pytest.mark.parametrize(
+    ('dtype', 'atol'),
+    [pytest.param(torch.float64, 0.05, marks=FLOAT64_CLIP), (torch.bfloat16, None)],
+)
 def test_dtype_on_cpu(
     synth: Synthesizer,
     masks: torch.Tensor,
