@@ -220,7 +220,8 @@ def test_balanced_sampler_favours_rare_classes(tmp_path: Path) -> None:
         dm = EarthSynth180KDataModule(root=root, batch_size=5, balanced=balanced)
         dm.setup('fit')
         loader = dm.train_dataloader()
-        assert isinstance(loader.sampler, WeightedRandomSampler) == balanced
+        # the sampler sits in the resumable batch sampler
+        assert isinstance(loader.batch_sampler.sampler, WeightedRandomSampler) == balanced
         torch.manual_seed(0)
         prompts = [p for _ in range(10) for batch in loader for p in batch['prompt']]
         assert len(prompts) == 200
@@ -241,7 +242,7 @@ def test_val_split_off_train_when_no_val_folder(tmp_path: Path) -> None:
     other = EarthSynth180KDataModule(root=root, val_split_pct=0.2)
     other.setup('validate')  # another rank, or a later run, holds out the same records
     assert isinstance(other.val_dataset, Subset) and set(other.val_dataset.indices) == val
-    sampler = dm.train_dataloader().sampler
+    sampler = dm.train_dataloader().batch_sampler.sampler
     assert isinstance(sampler, WeightedRandomSampler) and len(sampler.weights) == 16
     with pytest.raises(ValueError, match=r'val_split_pct must be in \(0, 1\), got 1.0'):
         EarthSynth180KDataModule(root=root, val_split_pct=1.0)
