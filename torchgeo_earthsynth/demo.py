@@ -6,14 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,12 +20,11 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
-    from .data_efficiency import DataEfficiencyResult
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -84,45 +81,6 @@ def _datamodule(config: DemoConfig, **kwargs: Any) -> Any:
     )
 
 
-def _loss_curve(metrics_csv: Path, out: Path) -> Path:
-    frame = pd.read_csv(metrics_csv)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for column, label in (
-        ('vae_loss', 'VAE warm-up (reconstruction)'),
-        ('train_loss', 'diffusion loss (train)'),
-        ('val_loss', 'diffusion loss (val)'),
-    ):
-        if column in frame:
-            rows = frame[['step', column]].dropna()
-            if len(rows):
-                ax.plot(
-                    rows['step'],
-                    rows[column],
-                    marker='.' if column == 'val_loss' else None,
-                    label=label,
-                )
-    ax.set_xlabel('step')
-    ax.set_ylabel('loss')
-    ax.set_yscale('log')
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
-
-
-def _table(rows: Sequence[dict[str, Any]]) -> str:
-    if not rows:
-        return '(none)'
-    keys = list(rows[0])
-    lines = ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
-    for row in rows:
-        cells = [f'{v:.3f}' if isinstance(v, float) else str(v) for v in row.values()]
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
-
-
 def run_demo(config: DemoConfig) -> Path:
     """Run every stage and write ``<output>/report.md``.
 
@@ -138,7 +96,8 @@ def run_demo(config: DemoConfig) -> Path:
         Path of the report.
     """
     from .bank import SyntheticBank
-    from .data_efficiency import budget_label, run_data_efficiency
+    from .data_efficiency import run_data_efficiency
+    from .demo_report import loss_curve, write_report
     from .lightning_modules import DiffusersExport, EarthSynthControlNet, sample_grid
     from .metrics import PixelClassifier, mask_fidelity, tiny_open_clip
     from .rfilter import RFilter
@@ -197,7 +156,7 @@ def run_demo(config: DemoConfig) -> Path:
             num_sanity_val_steps=0,
         )
         trainer.fit(model, datamodule=datamodule)
-        _loss_curve(Path(trainer.log_dir or out) / 'metrics.csv', out / 'loss_curve.png')
+        loss_curve(Path(trainer.log_dir or out) / 'metrics.csv', out / 'loss_curve.png')
 
     device = torch.device(config.device)
     for module in (untrained, model):
@@ -358,69 +317,16 @@ def run_demo(config: DemoConfig) -> Path:
             budgets,
         )
 
-    steps_run = sorted({r.steps for e in study.experiments.values() for r in e.runs})
-    curves = [
-        f'[{budget_label(b)} real scenes](downstream/budget_{budget_label(b)}/learning_curves.png)'
-        for b in budgets
-    ]
-    report = out / 'report.md'
-    rfilter_rows = [dict(row) for row in summary.rows]
-    rfilter_note = _rfilter_note(rfilter_rows, config.layout_threshold)
-    report.write_text(
-        '# EarthSynth demo report\n\n'
-        'Every number below was measured in this run '
-        f'(`earthsynth demo`, device `{config.device}`, {config.steps} training steps of which '
-        f'{config.vae_steps} VAE warm-up, {config.image_size} px tiles).\n\n'
-        '## Training\n\n![loss curve](loss_curve.png)\n\n'
-        f'Diffusers export: `{(out / "export").as_posix()}` (loads in '
-        '`StableDiffusionControlNetPipeline.from_pretrained`).\n\n'
-        '## Generated samples for held-out masks\n\n![samples](samples.png)\n\n'
-        'Untrained model with the same seeds: [samples_untrained.png](samples_untrained.png)\n\n'
-        '## Do generated images follow their masks?\n\n'
-        'A per-pixel classifier fitted on real training images labels the generated images; '
-        'mIoU against the condition masks of the held-out scenes. Controls: the untrained '
-        "model, and the trained model conditioned on another scene's mask (same prompt and "
-        'seed), which shows how much of the score the mask itself earns:\n\n'
-        f'{_table(fidelity_rows)}\n\n'
-        '## R-Filter\n\n'
-        f'{summary.to_markdown()}\n\n'
-        f'Kept {len(kept)} of {len(layouts)} samples generated from training masks into the '
-        f'bank `{(out / "bank").as_posix()}`. {rfilter_note}\n\n'
-        '## Downstream segmentation: how much do synthetic images help, per real label?\n\n'
-        f'Synthetic samples {source_note}. TorchGeo `SemanticSegmentationTask` '
-        '(U-Net/ResNet-18, trained from scratch) on '
-        f'{", ".join(str(r.real_samples) for r in study.rows if r.arm == "real")} '
-        f'real training scenes, batch {batch_size}, constant learning rate, '
-        f'{config.downstream_steps} steps each (steps run, read from the '
-        f'trainers: {steps_run}), seeds {list(config.seeds)} (the same seed gives each arm the '
-        'same initialisation, data order and real subset, so differences are paired). The '
-        'score is the test mIoU (IoU per class averaged over the classes present in the test '
-        'split; per-class IoU in `downstream/budget_*/results.json`) on held-out scenes that '
-        'no training or model selection saw (the validation scenes, a disjoint part of the '
-        'held-out split, only draw the validation-loss curves); the bank is made from '
-        'training masks only.\n\n'
-        f'{study.format_table()}\n\n'
-        f'{_verdict(study)}\n\n'
-        '![data efficiency](downstream/data_efficiency.png)\n\n'
-        f'Learning curves per arm: {", ".join(curves)}.\n\n'
-        '## Timings\n\n'
-        f'{_table([{"stage": k, "seconds": v} for k, v in config.timings.items()])}\n'
-        f'| total | {sum(config.timings.values()):.1f} |\n'
-    )
-    (out / 'demo.json').write_text(
-        json.dumps(
-            {
-                'config': _json_ready(asdict(config)),
-                'mask_fidelity': fidelity_rows,
-                'rfilter': rfilter_rows,
-                'kept': len(kept),
-                'downstream': _json_ready(
-                    [{**asdict(r), 'verdict': r.verdict} for r in study.rows]
-                ),
-                'timings_s': config.timings,
-            },
-            indent=2,
-        )
+    report = write_report(
+        config,
+        fidelity_rows=fidelity_rows,
+        rfilter_summary=summary,
+        kept=len(kept),
+        generated=len(layouts),
+        source_note=source_note,
+        study=study,
+        batch_size=batch_size,
+        budgets=budgets,
     )
     tqdm.write(f'report: {report}')
     return report
@@ -430,53 +336,6 @@ def _budgets(config: DemoConfig) -> list[int | None]:
     if config.downstream_train is not None:  # the single-budget setting of earlier versions
         return [config.downstream_train]
     return list(config.downstream_budgets)
-
-
-def _json_ready(value: Any) -> Any:
-    """Paths as strings, tuples as lists, NaN as None (JSON has no NaN); numbers stay numbers."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return str(value) if isinstance(value, Path) else value
-
-
-def _rfilter_note(rows: Sequence[dict[str, Any]], layout_threshold: float) -> str:
-    """Which R-Filter rules could drop samples in this run, and which did."""
-    # scores are >= 0, so a rule with threshold 0 keeps everything
-    inert = {'alignment'} | ({'layout'} if layout_threshold <= 0 else set())
-    active = [r['rule'] for r in rows if r.get('enabled') and r['rule'] not in inert | {'total'}]
-    dropped = [f'{r["rule"]} {r["dropped"]}' for r in rows if r.get('dropped')]
-    return (
-        'The tiny CLIP model is random, so it cannot judge alignment: its scores are reported '
-        'but its threshold is 0, so the alignment rule cannot drop anything'
-        + (' (nor can layout, threshold 0)' if 'layout' in inert else '')
-        + f'. Rules that could drop samples in this run: {", ".join(active) or "none"}; '
-        f'dropped: {", ".join(dropped) or "nothing"}.'
-    )
-
-
-def _verdict(study: DataEfficiencyResult) -> str:
-    """Plain words on where synthetic data helps, hurts or cannot be told from noise."""
-    words = []
-    for row in study.rows:
-        if row.arm == 'real' or row.diff is None:
-            continue
-        words.append(
-            f'{row.arm} at {row.real_samples} real scenes: {row.diff:+.3f} '
-            f'[{row.diff_low:+.3f}, {row.diff_high:+.3f}] -> {row.verdict or "one seed"}'
-        )
-    return (
-        'Paired differences to real-only (95% interval over seeds; "helps"/"hurts" only when '
-        'the interval excludes 0): ' + '; '.join(words) + '. Where synthetic data does not '
-        'help, the likely causes are, in order: generator quality (a synthetic image that '
-        'does not follow its mask is a mislabelled pair: see the fidelity table against its '
-        'shuffled-mask control), the label noise that follows from it, and the regime (a '
-        'from-scratch U-Net, few steps, 32 px). Synthetic-only training measures how far the '
-        'synthetic pairs are from real ones.'
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
