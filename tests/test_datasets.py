@@ -265,6 +265,15 @@ def test_empty_split(tmp_path: Path) -> None:
         EarthSynth180K(tmp_path)
 
 
+def test_every_record_bad_names_the_jsonl_not_a_download(root: Path) -> None:
+    # found by benchmarks/fault_fuzz.py: lenient reading of a JSONL of binary garbage said
+    # "dataset not found ... download=True" without naming the file
+    jsonl = layout.jsonl_path(root / 'train')
+    jsonl.write_bytes(b'\xff\xfe' + bytes(range(256)) * 2)
+    with pytest.raises(ValueError, match=rf'{jsonl.name}.*every one of its records was skipped'):
+        EarthSynth180K(root, strict=False)
+
+
 def test_download(tmp_path: Path, hub: FakeHub) -> None:
     root = tmp_path / 'downloaded'
     dataset = EarthSynth180K(root, download=True)

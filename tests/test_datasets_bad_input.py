@@ -140,7 +140,7 @@ def test_symlinked_folder_outside_root_is_refused(root: Path, tmp_path: Path) ->
     masks.symlink_to(tmp_path / 'elsewhere')
     with pytest.raises(ValueError, match=r'resolves to .*elsewhere.*outside the dataset root'):
         EarthSynth180K(root, split='val')
-    with pytest.raises(DatasetNotFoundError, match=r'holds no full samples \(2 bad ones skipped'):
+    with pytest.raises(ValueError, match=r'every one of its records was skipped \(2 '):
         EarthSynth180K(root, split='val', strict=False)
 
 

@@ -166,9 +166,16 @@ class EarthSynth180K(_RecordListing, NonGeoDataset):
         self._unreadable: set[int] = set()
         self._verify()
         self._load_records()
+        if not len(self) and self.skipped:  # data found, all of it bad: not a download matter
+            jsonl = layout.jsonl_path(self.split_dir)
+            source = jsonl if jsonl.is_file() else self.split_dir
+            reasons = ', '.join(f'{n} {reason}' for reason, n in sorted(self.skipped.items()))
+            raise ValueError(
+                f'{source}: every one of its records was skipped ({reasons}); no {mode} samples '
+                'left (strict=True stops at the first bad one, naming its line)'
+            )
         if not len(self):
-            bad = f' ({sum(self.skipped.values())} bad ones skipped)' if self.skipped else ''
-            raise EarthSynthNotFoundError(self, f'{self.split_dir} holds no {mode} samples{bad}')
+            raise EarthSynthNotFoundError(self, f'{self.split_dir} holds no {mode} samples')
         if self.skipped:
             logger.warning(
                 '%s(%s, mode=%s): skipped %d bad record(s) and kept %d sample(s): %s',
