@@ -110,11 +110,14 @@ def _generators(root: object, prefix: str, seen: set[int]) -> Iterator[tuple[str
 
 
 def _numpy_state() -> list[Any]:
-    """NumPy's global state with its key array as a tensor (loads with weights_only)."""
+    """NumPy's global state with its key array as a tensor (loads with weights_only).
+
+    The uint32 keys are stored as int64: torch < 2.5 cannot pickle uint32 storages.
+    """
     name, keys, *rest = np.random.get_state()
     return [
         name,
-        torch.from_numpy(np.array(keys)),
+        torch.from_numpy(np.asarray(keys, dtype=np.int64)),
         *(r.item() if hasattr(r, 'item') else r for r in rest),
     ]
 
@@ -160,7 +163,7 @@ def restore_rng_states(trainer: pl.Trainer | None, state: dict[str, Any]) -> Non
     if state['cuda'] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
     name, keys, *rest = state['numpy']
-    np.random.set_state((name, keys.numpy(), *rest))
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     random.setstate(state['python'])
     generators = _stream_owners(trainer)
     for path, generator_state in state['generators'].items():
