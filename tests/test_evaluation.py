@@ -302,6 +302,13 @@ def test_bad_config(config: dict[str, Any], match: str) -> None:
         load_config(config)
 
 
+def test_integral_float_subset_is_a_count() -> None:
+    # jsonargparse may hand `int | float` fields over as floats (lowest-direct CI)
+    config = load_config({'train_subset': 48.0})
+    assert config.train_subset == 48 and isinstance(config.train_subset, int)
+    assert load_config({'train_subset': 1.0}).train_subset == 1.0  # a share: all of them
+
+
 def test_bad_config_caught_before_training(tmp_path: Path, mini_root: Path) -> None:
     base = {
         'output': str(tmp_path / 'out'),

@@ -191,6 +191,10 @@ class ExperimentConfig:
                 'the EarthSynth-180K layout> to train on'
             )
         subset = self.train_subset
+        if isinstance(subset, float) and subset > 1 and subset.is_integer():
+            # a count: jsonargparse may hand `int | float` fields over as floats (seen after
+            # another LightningCLI run in the same process on the lowest-direct versions)
+            subset = self.train_subset = int(subset)
         if isinstance(subset, bool) or (
             subset is not None
             and not (isinstance(subset, int) and subset >= 1)
