@@ -5,35 +5,28 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from diffusers import ModelMixin
-from diffusers.training_utils import EMAModel
 from matplotlib.figure import Figure
 from torch import Tensor
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
-from torchgeo_earthsynth.compat import BaseTask
-
-from ..atomic import atomic_directory, pid_temporary
-from ..models import SD15_ID, DiffusionParts, PromptEncoder, pretrained_parts, tiny_parts
+from ..models import SD15_ID
 from ..seeding import sample_seeds
 from ..synthesis import Synthesizer
 from .callbacks import log_figure
 from .diffusion_loss import denoising_loss, drop_prompts, min_snr_weight, prediction_target
-from .resume import clean_stale_temporaries, restore_rng_states, rng_states, run_seed
+from .diffusion_networks import DiffusionNetworks
+from .resume import restore_rng_states
 
 __all__ = ('DiffusionTask',)
 
 
-class DiffusionTask(BaseTask):
+class DiffusionTask(DiffusionNetworks):
     """Train a latent diffusion model on a frozen VAE and text encoder (shared science).
 
     Holds what every generator family trains with: noise sampling, epsilon/v targets, min-SNR
@@ -58,15 +51,15 @@ class DiffusionTask(BaseTask):
       validation grids and prediction (seeds from :meth:`predict_seeds`).
     * :meth:`write_export` and :meth:`export_metadata`: what :meth:`save_pretrained` writes.
 
-    Devices, precision, strategies (DDP/FSDP), checkpointing and logging are the Trainer's.
+    The networks' building, freezing, EMA, checkpoints and export live in its base,
+    :class:`~.diffusion_networks.DiffusionNetworks`. Devices, precision, strategies
+    (DDP/FSDP), checkpointing and logging are the Trainer's.
 
     .. versionadded:: 0.2
     """
 
     monitor = 'val_loss'
     mode = 'min'
-    latent_scale: Tensor  # buffers: the VAE latent scale and its warm-up estimate
-    latent_std_ema: Tensor
 
     def __init__(
         self,
@@ -123,81 +116,6 @@ class DiffusionTask(BaseTask):
         """
         super().__init__()
 
-    # ------------------------------------------------------------------ models
-    def configure_models(self) -> None:
-        """Build or load the diffusion parts, the family's networks, and freeze the rest."""
-        hp = self.hparams
-        hp['seed'] = run_seed(hp['seed'])  # saved resolved: a resumed run keeps it
-        parts = self.build_parts()
-        self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
-        self.tokenizer, self.noise_scheduler = parts.tokenizer, parts.scheduler
-        self.train_unet = (
-            hp['train_unet'] if hp['train_unet'] is not None else (hp['preset'] == 'tiny')
-        )
-        self.configure_condition_models()
-        self.vae_trainable = hp['preset'] == 'tiny' and hp['vae_warmup_steps'] > 0
-        self.vae.requires_grad_(self.vae_trainable)
-        self.text_encoder.requires_grad_(False)
-        self.unet.requires_grad_(False)
-        for module in self.trained_modules():
-            module.requires_grad_(True)
-            if hp['gradient_checkpointing']:
-                module.enable_gradient_checkpointing()
-        self.prompt_encoder = PromptEncoder(self.tokenizer, self.text_encoder, hp['prompt_cache'])
-        self.register_buffer('latent_scale', torch.tensor(float(self.vae.config.scaling_factor)))
-        self.register_buffer('latent_std_ema', torch.tensor(0.0))
-        self._diffusion_stepped = False
-        self._resumed_rng_states: dict[str, Any] | None = None
-        self.ema = (
-            EMAModel(self.trained_parameters(), decay=hp['ema_decay'])
-            if (hp['ema_decay'] is not None)
-            else None
-        )
-        # Frozen pretrained weights are not written into checkpoints (see on_save_checkpoint).
-        self.strict_loading = hp['preset'] == 'tiny'
-        self.train(self.training)  # frozen parts in eval mode from the start
-
-    def build_parts(self) -> DiffusionParts:
-        """The Stable Diffusion parts: tiny ones built in code, or the ``base_model``'s."""
-        hp = self.hparams
-        if hp['preset'] == 'tiny':
-            return tiny_parts(hp['seed'], hp['image_size'], hp['prediction_type'] or 'epsilon')
-        return pretrained_parts(hp['base_model'], hp['prediction_type'])
-
-    def configure_condition_models(self) -> None:
-        """Build the family's conditioning networks (none here)."""
-
-    def trained_modules(self) -> list[ModelMixin]:
-        """The networks the optimizer and the EMA update (the UNet if ``train_unet``)."""
-        return [self.unet] if self.train_unet else []
-
-    def trained_parameters(self) -> list[torch.nn.Parameter]:
-        """The diffusion parameters the optimizer updates."""
-        return [p for module in self.trained_modules() for p in module.parameters()]
-
-    def _freeze_vae(self) -> None:
-        """End of the VAE warm-up: the VAE is frozen from here on."""
-        self.vae_trainable = False
-        self.vae.requires_grad_(False).eval()
-
-    def train(self, mode: bool = True) -> DiffusionTask:
-        """Set train mode, keeping frozen parts in eval mode."""
-        super().train(mode)
-        self.text_encoder.eval()
-        if not self.vae_trainable:
-            self.vae.eval()
-        if not self.train_unet:
-            self.unet.eval()
-        return self
-
-    @property
-    def parts(self) -> DiffusionParts:
-        """The Stable Diffusion parts (shared, not copied), VAE scale in sync."""
-        self.vae.register_to_config(scaling_factor=float(self.latent_scale))
-        return DiffusionParts(
-            self.unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler
-        )
-
     def synthesizer(self, num_inference_steps: int, guidance_scale: float) -> Synthesizer:
         """A :class:`Synthesizer` over this module's current weights and prompt cache.
 
@@ -205,20 +123,6 @@ class DiffusionTask(BaseTask):
             NotImplementedError: in the base; each family defines its own.
         """
         raise NotImplementedError(f'{type(self).__name__} does not define a synthesizer')
-
-    @contextmanager
-    def ema_weights(self) -> Iterator[None]:
-        """Temporarily swap the EMA weights in (no-op without EMA)."""
-        if self.ema is None:
-            yield
-            return
-        params = self.trained_parameters()
-        self.ema.store(params)
-        self.ema.copy_to(params)
-        try:
-            yield
-        finally:
-            self.ema.restore(params)
 
     # ------------------------------------------------------------------ loss
     def forward(
@@ -408,7 +312,7 @@ class DiffusionTask(BaseTask):
         n = min(self.hparams['val_num_samples'], len(batch['image']))
         log_figure(self, self.sample_figure(batch, n), 'val/samples')
 
-    # ------------------------------------------------------------------ optim / ckpt
+    # ------------------------------------------------------------------ optim
     def configure_optimizers(self) -> Any:
         """AdamW over what trains (the family's networks, the VAE in the tiny warm-up)."""
         groups: list[dict[str, Any]] = [{'params': self.trained_parameters()}]
@@ -432,81 +336,3 @@ class DiffusionTask(BaseTask):
             'optimizer': optimizer,
             'lr_scheduler': {'scheduler': scheduler, 'interval': 'step'},
         }
-
-    def _frozen_prefixes(self) -> tuple[str, ...]:
-        """State-dict prefixes of the frozen pretrained weights (reloaded from the base)."""
-        if self.hparams['preset'] == 'tiny':
-            return ()
-        return ('vae.', 'text_encoder.') + (() if self.train_unet else ('unet.',))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Drop frozen weights (they reload from ``base_model``); add EMA, random streams."""
-        prefixes = self._frozen_prefixes()
-        if prefixes:
-            state = checkpoint['state_dict']
-            for key in [k for k in state if k.startswith(prefixes)]:
-                del state[key]
-        if self.ema is not None:
-            checkpoint['ema'] = self.ema.state_dict()
-        checkpoint['rng_states'] = rng_states(self.trainer)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the EMA, the VAE state of the warm-up and (at train start) the streams."""
-        if self.ema is not None and 'ema' in checkpoint:
-            self.ema.load_state_dict(checkpoint['ema'])
-        if (
-            self.vae_trainable
-            and checkpoint.get('global_step', 0) >= self.hparams['vae_warmup_steps']
-        ):
-            self._freeze_vae()
-            # Saved at the end of the warm-up, before the step that fixes the scale (later
-            # checkpoints hold the same value): fix it as that step would have.
-            state = checkpoint['state_dict']
-            if 'latent_std_ema' in state:
-                state['latent_scale'] = 1.0 / state['latent_std_ema'].clamp(min=1e-3)
-        self._resumed_rng_states = checkpoint.get('rng_states')
-
-    # ------------------------------------------------------------------ export
-    def write_export(self, directory: Path, full_pipeline: bool) -> None:
-        """Write the trained weights (EMA swapped in) in diffusers format into ``directory``.
-
-        Raises:
-            NotImplementedError: in the base; each family writes its own networks.
-        """
-        raise NotImplementedError(f'{type(self).__name__} does not define an export')
-
-    def export_metadata(self) -> dict[str, Any]:
-        """What ``earthsynth.json`` records about the export (base fields here)."""
-        return {
-            'base_model': self.hparams['base_model'] if self.hparams['preset'] != 'tiny' else None,
-            'preset': self.hparams['preset'],
-            'image_size': self.hparams['image_size'],
-            'global_step': int(self.global_step),
-            'ema': self.ema is not None,
-        }
-
-    def model_card(self, meta: dict[str, Any], full_pipeline: bool) -> str:
-        """The export's README.md."""
-        return f'# {type(self).__name__} export\n\n```json\n{json.dumps(meta, indent=2)}\n```\n'
-
-    def save_pretrained(self, directory: str | Path, full_pipeline: bool | None = None) -> Path:
-        """Export in diffusers format (safetensors), atomically, with a model card.
-
-        Args:
-            directory: output folder (replaced as a whole when it exists).
-            full_pipeline: write the whole pipeline (default for the tiny preset: the base
-                exists nowhere else) or only the trained networks.
-
-        Returns:
-            The export folder.
-        """
-        directory = Path(directory)
-        full = self.hparams['preset'] == 'tiny' if full_pipeline is None else full_pipeline
-        clean_stale_temporaries(directory.parent)  # of exports killed before their rename
-        with atomic_directory(directory, pid_temporary(directory)) as tmp:
-            with self.ema_weights():
-                self.write_export(tmp, full)
-            meta = self.export_metadata()
-            (tmp / 'earthsynth.json').write_text(json.dumps(meta, indent=2))
-            (tmp / 'README.md').write_text(self.model_card(meta, full))
-        return directory

@@ -1,16 +1,20 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""Batched conditions -> image synthesis: one sampling core for every generator family."""
+"""Batched conditions -> image synthesis: one sampling core for every generator family.
+
+Its parts live next to it: which family a checkpoint is and its pipeline
+(:mod:`.synthesis_loading`), what a request must hold for the family
+(:mod:`.synthesis_requests`), and condition images, pipelines and source checks
+(:mod:`.synthesis_parts`).
+"""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import torch
 from diffusers import (
@@ -19,66 +23,27 @@ from diffusers import (
 )
 from torch import Tensor
 
-from .conditions import METADATA_FIELDS, NUM_METADATA, check_metadata
 from .models import (
     EARTHSYNTH_ID,
-    EARTHSYNTH_SUBFOLDER,
-    SD15_ID,
     DiffusionSatControlNet,
     DiffusionSatUNet,
     LowResControlNetPipeline,
     PromptEncoder,
     controlnet_metadata,
-    diffusionsat_parts,
-    find_diffusionsat_controlnet,
-    find_diffusionsat_unet,
-    load_controlnet,
-    load_diffusionsat_controlnet,
-    normalize_metadata,
-    pretrained_parts,
-    tiny_controlnet,
-    tiny_diffusionsat_controlnet,
-    tiny_diffusionsat_parts,
-    tiny_parts,
 )
+from .synthesis_loading import pretrained_pipeline, tiny_pipeline
 from .synthesis_parts import (
     SCHEDULERS,
     ConditionEncoding,
     Family,
     SchedulerName,
-    _check_exists,
-    _raise_if_unreachable,
     build_pipeline,
     build_text_pipeline,
     check_compatible,
     encode_condition,
 )
+from .synthesis_requests import check_request, normalised_metadata, request_size
 from .vocabulary import multi_hot
-
-#: Sentinel-2's GSD, the low-res metadata of their fMoW super-resolution training.
-_LOW_RES_GSD: Final = 10.0
-
-
-def _super_resolution_parts(
-    folder: Path, base: str | Path | None
-) -> tuple[Any, DiffusionSatControlNet, type[LowResControlNetPipeline]]:
-    """Their super-resolution ControlNet and the DiffusionSat checkpoint it steers."""
-    if base is None:
-        raise ValueError(
-            f'{folder}: a DiffusionSat super-resolution ControlNet needs base= the DiffusionSat '
-            'checkpoint folder it was trained on (finetune_sd21_sn-satlas-fmow_snr5_md7norm_bs64)'
-        )
-    _check_exists(base, 'DiffusionSat checkpoint')
-    unet_folder = find_diffusionsat_unet(base)
-    if unet_folder is None:
-        raise ValueError(
-            f'{base}: no DiffusionSat UNet (use_metadata/num_metadata) for the super-resolution '
-            f'ControlNet {folder}'
-        )
-    parts = diffusionsat_parts(base, unet_folder)
-    controlnet = load_diffusionsat_controlnet(folder)
-    check_compatible(controlnet, parts.unet, parts.text_encoder, str(folder), str(base))
-    return parts, controlnet, LowResControlNetPipeline
 
 
 def _stack_for_guidance(values: Tensor, guided: bool) -> Tensor:
@@ -189,55 +154,8 @@ class Synthesizer:
             ValueError: if a folder holds neither a pipeline nor a ControlNet, if loading
                 fails, or if the ControlNet does not fit the base.
         """
-        path = Path(controlnet)
-        _check_exists(controlnet, 'ControlNet checkpoint')
-        sr_folder = find_diffusionsat_controlnet(path) if path.is_dir() else None
-        if sr_folder is not None:
-            return cls(build_pipeline(*_super_resolution_parts(sr_folder, base)), **kwargs)
-        unet_folder = find_diffusionsat_unet(path) if path.is_dir() else None
-        if unet_folder is not None:
-            if base is not None:
-                _check_exists(base, 'Stable Diffusion base')
-            return cls(build_text_pipeline(diffusionsat_parts(path, unet_folder, base)), **kwargs)
-        base = SD15_ID if base is None else base
-        if (path / 'model_index.json').exists():
-            try:
-                pipeline = StableDiffusionControlNetPipeline.from_pretrained(
-                    str(path), safety_checker=None, requires_safety_checker=False
-                )
-            except (OSError, ValueError, KeyError) as error:
-                message = f'{path}: cannot load the ControlNet pipeline ({error})'
-                raise ValueError(message) from error
-            check_compatible(
-                pipeline.controlnet, pipeline.unet, pipeline.text_encoder, str(path), str(path)
-            )
-            meta = path / 'earthsynth.json'
-            if meta.exists() and 'condition_encoding' not in kwargs:
-                kwargs['condition_encoding'] = json.loads(meta.read_text())['condition_encoding']
-            return cls(pipeline, **kwargs)
-        if subfolder is None and str(controlnet) == EARTHSYNTH_ID:
-            subfolder = EARTHSYNTH_SUBFOLDER
-        if subfolder is None and path.is_dir() and not (path / 'config.json').exists():
-            if (path / EARTHSYNTH_SUBFOLDER / 'config.json').exists():  # our ControlNet-only export
-                subfolder = EARTHSYNTH_SUBFOLDER
-        _check_exists(base, 'Stable Diffusion base')
-        try:
-            model = load_controlnet(controlnet, subfolder)
-        except (OSError, KeyError) as error:
-            _raise_if_unreachable(controlnet, error)
-            message = f'{controlnet}: cannot load a diffusers ControlNet ({error})'
-            raise ValueError(message) from error
-        try:
-            parts = pretrained_parts(base)
-        except (OSError, ValueError, KeyError) as error:
-            _raise_if_unreachable(base, error)
-            raise ValueError(
-                f'{base}: cannot load the Stable Diffusion base (expected a diffusers '
-                f'folder or hub id with unet/, vae/, text_encoder/, tokenizer/, '
-                f'scheduler/): {error}'
-            ) from error
-        check_compatible(model, parts.unet, parts.text_encoder, str(controlnet), str(base))
-        return cls(build_pipeline(parts, model), **kwargs)
+        pipeline, settings = pretrained_pipeline(controlnet, base, subfolder)
+        return cls(pipeline, **{**settings, **kwargs})
 
     @classmethod
     def tiny(
@@ -260,21 +178,7 @@ class Synthesizer:
             ValueError: for an unknown family.
         """
         kwargs.setdefault('guidance_scale', 3.0)
-        match family:
-            case 'earthsynth':
-                parts = tiny_parts(seed, image_size)
-                return cls(build_pipeline(parts, tiny_controlnet(parts.unet)), **kwargs)
-            case 'diffusionsat':
-                return cls(build_text_pipeline(tiny_diffusionsat_parts(seed, image_size)), **kwargs)
-            case 'diffusionsat_sr':
-                parts = tiny_diffusionsat_parts(seed, image_size)
-                controlnet = tiny_diffusionsat_controlnet(parts.unet)
-                return cls(build_pipeline(parts, controlnet, LowResControlNetPipeline), **kwargs)
-            case _:
-                raise ValueError(
-                    "family must be 'earthsynth', 'diffusionsat' or 'diffusionsat_sr', got "
-                    f'{family!r}'
-                )
+        return cls(tiny_pipeline(seed, image_size, family), **kwargs)
 
     @property
     def takes_low_res(self) -> bool:
@@ -352,25 +256,17 @@ class Synthesizer:
             ValueError: if a condition the family needs is missing, one it does not take is
                 given, or the batch sizes, band count or image size do not fit.
         """
-        count = self._check_request(masks, prompts, metadata, low_res, low_res_metadata)
+        count = check_request(self, masks, prompts, metadata, low_res, low_res_metadata)
         seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != count:
             what = 'masks' if masks is not None else 'prompts'
             raise ValueError(f'{count} {what} but {len(seeds)} seeds')
-        height, width = size or self._default_size(masks, low_res)
-        factor = self.pipeline.vae_scale_factor
-        if height % factor or width % factor:
-            raise ValueError(
-                f'image size {height}x{width} must be a multiple of the VAE '
-                f'downscale factor {factor}'
-            )
-        if low_res is not None:
-            self._check_low_res_size(low_res, height, width)
+        height, width = request_size(self.pipeline, size, masks, low_res)
         guided = self.guidance_scale > 1
         # The negative prompt is one embedding for every sample: encode it once per call.
         negative = self.prompts([self.negative_prompt]) if guided else None
-        normalised, low_res_normalised = self._normalised_metadata(
-            count, metadata, low_res, low_res_metadata
+        normalised, low_res_normalised = normalised_metadata(
+            self, count, metadata, low_res, low_res_metadata
         )
         out = []
         for start in range(0, count, self.batch_size):
@@ -422,88 +318,6 @@ class Synthesizer:
             out.append(images.float().mul(255))
         device = next((t.device for t in (masks, metadata) if t is not None), self.device)
         return torch.cat(out).to(device)
-
-    def _normalised_metadata(
-        self,
-        count: int,
-        metadata: Tensor | None,
-        low_res: Tensor | None,
-        low_res_metadata: Tensor | None,
-    ) -> tuple[Tensor | None, Tensor | None]:
-        """The request's and its low-res image's metadata, normalised as the family was trained."""
-        if not self.takes_metadata:
-            return None, None
-        if metadata is None:  # a mask ControlNet with metadata: all fields unknown
-            metadata = torch.full((count, NUM_METADATA), math.nan)
-        if low_res is None or self._metadata_controlnet is None:
-            return normalize_metadata(metadata.float()), None
-        if low_res_metadata is None:
-            low_res_metadata = metadata.float().clone()
-            low_res_metadata[:, METADATA_FIELDS.index('gsd')] = _LOW_RES_GSD
-        return normalize_metadata(metadata.float()), normalize_metadata(low_res_metadata.float())
-
-    def _check_request(
-        self,
-        masks: Tensor | None,
-        prompts: Sequence[str],
-        metadata: Tensor | None,
-        low_res: Tensor | None = None,
-        low_res_metadata: Tensor | None = None,
-    ) -> int:
-        """Refuse a request lacking a condition the family needs; return its batch size."""
-        family = 'a mask ControlNet' if self.takes_masks else 'a text-to-image model'
-        family = 'a super-resolution ControlNet' if self.takes_low_res else family
-        if self.takes_masks and masks is None:
-            raise ValueError(f'this synthesizer is {family}: generate needs masks [B, H, W]')
-        if not self.takes_masks and masks is not None:
-            raise ValueError(f'this synthesizer is {family}: it takes no masks (pass None)')
-        if self.takes_low_res and low_res is None:
-            raise ValueError(f'this synthesizer is {family}: generate needs low_res [B, C, h, w]')
-        if not self.takes_low_res and (low_res is not None or low_res_metadata is not None):
-            raise ValueError(f'this synthesizer is {family}: it takes no low_res (pass None)')
-        if self.needs_metadata and metadata is None:
-            raise ValueError(
-                'this synthesizer is conditioned on metadata: generate needs metadata=[B, 7] '
-                '(lon, lat, gsd, cloud_cover, year, month, day; NaN where unknown)'
-            )
-        if not self.takes_metadata and metadata is not None:
-            raise ValueError('this synthesizer is not conditioned on metadata (pass None)')
-        if masks is not None:
-            if masks.dim() != 3:
-                raise ValueError(f'expected masks [B, H, W], got shape {tuple(masks.shape)}')
-            if len(prompts) != len(masks):
-                raise ValueError(f'{len(masks)} masks but {len(prompts)} prompts')
-        if low_res is not None:
-            channels = self.pipeline.controlnet.config.conditioning_in_channels
-            if low_res.dim() != 4 or low_res.shape[1] != channels or len(low_res) != len(prompts):
-                raise ValueError(
-                    f'low_res: expected [{len(prompts)}, {channels}, h, w] for {len(prompts)} '
-                    f'prompts (the ControlNet takes {channels} bands), got {list(low_res.shape)}'
-                )
-        for values in (metadata, low_res_metadata):
-            if values is not None:
-                check_metadata(values, len(prompts))
-        return len(prompts)
-
-    def _check_low_res_size(self, low_res: Tensor, height: int, width: int) -> None:
-        downsample = self.pipeline.controlnet.condition_downsample
-        factor = self.pipeline.vae_scale_factor
-        expected = [height // factor * downsample, width // factor * downsample]
-        if list(low_res.shape[-2:]) != expected:
-            raise ValueError(
-                f'low_res: {list(low_res.shape[-2:])} px does not fit a {height}x{width} output '
-                f'(this ControlNet takes it at {expected} px)'
-            )
-
-    def _default_size(self, masks: Tensor | None, low_res: Tensor | None = None) -> tuple[int, int]:
-        if masks is not None:
-            return int(masks.shape[-2]), int(masks.shape[-1])
-        factor = self.pipeline.vae_scale_factor
-        if low_res is not None:
-            downsample = self.pipeline.controlnet.condition_downsample
-            return tuple(int(side) // downsample * factor for side in low_res.shape[-2:])
-        side = int(self.pipeline.unet.config.sample_size) * factor
-        return side, side
 
     def _latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         factor = self.pipeline.vae_scale_factor

@@ -1,0 +1,165 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Which generator family a checkpoint is, and its pipeline (for :class:`.Synthesizer`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
+
+from .models import (
+    EARTHSYNTH_ID,
+    EARTHSYNTH_SUBFOLDER,
+    SD15_ID,
+    DiffusionSatControlNet,
+    LowResControlNetPipeline,
+    diffusionsat_parts,
+    find_diffusionsat_controlnet,
+    find_diffusionsat_unet,
+    load_controlnet,
+    load_diffusionsat_controlnet,
+    pretrained_parts,
+    tiny_controlnet,
+    tiny_diffusionsat_controlnet,
+    tiny_diffusionsat_parts,
+    tiny_parts,
+)
+from .synthesis_parts import (
+    Family,
+    _check_exists,
+    _raise_if_unreachable,
+    build_pipeline,
+    build_text_pipeline,
+    check_compatible,
+)
+
+#: A pipeline of any family.
+Pipeline: TypeAlias = StableDiffusionControlNetPipeline | StableDiffusionPipeline
+
+
+def _super_resolution_parts(
+    folder: Path, base: str | Path | None
+) -> tuple[Any, DiffusionSatControlNet, type[LowResControlNetPipeline]]:
+    """Their super-resolution ControlNet and the DiffusionSat checkpoint it steers."""
+    if base is None:
+        raise ValueError(
+            f'{folder}: a DiffusionSat super-resolution ControlNet needs base= the DiffusionSat '
+            'checkpoint folder it was trained on (finetune_sd21_sn-satlas-fmow_snr5_md7norm_bs64)'
+        )
+    _check_exists(base, 'DiffusionSat checkpoint')
+    unet_folder = find_diffusionsat_unet(base)
+    if unet_folder is None:
+        raise ValueError(
+            f'{base}: no DiffusionSat UNet (use_metadata/num_metadata) for the super-resolution '
+            f'ControlNet {folder}'
+        )
+    parts = diffusionsat_parts(base, unet_folder)
+    controlnet = load_diffusionsat_controlnet(folder)
+    check_compatible(controlnet, parts.unet, parts.text_encoder, str(folder), str(base))
+    return parts, controlnet, LowResControlNetPipeline
+
+
+def _exported_pipeline(path: Path) -> tuple[Pipeline, dict[str, Any]]:
+    """A full ControlNet pipeline export of ours, and the settings its earthsynth.json records."""
+    try:
+        pipeline = StableDiffusionControlNetPipeline.from_pretrained(
+            str(path), safety_checker=None, requires_safety_checker=False
+        )
+    except (OSError, ValueError, KeyError) as error:
+        message = f'{path}: cannot load the ControlNet pipeline ({error})'
+        raise ValueError(message) from error
+    check_compatible(
+        pipeline.controlnet, pipeline.unet, pipeline.text_encoder, str(path), str(path)
+    )
+    meta = path / 'earthsynth.json'
+    if not meta.exists():
+        return pipeline, {}
+    return pipeline, {'condition_encoding': json.loads(meta.read_text())['condition_encoding']}
+
+
+def pretrained_pipeline(
+    controlnet: str | Path = EARTHSYNTH_ID,
+    base: str | Path | None = None,
+    subfolder: str | None = None,
+) -> tuple[Pipeline, dict[str, Any]]:
+    """The pipeline of a checkpoint of any family, detected as ``Synthesizer.from_pretrained`` says.
+
+    Args:
+        controlnet: as for :meth:`.Synthesizer.from_pretrained`.
+        base: as for :meth:`.Synthesizer.from_pretrained`.
+        subfolder: as for :meth:`.Synthesizer.from_pretrained`.
+
+    Returns:
+        The pipeline, and the :class:`.Synthesizer` settings the export records
+        (``condition_encoding`` of a full pipeline export of ours; else none).
+
+    Raises:
+        FileNotFoundError: if a local path does not exist.
+        ValueError: if a folder holds neither a pipeline nor a ControlNet, if loading fails,
+            or if the ControlNet does not fit the base.
+    """
+    path = Path(controlnet)
+    _check_exists(controlnet, 'ControlNet checkpoint')
+    sr_folder = find_diffusionsat_controlnet(path) if path.is_dir() else None
+    if sr_folder is not None:
+        return build_pipeline(*_super_resolution_parts(sr_folder, base)), {}
+    unet_folder = find_diffusionsat_unet(path) if path.is_dir() else None
+    if unet_folder is not None:
+        if base is not None:
+            _check_exists(base, 'Stable Diffusion base')
+        return build_text_pipeline(diffusionsat_parts(path, unet_folder, base)), {}
+    base = SD15_ID if base is None else base
+    if (path / 'model_index.json').exists():
+        return _exported_pipeline(path)
+    if subfolder is None and str(controlnet) == EARTHSYNTH_ID:
+        subfolder = EARTHSYNTH_SUBFOLDER
+    if subfolder is None and path.is_dir() and not (path / 'config.json').exists():
+        if (path / EARTHSYNTH_SUBFOLDER / 'config.json').exists():  # our ControlNet-only export
+            subfolder = EARTHSYNTH_SUBFOLDER
+    _check_exists(base, 'Stable Diffusion base')
+    try:
+        model = load_controlnet(controlnet, subfolder)
+    except (OSError, KeyError) as error:
+        _raise_if_unreachable(controlnet, error)
+        message = f'{controlnet}: cannot load a diffusers ControlNet ({error})'
+        raise ValueError(message) from error
+    try:
+        parts = pretrained_parts(base)
+    except (OSError, ValueError, KeyError) as error:
+        _raise_if_unreachable(base, error)
+        raise ValueError(
+            f'{base}: cannot load the Stable Diffusion base (expected a diffusers '
+            f'folder or hub id with unet/, vae/, text_encoder/, tokenizer/, '
+            f'scheduler/): {error}'
+        ) from error
+    check_compatible(model, parts.unet, parts.text_encoder, str(controlnet), str(base))
+    return build_pipeline(parts, model), {}
+
+
+def tiny_pipeline(seed: int = 0, image_size: int = 64, family: Family = 'earthsynth') -> Pipeline:
+    """The untrained tiny-preset pipeline of a family (see :meth:`.Synthesizer.tiny`).
+
+    Raises:
+        ValueError: for an unknown family.
+    """
+    match family:
+        case 'earthsynth':
+            parts = tiny_parts(seed, image_size)
+            return build_pipeline(parts, tiny_controlnet(parts.unet))
+        case 'diffusionsat':
+            return build_text_pipeline(tiny_diffusionsat_parts(seed, image_size))
+        case 'diffusionsat_sr':
+            parts = tiny_diffusionsat_parts(seed, image_size)
+            controlnet = tiny_diffusionsat_controlnet(parts.unet)
+            return build_pipeline(parts, controlnet, LowResControlNetPipeline)
+        case _:
+            raise ValueError(
+                f"family must be 'earthsynth', 'diffusionsat' or 'diffusionsat_sr', got {family!r}"
+            )
+
+
+__all__ = ('Pipeline', 'pretrained_pipeline', 'tiny_pipeline')
