@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 import torch
 from diffusers import (
@@ -20,26 +20,35 @@ from diffusers import (
 from torch import Tensor
 
 from .conditions import METADATA_FIELDS, NUM_METADATA, check_metadata
+from .inpainting import SEAM, check_inpainting, composite, inpainting_call
 from .models import (
     EARTHSYNTH_ID,
     EARTHSYNTH_SUBFOLDER,
     SD15_ID,
+    TEXT2EARTH_DEFAULTS,
     DiffusionSatControlNet,
     DiffusionSatUNet,
     LowResControlNetPipeline,
     PromptEncoder,
+    check_no_level_prefix,
     controlnet_metadata,
     diffusionsat_parts,
     find_diffusionsat_controlnet,
     find_diffusionsat_unet,
+    forward_kwargs,
+    is_text2earth,
     load_controlnet,
     load_diffusionsat_controlnet,
     normalize_metadata,
     pretrained_parts,
+    resolution_levels,
+    takes_levels,
+    text2earth_parts,
     tiny_controlnet,
     tiny_diffusionsat_controlnet,
     tiny_diffusionsat_parts,
     tiny_parts,
+    tiny_text2earth_parts,
 )
 from .synthesis_parts import (
     SCHEDULERS,
@@ -110,6 +119,8 @@ class Synthesizer:
         dtype: weights dtype (e.g. ``torch.float16`` on GPU).
         prompt_encoder: share an existing prompt-embedding cache (its text encoder must be
             the pipeline's).
+        default_size: output (height, width) when a request sets none (default: the
+            UNet's ``sample_size``; Text2Earth's is 256 px).
 
     Raises:
         ValueError: on an unknown scheduler name or a step count/batch size below 1.
@@ -130,6 +141,7 @@ class Synthesizer:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         prompt_encoder: PromptEncoder | None = None,
+        default_size: tuple[int, int] | None = None,
     ) -> None:
         if scheduler not in SCHEDULERS:
             raise ValueError(f'scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}')
@@ -148,6 +160,7 @@ class Synthesizer:
         self.negative_prompt = negative_prompt
         self.batch_size = batch_size
         self.condition_encoding: ConditionEncoding = condition_encoding
+        self.default_size = default_size
         self.prompts = prompt_encoder or PromptEncoder(
             pipeline.tokenizer, pipeline.text_encoder, prompt_cache
         )
@@ -159,11 +172,16 @@ class Synthesizer:
         controlnet: str | Path = EARTHSYNTH_ID,
         base: str | Path | None = None,
         subfolder: str | None = None,
+        *,
+        family: Literal['text2earth'] | None = None,
         **kwargs: Any,
     ) -> Synthesizer:
-        """Load from our export, the released EarthSynth weights, any ControlNet, or DiffusionSat.
+        """Load our export, EarthSynth's weights, any ControlNet, DiffusionSat or Text2Earth.
 
-        The family is detected from the folder: a ControlNet config with DiffusionSat's
+        The family is detected from the folder: a pipeline folder whose UNet has a
+        ``timestep`` class embedding is Text2Earth (``lcybuaa/Text2Earth`` and
+        ``lcybuaa/Text2Earth-inpainting`` too; their README's sampling is the default:
+        Euler, 50 steps, guidance 4.0, 256 px); a ControlNet config with DiffusionSat's
         ``conditioning_in_channels`` (in the folder, ``controlnet/`` or ``checkpoint-N/
         controlnet``) is their super-resolution ControlNet (``base``: the DiffusionSat
         checkpoint it was trained on); a UNet config with ``use_metadata``/``num_metadata``
@@ -179,6 +197,7 @@ class Synthesizer:
                 super-resolution ControlNet, the DiffusionSat checkpoint folder (required).
             subfolder: the ControlNet's subfolder (``controlnet`` for the released weights;
                 chosen automatically for ``jaychempan/EarthSynth``).
+            family: ``text2earth`` to load a Text2Earth copy from another hub id.
             **kwargs: passed to :class:`Synthesizer`.
 
         Returns:
@@ -191,6 +210,9 @@ class Synthesizer:
         """
         path = Path(controlnet)
         _check_exists(controlnet, 'ControlNet checkpoint')
+        if family == 'text2earth' or is_text2earth(controlnet):
+            pipeline = build_text_pipeline(text2earth_parts(controlnet))
+            return cls(pipeline, **{**TEXT2EARTH_DEFAULTS, **kwargs})
         sr_folder = find_diffusionsat_controlnet(path) if path.is_dir() else None
         if sr_folder is not None:
             return cls(build_pipeline(*_super_resolution_parts(sr_folder, base)), **kwargs)
@@ -248,8 +270,10 @@ class Synthesizer:
         Args:
             seed: initialisation seed of the tiny parts.
             image_size: pixel size the tiny parts are built for.
-            family: ``earthsynth`` (mask ControlNet), ``diffusionsat`` (text + metadata) or
-                ``diffusionsat_sr`` (text + metadata + a 10-band low-res image at half size).
+            family: ``earthsynth`` (mask ControlNet), ``diffusionsat`` (text + metadata),
+                ``diffusionsat_sr`` (text + metadata + a 10-band low-res image at half size),
+                ``text2earth`` (text + resolution level) or ``text2earth_inpainting``
+                (its 9-channel inpainting UNet).
             **kwargs: passed to :class:`Synthesizer` (``guidance_scale`` defaults to 3.0,
                 the tiny preset's setting, not 7.5).
 
@@ -270,11 +294,11 @@ class Synthesizer:
                 parts = tiny_diffusionsat_parts(seed, image_size)
                 controlnet = tiny_diffusionsat_controlnet(parts.unet)
                 return cls(build_pipeline(parts, controlnet, LowResControlNetPipeline), **kwargs)
+            case 'text2earth' | 'text2earth_inpainting':
+                parts = tiny_text2earth_parts(seed, image_size, family == 'text2earth_inpainting')
+                return cls(build_text_pipeline(parts), **kwargs)
             case _:
-                raise ValueError(
-                    "family must be 'earthsynth', 'diffusionsat' or 'diffusionsat_sr', got "
-                    f'{family!r}'
-                )
+                raise ValueError(f'family must be one of {get_args(Family)}, got {family!r}')
 
     @property
     def takes_low_res(self) -> bool:
@@ -295,8 +319,19 @@ class Synthesizer:
 
     @property
     def takes_metadata(self) -> bool:
-        """Whether this family is conditioned on metadata (its UNet or its ControlNet)."""
-        return self.needs_metadata or self._metadata_controlnet is not None
+        """Whether this family takes metadata (its UNet, its ControlNet, Text2Earth's GSD)."""
+        return self.needs_metadata or self._metadata_controlnet is not None or self.takes_levels
+
+    @property
+    def takes_levels(self) -> bool:
+        """Whether this family takes a resolution level as ``class_labels`` (Text2Earth)."""
+        return takes_levels(self.pipeline.unet)
+
+    @property
+    def inpaints_only(self) -> bool:
+        """Whether the UNet is an inpainting one (9 channels: needs image and inpaint_mask)."""
+        unet_channels = self.pipeline.unet.config.in_channels
+        return bool(unet_channels != self.pipeline.vae.config.latent_channels)
 
     @property
     def _metadata_controlnet(self) -> DiffusionSatControlNet | None:
@@ -323,6 +358,9 @@ class Synthesizer:
         metadata: Tensor | None = None,
         low_res: Tensor | None = None,
         low_res_metadata: Tensor | None = None,
+        levels: Sequence[int] | Tensor | None = None,
+        image: Tensor | None = None,
+        inpaint_mask: Tensor | None = None,
     ) -> Tensor:
         """Generate one image per request (mask, metadata and/or low-res image, and prompt).
 
@@ -343,6 +381,13 @@ class Synthesizer:
                 super-resolution.
             low_res_metadata: float32 [B, 7], the low-res image's metadata (default:
                 ``metadata`` with a 10 m GSD, as their fMoW super-resolution training).
+            levels: Text2Earth's resolution level per sample: 0 (unknown) or 10..18
+                (GSD = 2 ** (17 - level) m/px); else the nearest level to ``metadata``'s
+                GSD; else 0. Prompts carry the caption alone.
+            image: float [B, 3, H, W] 0..255, the scene to in- or outpaint (see
+                :func:`~torchgeo_earthsynth.inpainting.outpaint_canvas`).
+            inpaint_mask: bool [B, H, W], True where to generate; every other pixel of
+                ``image`` is returned bit for bit.
 
         Returns:
             float32 [B, 3, H, W] images in 0..255 on the masks' (else the prompts'
@@ -352,12 +397,14 @@ class Synthesizer:
             ValueError: if a condition the family needs is missing, one it does not take is
                 given, or the batch sizes, band count or image size do not fit.
         """
-        count = self._check_request(masks, prompts, metadata, low_res, low_res_metadata)
+        count = self._check_request(masks, prompts, metadata, low_res, low_res_metadata, image)
         seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != count:
             what = 'masks' if masks is not None else 'prompts'
             raise ValueError(f'{count} {what} but {len(seeds)} seeds')
-        height, width = size or self._default_size(masks, low_res)
+        height, width = size or self._default_size(masks, low_res, image)
+        check_inpainting(image, inpaint_mask, count, (height, width))
+        class_labels = self._levels(count, levels, metadata)
         factor = self.pipeline.vae_scale_factor
         if height % factor or width % factor:
             raise ValueError(
@@ -402,13 +449,31 @@ class Synthesizer:
             )
             if self.needs_metadata:  # pipelines hand cross_attention_kwargs to the UNet untouched
                 family_inputs['cross_attention_kwargs'] = {'metadata': chunk_md}
+            pipeline = self.pipeline
+            if image is not None and inpaint_mask is not None:
+                pipeline, family_inputs = inpainting_call(
+                    pipeline,
+                    family_inputs,
+                    image[start:stop],
+                    inpaint_mask[start:stop],
+                    seeds[start:stop],
+                    embeds.dtype,
+                )
             controlnet = self._metadata_controlnet
             with (
                 nullcontext()
                 if controlnet is None
-                else controlnet_metadata(controlnet, chunk_md, chunk_low_res_md)
+                else controlnet_metadata(controlnet, chunk_md, chunk_low_res_md),
+                nullcontext()
+                if class_labels is None
+                else forward_kwargs(
+                    pipeline.unet,
+                    class_labels=_stack_for_guidance(
+                        class_labels[start:stop].to(self.device, torch.float32), guided
+                    ),
+                ),
             ):
-                images = self.pipeline(
+                images = pipeline(
                     prompt_embeds=embeds,
                     negative_prompt_embeds=None if negative is None else negative.expand_as(embeds),
                     height=height,
@@ -419,9 +484,22 @@ class Synthesizer:
                     output_type='pt',
                     **family_inputs,
                 ).images
-            out.append(images.float().mul(255))
-        device = next((t.device for t in (masks, metadata) if t is not None), self.device)
+            images = images.float().mul(255)
+            if image is not None and inpaint_mask is not None:
+                images = composite(images, image[start:stop], inpaint_mask[start:stop], SEAM)
+            out.append(images)
+        device = next((t.device for t in (masks, metadata, image) if t is not None), self.device)
         return torch.cat(out).to(device)
+
+    def _levels(
+        self, count: int, levels: Sequence[int] | Tensor | None, metadata: Tensor | None
+    ) -> Tensor | None:
+        """Text2Earth's ``class_labels``: explicit levels, else from the GSD, else 0."""
+        if not self.takes_levels:
+            if levels is not None:
+                raise ValueError('this synthesizer takes no resolution levels (pass None)')
+            return None
+        return resolution_levels(count, levels, metadata)
 
     def _normalised_metadata(
         self,
@@ -431,8 +509,8 @@ class Synthesizer:
         low_res_metadata: Tensor | None,
     ) -> tuple[Tensor | None, Tensor | None]:
         """The request's and its low-res image's metadata, normalised as the family was trained."""
-        if not self.takes_metadata:
-            return None, None
+        if not (self.needs_metadata or self._metadata_controlnet is not None):
+            return None, None  # none, or Text2Earth's (its GSD gives the level)
         if metadata is None:  # a mask ControlNet with metadata: all fields unknown
             metadata = torch.full((count, NUM_METADATA), math.nan)
         if low_res is None or self._metadata_controlnet is None:
@@ -449,8 +527,16 @@ class Synthesizer:
         metadata: Tensor | None,
         low_res: Tensor | None = None,
         low_res_metadata: Tensor | None = None,
+        image: Tensor | None = None,
     ) -> int:
         """Refuse a request lacking a condition the family needs; return its batch size."""
+        if self.inpaints_only and image is None:
+            raise ValueError(
+                'this synthesizer is an inpainting model (9-channel UNet): generate needs '
+                'image [B, 3, H, W] and inpaint_mask [B, H, W]'
+            )
+        if self.takes_levels:
+            check_no_level_prefix(prompts)
         family = 'a mask ControlNet' if self.takes_masks else 'a text-to-image model'
         family = 'a super-resolution ControlNet' if self.takes_low_res else family
         if self.takes_masks and masks is None:
@@ -495,19 +581,25 @@ class Synthesizer:
                 f'(this ControlNet takes it at {expected} px)'
             )
 
-    def _default_size(self, masks: Tensor | None, low_res: Tensor | None = None) -> tuple[int, int]:
-        if masks is not None:
-            return int(masks.shape[-2]), int(masks.shape[-1])
+    def _default_size(
+        self, masks: Tensor | None, low_res: Tensor | None = None, image: Tensor | None = None
+    ) -> tuple[int, int]:
+        for condition in (masks, image):
+            if condition is not None:
+                return int(condition.shape[-2]), int(condition.shape[-1])
         factor = self.pipeline.vae_scale_factor
         if low_res is not None:
             downsample = self.pipeline.controlnet.condition_downsample
             return tuple(int(side) // downsample * factor for side in low_res.shape[-2:])
+        if self.default_size is not None:
+            return self.default_size
         side = int(self.pipeline.unet.config.sample_size) * factor
         return side, side
 
     def _latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         factor = self.pipeline.vae_scale_factor
-        return (self.pipeline.unet.config.in_channels, height // factor, width // factor)
+        channels = self.pipeline.vae.config.latent_channels  # an inpainting UNet takes 9
+        return (channels, height // factor, width // factor)
 
     def synthesize(
         self,
@@ -517,8 +609,13 @@ class Synthesizer:
         *,
         metadata: Tensor | None = None,
         low_res: Tensor | None = None,
+        levels: Sequence[int] | Tensor | None = None,
+        image: Tensor | None = None,
+        inpaint_mask: Tensor | None = None,
     ) -> list[dict[str, Any]]:
         """Generate sample dicts; with masks, the label is the condition mask.
+
+        Takes :meth:`generate`'s conditions.
 
         Returns:
             Sample dicts: ``image`` float32 [3, H, W] 0..255, ``prompt``,
@@ -526,7 +623,16 @@ class Synthesizer:
             ``categories``; with metadata also ``metadata`` float32 [7] (physical units).
         """
         seeds = list(range(len(prompts))) if seeds is None else [int(s) for s in seeds]
-        images = self.generate(masks, prompts, seeds, metadata=metadata, low_res=low_res)
+        images = self.generate(
+            masks,
+            prompts,
+            seeds,
+            metadata=metadata,
+            low_res=low_res,
+            levels=levels,
+            image=image,
+            inpaint_mask=inpaint_mask,
+        )
         samples = []
         for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds)):
             sample: dict[str, Any] = {'image': image, 'prompt': prompt}
