@@ -52,43 +52,54 @@ def inpainting_pipeline(pipeline: DiffusionPipeline) -> DiffusionPipeline:
     Raises:
         ValueError: for a family that cannot inpaint (a super-resolution ControlNet).
     """
+    _check_can_inpaint(pipeline)
     # A copy of the scheduler: these pipelines' constructors rewrite an old config in place.
     scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config)
     components = {**pipeline.components, 'scheduler': scheduler, 'requires_safety_checker': False}
-    match pipeline:
-        case LowResControlNetPipeline():
-            raise ValueError(
-                'a super-resolution ControlNet cannot inpaint (its condition is the low-res '
-                'image); in/outpainting needs a text, mask ControlNet or inpainting model'
-            )
-        case StableDiffusionControlNetPipeline():
-            inpainter: DiffusionPipeline = StableDiffusionControlNetInpaintPipeline(**components)
-        case StableDiffusionPipeline():
-            inpainter = StableDiffusionInpaintPipeline(**components)
-        case _:
-            raise ValueError(f'{type(pipeline).__name__} has no inpainting counterpart')
+    inpainter: DiffusionPipeline
+    if isinstance(pipeline, StableDiffusionControlNetPipeline):
+        inpainter = StableDiffusionControlNetInpaintPipeline(**components)
+    else:
+        inpainter = StableDiffusionInpaintPipeline(**components)
     inpainter.set_progress_bar_config(disable=True)
     return inpainter
 
 
+def _check_can_inpaint(pipeline: DiffusionPipeline) -> None:
+    if isinstance(pipeline, LowResControlNetPipeline):
+        raise ValueError(
+            'a super-resolution ControlNet cannot inpaint (its condition is the low-res '
+            'image); in/outpainting needs a text, mask ControlNet or inpainting model'
+        )
+    if not isinstance(pipeline, StableDiffusionControlNetPipeline | StableDiffusionPipeline):
+        raise ValueError(f'{type(pipeline).__name__} has no inpainting counterpart')
+
+
 def check_inpainting(
-    image: Tensor | None, inpaint_mask: Tensor | None, count: int, size: tuple[int, int]
+    pipeline: DiffusionPipeline,
+    image: Tensor | None,
+    inpaint_mask: Tensor | None,
+    count: int,
+    size: tuple[int, int],
 ) -> None:
-    """Check an in/outpainting request: both or neither, shapes and dtypes.
+    """Check an in/outpainting request: a family that can, both or neither, shapes, dtypes.
 
     Args:
+        pipeline: the family's pipeline.
         image: float [B, 3, H, W] in 0..255 (TorchGeo's image convention).
         inpaint_mask: bool [B, H, W], True where to generate.
         count: B, the number of prompts.
         size: the output (H, W).
 
     Raises:
-        ValueError: naming the argument and what was expected.
+        ValueError: for a family that cannot inpaint, or naming the argument and what was
+            expected.
     """
     if (image is None) != (inpaint_mask is None):
         raise ValueError('in/outpainting needs both image [B, 3, H, W] and inpaint_mask [B, H, W]')
     if image is None or inpaint_mask is None:
         return
+    _check_can_inpaint(pipeline)
     expected = [count, 3, *size]
     if list(image.shape) != expected or not image.is_floating_point():
         raise ValueError(
@@ -163,7 +174,8 @@ def composite(generated: Tensor, image: Tensor, inpaint_mask: Tensor, seam: int 
     region = inpaint_mask[:, None].to(image.device)
     alpha = _seam_weights(region, seam).to(image.dtype)
     generated = generated.to(image.device, image.dtype)
-    return torch.where(region, image + alpha * (generated - image), image)
+    # lerp is exact at both ends: the generated pixels themselves past the seam
+    return torch.where(region, torch.lerp(image, generated, alpha), image)
 
 
 def outpaint_canvas(

@@ -403,7 +403,7 @@ class Synthesizer:
             what = 'masks' if masks is not None else 'prompts'
             raise ValueError(f'{count} {what} but {len(seeds)} seeds')
         height, width = size or self._default_size(masks, low_res, image)
-        check_inpainting(image, inpaint_mask, count, (height, width))
+        check_inpainting(self.pipeline, image, inpaint_mask, count, (height, width))
         class_labels = self._levels(count, levels, metadata)
         factor = self.pipeline.vae_scale_factor
         if height % factor or width % factor:
