@@ -7,6 +7,11 @@ from typing import Any
 
 import pytest
 import torch
+from diffusers import (
+    StableDiffusionInpaintPipeline,
+    UNet2DConditionModel,
+    UniPCMultistepScheduler,
+)
 
 from torchgeo_earthsynth.inpainting import (
     class_region,
@@ -14,7 +19,8 @@ from torchgeo_earthsynth.inpainting import (
     inpainting_pipeline,
     outpaint_canvas,
 )
-from torchgeo_earthsynth.synthesis import Synthesizer, encode_condition
+from torchgeo_earthsynth.models import tiny_parts, tiny_text2earth_unet
+from torchgeo_earthsynth.synthesis import Synthesizer, build_text_pipeline, encode_condition
 
 SIZE = 32
 
@@ -167,3 +173,41 @@ def test_families_that_cannot_inpaint_and_bad_requests(text2earth: Synthesizer) 
         text2earth.generate(None, ['x'], image=image, inpaint_mask=region.float())
     with pytest.raises(ValueError, match=r'image: expected float \[1, 3, 32, 32\]'):
         text2earth.generate(None, ['x'], image=image[:, :1], inpaint_mask=region)
+
+
+def test_inpainting_equals_diffusers_inpainting_pipeline() -> None:
+    """A 9-channel SD-inpainting UNet: what StableDiffusionInpaintPipeline gives, past the seam."""
+    parts = tiny_parts(0, SIZE)
+    unet = tiny_text2earth_unet(0, SIZE // 2, inpainting=True)
+    parts.unet = UNet2DConditionModel.from_config({**unet.config, 'class_embed_type': None})
+    synth = Synthesizer(build_text_pipeline(parts), num_inference_steps=2, guidance_scale=3.0)
+    image, region = scene(2), cloud(2)
+    prompts, seeds = ['a lake', 'a field'], [7, 8]
+    ours = synth.generate(None, prompts, seeds, image=image, inpaint_mask=region)
+    components = {**synth.pipeline.components, 'requires_safety_checker': False}
+    components['scheduler'] = UniPCMultistepScheduler.from_config(components['scheduler'].config)
+    pipe = StableDiffusionInpaintPipeline(**components)
+    pipe.set_progress_bar_config(disable=True)
+    latents = torch.stack(
+        [
+            torch.randn(4, SIZE // 2, SIZE // 2, generator=torch.Generator().manual_seed(s))
+            for s in seeds
+        ]
+    )
+    theirs = pipe(
+        prompt=prompts,
+        image=image / 255,
+        mask_image=region[:, None].float(),
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=2,
+        guidance_scale=3.0,
+        latents=latents,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        output_type='pt',
+    ).images
+    deep = torch.zeros_like(region)
+    deep[0, 8:16, 10:18] = deep[1, 12:20, 10:18] = True  # more than SEAM px inside
+    deep = deep[:, None].expand_as(image)
+    torch.testing.assert_close(ours[deep], theirs[deep] * 255, atol=1e-3, rtol=0)
+    assert (ours[deep] - image[deep]).abs().mean() > 1

@@ -180,7 +180,7 @@ def test_generate_equals_their_computation(folder: Path) -> None:
     assert (ours - other_level).abs().mean() > 0.1  # the comparison can tell levels apart
 
 
-def test_bad_requests_are_refused(synth: Synthesizer) -> None:
+def test_bad_requests_are_refused(synth: Synthesizer, folder: Path) -> None:
     with pytest.raises(ValueError, match='GOOGLE_LEVEL_" prefix'):
         synth.generate(None, ['16_GOOGLE_LEVEL_a lake'])
     with pytest.raises(ValueError, match=r'levels\[1\] = 20'):
@@ -190,6 +190,10 @@ def test_bad_requests_are_refused(synth: Synthesizer) -> None:
     earthsynth = Synthesizer.tiny(image_size=SIZE, num_inference_steps=1)
     with pytest.raises(ValueError, match='takes no resolution levels'):
         earthsynth.generate(torch.zeros(1, SIZE, SIZE, dtype=torch.long), ['a'], levels=[16])
+    with pytest.raises(ValueError, match='complete'):
+        Synthesizer.from_pretrained(folder, base=folder)
+    with pytest.raises(ValueError, match="only 'text2earth' is named"):
+        Synthesizer.from_pretrained(folder, family='diffusionsat')  # type: ignore[arg-type]
     with pytest.raises(ValueError, match='family must be one of'):
         Synthesizer.tiny(family='text2moon')  # type: ignore[arg-type]
 

@@ -206,11 +206,20 @@ class Synthesizer:
         Raises:
             FileNotFoundError: if a local path does not exist.
             ValueError: if a folder holds neither a pipeline nor a ControlNet, if loading
-                fails, or if the ControlNet does not fit the base.
+                fails, if the ControlNet does not fit the base, for an unknown ``family``
+                or for a ``base``/``subfolder`` with a (complete) Text2Earth folder.
         """
         path = Path(controlnet)
         _check_exists(controlnet, 'ControlNet checkpoint')
+        if family not in (None, 'text2earth'):
+            raise ValueError(
+                f"family: only 'text2earth' is named, others are detected; got {family!r}"
+            )
         if family == 'text2earth' or is_text2earth(controlnet):
+            if base is not None or subfolder is not None:
+                raise ValueError(
+                    f'{controlnet}: a Text2Earth folder is complete (no base/subfolder)'
+                )
             pipeline = build_text_pipeline(text2earth_parts(controlnet))
             return cls(pipeline, **{**TEXT2EARTH_DEFAULTS, **kwargs})
         sr_folder = find_diffusionsat_controlnet(path) if path.is_dir() else None
