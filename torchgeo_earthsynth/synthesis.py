@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from diffusers import (
@@ -23,6 +23,7 @@ from diffusers import (
 )
 from torch import Tensor
 
+from .inpainting import SEAM, check_inpainting, composite, inpainting_call
 from .models import (
     EARTHSYNTH_ID,
     DiffusionSatControlNet,
@@ -30,6 +31,9 @@ from .models import (
     LowResControlNetPipeline,
     PromptEncoder,
     controlnet_metadata,
+    forward_kwargs,
+    resolution_levels,
+    takes_levels,
 )
 from .synthesis_loading import pretrained_pipeline, tiny_pipeline
 from .synthesis_parts import (
@@ -75,6 +79,8 @@ class Synthesizer:
         dtype: weights dtype (e.g. ``torch.float16`` on GPU).
         prompt_encoder: share an existing prompt-embedding cache (its text encoder must be
             the pipeline's).
+        default_size: output (height, width) when a request sets none (default: the
+            UNet's ``sample_size``; Text2Earth's is 256 px).
 
     Raises:
         ValueError: on an unknown scheduler name or a step count/batch size below 1.
@@ -95,6 +101,7 @@ class Synthesizer:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         prompt_encoder: PromptEncoder | None = None,
+        default_size: tuple[int, int] | None = None,
     ) -> None:
         if scheduler not in SCHEDULERS:
             raise ValueError(f'scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}')
@@ -113,6 +120,7 @@ class Synthesizer:
         self.negative_prompt = negative_prompt
         self.batch_size = batch_size
         self.condition_encoding: ConditionEncoding = condition_encoding
+        self.default_size = default_size
         self.prompts = prompt_encoder or PromptEncoder(
             pipeline.tokenizer, pipeline.text_encoder, prompt_cache
         )
@@ -124,11 +132,16 @@ class Synthesizer:
         controlnet: str | Path = EARTHSYNTH_ID,
         base: str | Path | None = None,
         subfolder: str | None = None,
+        *,
+        family: Literal['text2earth'] | None = None,
         **kwargs: Any,
     ) -> Synthesizer:
-        """Load from our export, the released EarthSynth weights, any ControlNet, or DiffusionSat.
+        """Load our export, EarthSynth's weights, any ControlNet, DiffusionSat or Text2Earth.
 
-        The family is detected from the folder: a ControlNet config with DiffusionSat's
+        The family is detected from the folder: a pipeline folder whose UNet has a
+        ``timestep`` class embedding is Text2Earth (``lcybuaa/Text2Earth`` and
+        ``lcybuaa/Text2Earth-inpainting`` too; their README's sampling is the default:
+        Euler, 50 steps, guidance 4.0, 256 px); a ControlNet config with DiffusionSat's
         ``conditioning_in_channels`` (in the folder, ``controlnet/`` or ``checkpoint-N/
         controlnet``) is their super-resolution ControlNet (``base``: the DiffusionSat
         checkpoint it was trained on); a UNet config with ``use_metadata``/``num_metadata``
@@ -144,6 +157,7 @@ class Synthesizer:
                 super-resolution ControlNet, the DiffusionSat checkpoint folder (required).
             subfolder: the ControlNet's subfolder (``controlnet`` for the released weights;
                 chosen automatically for ``jaychempan/EarthSynth``).
+            family: ``text2earth`` to load a Text2Earth copy from another hub id.
             **kwargs: passed to :class:`Synthesizer`.
 
         Returns:
@@ -152,9 +166,10 @@ class Synthesizer:
         Raises:
             FileNotFoundError: if a local path does not exist.
             ValueError: if a folder holds neither a pipeline nor a ControlNet, if loading
-                fails, or if the ControlNet does not fit the base.
+                fails, if the ControlNet does not fit the base, for an unknown ``family``
+                or for a ``base``/``subfolder`` with a (complete) Text2Earth folder.
         """
-        pipeline, settings = pretrained_pipeline(controlnet, base, subfolder)
+        pipeline, settings = pretrained_pipeline(controlnet, base, subfolder, family)
         return cls(pipeline, **{**settings, **kwargs})
 
     @classmethod
@@ -166,8 +181,10 @@ class Synthesizer:
         Args:
             seed: initialisation seed of the tiny parts.
             image_size: pixel size the tiny parts are built for.
-            family: ``earthsynth`` (mask ControlNet), ``diffusionsat`` (text + metadata) or
-                ``diffusionsat_sr`` (text + metadata + a 10-band low-res image at half size).
+            family: ``earthsynth`` (mask ControlNet), ``diffusionsat`` (text + metadata),
+                ``diffusionsat_sr`` (text + metadata + a 10-band low-res image at half size),
+                ``text2earth`` (text + resolution level) or ``text2earth_inpainting``
+                (its 9-channel inpainting UNet).
             **kwargs: passed to :class:`Synthesizer` (``guidance_scale`` defaults to 3.0,
                 the tiny preset's setting, not 7.5).
 
@@ -199,8 +216,19 @@ class Synthesizer:
 
     @property
     def takes_metadata(self) -> bool:
-        """Whether this family is conditioned on metadata (its UNet or its ControlNet)."""
-        return self.needs_metadata or self._metadata_controlnet is not None
+        """Whether this family takes metadata (its UNet, its ControlNet, Text2Earth's GSD)."""
+        return self.needs_metadata or self._metadata_controlnet is not None or self.takes_levels
+
+    @property
+    def takes_levels(self) -> bool:
+        """Whether this family takes a resolution level as ``class_labels`` (Text2Earth)."""
+        return takes_levels(self.pipeline.unet)
+
+    @property
+    def inpaints_only(self) -> bool:
+        """Whether the UNet is an inpainting one (9 channels: needs image and inpaint_mask)."""
+        unet_channels = self.pipeline.unet.config.in_channels
+        return bool(unet_channels != self.pipeline.vae.config.latent_channels)
 
     @property
     def _metadata_controlnet(self) -> DiffusionSatControlNet | None:
@@ -227,6 +255,9 @@ class Synthesizer:
         metadata: Tensor | None = None,
         low_res: Tensor | None = None,
         low_res_metadata: Tensor | None = None,
+        levels: Sequence[int] | Tensor | None = None,
+        image: Tensor | None = None,
+        inpaint_mask: Tensor | None = None,
     ) -> Tensor:
         """Generate one image per request (mask, metadata and/or low-res image, and prompt).
 
@@ -247,6 +278,13 @@ class Synthesizer:
                 super-resolution.
             low_res_metadata: float32 [B, 7], the low-res image's metadata (default:
                 ``metadata`` with a 10 m GSD, as their fMoW super-resolution training).
+            levels: Text2Earth's resolution level per sample: 0 (unknown) or 10..18
+                (GSD = 2 ** (17 - level) m/px); else the nearest level to ``metadata``'s
+                GSD; else 0. Prompts carry the caption alone.
+            image: float [B, 3, H, W] 0..255, the scene to in- or outpaint (see
+                :func:`~torchgeo_earthsynth.inpainting.outpaint_canvas`).
+            inpaint_mask: bool [B, H, W], True where to generate; every other pixel of
+                ``image`` is returned bit for bit.
 
         Returns:
             float32 [B, 3, H, W] images in 0..255 on the masks' (else the prompts'
@@ -256,12 +294,14 @@ class Synthesizer:
             ValueError: if a condition the family needs is missing, one it does not take is
                 given, or the batch sizes, band count or image size do not fit.
         """
-        count = check_request(self, masks, prompts, metadata, low_res, low_res_metadata)
+        count = check_request(self, masks, prompts, metadata, low_res, low_res_metadata, image)
         seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != count:
             what = 'masks' if masks is not None else 'prompts'
             raise ValueError(f'{count} {what} but {len(seeds)} seeds')
-        height, width = request_size(self.pipeline, size, masks, low_res)
+        height, width = request_size(self, size, masks, low_res, image)
+        check_inpainting(self.pipeline, image, inpaint_mask, count, (height, width))
+        class_labels = self._levels(count, levels, metadata)
         guided = self.guidance_scale > 1
         # The negative prompt is one embedding for every sample: encode it once per call.
         negative = self.prompts([self.negative_prompt]) if guided else None
@@ -298,13 +338,31 @@ class Synthesizer:
             )
             if self.needs_metadata:  # pipelines hand cross_attention_kwargs to the UNet untouched
                 family_inputs['cross_attention_kwargs'] = {'metadata': chunk_md}
+            pipeline = self.pipeline
+            if image is not None and inpaint_mask is not None:
+                pipeline, family_inputs = inpainting_call(
+                    pipeline,
+                    family_inputs,
+                    image[start:stop],
+                    inpaint_mask[start:stop],
+                    seeds[start:stop],
+                    embeds.dtype,
+                )
             controlnet = self._metadata_controlnet
             with (
                 nullcontext()
                 if controlnet is None
-                else controlnet_metadata(controlnet, chunk_md, chunk_low_res_md)
+                else controlnet_metadata(controlnet, chunk_md, chunk_low_res_md),
+                nullcontext()
+                if class_labels is None
+                else forward_kwargs(
+                    pipeline.unet,
+                    class_labels=_stack_for_guidance(
+                        class_labels[start:stop].to(self.device, torch.float32), guided
+                    ),
+                ),
             ):
-                images = self.pipeline(
+                images = pipeline(
                     prompt_embeds=embeds,
                     negative_prompt_embeds=None if negative is None else negative.expand_as(embeds),
                     height=height,
@@ -315,13 +373,27 @@ class Synthesizer:
                     output_type='pt',
                     **family_inputs,
                 ).images
-            out.append(images.float().mul(255))
-        device = next((t.device for t in (masks, metadata) if t is not None), self.device)
+            images = images.float().mul(255)
+            if image is not None and inpaint_mask is not None:
+                images = composite(images, image[start:stop], inpaint_mask[start:stop], SEAM)
+            out.append(images)
+        device = next((t.device for t in (masks, metadata, image) if t is not None), self.device)
         return torch.cat(out).to(device)
+
+    def _levels(
+        self, count: int, levels: Sequence[int] | Tensor | None, metadata: Tensor | None
+    ) -> Tensor | None:
+        """Text2Earth's ``class_labels``: explicit levels, else from the GSD, else 0."""
+        if not self.takes_levels:
+            if levels is not None:
+                raise ValueError('this synthesizer takes no resolution levels (pass None)')
+            return None
+        return resolution_levels(count, levels, metadata)
 
     def _latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         factor = self.pipeline.vae_scale_factor
-        return (self.pipeline.unet.config.in_channels, height // factor, width // factor)
+        channels = self.pipeline.vae.config.latent_channels  # an inpainting UNet takes 9
+        return (channels, height // factor, width // factor)
 
     def synthesize(
         self,
@@ -331,8 +403,13 @@ class Synthesizer:
         *,
         metadata: Tensor | None = None,
         low_res: Tensor | None = None,
+        levels: Sequence[int] | Tensor | None = None,
+        image: Tensor | None = None,
+        inpaint_mask: Tensor | None = None,
     ) -> list[dict[str, Any]]:
         """Generate sample dicts; with masks, the label is the condition mask.
+
+        Takes :meth:`generate`'s conditions.
 
         Returns:
             Sample dicts: ``image`` float32 [3, H, W] 0..255, ``prompt``,
@@ -340,7 +417,16 @@ class Synthesizer:
             ``categories``; with metadata also ``metadata`` float32 [7] (physical units).
         """
         seeds = list(range(len(prompts))) if seeds is None else [int(s) for s in seeds]
-        images = self.generate(masks, prompts, seeds, metadata=metadata, low_res=low_res)
+        images = self.generate(
+            masks,
+            prompts,
+            seeds,
+            metadata=metadata,
+            low_res=low_res,
+            levels=levels,
+            image=image,
+            inpaint_mask=inpaint_mask,
+        )
         samples = []
         for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds)):
             sample: dict[str, Any] = {'image': image, 'prompt': prompt}

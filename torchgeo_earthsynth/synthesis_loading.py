@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
@@ -15,18 +15,22 @@ from .models import (
     EARTHSYNTH_ID,
     EARTHSYNTH_SUBFOLDER,
     SD15_ID,
+    TEXT2EARTH_DEFAULTS,
     DiffusionSatControlNet,
     LowResControlNetPipeline,
     diffusionsat_parts,
     find_diffusionsat_controlnet,
     find_diffusionsat_unet,
+    is_text2earth,
     load_controlnet,
     load_diffusionsat_controlnet,
     pretrained_parts,
+    text2earth_parts,
     tiny_controlnet,
     tiny_diffusionsat_controlnet,
     tiny_diffusionsat_parts,
     tiny_parts,
+    tiny_text2earth_parts,
 )
 from .synthesis_parts import (
     Family,
@@ -85,6 +89,7 @@ def pretrained_pipeline(
     controlnet: str | Path = EARTHSYNTH_ID,
     base: str | Path | None = None,
     subfolder: str | None = None,
+    family: Literal['text2earth'] | None = None,
 ) -> tuple[Pipeline, dict[str, Any]]:
     """The pipeline of a checkpoint of any family, detected as ``Synthesizer.from_pretrained`` says.
 
@@ -92,18 +97,27 @@ def pretrained_pipeline(
         controlnet: as for :meth:`.Synthesizer.from_pretrained`.
         base: as for :meth:`.Synthesizer.from_pretrained`.
         subfolder: as for :meth:`.Synthesizer.from_pretrained`.
+        family: as for :meth:`.Synthesizer.from_pretrained`.
 
     Returns:
         The pipeline, and the :class:`.Synthesizer` settings the export records
-        (``condition_encoding`` of a full pipeline export of ours; else none).
+        (``condition_encoding`` of a full pipeline export of ours; Text2Earth's sampling
+        defaults; else none).
 
     Raises:
         FileNotFoundError: if a local path does not exist.
         ValueError: if a folder holds neither a pipeline nor a ControlNet, if loading fails,
-            or if the ControlNet does not fit the base.
+            if the ControlNet does not fit the base, for an unknown ``family`` or for a
+            ``base``/``subfolder`` with a (complete) Text2Earth folder.
     """
     path = Path(controlnet)
     _check_exists(controlnet, 'ControlNet checkpoint')
+    if family not in (None, 'text2earth'):
+        raise ValueError(f"family: only 'text2earth' is named, others are detected; got {family!r}")
+    if family == 'text2earth' or is_text2earth(controlnet):
+        if base is not None or subfolder is not None:
+            raise ValueError(f'{controlnet}: a Text2Earth folder is complete (no base/subfolder)')
+        return build_text_pipeline(text2earth_parts(controlnet)), dict(TEXT2EARTH_DEFAULTS)
     sr_folder = find_diffusionsat_controlnet(path) if path.is_dir() else None
     if sr_folder is not None:
         return build_pipeline(*_super_resolution_parts(sr_folder, base)), {}
@@ -156,10 +170,11 @@ def tiny_pipeline(seed: int = 0, image_size: int = 64, family: Family = 'earthsy
             parts = tiny_diffusionsat_parts(seed, image_size)
             controlnet = tiny_diffusionsat_controlnet(parts.unet)
             return build_pipeline(parts, controlnet, LowResControlNetPipeline)
+        case 'text2earth' | 'text2earth_inpainting':
+            parts = tiny_text2earth_parts(seed, image_size, family == 'text2earth_inpainting')
+            return build_text_pipeline(parts)
         case _:
-            raise ValueError(
-                f"family must be 'earthsynth', 'diffusionsat' or 'diffusionsat_sr', got {family!r}"
-            )
+            raise ValueError(f'family must be one of {get_args(Family)}, got {family!r}')
 
 
 __all__ = ('Pipeline', 'pretrained_pipeline', 'tiny_pipeline')

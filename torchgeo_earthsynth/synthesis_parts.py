@@ -32,7 +32,9 @@ SCHEDULERS: Final = {
     'euler': EulerDiscreteScheduler,
 }
 ConditionEncoding = Literal['grey', 'palette']
-Family = Literal['earthsynth', 'diffusionsat', 'diffusionsat_sr']
+Family = Literal[
+    'earthsynth', 'diffusionsat', 'diffusionsat_sr', 'text2earth', 'text2earth_inpainting'
+]
 
 
 def encode_condition(

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import torch
 from torch import Tensor
 
 from .conditions import METADATA_FIELDS, NUM_METADATA, check_metadata
-from .models import normalize_metadata
+from .models import check_no_level_prefix, normalize_metadata
 
 if TYPE_CHECKING:
     from .synthesis import Synthesizer
@@ -29,12 +29,20 @@ def check_request(
     metadata: Tensor | None,
     low_res: Tensor | None = None,
     low_res_metadata: Tensor | None = None,
+    image: Tensor | None = None,
 ) -> int:
     """Refuse a request lacking a condition the family needs; return its batch size.
 
     Raises:
         ValueError: naming the condition that is missing, not taken, or of the wrong shape.
     """
+    if synth.inpaints_only and image is None:
+        raise ValueError(
+            'this synthesizer is an inpainting model (9-channel UNet): generate needs '
+            'image [B, 3, H, W] and inpaint_mask [B, H, W]'
+        )
+    if synth.takes_levels:
+        check_no_level_prefix(prompts)
     family = 'a mask ControlNet' if synth.takes_masks else 'a text-to-image model'
     family = 'a super-resolution ControlNet' if synth.takes_low_res else family
     if synth.takes_masks and masks is None:
@@ -71,15 +79,23 @@ def check_request(
 
 
 def request_size(
-    pipeline: Any, size: tuple[int, int] | None, masks: Tensor | None, low_res: Tensor | None
+    synth: Synthesizer,
+    size: tuple[int, int] | None,
+    masks: Tensor | None,
+    low_res: Tensor | None,
+    image: Tensor | None = None,
 ) -> tuple[int, int]:
-    """The output (height, width): ``size``, else the masks', the low-res image's or the UNet's.
+    """The output (height, width): ``size`` or the default for the request.
+
+    The default: the masks' or the image's size, the low-res image's upscaled, the
+    synthesizer's ``default_size``, else the UNet's.
 
     Raises:
         ValueError: if it is no multiple of the VAE's downscale factor or does not fit
             ``low_res``.
     """
-    height, width = size or _default_size(pipeline, masks, low_res)
+    pipeline = synth.pipeline
+    height, width = size or _default_size(synth, masks, low_res, image)
     factor = pipeline.vae_scale_factor
     if height % factor or width % factor:
         raise ValueError(
@@ -96,14 +112,20 @@ def request_size(
     return height, width
 
 
-def _default_size(pipeline: Any, masks: Tensor | None, low_res: Tensor | None) -> tuple[int, int]:
-    if masks is not None:
-        return int(masks.shape[-2]), int(masks.shape[-1])
+def _default_size(
+    synth: Synthesizer, masks: Tensor | None, low_res: Tensor | None, image: Tensor | None
+) -> tuple[int, int]:
+    for condition in (masks, image):
+        if condition is not None:
+            return int(condition.shape[-2]), int(condition.shape[-1])
+    pipeline = synth.pipeline
     factor = pipeline.vae_scale_factor
     if low_res is not None:
         downsample = pipeline.controlnet.condition_downsample
         height, width = (int(side) // downsample * factor for side in low_res.shape[-2:])
         return height, width
+    if synth.default_size is not None:
+        return synth.default_size
     side = int(pipeline.unet.config.sample_size) * factor
     return side, side
 
@@ -116,8 +138,8 @@ def normalised_metadata(
     low_res_metadata: Tensor | None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """The request's and its low-res image's metadata, normalised as the family was trained."""
-    if not synth.takes_metadata:
-        return None, None
+    if not (synth.needs_metadata or synth._metadata_controlnet is not None):
+        return None, None  # none, or Text2Earth's (its GSD gives the level)
     if metadata is None:  # a mask ControlNet with metadata: all fields unknown
         metadata = torch.full((count, NUM_METADATA), math.nan)
     if low_res is None or synth._metadata_controlnet is None:

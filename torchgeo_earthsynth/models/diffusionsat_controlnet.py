@@ -6,8 +6,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -25,6 +24,7 @@ from .diffusionsat import (
     metadata_embedding_modules,
     with_config_fields,
 )
+from .stable_diffusion import forward_kwargs
 
 __all__ = (
     'SENTINEL2_LOW_RES_BANDS',
@@ -302,24 +302,15 @@ class DiffusionSatControlNet(ControlNetModel):  # type: ignore[misc]  # diffuser
         return output
 
 
-@contextmanager
 def controlnet_metadata(
     controlnet: DiffusionSatControlNet, metadata: Tensor | None, cond_metadata: Tensor | None
-) -> Iterator[None]:
+) -> AbstractContextManager[None]:
     """Hand ``metadata``/``cond_metadata`` to every call of ``controlnet`` in this block.
 
     diffusers' ControlNet pipelines call the ControlNet without them; a forward pre-hook
     adds them (already stacked as the pipeline's batch, e.g. [unconditional, conditional]).
     """
-
-    def add(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        return args, {**kwargs, 'metadata': metadata, 'cond_metadata': cond_metadata}
-
-    handle = controlnet.register_forward_pre_hook(add, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
+    return forward_kwargs(controlnet, metadata=metadata, cond_metadata=cond_metadata)
 
 
 class LowResControlNetPipeline(StableDiffusionControlNetPipeline):  # type: ignore[misc]

@@ -5,17 +5,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
 #: Base model of the paper (DESIGN.md).
 SD15_ID: Final = 'stable-diffusion-v1-5/stable-diffusion-v1-5'
 
-__all__ = ('SD15_ID', 'DiffusionParts', 'pretrained_parts', 'sd_scheduler')
+__all__ = ('SD15_ID', 'DiffusionParts', 'forward_kwargs', 'pretrained_parts', 'sd_scheduler')
 
 
 @dataclass
@@ -66,3 +69,22 @@ def pretrained_parts(
         tokenizer=CLIPTokenizer.from_pretrained(base, subfolder='tokenizer', **kwargs),
         scheduler=scheduler,
     )
+
+
+@contextmanager
+def forward_kwargs(module: nn.Module, **kwargs: Any) -> Iterator[None]:
+    """Hand ``kwargs`` to every call of ``module`` in this block (a forward pre-hook).
+
+    diffusers' pipelines call their UNet and ControlNet without some inputs a family needs
+    (Text2Earth's ``class_labels``, DiffusionSat's ControlNet metadata); they are added here,
+    already stacked as the pipeline's batch (e.g. [unconditional, conditional]).
+    """
+
+    def add(_: nn.Module, args: Any, given: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return args, {**given, **kwargs}
+
+    handle = module.register_forward_pre_hook(add, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()

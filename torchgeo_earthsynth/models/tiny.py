@@ -25,6 +25,8 @@ __all__ = (
     'tiny_diffusionsat_parts',
     'tiny_diffusionsat_unet',
     'tiny_parts',
+    'tiny_text2earth_parts',
+    'tiny_text2earth_unet',
     'tiny_text_encoder',
     'tiny_unet',
     'tiny_vae',
@@ -140,3 +142,33 @@ def tiny_diffusionsat_controlnet(
         controlnet, metadata_from=unet, conditioning_scale=8
     )
     return model
+
+
+def tiny_text2earth_unet(
+    seed: int = 0, sample_size: int = 32, inpainting: bool = False
+) -> UNet2DConditionModel:
+    """:func:`tiny_unet` configured as Text2Earth's UNet.
+
+    A ``timestep`` class embedding (the resolution level), SD 2's linear projections; 9
+    input channels (latents, mask, masked-image latents) for the inpainting model.
+    """
+    # Without `_use_default_values`, which would reset the fields changed here.
+    base = {k: v for k, v in tiny_unet(seed, sample_size).config.items() if not k.startswith('_')}
+    config = {
+        **base,
+        'class_embed_type': 'timestep',
+        'use_linear_projection': True,
+        'in_channels': 9 if inpainting else 4,
+    }
+    torch.manual_seed(seed)
+    unet: UNet2DConditionModel = UNet2DConditionModel.from_config(config)
+    return unet
+
+
+def tiny_text2earth_parts(
+    seed: int = 0, image_size: int = 64, inpainting: bool = False
+) -> DiffusionParts:
+    """:func:`tiny_parts` with :func:`tiny_text2earth_unet` (epsilon prediction, as theirs)."""
+    parts = tiny_parts(seed, image_size)
+    parts.unet = tiny_text2earth_unet(seed, image_size // 2, inpainting)
+    return parts
