@@ -25,6 +25,7 @@ from torchgeo_earthsynth.seeding import seed_for_rank
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
 
+from .synthetic_boxes import downstream_label
 from .synthetic_callback import SyntheticAugmentationCallback, attach
 from .synthetic_generation import (
     bank_generated,
@@ -123,8 +124,11 @@ class SyntheticAugmentation(nn.Module):
       the bank, a bank sample containing the class (``class_rule='contains'``) or dominated by
       it (``'dominant'``: most non-background pixels). Classes mapping to background are never
       synthesised.
-    * ``detection`` (online only): the boxes (``bbox_xyxy``, ``label``) are rasterised into the
-      condition (:func:`rasterize_boxes`); boxes and labels stay.
+    * ``detection``: online, the boxes (``bbox_xyxy``, ``label``) are rasterised into the
+      condition (:func:`rasterize_boxes`); boxes and labels stay. From the bank, a sample
+      generated from boxes brings the exact boxes it was generated from (its classes mapped
+      back; per-row instance masks, where the batch has them, become the boxes' rectangles);
+      bank samples without boxes, or with a class outside ``classes``, are not drawn.
 
     ``source='online'`` generates with ``synthesizer`` on the batch's device (it moves the
     pipeline there itself, generating under :func:`torch.inference_mode`); ``'bank'`` draws
@@ -481,7 +485,14 @@ class SyntheticAugmentation(nn.Module):
         index = torch.tensor([i for _, i in picks], device=device)
         bank_images = resize_images(pool.image[index].float(), size)
         bank_masks = resize_masks(pool.mask[index].long(), size)
-        bank_labels = self.tables.on(device)[1][bank_masks]
+        inverse = self.tables.on(device)[1]
+        bank_labels: Any = inverse[bank_masks]
+        if self.task == 'detection':  # the exact boxes the sample was generated from
+            pool_size = (int(pool.mask.shape[-2]), int(pool.mask.shape[-1]))
+            boxes = pool.boxes or []
+            bank_labels = [
+                downstream_label(boxes[i], inverse, pool_size, size) for i in index.tolist()
+            ]
         for k, (row, _) in enumerate(picks):
             synthetic.add(row, BANK, bank_images[k], bank_masks[k], bank_labels[k])
         self.stats['from_bank'] += len(picks)
