@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from torchgeo_earthsynth.bank import SyntheticBank
 from torchgeo_earthsynth.box_recompose import BoxRecomposer
 from torchgeo_earthsynth.boxes import check_boxes, scale_boxes
-from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
+from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS, NonGeoDataset
 from torchgeo_earthsynth.dataset_encodings import encoding_for
 from torchgeo_earthsynth.encoding import DatasetEncoding
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES
@@ -134,7 +134,7 @@ class BoxLayoutDataModule(MaskPromptDataModule):
 
     def __init__(
         self,
-        dataset: Dataset[dict[str, Any]],
+        dataset: NonGeoDataset,
         size: int = 512,
         encoding: str | None = None,
         recompose: BoxRecomposer | None = None,
@@ -149,7 +149,8 @@ class BoxLayoutDataModule(MaskPromptDataModule):
         """Initialize a new BoxLayoutDataModule instance.
 
         Args:
-            dataset: the detection dataset (its training split: the bank feeds training).
+            dataset: the detection dataset, a TorchGeo ``NonGeoDataset`` such as ``VHR10``
+                (its training samples: the bank feeds training).
             size: side of the generated images.
             encoding: the registered dataset whose label values these are (default: the
                 dataset's class).

@@ -167,8 +167,8 @@ def test_synthesize_fills_a_detection_bank_from_layouts(
     bank_root = tmp_path / 'bank'
     config = {
         'model': {
-            'class_path': 'torchgeo_earthsynth.lightning_modules.SynthesizerModule',
-            'init_args': {'tiny': True, 'image_size': 32, 'num_inference_steps': 2},
+            'class_path': 'torchgeo_earthsynth.lightning_modules.EarthSynthControlNet',
+            'init_args': {'preset': 'tiny', 'image_size': 32, 'predict_inference_steps': 2},
         },
         'data': {
             'class_path': 'torchgeo_earthsynth.datamodules.BoxLayoutDataModule',
