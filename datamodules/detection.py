@@ -31,6 +31,8 @@ class SyntheticVHR10DataModule(VHR10DataModule):
         val_split_pct: float = 0.2,
         test_split_pct: float = 0.2,
         synthetic: SyntheticAugmentation | None = None,
+        root: str = 'data',
+        download: bool = False,
         **kwargs: Any,
     ) -> None:
         """Initialize a new SyntheticVHR10DataModule instance.
@@ -43,13 +45,22 @@ class SyntheticVHR10DataModule(VHR10DataModule):
             test_split_pct: share of the dataset held out for testing.
             synthetic: synthetic augmentation of training batches (``task='detection'``);
                 None trains exactly as ``VHR10DataModule``.
-            **kwargs: passed to TorchGeo's ``VHR10`` (``root``, ``download``...).
+            root: the dataset's root folder (TorchGeo's ``VHR10``).
+            download: download it if missing.
+            **kwargs: more arguments of TorchGeo's ``VHR10`` (``split``, ``checksum``).
 
         Raises:
             ValueError: if ``synthetic`` is not a detection augmentation.
         """
         super().__init__(
-            batch_size, patch_size, num_workers, val_split_pct, test_split_pct, **kwargs
+            batch_size,
+            patch_size,
+            num_workers,
+            val_split_pct,
+            test_split_pct,
+            root=root,
+            download=download,
+            **kwargs,
         )
         self.synthetic = synthetic
         if synthetic is not None:
