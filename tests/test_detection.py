@@ -260,3 +260,44 @@ def test_torchgeo_cli_trains_a_detector_with_bank_samples(
         assert plan.synthetic.all()
         for row in range(len(out_boxes)):
             assert torch.equal(out_boxes[row], boxes)
+
+
+class _Brightness(torch.nn.Module):
+    """A classifier of crops: bright means plane, dark means ship."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bright = x.mean((1, 2, 3)) - 0.5  # normalised by 255: 0..1
+        return torch.stack([10 * bright, -10 * bright], 1)
+
+
+def test_rfilter_objects_rule_checks_every_box() -> None:
+    from torchgeo_earthsynth.rfilter import RFilter
+
+    rfilter = RFilter(
+        clip_model=None,
+        layout=False,
+        sanity=False,
+        novelty=False,
+        objects=True,
+        object_classifier=_Brightness(),
+        object_label_map=[PLANE, SHIP],
+    )
+    images = torch.zeros(3, 3, 32, 32)
+    images[:, :, 4:16, 4:16] = 255.0  # a bright object in the first box of every image
+    box = torch.tensor([[4.0, 4.0, 16.0, 16.0]])
+    dark = torch.tensor([[18.0, 18.0, 30.0, 30.0]])
+    harbor = CLASS_IDS['harbor']  # a class the classifier does not know: not judged
+    batch = {
+        'image': images,
+        'bbox_xyxy': [torch.cat([box, dark]), torch.cat([box, dark]), torch.zeros(0, 4)],
+        'label': [torch.tensor([PLANE, SHIP]), torch.tensor([PLANE, PLANE]), torch.zeros(0)],
+    }
+    batch['label'][2] = batch['label'][2].long()
+    result = rfilter(batch)
+    assert result.keep.tolist() == [True, False, True]
+    assert result.reasons[1].startswith('objects: box 1 (plane) scores 0.00 < 0.50')
+    assert rfilter.summary().rows[2]['dropped'] == 1
+    batch['label'][1] = torch.tensor([PLANE, harbor])
+    assert rfilter(batch).keep.tolist() == [True, True, True]
+    with pytest.raises(ValueError, match="needs the boxes: batch keys 'bbox_xyxy'"):
+        rfilter({'image': images})
