@@ -301,3 +301,28 @@ def test_rfilter_objects_rule_checks_every_box() -> None:
     assert rfilter(batch).keep.tolist() == [True, True, True]
     with pytest.raises(ValueError, match="needs the boxes: batch keys 'bbox_xyxy'"):
         rfilter({'image': images})
+
+
+def test_online_detection_banks_its_boxes(tmp_path: Path, synth: Synthesizer) -> None:
+    bank = SyntheticBank(tmp_path, durable=False)
+    aug = SyntheticAugmentation(
+        dataset='VHR10',
+        task='detection',
+        source='online',
+        synthesizer=synth,
+        bank=bank,
+        add_to_bank=True,
+        p=1.0,
+        rfilter=None,
+    )
+    boxes = [torch.tensor([[2.0, 2.0, 12.0, 12.0], [12.0, 2.0, 33.0, 12.0]])]  # past the edge
+    batch = {
+        'image': torch.zeros(1, 3, 32, 32),
+        'bbox_xyxy': boxes,
+        'label': [torch.tensor([VHR10_PLANE, VHR10_SHIP])],
+    }
+    aug.augment(batch)
+    assert aug.stats['added_to_bank'] == 1
+    stored = bank.dataset()[0]
+    assert torch.equal(stored['bbox_xyxy'], torch.tensor([[2.0, 2, 12, 12], [12, 2, 32, 12]]))
+    assert torch.equal(stored['label'], torch.tensor([PLANE, SHIP]))

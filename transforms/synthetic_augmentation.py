@@ -25,7 +25,7 @@ from torchgeo_earthsynth.seeding import seed_for_rank
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
 
-from .synthetic_boxes import downstream_label
+from .synthetic_boxes import downstream_label, vocabulary_boxes
 from .synthetic_callback import SyntheticAugmentationCallback, attach
 from .synthetic_generation import (
     bank_generated,
@@ -518,7 +518,11 @@ class SyntheticAugmentation(nn.Module):
         keep = filter_generated(self.rfilter, fake, cond, prompts, batch['image'][gen_rows])
         self.stats['dropped_by_filter'] += int((~keep).sum())
         if self.add_to_bank and keep.any():
-            self.stats['added_to_bank'] += bank_generated(self.bank, fake, cond, prompts, keep)
+            boxes = (
+                vocabulary_boxes(batch, gen_rows, self.lut) if self.task == 'detection' else None
+            )
+            added = bank_generated(self.bank, fake, cond, prompts, keep, boxes)
+            self.stats['added_to_bank'] += added
         for k, row in enumerate(gen_rows):
             if keep[k]:
                 synthetic.add(row, GENERATED, fake[k], cond[k], self._label_of(batch, row, cond[k]))

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from torchgeo_earthsynth.boxes import box_masks, check_boxes, sample_boxes, scale_boxes
 from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
+from torchgeo_earthsynth.vocabulary import BACKGROUND
 
 Batch = dict[str, Any]
 
@@ -103,6 +104,34 @@ def downstream_label(
     return BoxLabel(boxes, inverse[ids.to(inverse.device)])
 
 
+def vocabulary_boxes(batch: Batch, rows: Sequence[int], lut: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """The boxes of batch rows with their classes as vocabulary ids (CPU), for the bank.
+
+    Boxes of classes without a vocabulary counterpart are left out: the condition generated
+    from them (:func:`~torchgeo_earthsynth.transforms.rasterize_boxes`) does not show them;
+    boxes are clipped to the image (geometric augmentations may leave them past its edge) and
+    those left empty are dropped.
+
+    Args:
+        batch: a detection batch (``bbox_xyxy``, ``label`` lists).
+        rows: the rows.
+        lut: int64 [C] vocabulary id per downstream class.
+
+    Returns:
+        Per row, float32 [N, 4] boxes and int64 [N] vocabulary ids.
+    """
+    height, width = (int(n) for n in batch['image'].shape[-2:])
+    limit = torch.tensor([width, height, width, height], dtype=torch.float32)
+    out = []
+    for row in rows:
+        ids = lut.cpu()[torch.as_tensor(batch[DETECTION_LABELS][row]).cpu().long()]
+        boxes = torch.as_tensor(batch[DETECTION_BOXES][row]).detach().cpu().float().reshape(-1, 4)
+        boxes = boxes.clamp(min=0).minimum(limit)
+        keep = (ids != BACKGROUND) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        out.append((boxes[keep], ids[keep]))
+    return out
+
+
 def insert_boxes(out: Batch, rows: Sequence[int], labels: Sequence[Any]) -> None:
     """Give synthetic detection rows their own boxes and labels (in place).
 
@@ -135,4 +164,11 @@ def insert_boxes(out: Batch, rows: Sequence[int], labels: Sequence[Any]) -> None
             out['mask'][row] = box_masks(label.boxes, size).to(real_mask)
 
 
-__all__ = ('BoxLabel', 'downstream_label', 'insert_boxes', 'pool_boxes', 'usable_rows')
+__all__ = (
+    'BoxLabel',
+    'downstream_label',
+    'insert_boxes',
+    'pool_boxes',
+    'usable_rows',
+    'vocabulary_boxes',
+)
