@@ -326,3 +326,36 @@ def test_online_detection_banks_its_boxes(tmp_path: Path, synth: Synthesizer) ->
     stored = bank.dataset()[0]
     assert torch.equal(stored['bbox_xyxy'], torch.tensor([[2.0, 2, 12, 12], [12, 2, 32, 12]]))
     assert torch.equal(stored['label'], torch.tensor([PLANE, SHIP]))
+
+
+def test_evaluate_reports_map_per_arm(
+    tmp_path: Path, synth: Synthesizer, vhr10_checksums: Callable[[Path], None]
+) -> None:
+    from torchgeo_earthsynth.evaluation import run_experiment
+
+    root = _vhr10_copy(tmp_path, vhr10_checksums)
+    bank = SyntheticBank(tmp_path / 'bank', durable=False)
+    boxes = torch.tensor([[2.0, 2.0, 14.0, 14.0], [14.0, 2.0, 26.0, 14.0]])
+    bank.add([box_sample(synth, boxes, torch.tensor([PLANE, SHIP]), key=k) for k in range(2)])
+    output = tmp_path / 'report'
+    result = run_experiment(
+        {
+            'task': 'detection',
+            'data': {'root': str(root), 'batch_size': 2, 'patch_size': 32},
+            'bank': str(tmp_path / 'bank'),
+            'synthetic': {'p': 1.0},
+            'arms': ['real', 'real+synthetic'],
+            'seeds': [0],
+            'trainer': {'accelerator': 'cpu', 'max_steps': 2, 'limit_val_batches': 1},
+            'output': str(output),
+            'progress': False,
+        }
+    )
+    assert result.metric == 'test_map' and list(result.summary) == ['real', 'real+synthetic']
+    by_arm = {run.arm: run for run in result.runs}
+    for run in by_arm.values():
+        assert 0.0 <= run.value <= 1.0 and run.value == run.metrics['test_map']
+    stats = by_arm['real+synthetic'].stats
+    assert stats is not None and stats['from_bank'] == 4  # 2 steps of 2 rows, p = 1
+    assert by_arm['real'].stats is None
+    assert (output / 'summary.csv').is_file() and 'test_map' in result.format_table()

@@ -363,6 +363,7 @@ def test_defaults_and_missing_models(caplog: pytest.LogCaptureFixture) -> None:
     assert rf.enabled == {
         'alignment': False,
         'layout': False,
+        'objects': False,  # off by default: nobody asked for it, no note
         'sanity': True,
         'novelty': True,
         'informativeness': False,
