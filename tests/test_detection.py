@@ -355,7 +355,7 @@ def test_evaluate_reports_map_per_arm(
     by_arm = {run.arm: run for run in result.runs}
     for run in by_arm.values():
         assert 0.0 <= run.value <= 1.0 and run.value == run.metrics['test_map']
-    stats = by_arm['real+synthetic'].stats
+    stats = by_arm['real+synthetic'].synthetic_stats
     assert stats is not None and stats['from_bank'] == 4  # 2 steps of 2 rows, p = 1
-    assert by_arm['real'].stats is None
+    assert by_arm['real'].synthetic_stats is None
     assert (output / 'summary.csv').is_file() and 'test_map' in result.format_table()
