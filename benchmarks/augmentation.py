@@ -13,7 +13,13 @@ rate is the batch size over its fastest step time (a step timed end to end: load
 augmentation, forward, backward, optimiser); the ratio is the median over rounds of each
 round's with/without rate ratio.
 
-Usage: uv run python benchmarks/augmentation.py [--steps 15] [--rounds 5] [--device cpu]
+With ``--task detection`` both sides train TorchGeo's ``ObjectDetectionTask`` (Faster R-CNN,
+ResNet-18, no weights) on random scenes with one to three boxes each (VHR-10's labels),
+collated as TorchGeo's detection datamodules do; the augmented side replaces samples with
+probability 0.5 by bank samples generated from boxes, which bring their exact boxes.
+
+Usage: uv run python benchmarks/augmentation.py [--task segmentation|detection] [--steps 15]
+[--rounds 5] [--device cpu]
 The last line is ``ratio: <with augmentation / without>``.
 """
 
@@ -29,10 +35,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from detection_data import BoxScenesDataModule, make_box_bank
 from torch.utils.data import default_collate
 
 from torchgeo_earthsynth.bank import SyntheticBank
-from torchgeo_earthsynth.compat import SemanticSegmentationTask
+from torchgeo_earthsynth.compat import ObjectDetectionTask, SemanticSegmentationTask
 from torchgeo_earthsynth.datamodules.downstream import MiniSegmentationDataModule
 from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
 from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation
@@ -98,16 +105,37 @@ def module_cost(corpus: Path, bank: SyntheticBank, batch_size: int, device: str)
 
 
 def run(
-    corpus: Path, bank: SyntheticBank | None, steps: int, batch_size: int, device: str
+    corpus: Path,
+    bank: SyntheticBank | None,
+    steps: int,
+    batch_size: int,
+    device: str,
+    detection: bool = False,
 ) -> tuple[float, dict[str, int]]:
     pl.seed_everything(0, verbose=False)
     synthetic = None
-    if bank is not None:
-        synthetic = SyntheticAugmentation(source='bank', bank=bank, p=0.5, unmapped_index=0)
-    datamodule = MiniSegmentationDataModule(batch_size=batch_size, root=corpus, synthetic=synthetic)
-    task = SemanticSegmentationTask(
-        model='unet', backbone='resnet18', weights=None, num_classes=len(datamodule.classes)
-    )
+    datamodule: pl.LightningDataModule
+    task: pl.LightningModule
+    if detection:
+        if bank is not None:
+            synthetic = SyntheticAugmentation(
+                dataset='VHR10', task='detection', source='bank', bank=bank, p=0.5
+            )
+        size = EarthSynth180K(corpus)[0]['image'].shape[-1]
+        num = batch_size * (steps + WARMUP + 1)
+        datamodule = BoxScenesDataModule(batch_size, size, num, synthetic)
+        task = ObjectDetectionTask(
+            model='faster-rcnn', backbone='resnet18', weights=None, num_classes=11
+        )
+    else:
+        if bank is not None:
+            synthetic = SyntheticAugmentation(source='bank', bank=bank, p=0.5, unmapped_index=0)
+        datamodule = MiniSegmentationDataModule(
+            batch_size=batch_size, root=corpus, synthetic=synthetic
+        )
+        task = SemanticSegmentationTask(
+            model='unet', backbone='resnet18', weights=None, num_classes=len(datamodule.classes)
+        )
     timer = Timer(WARMUP)
     trainer = pl.Trainer(
         accelerator=device,
@@ -136,21 +164,31 @@ def main() -> None:
     parser.add_argument('--size', type=int, default=64)
     parser.add_argument('--bank', type=Path, default=None, help='a filled SyntheticBank root')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--task', choices=('segmentation', 'detection'), default='segmentation')
     args = parser.parse_args()
+    detection = args.task == 'detection'
 
     with tempfile.TemporaryDirectory() as tmp:
         # One epoch covers every step: TorchGeo's plateau scheduler wants val_loss at epoch end.
         num_train = max(256, args.batch_size * (args.steps + WARMUP + 1))
         corpus = make_mini_corpus(Path(tmp), seed=0, size=args.size, num_train=num_train, num_val=8)
-        bank = SyntheticBank(args.bank) if args.bank else make_bank(corpus, Path(tmp) / 'bank')
+        if args.bank:
+            bank = SyntheticBank(args.bank)
+        elif detection:
+            bank = make_box_bank(Path(tmp) / 'bank', args.size)
+        else:
+            bank = make_bank(corpus, Path(tmp) / 'bank')
         print(f'bank: {bank!r}, {len(bank)} samples')
-        module_cost(corpus, bank, args.batch_size, args.device)
+        if not detection:
+            module_cost(corpus, bank, args.batch_size, args.device)
         rates: dict[str, list[float]] = {'without': [], 'with bank (p=0.5)': []}
         stats: dict[str, int] = {}
         for round_ in range(args.rounds):
             order = (None, bank) if round_ % 2 == 0 else (bank, None)  # ABBA against drift
             for source in order:
-                rate, run_stats = run(corpus, source, args.steps, args.batch_size, args.device)
+                rate, run_stats = run(
+                    corpus, source, args.steps, args.batch_size, args.device, detection
+                )
                 if source is None:
                     rates['without'].append(rate)
                 else:

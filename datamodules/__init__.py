@@ -3,6 +3,8 @@
 
 """torchgeo_earthsynth.datamodules: LightningDataModules for EarthSynth corpora."""
 
+from .box_layouts import BoxLayoutDataModule, BoxLayoutDataset
+from .detection import SyntheticVHR10DataModule
 from .downstream import MiniClassificationDataModule, MiniSegmentationDataModule
 from .earthsynth180k import (
     EarthSynth180KDataModule,
@@ -14,6 +16,8 @@ from .earthsynth180k import (
 from .mask_prompt import MaskPromptDataModule, MaskPromptDataset
 
 __all__ = (
+    'BoxLayoutDataModule',
+    'BoxLayoutDataset',
     'EarthSynth180KDataModule',
     'EarthSynthMiniDataModule',
     'MaskPromptDataModule',
@@ -21,6 +25,7 @@ __all__ = (
     'MiniClassificationDataModule',
     'MiniSegmentationDataModule',
     'RefreshLabels',
+    'SyntheticVHR10DataModule',
     'balanced_weights',
     'sample_class_ids',
 )

@@ -10,13 +10,26 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    Sampler,
+    SequentialSampler,
+    default_collate,
+)
 
 from torchgeo_earthsynth.bank import SyntheticBank
+from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
 from torchgeo_earthsynth.datasets.earthsynth180k import EarthSynth180K
 from torchgeo_earthsynth.datasets.mini import make_mini_corpus
 
-__all__ = ('ClaimingBatchSampler', 'MaskPromptDataModule', 'MaskPromptDataset')
+__all__ = (
+    'ClaimingBatchSampler',
+    'MaskPromptDataModule',
+    'MaskPromptDataset',
+    'collate_conditions',
+)
 
 
 class MaskPromptDataset(Dataset[dict[str, Any]]):
@@ -64,13 +77,29 @@ class MaskPromptDataset(Dataset[dict[str, Any]]):
         key = self.keys[index]
         source = key % self.size
         sample = self.dataset[source]
-        return {
+        item = {
             'mask': torch.as_tensor(sample['mask']).long(),
             'prompt': sample['prompt'],
             'seed': self.seed + key,
             'index': source,
             'key': key,
         }
+        if DETECTION_BOXES in sample:  # a box layout: the boxes are the label to keep
+            item[DETECTION_BOXES] = sample[DETECTION_BOXES]
+            item[DETECTION_LABELS] = sample[DETECTION_LABELS]
+        return item
+
+
+def collate_conditions(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate conditions; boxes and their labels (any count per item) become lists."""
+    ragged = (DETECTION_BOXES, DETECTION_LABELS)
+    out: dict[str, Any] = default_collate(
+        [{k: v for k, v in item.items() if k not in ragged} for item in items]
+    )
+    for key in ragged:
+        if key in items[0]:
+            out[key] = [item[key] for item in items]
+    return out
 
 
 class ClaimingBatchSampler(BatchSampler):
@@ -184,11 +213,20 @@ class MaskPromptDataModule(pl.LightningDataModule):
         dataset = self.predict_dataset
         if self.bank_root is None:
             return DataLoader(
-                dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
+                dataset,
+                batch_size=self.batch_size,
+                shuffle=False,
+                num_workers=self.num_workers,
+                collate_fn=collate_conditions,
             )
         # Claimed key by key, so concurrent writers on the bank split the work.
         bank = SyntheticBank(self.bank_root, self.bank_split)
         batches = ClaimingBatchSampler(
             SequentialSampler(dataset), self.batch_size, False, bank, dataset.keys
         )
-        return DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers)
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=self.num_workers,
+            collate_fn=collate_conditions,
+        )

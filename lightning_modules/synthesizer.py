@@ -18,6 +18,7 @@ from torch import Tensor
 
 from torchgeo_earthsynth.atomic import atomic_write_text
 from torchgeo_earthsynth.bank import SUMMARY, SyntheticBank, default_writer_id
+from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
 from torchgeo_earthsynth.filtering import SampleFilter, filter_verdict
 from torchgeo_earthsynth.models import SD15_ID
 from torchgeo_earthsynth.seeding import sample_seeds
@@ -113,7 +114,10 @@ class BankWriter(BasePredictionWriter):
     Lightning's distributed predict sampler gives every dataset index to one rank only. The
     sample key is ``key`` of the batch (see
     :class:`~torchgeo_earthsynth.datamodules.MaskPromptDataset`), else the dataset index. An
-    optional filter drops samples (non-finite images are always dropped); at the end rank 0
+    optional filter drops samples (non-finite images are always dropped). Samples generated
+    from boxes (a batch with ``bbox_xyxy`` and ``label``, e.g. of
+    :class:`~torchgeo_earthsynth.datamodules.BoxLayoutDataModule`) keep them as their exact
+    label in the bank. At the end rank 0
     consolidates the bank and writes ``<split>/summary.json`` (also kept in
     :attr:`summary`).
 
@@ -189,14 +193,16 @@ class BankWriter(BasePredictionWriter):
                     self.stats['dropped_by'][rule.group(0) if rule else part] += 1
                 self.stats['dropped'] += 1
                 continue
-            samples.append(
-                {
-                    'image': images[i],
-                    'mask': prediction['mask'][i],
-                    'key': keys[i],
-                    'seed': None if seeds is None else int(seeds[i]),
-                }
-            )
+            sample = {
+                'image': images[i],
+                'mask': prediction['mask'][i],
+                'key': keys[i],
+                'seed': None if seeds is None else int(seeds[i]),
+            }
+            if DETECTION_BOXES in prediction:  # generated from boxes: they are its label
+                sample[DETECTION_BOXES] = prediction[DETECTION_BOXES][i]
+                sample[DETECTION_LABELS] = prediction[DETECTION_LABELS][i]
+            samples.append(sample)
         self.stats['predicted'] += size
         self.stats['written'] += self.bank.add(samples)
         self.bank.release(keys)  # stored (or dropped): claims of MaskPromptDataModule end

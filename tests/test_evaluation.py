@@ -293,7 +293,7 @@ def test_default_arms_follow_the_sources() -> None:
         ({'budgets': [8, 8]}, r'budgets must list distinct'),
         ({'budgets': [0]}, r'budgets must list distinct .* got \[0\]'),
         ({'trainer': {'logger': True}}, r"trainer: \['logger'\] are set by the harness"),
-        ({'task': 'detection'}, 'bad experiment config: .*task'),
+        ({'task': 'tracking'}, 'bad experiment config: .*task'),
         ({'sedes': [0]}, "bad experiment config: .*'sedes'"),
     ],
 )

@@ -111,3 +111,36 @@ def test_vhr10_detection_quick_start(
     assert out['label'] is batch['label']
     assert len(plan.origin) == len(batch['label']) == 4  # one batch of the 6 training images
     assert plan.synthetic.any()  # p=0.5 over 4 rows with seed 0
+
+
+def test_vhr10_detection_from_a_bank_quick_start(
+    workdir: Path, vhr10_checksums: Callable[[Path], None]
+) -> None:
+    if TORCHGEO_VERSION_TUPLE < (0, 10):
+        pytest.importorskip('pycocotools')
+    vhr10_checksums(workdir / 'data' / 'vhr10')
+    boxes = torch.tensor([[2.0, 2.0, 14.0, 14.0], [14.0, 2.0, 26.0, 14.0]])
+    ids = torch.tensor([CLASS_IDS['plane'], CLASS_IDS['ship']])
+    mask = torch.zeros(SIZE, SIZE, dtype=torch.long)
+    mask[2:14, 2:14], mask[2:14, 14:26] = ids[0], ids[1]
+    image = torch.randint(0, 256, (3, SIZE, SIZE), generator=torch.Generator().manual_seed(0))
+    sample = {'image': image.float(), 'mask': mask, 'bbox_xyxy': boxes, 'label': ids}
+    SyntheticBank('outputs/detection_bank').add([sample])
+    # --- README: VHR10 detection from a bank -------------------------------------------
+    from lightning.pytorch import Trainer
+    from torchgeo.datamodules import VHR10DataModule
+
+    from torchgeo_earthsynth.compat import ObjectDetectionTask
+    from torchgeo_earthsynth.transforms import SyntheticAugmentation, attach
+
+    dm = VHR10DataModule(root='data/vhr10', batch_size=4, patch_size=32)
+    synthetic = SyntheticAugmentation(
+        task='detection', source='bank', bank=SyntheticBank('outputs/detection_bank')
+    )
+    attach(dm, synthetic)  # bank samples replace real ones with the boxes they were generated from
+    task = ObjectDetectionTask(
+        model='faster-rcnn', backbone='resnet18', weights=None, num_classes=11
+    )
+    Trainer(max_epochs=1, logger=False, enable_checkpointing=False).fit(task, dm)
+    # --- end ---------------------------------------------------------------------------
+    assert synthetic.stats['from_bank'] > 0

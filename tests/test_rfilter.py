@@ -363,6 +363,7 @@ def test_defaults_and_missing_models(caplog: pytest.LogCaptureFixture) -> None:
     assert rf.enabled == {
         'alignment': False,
         'layout': False,
+        'objects': False,  # off by default: nobody asked for it, no note
         'sanity': True,
         'novelty': True,
         'informativeness': False,
@@ -686,7 +687,7 @@ def test_summary_counts_and_tables(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert lines[0] == 'rule,enabled,criterion,seen,kept,dropped,note'
     assert lines[1] == 'alignment,True,CLIP score >= 20,6,4,2,'
-    assert len(lines) == 7
+    assert len(lines) == 8  # the header, six rules (objects too) and the total
     markdown = summary.to_markdown()
     assert (
         markdown.splitlines()[0] == '| rule | enabled | criterion | seen | kept | dropped | note |'

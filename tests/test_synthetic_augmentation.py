@@ -132,7 +132,7 @@ def test_unmapped_class_is_named(bank: SyntheticBank) -> None:
         ({'p': 1.5, 'source': 'bank'}, r'p must be in \[0, 1\], got 1.5'),
         ({'source': 'online'}, "source='online' needs a synthesizer"),
         ({'source': 'bank', 'bank': None}, "source='bank' needs a bank"),
-        ({'task': 'detection', 'source': 'bank'}, "supports source='online' only"),
+        ({'task': 'detection', 'source': 'both', 'bank': None}, "source='both' needs a"),
         (
             {'task': 'classification', 'source': 'online', 'synthesizer': 'S', 'bank': None},
             'needs layouts',

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .atomic import fsync_file
 from .bank_records import CLAIMS, PARTS, SUMMARY, _BankRecords, _Index
+from .boxes import boxes_to_record, check_boxes, sample_boxes
 from .datasets import layout
 from .datasets.earthsynth180k import EarthSynth180K
 from .vocabulary import NUM_CLASSES, present_ids
@@ -163,26 +164,36 @@ class SyntheticBank(_BankRecords):
         Args:
             samples: sample dicts with ``image`` float [3, H, W] in 0..255 and ``mask``
                 [H, W] vocabulary ids; optional ``key`` (int or str, what :meth:`done_keys`
-                reports; default the content hash) and ``seed``.
+                reports; default the content hash) and ``seed``; a sample generated from
+                boxes also has them under TorchGeo's detection keys (``bbox_xyxy`` float
+                [N, 4] in pixels, ``label`` int [N] vocabulary ids): they are stored
+                exactly and read back with it (:mod:`~torchgeo_earthsynth.boxes`).
 
         Returns:
             The number of samples stored.
 
         Raises:
-            ValueError: on a bad shape, a non-finite image or an id outside the vocabulary
-                (nothing of the call is recorded then).
+            ValueError: on a bad shape, a non-finite image, an id outside the vocabulary or a
+                box outside the image (nothing of the call is recorded then).
         """
-        prepared = []
+        prepared: list[tuple[np.ndarray, np.ndarray, Any, Any, dict[str, list[Any]] | None]] = []
         for sample in samples:  # check everything before writing anything
             image, mask = self._arrays(sample)
             key = sample.get('key')
             key = key.item() if isinstance(key, Tensor | np.generic) else key
             if not (key is None or isinstance(key, int | str)):
                 raise ValueError(f'sample key must be an int or a str, got {type(key).__name__}')
-            prepared.append((image, mask, key, sample.get('seed')))
+            found = sample_boxes(sample)
+            boxes = None
+            if found is not None:
+                where = f'sample {key if key is not None else len(prepared)}'
+                size = (int(mask.shape[0]), int(mask.shape[1]))
+                boxes = boxes_to_record(*check_boxes(*found, size, where))
+            prepared.append((image, mask, key, sample.get('seed'), boxes))
         lines = []
-        for image, mask, key, seed in prepared:
-            digest = hashlib.sha1(image.tobytes() + mask.tobytes()).hexdigest()
+        for image, mask, key, seed, boxes in prepared:
+            exact = json.dumps(boxes).encode() if boxes else b''
+            digest = hashlib.sha1(image.tobytes() + mask.tobytes() + exact).hexdigest()
             if key is None:
                 key, stem = f'sha1-{digest[:16]}', f'SYN_{digest[:16]}'
             else:
@@ -193,7 +204,7 @@ class SyntheticBank(_BankRecords):
                 'seed': None if seed is None else int(seed),
                 'classes': present_ids(mask),
                 'writer': self.writer_id,
-            }
+            } | (boxes or {})
             if self.durable:
                 for record in records:
                     fsync_file(self.split_dir / record['file_name'])

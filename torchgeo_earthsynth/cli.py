@@ -211,8 +211,8 @@ class SynthesizeCLI(LightningCLI):
             help='synthesize with a model that has no trained weights (no ckpt_path, '
             'pretrained or controlnet): it writes noise into the bank',
         )
-        parser.link_arguments('bank.root', 'data.bank_root')
-        parser.link_arguments('bank.split', 'data.bank_split')
+        parser.link_arguments('bank.root', 'data.init_args.bank_root')
+        parser.link_arguments('bank.split', 'data.init_args.bank_split')
 
 
 #: ``earthsynth synthesize --help``'s description.
@@ -276,6 +276,7 @@ def synthesize(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
             model_class=pl.LightningModule,
             subclass_mode_model=True,
             datamodule_class=MaskPromptDataModule,
+            subclass_mode_data=True,
             run=False,
             args=args,
             seed_everything_default=0,

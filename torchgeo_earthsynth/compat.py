@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from lightning.pytorch import Trainer
 from torch import Tensor
-from torchgeo.datamodules import BaseDataModule, NonGeoDataModule
+from torchgeo.datamodules import BaseDataModule, NonGeoDataModule, VHR10DataModule
 from torchgeo.datasets import DatasetNotFoundError, NonGeoDataset
 
 #: Whether TorchGeo has 0.10's ``torchgeo.tasks`` (else the ``torchgeo.trainers`` of 0.8/0.9).
@@ -21,10 +21,16 @@ HAS_TASKS_MODULE: Final[bool] = find_spec('torchgeo.tasks') is not None
 # 0.10 CLI's ``tasks.BaseTask`` accepts, but not the other way round, so import the new
 # names where they exist. mypy checks against the 0.8 names (present in both).
 if TYPE_CHECKING or not HAS_TASKS_MODULE:
-    from torchgeo.trainers import BaseTask, ClassificationTask, SemanticSegmentationTask
+    from torchgeo.trainers import (
+        BaseTask,
+        ClassificationTask,
+        ObjectDetectionTask,
+        SemanticSegmentationTask,
+    )
 else:
     from torchgeo.tasks import BaseTask
     from torchgeo.tasks import Classification as ClassificationTask
+    from torchgeo.tasks import ObjectDetection as ObjectDetectionTask
     from torchgeo.tasks import SemanticSegmentation as SemanticSegmentationTask
 
 #: The installed TorchGeo version (``torchgeo.__version__``).
@@ -34,6 +40,11 @@ TORCHGEO_VERSION_TUPLE: Final[tuple[int, int]] = (
     int(TORCHGEO_VERSION.split('.')[0]),
     int(TORCHGEO_VERSION.split('.')[1]),
 )
+
+#: The sample (and collated batch) keys of detection boxes, float [N, 4] ``x0 y0 x1 y1`` in
+#: pixels, and their class indices, int64 [N]: the same in TorchGeo 0.8 and 0.10.
+DETECTION_BOXES: Final = 'bbox_xyxy'
+DETECTION_LABELS: Final = 'label'
 
 #: The names TorchGeo's segmentation task logs its micro accuracy and IoU under (after the
 #: ``train_``/``val_``/``test_`` prefix): 0.10's metric mixin renamed them (0.9 is untested).
@@ -65,6 +76,8 @@ def batch_for_trainer(batch: Mapping[str, Any], trainer: Trainer | None) -> dict
 
 
 __all__ = (
+    'DETECTION_BOXES',
+    'DETECTION_LABELS',
     'HAS_TASKS_MODULE',
     'SEGMENTATION_MICRO_METRICS',
     'TORCHGEO_VERSION',
@@ -75,6 +88,8 @@ __all__ = (
     'DatasetNotFoundError',
     'NonGeoDataModule',
     'NonGeoDataset',
+    'ObjectDetectionTask',
     'SemanticSegmentationTask',
+    'VHR10DataModule',
     'batch_for_trainer',
 )

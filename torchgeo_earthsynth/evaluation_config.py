@@ -17,9 +17,14 @@ from typing import Any, Final, Literal, get_args
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # type: ignore[attr-defined]
 from lightning.pytorch import LightningDataModule
 
-from torchgeo_earthsynth.compat import BaseTask, ClassificationTask, SemanticSegmentationTask
+from torchgeo_earthsynth.compat import (
+    BaseTask,
+    ClassificationTask,
+    ObjectDetectionTask,
+    SemanticSegmentationTask,
+)
 
-TaskName = Literal['classification', 'segmentation']
+TaskName = Literal['classification', 'segmentation', 'detection']
 Arm = Literal['real', 'real+synthetic', 'synthetic-only']
 
 #: The arms of an experiment, in report order.
@@ -32,6 +37,7 @@ ARMS: Final[tuple[str, ...]] = get_args(Arm)
 DEFAULT_METRICS: Final[dict[str, str]] = {
     'classification': 'test_OverallAccuracy',
     'segmentation': 'test_mIoU',
+    'detection': 'test_map',  # torchmetrics' MeanAveragePrecision (mAP@[.5:.95]), TorchGeo's
 }
 #: Default init args of the TorchGeo task per experiment task (small, no download).
 DEFAULT_MODELS: Final[dict[str, dict[str, Any]]] = {
@@ -54,11 +60,22 @@ DEFAULT_MODELS: Final[dict[str, dict[str, Any]]] = {
         'lr': 1e-3,
         'patience': 5,
     },
+    'detection': {  # NWPU VHR-10: 10 classes + background
+        'model': 'faster-rcnn',
+        'backbone': 'resnet18',
+        'weights': None,
+        'in_channels': 3,
+        'num_classes': 11,
+        'trainable_layers': 5,
+        'lr': 1e-3,
+        'patience': 5,
+    },
 }
 #: Default datamodule per experiment task.
 DEFAULT_DATA: Final[dict[str, str]] = {
     'classification': 'torchgeo_earthsynth.datamodules.downstream.MiniClassificationDataModule',
     'segmentation': 'torchgeo_earthsynth.datamodules.downstream.MiniSegmentationDataModule',
+    'detection': 'torchgeo_earthsynth.datamodules.detection.SyntheticVHR10DataModule',
 }
 #: Default Trainer arguments (anything in ``trainer:`` overrides them). With ``max_steps``
 #: given and no ``max_epochs``, ``max_epochs`` becomes -1 so epochs never cap the steps.
@@ -84,6 +101,7 @@ _BANK: Final = 'torchgeo_earthsynth.bank.SyntheticBank'
 TASKS: Final[dict[str, type[BaseTask]]] = {
     'classification': ClassificationTask,
     'segmentation': SemanticSegmentationTask,
+    'detection': ObjectDetectionTask,
 }
 
 
@@ -101,10 +119,12 @@ class ExperimentConfig:
     """What to train and compare; every field has a YAML key of the same name.
 
     Attributes:
-        task: ``classification`` (reports overall accuracy) or ``segmentation`` (mIoU).
-        model: init args of TorchGeo's ``ClassificationTask`` / ``SemanticSegmentationTask``,
-            over :data:`DEFAULT_MODELS`; ``num_classes`` defaults to the datamodule's
-            ``len(classes)``.
+        task: ``classification`` (reports overall accuracy), ``segmentation`` (mIoU) or
+            ``detection`` (mAP, torchmetrics' ``MeanAveragePrecision`` as TorchGeo's
+            ``ObjectDetectionTask`` logs it; data: VHR-10 by default, give its ``root``).
+        model: init args of TorchGeo's ``ClassificationTask`` / ``SemanticSegmentationTask``
+            / ``ObjectDetectionTask``, over :data:`DEFAULT_MODELS`; ``num_classes`` defaults
+            to the datamodule's ``len(classes)`` (detection: 11, VHR-10's).
         data: the datamodule as ``class_path``/``init_args``, or just init args of the
             default one (:data:`DEFAULT_DATA`). A ``synthetic`` init arg in it is taken out
             and used as :attr:`synthetic` (so the ``real`` arm never sees it).
@@ -157,7 +177,7 @@ class ExperimentConfig:
             ValueError: naming the field and what was expected.
         """
         if self.task not in TASKS:
-            raise ValueError(f"task must be 'classification' or 'segmentation', got {self.task!r}")
+            raise ValueError(f'task must be one of {sorted(TASKS)}, got {self.task!r}')
         for name in ('model', 'data', 'synthetic'):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):
@@ -382,7 +402,7 @@ class _Plan:
                 # label bank samples as the mini downstream datamodules label real ones
                 if task == 'segmentation':
                     args.setdefault('unmapped_index', 0)
-                else:
+                elif task == 'classification':
                     args.setdefault('class_rule', 'dominant')
         from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation
 

@@ -23,7 +23,14 @@ logger = logging.getLogger(__name__)
 
 
 #: Rule names, in the order their reasons are reported.
-RULES: Final[tuple[str, ...]] = ('alignment', 'layout', 'sanity', 'novelty', 'informativeness')
+RULES: Final[tuple[str, ...]] = (
+    'alignment',
+    'layout',
+    'objects',
+    'sanity',
+    'novelty',
+    'informativeness',
+)
 
 
 class RFilter(_RuleScoring):
@@ -34,6 +41,12 @@ class RFilter(_RuleScoring):
     * ``alignment``: CLIP score of the image against its prompt, keep if >= threshold.
     * ``layout``: mIoU of a segmenter's prediction against the condition mask, keep if >=
       threshold.
+    * ``objects`` (detection, off by default): each box's object is there: a classifier's
+      probability of the box's class on the box's crop (``object_context`` of its size
+      around it, resampled to ``object_size``), keep if every box scores >=
+      ``object_threshold`` (boxes of classes the classifier does not know are not judged).
+      Needs the batch's boxes: ``bbox_xyxy`` (per image [N, 4] pixels) and ``label`` (per
+      image [N] vocabulary ids), as box layouts give them.
     * ``sanity``: drop images with NaN/inf, flat images (every channel's spatial std below
       ``flat_threshold``, so a uniform coloured image is flat) and
       saturated images (share of values at 0 or 255 above ``saturation_threshold``).
@@ -73,6 +86,12 @@ class RFilter(_RuleScoring):
         novelty_size: int = 16,
         novelty_memory: int = 4096,
         reference_key: str = 'reference',
+        objects: bool = False,
+        object_classifier: nn.Module | str | Path | None = None,
+        object_label_map: Sequence[int] | None = None,
+        object_threshold: float = 0.5,
+        object_size: int = 64,
+        object_context: float = 0.1,
         informativeness: bool = False,
         informer: nn.Module | str | Path | None = None,
         informer_task: TaskKind = 'segmentation',
@@ -118,6 +137,14 @@ class RFilter(_RuleScoring):
             novelty_size: side of the pooled image for ``pixels`` features.
             novelty_memory: how many kept samples' features to remember (0: none).
             reference_key: batch key of the real source images, if any.
+            objects: switch for the per-box rule (detection).
+            object_classifier: a module mapping normalised crops [N, 3, s, s] to logits
+                [N, K], a TorchGeo ``ClassificationTask`` checkpoint path, or None (rule off).
+            object_label_map: vocabulary id of each classifier class; None when the
+                classifier predicts vocabulary ids.
+            object_threshold: minimum probability of a box's class (0..1).
+            object_size: side of the crops given to the classifier.
+            object_context: share of a box's size added around it in its crop.
             informativeness: switch for the confidence-band rule.
             informer: downstream model (module, or TorchGeo task checkpoint path) mapping
                 normalised images to logits [B, C] or [B, C, H, W].
@@ -151,6 +178,9 @@ class RFilter(_RuleScoring):
             text_cache_size=text_cache_size,
             confidence_low=confidence_low,
             confidence_high=confidence_high,
+            object_threshold=object_threshold,
+            object_size=object_size,
+            object_context=object_context,
             normalize_mean=normalize_mean,
             normalize_std=normalize_std,
             cpu_micro_batch=cpu_micro_batch,
@@ -178,6 +208,7 @@ class RFilter(_RuleScoring):
         self.enabled: dict[str, bool] = {
             'alignment': alignment,
             'layout': layout,
+            'objects': objects,
             'sanity': sanity,
             'novelty': novelty,
             'informativeness': informativeness,
@@ -224,6 +255,24 @@ class RFilter(_RuleScoring):
         if self.informer is None:
             self._switch_off('informativeness', 'no informer model given')
 
+        self.object_threshold = float(object_threshold)
+        self.object_size = object_size
+        self.object_context = float(object_context)
+        self.object_classifier: nn.Module | None = None
+        if objects and object_classifier is not None:
+            self.object_classifier = (
+                load_task(object_classifier, 'classification', map_location, weights_only)
+                if isinstance(object_classifier, str | Path)
+                else object_classifier
+            )
+        if self.object_classifier is None:
+            self._switch_off('objects', 'no object classifier given')
+        self.object_label_map: Tensor | None = None
+        if object_label_map is not None:
+            self.object_label_map = torch.as_tensor(list(object_label_map), dtype=torch.long)
+            if self.object_label_map.ndim != 1 or (self.object_label_map < 0).any():
+                raise ValueError('object_label_map must be a flat list of vocabulary ids >= 0')
+
         self._memory: Tensor | None = None
         self.counts: dict[str, dict[str, int]] = {}
         self.reset()
@@ -242,6 +291,9 @@ class RFilter(_RuleScoring):
             ('novelty_memory', args['novelty_memory'] >= 0, '>= 0'),
             ('text_cache_size', args['text_cache_size'] >= 0, '>= 0'),
             ('confidence_low', 0 <= args['confidence_low'] <= 1, 'in [0, 1]'),
+            ('object_threshold', 0 <= args['object_threshold'] <= 1, 'in [0, 1]'),
+            ('object_size', args['object_size'] >= 1, '>= 1'),
+            ('object_context', args['object_context'] >= 0, '>= 0'),
             (
                 'confidence_high',
                 args['confidence_low'] <= args['confidence_high'] <= 1,
@@ -287,7 +339,8 @@ class RFilter(_RuleScoring):
 
         Args:
             batch: ``image`` float [B, 3, H, W] 0..255; ``prompt`` (B strings) for alignment;
-                ``mask`` int [B, H, W] vocabulary ids for layout; optionally the real source
+                ``mask`` int [B, H, W] vocabulary ids for layout; ``bbox_xyxy`` and ``label``
+                lists for objects; optionally the real source
                 images [B, 3, H', W'] under ``reference_key`` for novelty.
             update: add the kept samples to the novelty memory and the batch to the counts.
 
@@ -309,6 +362,8 @@ class RFilter(_RuleScoring):
             verdicts['alignment'], clip_features = self._alignment(batch, clean)
         if b and self.enabled['layout']:
             verdicts['layout'] = self._layout(batch, clean)
+        if b and self.enabled['objects']:
+            verdicts['objects'] = self._objects(batch, clean)
         if b and self.enabled['sanity']:
             verdicts['sanity'] = self._sanity(images, clean)
         if b and self.enabled['informativeness']:
@@ -361,6 +416,7 @@ class RFilter(_RuleScoring):
         return {
             'alignment': f'CLIP score >= {self.alignment_threshold:g}',
             'layout': f'mIoU >= {self.layout_threshold:g}',
+            'objects': f'every box: P(class) >= {self.object_threshold:g}',
             'sanity': (
                 f'finite, std >= {self.flat_threshold:g}, '
                 f'saturated share <= {self.saturation_threshold:g}'

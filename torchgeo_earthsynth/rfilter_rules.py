@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .compat import DETECTION_LABELS
 from .metrics import ClipScorer, per_sample_miou
 from .rfilter_models import _device, _logits
+from .rfilter_objects import object_reason, object_scores, probabilities
 from .vocabulary import BACKGROUND, NUM_CLASSES
 
 NoveltyFeatures = Literal['pixels', 'clip']
@@ -62,6 +64,11 @@ class _RuleScoring(nn.Module):
     flat_threshold: float
     saturation_threshold: float
     informer: nn.Module | None
+    object_classifier: nn.Module | None
+    object_label_map: Tensor | None
+    object_threshold: float
+    object_size: int
+    object_context: float
     confidence_low: float
     confidence_high: float
     novelty_features: NoveltyFeatures
@@ -202,6 +209,30 @@ class _RuleScoring(nn.Module):
             for i in _failed(ok)
         }
         return _Verdict(ok, {'informativeness': score}, why)
+
+    @torch.inference_mode()
+    def _objects(self, batch: Mapping[str, Any], images: Tensor) -> _Verdict:
+        """Every box's class scored by the object classifier inside the box."""
+        model = self.object_classifier
+        assert model is not None
+        scores = object_scores(
+            lambda crops: self._run_model(model, crops, probabilities),
+            images,
+            batch,
+            self.object_label_map,
+            self.object_size,
+            self.object_context,
+        )
+        weakest = torch.tensor(
+            [float(s.nan_to_num(1.0).min()) if len(s) else float('nan') for s in scores]
+        )
+        ok = ~(weakest < self.object_threshold)  # images without (known) boxes pass
+        labels = batch[DETECTION_LABELS]
+        why = {
+            i: object_reason(scores[i], torch.as_tensor(labels[i]), self.object_threshold)
+            for i in _failed(ok)
+        }
+        return _Verdict(ok, {'objects': weakest}, why)
 
     @torch.inference_mode()
     def _novelty_features(self, clean: Tensor, clip_features: Tensor | None = None) -> Tensor:

@@ -98,8 +98,11 @@ class SyntheticAugmentation(SyntheticDraws):
       the bank, a bank sample containing the class (``class_rule='contains'``) or dominated by
       it (``'dominant'``: most non-background pixels). Classes mapping to background are never
       synthesised.
-    * ``detection`` (online only): the boxes (``bbox_xyxy``, ``label``) are rasterised into the
-      condition (:func:`rasterize_boxes`); boxes and labels stay.
+    * ``detection``: online, the boxes (``bbox_xyxy``, ``label``) are rasterised into the
+      condition (:func:`rasterize_boxes`); boxes and labels stay. From the bank, a sample
+      generated from boxes brings the exact boxes it was generated from (its classes mapped
+      back; per-row instance masks, where the batch has them, become the boxes' rectangles);
+      bank samples without boxes, or with a class outside ``classes``, are not drawn.
 
     ``source='online'`` generates with ``synthesizer`` on the batch's device (it moves the
     pipeline there itself, generating under :func:`torch.inference_mode`); ``'bank'`` draws

@@ -9,7 +9,7 @@ the rows are fetched, generated, filtered and put into the batch.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,7 @@ from torchgeo_earthsynth.seeding import seed_for_rank
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
 
+from .synthetic_boxes import downstream_label, vocabulary_boxes
 from .synthetic_generation import (
     bank_generated,
     filter_generated,
@@ -194,7 +195,14 @@ class SyntheticDraws(nn.Module):
         index = torch.tensor([i for _, i in picks], device=device)
         bank_images = resize_images(pool.image[index].float(), size)
         bank_masks = resize_masks(pool.mask[index].long(), size)
-        bank_labels = self.tables.on(device)[1][bank_masks]
+        inverse = self.tables.on(device)[1]
+        bank_labels: Any = inverse[bank_masks]
+        if self.task == 'detection':  # the exact boxes the sample was generated from
+            pool_size = (int(pool.mask.shape[-2]), int(pool.mask.shape[-1]))
+            boxes = pool.boxes or []
+            bank_labels = [
+                downstream_label(boxes[i], inverse, pool_size, size) for i in index.tolist()
+            ]
         for k, (row, _) in enumerate(picks):
             synthetic.add(row, BANK, bank_images[k], bank_masks[k], bank_labels[k])
         self.stats['from_bank'] += len(picks)
@@ -220,7 +228,11 @@ class SyntheticDraws(nn.Module):
         keep = filter_generated(self.rfilter, fake, cond, prompts, batch['image'][gen_rows])
         self.stats['dropped_by_filter'] += int((~keep).sum())
         if self.add_to_bank and keep.any():
-            self.stats['added_to_bank'] += bank_generated(self.bank, fake, cond, prompts, keep)
+            boxes = (
+                vocabulary_boxes(batch, gen_rows, self.lut) if self.task == 'detection' else None
+            )
+            added = bank_generated(self.bank, fake, cond, prompts, keep, boxes)
+            self.stats['added_to_bank'] += added
         for k, row in enumerate(gen_rows):
             if keep[k]:
                 synthetic.add(row, GENERATED, fake[k], cond[k], self._label_of(batch, row, cond[k]))

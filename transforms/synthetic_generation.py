@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
 from torchgeo_earthsynth.filtering import SampleFilter, filter_verdict
 from torchgeo_earthsynth.synthesis import Synthesizer
 
@@ -90,7 +91,12 @@ def filter_generated(
 
 
 def bank_generated(
-    bank: BankLike | None, images: Tensor, masks: Tensor, prompts: list[str], keep: Tensor
+    bank: BankLike | None,
+    images: Tensor,
+    masks: Tensor,
+    prompts: list[str],
+    keep: Tensor,
+    boxes: list[tuple[Tensor, Tensor]] | None = None,
 ) -> int:
     """Add the kept generated samples to a bank.
 
@@ -100,6 +106,8 @@ def bank_generated(
         masks: int64 [N, H, W] their conditions (vocabulary ids).
         prompts: their prompts.
         keep: bool [N], which to add.
+        boxes: per sample, the boxes it was generated from and their vocabulary ids
+            (detection): the bank keeps them as its exact label.
 
     Returns:
         How many samples the bank added.
@@ -119,6 +127,7 @@ def bank_generated(
             'categories': present[k].cpu(),
             'source': 'synthetic',
         }
+        | ({} if boxes is None else {DETECTION_BOXES: boxes[k][0], DETECTION_LABELS: boxes[k][1]})
         for k in keep.nonzero().flatten().tolist()
     ]
     return int(add(samples))

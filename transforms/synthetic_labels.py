@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from torchgeo_earthsynth.boxes import rasterize_instances
 from torchgeo_earthsynth.dataset_encodings import DatasetEncoding
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, prompt_from_ids
 
@@ -107,7 +108,8 @@ def rasterize_boxes(
 
     A pixel belongs to a box when its centre lies inside it (``x0 <= x + 0.5 < x1``, likewise
     for y); it takes the vocabulary id of its box's class, the smallest box winning where
-    boxes overlap (so small objects stay visible on large ones); other pixels are background.
+    boxes overlap (so small objects stay visible on large ones); other pixels are background
+    (:func:`~torchgeo_earthsynth.boxes.rasterize_instances`: which box each pixel shows).
 
     Args:
         boxes: per image, float [N, 4] ``(x0, y0, x1, y1)`` in pixels (TorchGeo's
@@ -127,14 +129,10 @@ def rasterize_boxes(
     """
     if len(boxes) != len(labels):
         raise ValueError(f'{len(boxes)} box tensors but {len(labels)} label tensors')
-    height, width = size
-    device = lut.device
-    ys = torch.arange(height, device=device, dtype=torch.float32) + 0.5
-    xs = torch.arange(width, device=device, dtype=torch.float32) + 0.5
-    out = torch.zeros(len(boxes), height, width, dtype=torch.long, device=device)
+    out = torch.zeros(len(boxes), *size, dtype=torch.long, device=lut.device)
     for i, (box, label) in enumerate(zip(boxes, labels)):
-        box = box.to(device, torch.float32).reshape(-1, 4)
-        label = label.to(device, torch.long).reshape(-1)
+        box = box.to(lut.device, torch.float32).reshape(-1, 4)
+        label = label.to(lut.device, torch.long).reshape(-1)
         if box.shape[0] != label.shape[0]:
             raise ValueError(f'image {i}: {box.shape[0]} boxes but {label.shape[0]} labels')
         if not len(box):
@@ -144,16 +142,8 @@ def rasterize_boxes(
                 f'image {i}: box labels must be in [0, {len(lut) - 1}], got '
                 f'{sorted(set(label.tolist()))}'
             )
-        x0, y0, x1, y1 = box.unbind(1)
-        inside = (
-            (ys[None, :, None] >= y0[:, None, None])
-            & (ys[None, :, None] < y1[:, None, None])
-            & (xs[None, None, :] >= x0[:, None, None])
-            & (xs[None, None, :] < x1[:, None, None])
-        )
-        area = ((x1 - x0) * (y1 - y0))[:, None, None].expand_as(inside)
-        smallest = torch.where(inside, area, torch.inf).argmin(0)
-        out[i] = torch.where(inside.any(0), lut[label][smallest], BACKGROUND)
+        instance = rasterize_instances(box, size)
+        out[i] = torch.where(instance >= 0, lut[label][instance.clamp(min=0)], BACKGROUND)
     return out
 
 

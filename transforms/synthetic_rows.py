@@ -14,6 +14,7 @@ from torch import Tensor
 from torchgeo_earthsynth.origins import SampleOrigin
 from torchgeo_earthsynth.vocabulary import NUM_CLASSES, prompt_from_ids
 
+from .synthetic_boxes import insert_boxes
 from .synthetic_labels import present_prompts
 from .synthetic_sources import Task
 
@@ -57,7 +58,8 @@ class SyntheticRows:
     origins: list[int]  # GENERATED or BANK
     images: list[Tensor]  # float [3, H, W] in 0..255
     conditions: list[Tensor]  # int64 [H, W] vocabulary ids
-    labels: list[Tensor | None]  # int [H, W] downstream mask (segmentation), else None
+    #: int [H, W] downstream mask (segmentation), a BoxLabel (detection from the bank), else None
+    labels: list[Any]
 
     def add(self, row: int, origin: int, image: Tensor, condition: Tensor, label: Any) -> None:
         """Queue one synthetic row."""
@@ -115,6 +117,8 @@ def insert_rows(
                 batch['mask'].dtype
             )
         describe_rows(out, rows, synth_cond, classes, lut)
+        if task == 'detection':
+            insert_boxes(out, rows, synthetic.labels)
         origin[index] = torch.tensor(synthetic.origins, device=device)
         condition[index] = synth_cond
         return out, SyntheticPlan(origin, source_index, condition)
@@ -129,6 +133,8 @@ def insert_rows(
         synth_mask = torch.stack([x for x in synthetic.labels if x is not None])
         out['mask'] = torch.cat([batch['mask'], synth_mask.to(batch['mask'].dtype)])
     describe_rows(out, list(range(b, b + len(rows))), synth_cond, classes, lut)
+    if task == 'detection':
+        insert_boxes(out, list(range(b, b + len(rows))), synthetic.labels)
     plan = SyntheticPlan(
         torch.cat([origin, torch.tensor(synthetic.origins, device=device)]),
         torch.cat([source_index, index]),

@@ -19,6 +19,8 @@ from torchgeo_earthsynth.models import SD15_ID
 from torchgeo_earthsynth.synthesis import SchedulerName, Synthesizer
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, class_histogram, present_ids
 
+from .synthetic_boxes import pool_boxes, usable_rows
+
 Task = Literal['segmentation', 'classification', 'detection']
 Source = Literal['online', 'bank', 'both']
 ClassRule = Literal['contains', 'dominant']
@@ -154,6 +156,8 @@ class Pool:
     mask: Tensor  # uint8 [N, H, W] vocabulary ids
     counts: Tensor  # int64 [N, 67] pixels per vocabulary id
     image: Tensor | None = None  # uint8 [N, 3, H, W] (None for layout-only pools)
+    #: per row (boxes float [N, 4] at the pool's size, vocabulary ids), None without boxes
+    boxes: list[tuple[Tensor, Tensor] | None] | None = None
 
     def __len__(self) -> int:
         return int(self.mask.shape[0])
@@ -175,7 +179,11 @@ def resize_images(image: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def _pool_from_samples(
-    samples: Sequence[Mapping[str, Any]], size: tuple[int, int], images: bool, origin: str
+    samples: Sequence[Mapping[str, Any]],
+    size: tuple[int, int],
+    images: bool,
+    origin: str,
+    boxes: bool = False,
 ) -> Pool:
     """Stack sample dicts (any sizes) into a pool at ``size``; images rounded to uint8."""
     masks, pictures = [], []
@@ -199,7 +207,12 @@ def _pool_from_samples(
             image = image.float().round().clamp(0, 255).to(torch.uint8)
             pictures.append(resize_images(image[None], size)[0])
     mask = torch.stack(masks)
-    return Pool(mask, class_histogram(mask), torch.stack(pictures) if images else None)
+    return Pool(
+        mask,
+        class_histogram(mask),
+        torch.stack(pictures) if images else None,
+        pool_boxes(samples, size, origin) if boxes else None,
+    )
 
 
 def _concat_pools(pools: Sequence[Pool]) -> Pool | None:
@@ -264,10 +277,6 @@ def check_sources(
         raise ValueError(f'source={source!r} needs a synthesizer')
     if source in ('bank', 'both') and bank is None:
         raise ValueError(f'source={source!r} needs a bank')
-    if task == 'detection' and source != 'online':
-        raise ValueError(
-            "task='detection' supports source='online' only: bank samples carry masks, not boxes"
-        )
     if task == 'classification' and source != 'bank' and bank is None and layouts is None:
         raise ValueError(
             "task='classification' with online generation needs layouts: "
@@ -364,7 +373,8 @@ class SamplePools:
             if self.task == 'classification':
                 samples += self._class_coverage(samples, lut, classes)
             if samples:
-                self.bank_pool = _pool_from_samples(samples, size, True, 'bank')
+                detection = self.task == 'detection'
+                self.bank_pool = _pool_from_samples(samples, size, True, 'bank', detection)
                 layout_pools.append(self.bank_pool)
             elif self.source == 'bank':
                 raise ValueError(
@@ -402,7 +412,7 @@ class SamplePools:
         return extra
 
     def bank_candidates(self, lut: Tensor, inverse: Tensor) -> list[Tensor]:
-        """Per downstream class (classification) or overall (segmentation): usable bank rows.
+        """Per downstream class (classification) or overall (others): usable bank rows.
 
         Args:
             lut: int64 [C] vocabulary id per downstream class.
@@ -415,6 +425,8 @@ class SamplePools:
             pool = self.bank_pool
             if pool is None:
                 found: list[Tensor] = []
+            elif self.task == 'detection':  # samples generated from boxes keep them exactly
+                found = [usable_rows(pool.boxes or [], inverse)]
             elif self.task == 'segmentation':
                 inverse = inverse.to(pool.counts.device)
                 unmapped = ((pool.counts > 0) & (inverse < 0)[None]).any(1)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..compat import DatasetNotFoundError, NonGeoDataset
+from ..boxes import check_boxes
+from ..compat import DETECTION_BOXES, DETECTION_LABELS, DatasetNotFoundError, NonGeoDataset
 from ..vocabulary import (
     VOCABULARY,
     class_histogram,
@@ -99,7 +100,10 @@ class EarthSynth180K(_RecordListing, NonGeoDataset):
     ``categories`` float32 multi-hot [67], ``source``, ``metadata`` float32 [7]
     (:data:`~torchgeo_earthsynth.conditions.METADATA_FIELDS`, NaN where unknown): from the
     record's ``metadata`` object when it has one, else the GSD of the source where the source
-    states one (:data:`SOURCE_GSD`).
+    states one (:data:`SOURCE_GSD`). A sample generated from detection boxes (a bank sample
+    whose record has ``bbox_xyxy`` and ``bbox_classes``) also has them under TorchGeo's
+    detection keys: ``bbox_xyxy`` float32 [N, 4] in pixels and ``label`` int64 [N]
+    vocabulary ids (a single-category sample: the boxes of its class).
 
     Bad input raises a ValueError naming the file (and JSONL line) and what was expected:
     records that are not JSON, lack a field, hold bad ``metadata`` or repeat an earlier
@@ -258,7 +262,7 @@ class EarthSynth180K(_RecordListing, NonGeoDataset):
             prompt = self._prompts[index]
         else:
             prompt = prompt_from_ids(torch.nonzero(present).view(-1).tolist())
-        return {
+        sample = {
             'image': image_t,
             'mask': mask_t,
             'prompt': prompt,
@@ -266,6 +270,14 @@ class EarthSynth180K(_RecordListing, NonGeoDataset):
             'source': source_from_stem(posixpath.basename(image_name)),
             'metadata': torch.from_numpy(self._metadata[index].copy()),
         }
+        if index in self._boxes:  # a sample generated from boxes: they are its exact label
+            height, width = mask.shape
+            found = self._boxes[index]
+            boxes, labels = check_boxes(*found, (height, width), f'{image_path}{where}')
+            if category >= 0:
+                boxes, labels = boxes[labels == category], labels[labels == category]
+            sample |= {DETECTION_BOXES: boxes, DETECTION_LABELS: labels}
+        return sample
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Return one sample.

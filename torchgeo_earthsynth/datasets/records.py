@@ -16,6 +16,7 @@ from typing import Any, ClassVar, NamedTuple, overload
 
 import numpy as np
 
+from ..boxes import boxes_from_record
 from ..conditions import METADATA_FIELDS, NUM_METADATA, metadata_from_record
 from ..vocabulary import BACKGROUND, present_ids, prompt_from_ids, source_from_stem
 from . import layout
@@ -50,6 +51,8 @@ class _Row(NamedTuple):
     line: int
     is_category: bool
     metadata: np.ndarray | None
+    #: Exact detection boxes (float32 [N, 4] pixels, int64 [N] vocabulary ids), if any.
+    boxes: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class _Strings:
@@ -205,6 +208,8 @@ class _RecordListing:
         categories: list[int] = []
         lines: list[int] = []
         metadata: list[np.ndarray] = []
+        #: dataset index -> exact boxes of the samples that have them (few: a dict)
+        self._boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
         jsonl = layout.jsonl_path(self.split_dir)
         self._jsonl = jsonl if jsonl.exists() else None
@@ -220,6 +225,8 @@ class _RecordListing:
                 [-1] if self.mode == 'both' or (self.mode == 'category') == row.is_category else []
             )
             for class_id in keep + ids:
+                if row.boxes is not None:
+                    self._boxes[len(images)] = row.boxes
                 images.append(row.image)
                 masks.append(row.mask)
                 prompts.append(row.prompt if class_id < 0 else prompt_from_ids([class_id]))
@@ -297,6 +304,11 @@ class _RecordListing:
             image = self._locate(entry['file_name'], 'file_name', origin, listing)
             mask = self._locate(entry['mask_name'], 'mask_name', origin, listing)
             good, metadata = self._record_metadata(entry, origin)
+            try:
+                boxes = boxes_from_record(entry, origin)
+            except ValueError as error:
+                self._bad('records with bad boxes', str(error))
+                continue
             if image is None or mask is None or not good:
                 continue
             if (image, mask) in first_line:
@@ -307,7 +319,7 @@ class _RecordListing:
                 )
                 continue
             first_line[image, mask] = number
-            rows.append(_Row(image, mask, entry['text'], number, is_category, metadata))
+            rows.append(_Row(image, mask, entry['text'], number, is_category, metadata, boxes))
         return rows
 
     def _rows_from_folders(self) -> list[_Row]:
