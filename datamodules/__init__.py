@@ -12,10 +12,12 @@ from .earthsynth180k import (
     sample_class_ids,
 )
 from .mask_prompt import MaskPromptDataModule, MaskPromptDataset
+from .superres import EarthSynthMiniSRDataModule
 
 __all__ = (
     'EarthSynth180KDataModule',
     'EarthSynthMiniDataModule',
+    'EarthSynthMiniSRDataModule',
     'MaskPromptDataModule',
     'MaskPromptDataset',
     'MiniClassificationDataModule',

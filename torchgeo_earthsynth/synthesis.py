@@ -41,6 +41,7 @@ from .models import (
     tiny_diffusionsat_parts,
     tiny_parts,
 )
+from .superres import is_super_resolution_export, low_res_pipeline
 from .synthesis_parts import (
     SCHEDULERS,
     ConditionEncoding,
@@ -191,6 +192,8 @@ class Synthesizer:
         """
         path = Path(controlnet)
         _check_exists(controlnet, 'ControlNet checkpoint')
+        if is_super_resolution_export(path):  # SuperResolutionTask's full export
+            return cls(low_res_pipeline(path), **kwargs)
         sr_folder = find_diffusionsat_controlnet(path) if path.is_dir() else None
         if sr_folder is not None:
             return cls(build_pipeline(*_super_resolution_parts(sr_folder, base)), **kwargs)

@@ -26,6 +26,7 @@ from .diffusionsat_controlnet import (
 )
 from .earthsynth import EARTHSYNTH_ID, EARTHSYNTH_SUBFOLDER, load_controlnet
 from .prompts import PromptEncoder
+from .sr_baseline import ESPCN, fit_sr_baseline
 from .stable_diffusion import SD15_ID, DiffusionParts, pretrained_parts, sd_scheduler
 from .tiny import (
     TINY_TEXT_DIM,
@@ -44,6 +45,7 @@ __all__ = (
     'DIFFUSIONSAT_CHECKPOINTS',
     'EARTHSYNTH_ID',
     'EARTHSYNTH_SUBFOLDER',
+    'ESPCN',
     'SD15_ID',
     'SD21_ID',
     'SENTINEL2_LOW_RES_BANDS',
@@ -58,6 +60,7 @@ __all__ = (
     'diffusionsat_parts',
     'find_diffusionsat_controlnet',
     'find_diffusionsat_unet',
+    'fit_sr_baseline',
     'is_diffusionsat_controlnet',
     'is_diffusionsat_unet',
     'load_controlnet',
