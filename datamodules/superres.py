@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from torch import nn
 from torch.utils.data import Subset
-from torchgeo.datamodules import NonGeoDataModule
 
+from ..compat import NonGeoDataModule
 from ..datasets import EarthSynthMiniSR
 
 __all__ = ('EarthSynthMiniSRDataModule',)

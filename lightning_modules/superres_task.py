@@ -22,6 +22,7 @@ from ..models import (
 )
 from ..superres import RGB_BANDS, condition_size, super_resolve, upsample
 from ..synthesis import Synthesizer, build_pipeline
+from .diffusion_task import DiffusionTask
 from .earthsynth_controlnet import _EMBEDDING_CHANNELS, EarthSynthControlNet
 
 __all__ = ('SuperResolutionTask',)
@@ -132,6 +133,8 @@ class SuperResolutionTask(EarthSynthControlNet):
             predict_guidance_scale=predict_guidance_scale,
             seed=seed,
         )
+        # LightningCLI records only this signature's arguments: no local (foreground) loss
+        self.hparams.setdefault('local_loss_weight', 0.0)
 
     # ------------------------------------------------------------------ models
     def configure_condition_models(self) -> None:
@@ -251,8 +254,7 @@ class SuperResolutionTask(EarthSynthControlNet):
 
     def export_metadata(self) -> dict[str, Any]:
         """The low-res bands and scale, and the base fields."""
-        meta = super().export_metadata()
-        del meta['condition_encoding'], meta['prompt_template']
+        meta = DiffusionTask.export_metadata(self)  # not the mask family's fields
         return {
             **meta,
             'task': 'super-resolution',

@@ -13,8 +13,8 @@ import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torch import Tensor
-from torchgeo.datasets import NonGeoDataset
 
+from ..compat import NonGeoDataset
 from ..models import SENTINEL2_LOW_RES_BANDS
 from ..superres import degrade
 from ..vocabulary import CLASS_IDS
