@@ -11,8 +11,8 @@ from typing import Any, Literal
 from torch import nn
 from torch.utils.data import Subset
 
-from ..compat import NonGeoDataModule
-from ..datasets import EarthSynthMiniSR
+from torchgeo_earthsynth.compat import NonGeoDataModule
+from torchgeo_earthsynth.datasets import EarthSynthMiniSR
 
 __all__ = ('EarthSynthMiniSRDataModule',)
 
