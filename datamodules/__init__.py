@@ -14,12 +14,14 @@ from .earthsynth180k import (
     sample_class_ids,
 )
 from .mask_prompt import MaskPromptDataModule, MaskPromptDataset
+from .superres import EarthSynthMiniSRDataModule
 
 __all__ = (
     'BoxLayoutDataModule',
     'BoxLayoutDataset',
     'EarthSynth180KDataModule',
     'EarthSynthMiniDataModule',
+    'EarthSynthMiniSRDataModule',
     'MaskPromptDataModule',
     'MaskPromptDataset',
     'MiniClassificationDataModule',

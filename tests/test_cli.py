@@ -106,7 +106,9 @@ def test_mistyped_subcommand_lists_every_subcommand(capsys: pytest.CaptureFixtur
         assert f'\n  {command} ' in text, command
 
 
-@pytest.mark.parametrize('command', ['demo', 'evaluate', 'build-corpus', 'datasets', 'synthesize'])
+@pytest.mark.parametrize(
+    'command', ['demo', 'evaluate', 'build-corpus', 'datasets', 'synthesize', 'benchmark']
+)
 def test_subcommand_help_has_no_sphinx_markup(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

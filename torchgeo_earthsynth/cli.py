@@ -22,6 +22,7 @@ EXTRA_COMMANDS: Final[dict[str, str]] = {
     'build-corpus': 'torchgeo_earthsynth.corpus_cli:main',
     'demo': 'torchgeo_earthsynth.demo:main',
     'evaluate': 'torchgeo_earthsynth.evaluation:main',
+    'benchmark': 'torchgeo_earthsynth.benchmark:main',
     'synthesize': 'torchgeo_earthsynth.cli:synthesize',
     'datasets': 'torchgeo_earthsynth.cli:datasets_main',
 }
@@ -36,6 +37,7 @@ COMMANDS: Final[dict[str, str]] = {
     'build-corpus': 'cut scenes and masks into a corpus in the EarthSynth-180K layout',
     'synthesize': 'fill a synthetic bank with a trained generator (Trainer.predict)',
     'evaluate': 'train downstream tasks with and without synthetic data; report',
+    'benchmark': 'generators on CLIP score, accuracy, SR PSNR/SSIM/FID; one table',
     'datasets': 'the TorchGeo datasets supported out of the box, and their encodings',
 }
 

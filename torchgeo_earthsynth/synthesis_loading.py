@@ -32,6 +32,7 @@ from .models import (
     tiny_parts,
     tiny_text2earth_parts,
 )
+from .superres import is_super_resolution_export, low_res_pipeline
 from .synthesis_parts import (
     Family,
     _check_exists,
@@ -114,6 +115,8 @@ def pretrained_pipeline(
     _check_exists(controlnet, 'ControlNet checkpoint')
     if family not in (None, 'text2earth'):
         raise ValueError(f"family: only 'text2earth' is named, others are detected; got {family!r}")
+    if is_super_resolution_export(path):  # SuperResolutionTask's full export
+        return low_res_pipeline(path), {}
     if family == 'text2earth' or is_text2earth(controlnet):
         if base is not None or subfolder is not None:
             raise ValueError(f'{controlnet}: a Text2Earth folder is complete (no base/subfolder)')

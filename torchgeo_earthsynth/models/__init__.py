@@ -26,6 +26,7 @@ from .diffusionsat_controlnet import (
 )
 from .earthsynth import EARTHSYNTH_ID, EARTHSYNTH_SUBFOLDER, load_controlnet
 from .prompts import PromptEncoder
+from .sr_baseline import ESPCN, fit_sr_baseline
 from .stable_diffusion import (
     SD15_ID,
     DiffusionParts,
@@ -67,6 +68,7 @@ __all__ = (
     'DIFFUSIONSAT_CHECKPOINTS',
     'EARTHSYNTH_ID',
     'EARTHSYNTH_SUBFOLDER',
+    'ESPCN',
     'SD15_ID',
     'SD21_ID',
     'SENTINEL2_LOW_RES_BANDS',
@@ -87,6 +89,7 @@ __all__ = (
     'diffusionsat_parts',
     'find_diffusionsat_controlnet',
     'find_diffusionsat_unet',
+    'fit_sr_baseline',
     'forward_kwargs',
     'gsd_to_level',
     'is_diffusionsat_controlnet',
