@@ -11,7 +11,7 @@ Its parts live next to it: which family a checkpoint is and its pipeline
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,12 @@ from .models import (
     LowResControlNetPipeline,
     PromptEncoder,
     controlnet_metadata,
+)
+from .synthesis_controls import (
+    check_controls,
+    controlled_pipeline,
+    controls_size,
+    multicontrol_of,
 )
 from .synthesis_loading import pretrained_pipeline, tiny_pipeline
 from .synthesis_parts import (
@@ -166,8 +172,10 @@ class Synthesizer:
         Args:
             seed: initialisation seed of the tiny parts.
             image_size: pixel size the tiny parts are built for.
-            family: ``earthsynth`` (mask ControlNet), ``diffusionsat`` (text + metadata) or
-                ``diffusionsat_sr`` (text + metadata + a 10-band low-res image at half size).
+            family: ``earthsynth`` (mask ControlNet), ``diffusionsat`` (text + metadata),
+                ``diffusionsat_sr`` (text + metadata + a 10-band low-res image at half size)
+                or ``multicontrol`` (one ControlNet per control of
+                :data:`~torchgeo_earthsynth.controls.CONTROL_NAMES`).
             **kwargs: passed to :class:`Synthesizer` (``guidance_scale`` defaults to 3.0,
                 the tiny preset's setting, not 7.5).
 
@@ -189,7 +197,12 @@ class Synthesizer:
     def takes_masks(self) -> bool:
         """Whether this family is conditioned on masks (a mask ControlNet)."""
         controlnet = isinstance(self.pipeline, StableDiffusionControlNetPipeline)
-        return controlnet and not self.takes_low_res
+        return controlnet and not self.takes_low_res and not self.takes_controls
+
+    @property
+    def takes_controls(self) -> bool:
+        """Whether this family is conditioned on named control maps (multi-condition)."""
+        return multicontrol_of(self.pipeline) is not None
 
     @property
     def needs_metadata(self) -> bool:
@@ -227,6 +240,8 @@ class Synthesizer:
         metadata: Tensor | None = None,
         low_res: Tensor | None = None,
         low_res_metadata: Tensor | None = None,
+        controls: Mapping[str, Tensor] | None = None,
+        control_scales: Mapping[str, float] | None = None,
     ) -> Tensor:
         """Generate one image per request (mask, metadata and/or low-res image, and prompt).
 
@@ -247,6 +262,11 @@ class Synthesizer:
                 super-resolution.
             low_res_metadata: float32 [B, 7], the low-res image's metadata (default:
                 ``metadata`` with a 10 m GSD, as their fMoW super-resolution training).
+            controls: ``{name: float [B, C, H, W] in [0, 1]}``, any subset of a
+                multi-condition model's controls (:mod:`~torchgeo_earthsynth.controls` makes
+                them); a control left out is skipped, not zero-filled.
+            control_scales: ``{name: scale}`` of the ControlNet residuals (default 1.0 each;
+                0 is the same as leaving the control out).
 
         Returns:
             float32 [B, 3, H, W] images in 0..255 on the masks' (else the prompts'
@@ -257,10 +277,12 @@ class Synthesizer:
                 given, or the batch sizes, band count or image size do not fit.
         """
         count = check_request(self, masks, prompts, metadata, low_res, low_res_metadata)
+        check_controls(self, controls, control_scales, count)
         seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != count:
             what = 'masks' if masks is not None else 'prompts'
             raise ValueError(f'{count} {what} but {len(seeds)} seeds')
+        size = size or controls_size(controls)
         height, width = request_size(self.pipeline, size, masks, low_res)
         guided = self.guidance_scale > 1
         # The negative prompt is one embedding for every sample: encode it once per call.
@@ -298,13 +320,19 @@ class Synthesizer:
             )
             if self.needs_metadata:  # pipelines hand cross_attention_kwargs to the UNet untouched
                 family_inputs['cross_attention_kwargs'] = {'metadata': chunk_md}
+            pipeline = self.pipeline
+            if self.takes_controls:
+                pipeline, control_inputs = controlled_pipeline(
+                    self, controls, control_scales, slice(start, stop), (height, width)
+                )
+                family_inputs.update(control_inputs)
             controlnet = self._metadata_controlnet
             with (
                 nullcontext()
                 if controlnet is None
                 else controlnet_metadata(controlnet, chunk_md, chunk_low_res_md)
             ):
-                images = self.pipeline(
+                images = pipeline(
                     prompt_embeds=embeds,
                     negative_prompt_embeds=None if negative is None else negative.expand_as(embeds),
                     height=height,
@@ -331,6 +359,7 @@ class Synthesizer:
         *,
         metadata: Tensor | None = None,
         low_res: Tensor | None = None,
+        controls: Mapping[str, Tensor] | None = None,
     ) -> list[dict[str, Any]]:
         """Generate sample dicts; with masks, the label is the condition mask.
 
@@ -340,7 +369,9 @@ class Synthesizer:
             ``categories``; with metadata also ``metadata`` float32 [7] (physical units).
         """
         seeds = list(range(len(prompts))) if seeds is None else [int(s) for s in seeds]
-        images = self.generate(masks, prompts, seeds, metadata=metadata, low_res=low_res)
+        images = self.generate(
+            masks, prompts, seeds, metadata=metadata, low_res=low_res, controls=controls
+        )
         samples = []
         for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds)):
             sample: dict[str, Any] = {'image': image, 'prompt': prompt}

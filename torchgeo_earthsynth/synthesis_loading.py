@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
+from .controls import CONTROLS
 from .models import (
     EARTHSYNTH_ID,
     EARTHSYNTH_SUBFOLDER,
@@ -26,6 +27,7 @@ from .models import (
     tiny_controlnet,
     tiny_diffusionsat_controlnet,
     tiny_diffusionsat_parts,
+    tiny_multicontrol,
     tiny_parts,
 )
 from .synthesis_parts import (
@@ -156,9 +158,14 @@ def tiny_pipeline(seed: int = 0, image_size: int = 64, family: Family = 'earthsy
             parts = tiny_diffusionsat_parts(seed, image_size)
             controlnet = tiny_diffusionsat_controlnet(parts.unet)
             return build_pipeline(parts, controlnet, LowResControlNetPipeline)
+        case 'multicontrol':
+            parts = tiny_parts(seed, image_size)
+            channels = {name: spec.channels for name, spec in CONTROLS.items()}
+            return build_pipeline(parts, tiny_multicontrol(parts.unet, channels))
         case _:
             raise ValueError(
-                f"family must be 'earthsynth', 'diffusionsat' or 'diffusionsat_sr', got {family!r}"
+                "family must be 'earthsynth', 'diffusionsat', 'diffusionsat_sr' or "
+                f"'multicontrol', got {family!r}"
             )
 
 

@@ -32,7 +32,7 @@ SCHEDULERS: Final = {
     'euler': EulerDiscreteScheduler,
 }
 ConditionEncoding = Literal['grey', 'palette']
-Family = Literal['earthsynth', 'diffusionsat', 'diffusionsat_sr']
+Family = Literal['earthsynth', 'diffusionsat', 'diffusionsat_sr', 'multicontrol']
 
 
 def encode_condition(

@@ -25,6 +25,7 @@ from .diffusionsat_controlnet import (
     sentinel2_low_res,
 )
 from .earthsynth import EARTHSYNTH_ID, EARTHSYNTH_SUBFOLDER, load_controlnet
+from .multicontrol import MULTICONTROL_CONFIG, NamedMultiControlNet, is_multicontrol
 from .prompts import PromptEncoder
 from .stable_diffusion import SD15_ID, DiffusionParts, pretrained_parts, sd_scheduler
 from .tiny import (
@@ -33,6 +34,7 @@ from .tiny import (
     tiny_diffusionsat_controlnet,
     tiny_diffusionsat_parts,
     tiny_diffusionsat_unet,
+    tiny_multicontrol,
     tiny_parts,
     tiny_text_encoder,
     tiny_unet,
@@ -44,6 +46,7 @@ __all__ = (
     'DIFFUSIONSAT_CHECKPOINTS',
     'EARTHSYNTH_ID',
     'EARTHSYNTH_SUBFOLDER',
+    'MULTICONTROL_CONFIG',
     'SD15_ID',
     'SD21_ID',
     'SENTINEL2_LOW_RES_BANDS',
@@ -52,6 +55,7 @@ __all__ = (
     'DiffusionSatControlNet',
     'DiffusionSatUNet',
     'LowResControlNetPipeline',
+    'NamedMultiControlNet',
     'PromptEncoder',
     'clip_tokenizer',
     'controlnet_metadata',
@@ -60,6 +64,7 @@ __all__ = (
     'find_diffusionsat_unet',
     'is_diffusionsat_controlnet',
     'is_diffusionsat_unet',
+    'is_multicontrol',
     'load_controlnet',
     'load_diffusionsat_controlnet',
     'load_diffusionsat_unet',
@@ -71,6 +76,7 @@ __all__ = (
     'tiny_diffusionsat_controlnet',
     'tiny_diffusionsat_parts',
     'tiny_diffusionsat_unet',
+    'tiny_multicontrol',
     'tiny_parts',
     'tiny_text_encoder',
     'tiny_unet',
