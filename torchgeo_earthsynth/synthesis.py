@@ -139,7 +139,9 @@ class Synthesizer:
         controlnet``) is their super-resolution ControlNet (``base``: the DiffusionSat
         checkpoint it was trained on); a UNet config with ``use_metadata``/``num_metadata``
         (in the folder, ``unet/`` or their release's ``checkpoint-N/unet``) is DiffusionSat;
-        anything else is a ControlNet.
+        a ``multicontrol.json`` (in the folder or ``controlnet/``) is a multi-condition
+        ControlNet (:class:`~torchgeo_earthsynth.models.NamedMultiControlNet`; base: ``base``,
+        else the folder's own SD parts, else SD 1.5); anything else is a ControlNet.
 
         Args:
             controlnet: a full pipeline export of ours (folder with ``model_index.json``), a

@@ -15,12 +15,15 @@ from .controls import CONTROLS
 from .models import (
     EARTHSYNTH_ID,
     EARTHSYNTH_SUBFOLDER,
+    MULTICONTROL_CONFIG,
     SD15_ID,
     DiffusionSatControlNet,
     LowResControlNetPipeline,
+    NamedMultiControlNet,
     diffusionsat_parts,
     find_diffusionsat_controlnet,
     find_diffusionsat_unet,
+    is_multicontrol,
     load_controlnet,
     load_diffusionsat_controlnet,
     pretrained_parts,
@@ -63,6 +66,27 @@ def _super_resolution_parts(
     controlnet = load_diffusionsat_controlnet(folder)
     check_compatible(controlnet, parts.unet, parts.text_encoder, str(folder), str(base))
     return parts, controlnet, LowResControlNetPipeline
+
+
+def _multicontrol_pipeline(path: Path, base: str | Path | None) -> Pipeline:
+    """A saved :class:`NamedMultiControlNet` (in ``path`` or ``path/controlnet``) on its base.
+
+    The base is ``base``, else ``path`` itself when it holds the SD parts (``unet/``), else
+    SD 1.5.
+    """
+    folder = path if (path / MULTICONTROL_CONFIG).exists() else path / EARTHSYNTH_SUBFOLDER
+    if base is None:
+        base = path if (path / 'unet' / 'config.json').exists() else SD15_ID
+    _check_exists(base, 'Stable Diffusion base')
+    model = NamedMultiControlNet.from_pretrained(folder)
+    try:
+        parts = pretrained_parts(base)
+    except (OSError, ValueError, KeyError) as error:
+        _raise_if_unreachable(base, error)
+        raise ValueError(f'{base}: cannot load the Stable Diffusion base ({error})') from error
+    for name, net in model.by_name().items():
+        check_compatible(net, parts.unet, parts.text_encoder, f'{folder}/{name}', str(base))
+    return build_pipeline(parts, model)
 
 
 def _exported_pipeline(path: Path) -> tuple[Pipeline, dict[str, Any]]:
@@ -109,6 +133,8 @@ def pretrained_pipeline(
     sr_folder = find_diffusionsat_controlnet(path) if path.is_dir() else None
     if sr_folder is not None:
         return build_pipeline(*_super_resolution_parts(sr_folder, base)), {}
+    if path.is_dir() and is_multicontrol(path):
+        return _multicontrol_pipeline(path, base), {}
     unet_folder = find_diffusionsat_unet(path) if path.is_dir() else None
     if unet_folder is not None:
         if base is not None:
