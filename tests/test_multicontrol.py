@@ -75,14 +75,15 @@ def test_scale_sets_the_strength(
 
 
 def test_no_control_is_the_base_model_alone(
-    synth: Synthesizer, controls: dict[str, torch.Tensor]
+    synth: Synthesizer, controls: dict[str, torch.Tensor], all_on: torch.Tensor
 ) -> None:
     alone = generate(synth)
     assert alone.shape == (BATCH, 3, SIZE, SIZE)
     scaled_out = generate(synth, controls=controls, control_scales=dict.fromkeys(USED, 0.0))
     assert torch.equal(alone, scaled_out)
-    # the default size is the controls'
-    assert synth.generate(None, ['x'] * BATCH, controls=controls).shape[-2:] == (SIZE, SIZE)
+    # synthesize passes the controls on; the default size is the controls'
+    samples = synth.synthesize(None, ['a satellite image'] * BATCH, controls=controls)
+    assert torch.equal(torch.stack([sample['image'] for sample in samples]), all_on)
 
 
 def test_bad_requests_name_the_known_controls(
