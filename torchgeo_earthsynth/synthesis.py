@@ -11,7 +11,7 @@ Its parts live next to it: which family a checkpoint is and its pipeline
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,12 @@ from .models import (
     forward_kwargs,
     resolution_levels,
     takes_levels,
+)
+from .synthesis_controls import (
+    check_controls,
+    controlled_pipeline,
+    controls_size,
+    multicontrol_of,
 )
 from .synthesis_loading import pretrained_pipeline, tiny_pipeline
 from .synthesis_parts import (
@@ -146,7 +152,9 @@ class Synthesizer:
         controlnet``) is their super-resolution ControlNet (``base``: the DiffusionSat
         checkpoint it was trained on); a UNet config with ``use_metadata``/``num_metadata``
         (in the folder, ``unet/`` or their release's ``checkpoint-N/unet``) is DiffusionSat;
-        anything else is a ControlNet.
+        a ``multicontrol.json`` (in the folder or ``controlnet/``) is a multi-condition
+        ControlNet (:class:`~torchgeo_earthsynth.models.NamedMultiControlNet`; base: ``base``,
+        else the folder's own SD parts, else SD 1.5); anything else is a ControlNet.
 
         Args:
             controlnet: a full pipeline export of ours (folder with ``model_index.json``), a
@@ -183,8 +191,9 @@ class Synthesizer:
             image_size: pixel size the tiny parts are built for.
             family: ``earthsynth`` (mask ControlNet), ``diffusionsat`` (text + metadata),
                 ``diffusionsat_sr`` (text + metadata + a 10-band low-res image at half size),
-                ``text2earth`` (text + resolution level) or ``text2earth_inpainting``
-                (its 9-channel inpainting UNet).
+                ``text2earth`` (text + resolution level), ``text2earth_inpainting``
+                (its 9-channel inpainting UNet) or ``multicontrol`` (one ControlNet per
+                control of :data:`~torchgeo_earthsynth.controls.CONTROL_NAMES`).
             **kwargs: passed to :class:`Synthesizer` (``guidance_scale`` defaults to 3.0,
                 the tiny preset's setting, not 7.5).
 
@@ -206,7 +215,12 @@ class Synthesizer:
     def takes_masks(self) -> bool:
         """Whether this family is conditioned on masks (a mask ControlNet)."""
         controlnet = isinstance(self.pipeline, StableDiffusionControlNetPipeline)
-        return controlnet and not self.takes_low_res
+        return controlnet and not self.takes_low_res and not self.takes_controls
+
+    @property
+    def takes_controls(self) -> bool:
+        """Whether this family is conditioned on named control maps (multi-condition)."""
+        return multicontrol_of(self.pipeline) is not None
 
     @property
     def needs_metadata(self) -> bool:
@@ -258,6 +272,8 @@ class Synthesizer:
         levels: Sequence[int] | Tensor | None = None,
         image: Tensor | None = None,
         inpaint_mask: Tensor | None = None,
+        controls: Mapping[str, Tensor] | None = None,
+        control_scales: Mapping[str, float] | None = None,
     ) -> Tensor:
         """Generate one image per request (mask, metadata and/or low-res image, and prompt).
 
@@ -285,6 +301,11 @@ class Synthesizer:
                 :func:`~torchgeo_earthsynth.inpainting.outpaint_canvas`).
             inpaint_mask: bool [B, H, W], True where to generate; every other pixel of
                 ``image`` is returned bit for bit.
+            controls: ``{name: float [B, C, H, W] in [0, 1]}``, any subset of a
+                multi-condition model's controls (:mod:`~torchgeo_earthsynth.controls` makes
+                them); a control left out is skipped, not zero-filled.
+            control_scales: ``{name: scale}`` of the ControlNet residuals (default 1.0 each;
+                0 is the same as leaving the control out).
 
         Returns:
             float32 [B, 3, H, W] images in 0..255 on the masks' (else the prompts'
@@ -295,10 +316,12 @@ class Synthesizer:
                 given, or the batch sizes, band count or image size do not fit.
         """
         count = check_request(self, masks, prompts, metadata, low_res, low_res_metadata, image)
+        check_controls(self, controls, control_scales, count)
         seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != count:
             what = 'masks' if masks is not None else 'prompts'
             raise ValueError(f'{count} {what} but {len(seeds)} seeds')
+        size = size or controls_size(controls)
         height, width = request_size(self, size, masks, low_res, image)
         check_inpainting(self.pipeline, image, inpaint_mask, count, (height, width))
         class_labels = self._levels(count, levels, metadata)
@@ -348,6 +371,11 @@ class Synthesizer:
                     seeds[start:stop],
                     embeds.dtype,
                 )
+            if self.takes_controls:
+                pipeline, control_inputs = controlled_pipeline(
+                    self, controls, control_scales, slice(start, stop), (height, width)
+                )
+                family_inputs.update(control_inputs)
             controlnet = self._metadata_controlnet
             with (
                 nullcontext()
@@ -406,6 +434,7 @@ class Synthesizer:
         levels: Sequence[int] | Tensor | None = None,
         image: Tensor | None = None,
         inpaint_mask: Tensor | None = None,
+        controls: Mapping[str, Tensor] | None = None,
     ) -> list[dict[str, Any]]:
         """Generate sample dicts; with masks, the label is the condition mask.
 
@@ -426,6 +455,7 @@ class Synthesizer:
             levels=levels,
             image=image,
             inpaint_mask=inpaint_mask,
+            controls=controls,
         )
         samples = []
         for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds)):

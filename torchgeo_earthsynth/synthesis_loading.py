@@ -11,16 +11,20 @@ from typing import Any, Literal, TypeAlias, get_args
 
 from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
+from .controls import CONTROLS
 from .models import (
     EARTHSYNTH_ID,
     EARTHSYNTH_SUBFOLDER,
+    MULTICONTROL_CONFIG,
     SD15_ID,
     TEXT2EARTH_DEFAULTS,
     DiffusionSatControlNet,
     LowResControlNetPipeline,
+    NamedMultiControlNet,
     diffusionsat_parts,
     find_diffusionsat_controlnet,
     find_diffusionsat_unet,
+    is_multicontrol,
     is_text2earth,
     load_controlnet,
     load_diffusionsat_controlnet,
@@ -29,6 +33,7 @@ from .models import (
     tiny_controlnet,
     tiny_diffusionsat_controlnet,
     tiny_diffusionsat_parts,
+    tiny_multicontrol,
     tiny_parts,
     tiny_text2earth_parts,
 )
@@ -66,6 +71,27 @@ def _super_resolution_parts(
     controlnet = load_diffusionsat_controlnet(folder)
     check_compatible(controlnet, parts.unet, parts.text_encoder, str(folder), str(base))
     return parts, controlnet, LowResControlNetPipeline
+
+
+def _multicontrol_pipeline(path: Path, base: str | Path | None) -> Pipeline:
+    """A saved :class:`NamedMultiControlNet` (in ``path`` or ``path/controlnet``) on its base.
+
+    The base is ``base``, else ``path`` itself when it holds the SD parts (``unet/``), else
+    SD 1.5.
+    """
+    folder = path if (path / MULTICONTROL_CONFIG).exists() else path / EARTHSYNTH_SUBFOLDER
+    if base is None:
+        base = path if (path / 'unet' / 'config.json').exists() else SD15_ID
+    _check_exists(base, 'Stable Diffusion base')
+    model = NamedMultiControlNet.from_pretrained(folder)
+    try:
+        parts = pretrained_parts(base)
+    except (OSError, ValueError, KeyError) as error:
+        _raise_if_unreachable(base, error)
+        raise ValueError(f'{base}: cannot load the Stable Diffusion base ({error})') from error
+    for name, net in model.by_name().items():
+        check_compatible(net, parts.unet, parts.text_encoder, f'{folder}/{name}', str(base))
+    return build_pipeline(parts, model)
 
 
 def _exported_pipeline(path: Path) -> tuple[Pipeline, dict[str, Any]]:
@@ -124,6 +150,8 @@ def pretrained_pipeline(
     sr_folder = find_diffusionsat_controlnet(path) if path.is_dir() else None
     if sr_folder is not None:
         return build_pipeline(*_super_resolution_parts(sr_folder, base)), {}
+    if path.is_dir() and is_multicontrol(path):
+        return _multicontrol_pipeline(path, base), {}
     unet_folder = find_diffusionsat_unet(path) if path.is_dir() else None
     if unet_folder is not None:
         if base is not None:
@@ -176,6 +204,10 @@ def tiny_pipeline(seed: int = 0, image_size: int = 64, family: Family = 'earthsy
         case 'text2earth' | 'text2earth_inpainting':
             parts = tiny_text2earth_parts(seed, image_size, family == 'text2earth_inpainting')
             return build_text_pipeline(parts)
+        case 'multicontrol':
+            parts = tiny_parts(seed, image_size)
+            channels = {name: spec.channels for name, spec in CONTROLS.items()}
+            return build_pipeline(parts, tiny_multicontrol(parts.unet, channels))
         case _:
             raise ValueError(f'family must be one of {get_args(Family)}, got {family!r}')
 

@@ -33,7 +33,12 @@ SCHEDULERS: Final = {
 }
 ConditionEncoding = Literal['grey', 'palette']
 Family = Literal[
-    'earthsynth', 'diffusionsat', 'diffusionsat_sr', 'text2earth', 'text2earth_inpainting'
+    'earthsynth',
+    'diffusionsat',
+    'diffusionsat_sr',
+    'text2earth',
+    'text2earth_inpainting',
+    'multicontrol',
 ]
 
 

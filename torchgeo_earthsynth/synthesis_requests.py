@@ -45,6 +45,7 @@ def check_request(
         check_no_level_prefix(prompts)
     family = 'a mask ControlNet' if synth.takes_masks else 'a text-to-image model'
     family = 'a super-resolution ControlNet' if synth.takes_low_res else family
+    family = 'a multi-condition ControlNet (controls=)' if synth.takes_controls else family
     if synth.takes_masks and masks is None:
         raise ValueError(f'this synthesizer is {family}: generate needs masks [B, H, W]')
     if not synth.takes_masks and masks is not None:

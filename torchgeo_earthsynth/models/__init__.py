@@ -25,6 +25,7 @@ from .diffusionsat_controlnet import (
     sentinel2_low_res,
 )
 from .earthsynth import EARTHSYNTH_ID, EARTHSYNTH_SUBFOLDER, load_controlnet
+from .multicontrol import MULTICONTROL_CONFIG, NamedMultiControlNet, is_multicontrol
 from .prompts import PromptEncoder
 from .sr_baseline import ESPCN, fit_sr_baseline
 from .stable_diffusion import (
@@ -55,6 +56,7 @@ from .tiny import (
     tiny_diffusionsat_controlnet,
     tiny_diffusionsat_parts,
     tiny_diffusionsat_unet,
+    tiny_multicontrol,
     tiny_parts,
     tiny_text2earth_parts,
     tiny_text2earth_unet,
@@ -69,6 +71,7 @@ __all__ = (
     'EARTHSYNTH_ID',
     'EARTHSYNTH_SUBFOLDER',
     'ESPCN',
+    'MULTICONTROL_CONFIG',
     'SD15_ID',
     'SD21_ID',
     'SENTINEL2_LOW_RES_BANDS',
@@ -82,6 +85,7 @@ __all__ = (
     'DiffusionSatControlNet',
     'DiffusionSatUNet',
     'LowResControlNetPipeline',
+    'NamedMultiControlNet',
     'PromptEncoder',
     'check_no_level_prefix',
     'clip_tokenizer',
@@ -94,6 +98,7 @@ __all__ = (
     'gsd_to_level',
     'is_diffusionsat_controlnet',
     'is_diffusionsat_unet',
+    'is_multicontrol',
     'is_text2earth',
     'level_to_gsd',
     'load_controlnet',
@@ -111,6 +116,7 @@ __all__ = (
     'tiny_diffusionsat_controlnet',
     'tiny_diffusionsat_parts',
     'tiny_diffusionsat_unet',
+    'tiny_multicontrol',
     'tiny_parts',
     'tiny_text2earth_parts',
     'tiny_text2earth_unet',

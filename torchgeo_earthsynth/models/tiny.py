@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 import torch
@@ -13,6 +14,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from .diffusionsat import DiffusionSatUNet
 from .diffusionsat_controlnet import DiffusionSatControlNet
+from .multicontrol import NamedMultiControlNet
 from .stable_diffusion import DiffusionParts, sd_scheduler
 from .tokenizer import clip_tokenizer
 
@@ -24,6 +26,7 @@ __all__ = (
     'tiny_diffusionsat_controlnet',
     'tiny_diffusionsat_parts',
     'tiny_diffusionsat_unet',
+    'tiny_multicontrol',
     'tiny_parts',
     'tiny_text2earth_parts',
     'tiny_text2earth_unet',
@@ -110,6 +113,25 @@ def tiny_parts(
 def tiny_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
     """A ControlNet copied from a tiny UNet (condition embedding matches the 2x VAE)."""
     return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+
+
+def tiny_multicontrol(
+    unet: UNet2DConditionModel, channels: Mapping[str, int]
+) -> NamedMultiControlNet:
+    """One tiny ControlNet per named control map, each taking its map's channel count.
+
+    Args:
+        unet: the tiny UNet the ControlNets are copied from.
+        channels: ``{name: channels}``, e.g. ``{'road': 1, 'seg': 3}``.
+    """
+    return NamedMultiControlNet(
+        {
+            name: ControlNetModel.from_unet(
+                unet, conditioning_embedding_out_channels=(16, 32), conditioning_channels=count
+            )
+            for name, count in channels.items()
+        }
+    )
 
 
 def tiny_diffusionsat_unet(seed: int = 0, sample_size: int = 32) -> DiffusionSatUNet:
