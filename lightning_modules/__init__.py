@@ -7,6 +7,7 @@ from .callbacks import AtomicCheckpointIO, DiffusersExport, output_dir, sample_g
 from .diffusion_task import DiffusionTask
 from .diffusionsat_task import DiffusionSatTask
 from .earthsynth_controlnet import EarthSynthControlNet
+from .metadata_controlnet import MetadataControlNet
 from .synthesizer import BankWriter, SynthesizerModule
 
 __all__ = (
@@ -16,6 +17,7 @@ __all__ = (
     'DiffusionSatTask',
     'DiffusionTask',
     'EarthSynthControlNet',
+    'MetadataControlNet',
     'SynthesizerModule',
     'output_dir',
     'sample_grid',

@@ -202,9 +202,9 @@ class Synthesizer:
         base = SD15_ID if base is None else base
         if (path / 'model_index.json').exists():
             try:
-                pipeline = StableDiffusionControlNetPipeline.from_pretrained(
-                    str(path), safety_checker=None, requires_safety_checker=False
-                )
+                # part by part: the ControlNet's class may be ours (a mask ControlNet + metadata)
+                controlnet_model = load_controlnet(path, EARTHSYNTH_SUBFOLDER)
+                pipeline = build_pipeline(pretrained_parts(path), controlnet_model)
             except (OSError, ValueError, KeyError) as error:
                 message = f'{path}: cannot load the ControlNet pipeline ({error})'
                 raise ValueError(message) from error
