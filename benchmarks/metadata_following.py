@@ -28,32 +28,17 @@ from torch import Tensor
 from torchgeo_earthsynth.conditions import METADATA_FIELDS
 from torchgeo_earthsynth.datamodules import EarthSynthMiniDataModule
 from torchgeo_earthsynth.datasets import EarthSynthMini
-from torchgeo_earthsynth.datasets.mini import greenness
+from torchgeo_earthsynth.datasets.mini import green_chroma, greenness, seasonal_extremes
 from torchgeo_earthsynth.lightning_modules import DiffusionSatTask
 
 MONTH, LAT = METADATA_FIELDS.index('month'), METADATA_FIELDS.index('lat')
-
-
-def green_chroma(images: Tensor) -> Tensor:
-    """Per-image mean of ``G / (R + G + B)`` of [B, 3, H, W] 0..255 images."""
-    chroma = images[:, 1] / images.sum(1).clamp(min=1.0)
-    return chroma.flatten(1).mean(1)
-
-
-def seasons(metadata: Tensor) -> tuple[Tensor, Tensor]:
-    """Each row's metadata at its hemisphere's midsummer and midwinter month."""
-    north = metadata[:, LAT] >= 0
-    summer, winter = metadata.clone(), metadata.clone()
-    summer[:, MONTH] = torch.where(north, 7.0, 1.0)
-    winter[:, MONTH] = torch.where(north, 1.0, 7.0)
-    return summer, winter
 
 
 def season_effect(
     task: DiffusionSatTask, prompts: list[str], metadata: Tensor, steps: int, guidance: float
 ) -> float:
     """Mean green chroma of images generated for midsummer minus for midwinter."""
-    summer, winter = seasons(metadata)
+    summer, winter = seasonal_extremes(metadata)
     synth = task.synthesizer(steps, guidance)
     seeds = list(range(len(prompts)))
     with task.ema_weights():

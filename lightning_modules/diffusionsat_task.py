@@ -46,7 +46,7 @@ def training_metadata(batch: dict[str, Any], dropout: float, task: str) -> Tenso
             f'{task} needs batches with metadata [B, 7] (lon, lat, gsd, cloud_cover, year, '
             'month, day; NaN where unknown)'
         )
-    metadata = normalize_metadata(batch['metadata'])
+    metadata: Tensor = normalize_metadata(batch['metadata'])
     if dropout > 0:
         metadata = metadata * (torch.rand(metadata.shape, device=metadata.device) >= dropout)
     return metadata

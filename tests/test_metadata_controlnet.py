@@ -80,7 +80,7 @@ def test_cli_fit_yaml_and_export_generates_with_metadata(tmp_path: Path) -> None
             '--model.init_args.vae_warmup_steps',
             '1',
             '--model.init_args.lr',
-            '0.005',  # three diffusion steps: large enough for the metadata to show
+            '0.05',  # three diffusion steps: large enough for the metadata to show
             '--model.init_args.lr_warmup_steps',
             '0',
         ]
@@ -103,12 +103,12 @@ def test_cli_fit_yaml_and_export_generates_with_metadata(tmp_path: Path) -> None
     metadata = torch.cat([SUMMER, WINTER, unknown])
     images = synth.generate(masks, prompts, seeds=[0, 0, 0], metadata=metadata)
     assert images.shape == (3, 3, SIZE, SIZE)
-    assert (images[0] - images[1]).abs().amax() > 0.01  # metadata steers the image
+    assert (images[0] - images[1]).abs().amax() > 0.03  # metadata steers the image
     # NaN everywhere is DiffusionSat's unconditional metadata, as no metadata at all
     without = synth.generate(masks[:1], prompts[:1], seeds=[0])
-    torch.testing.assert_close(images[2:], without, rtol=0, atol=1e-3)
+    torch.testing.assert_close(images[2:], without, rtol=0, atol=1e-2)  # batching noise
     # a NaN field is that field dropped: month unknown differs from June
     no_month = SUMMER.clone()
     no_month[0, 5] = math.nan
     dropped = synth.generate(masks[:1], prompts[:1], seeds=[0], metadata=no_month)
-    assert (dropped - images[:1]).abs().amax() > 0.01
+    assert (dropped - images[:1]).abs().amax() > 0.03

@@ -125,7 +125,8 @@ def test_python_blocks_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> No
     synthetic = namespace['synthetic']
     assert given['geo_datamodule'].train_aug is synthetic
     batch = given['batch']
-    batch = {**batch, 'image': batch['image'].float(), 'mask': batch['mask'][:, 0].long()}
+    masks = batch['mask'].reshape(len(batch['image']), *batch['image'].shape[-2:]).long()
+    batch = {**batch, 'image': batch['image'].float(), 'mask': masks}
     out = synthetic(batch)
     assert out['image'].shape == batch['image'].shape
 
