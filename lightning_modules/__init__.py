@@ -7,6 +7,7 @@ from .callbacks import AtomicCheckpointIO, DiffusersExport, output_dir, sample_g
 from .diffusion_task import DiffusionTask
 from .diffusionsat_task import DiffusionSatTask
 from .earthsynth_controlnet import EarthSynthControlNet
+from .metadata_controlnet import MetadataControlNet
 from .superres_task import SuperResolutionTask
 from .synthesizer import BankWriter, SynthesizerModule
 
@@ -17,6 +18,7 @@ __all__ = (
     'DiffusionSatTask',
     'DiffusionTask',
     'EarthSynthControlNet',
+    'MetadataControlNet',
     'SuperResolutionTask',
     'SynthesizerModule',
     'output_dir',

@@ -23,7 +23,33 @@ from ..synthesis import Synthesizer, build_text_pipeline
 from .callbacks import sample_grid
 from .diffusion_task import DiffusionTask
 
-__all__ = ('DiffusionSatTask',)
+__all__ = ('DiffusionSatTask', 'training_metadata')
+
+
+def training_metadata(batch: dict[str, Any], dropout: float, task: str) -> Tensor:
+    """A batch's metadata, normalised as DiffusionSat's, each field dropped to 0 with ``dropout``.
+
+    Args:
+        batch: a training batch with ``metadata`` float32 [B, 7] in physical units (NaN
+            where unknown: normalised to 0, DiffusionSat's value for a missing field).
+        dropout: probability of dropping each field of each sample (0 outside training).
+        task: the task's name, for the error message.
+
+    Returns:
+        float32 [B, 7] normalised metadata.
+
+    Raises:
+        ValueError: if the batch has no ``metadata``.
+    """
+    if 'metadata' not in batch:
+        raise ValueError(
+            f'{task} needs batches with metadata [B, 7] (lon, lat, gsd, cloud_cover, year, '
+            'month, day; NaN where unknown)'
+        )
+    metadata: Tensor = normalize_metadata(batch['metadata'])
+    if dropout > 0:
+        metadata = metadata * (torch.rand(metadata.shape, device=metadata.device) >= dropout)
+    return metadata
 
 
 class DiffusionSatTask(DiffusionTask):
@@ -145,16 +171,8 @@ class DiffusionSatTask(DiffusionTask):
         Raises:
             ValueError: if the batch has no ``metadata``.
         """
-        if 'metadata' not in batch:
-            raise ValueError(
-                'DiffusionSatTask needs batches with metadata [B, 7] (lon, lat, gsd, '
-                'cloud_cover, year, month, day; NaN where unknown)'
-            )
-        metadata = normalize_metadata(batch['metadata'])
-        dropout = self.hparams['metadata_dropout']
-        if self.training and dropout > 0:
-            metadata = metadata * (torch.rand(metadata.shape, device=metadata.device) >= dropout)
-        return {'metadata': metadata}
+        dropout = self.hparams['metadata_dropout'] if self.training else 0.0
+        return {'metadata': training_metadata(batch, dropout, type(self).__name__)}
 
     # ------------------------------------------------------------------ generation
     def synthesizer(self, num_inference_steps: int, guidance_scale: float) -> Synthesizer:

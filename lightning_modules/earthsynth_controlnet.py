@@ -205,6 +205,10 @@ class EarthSynthControlNet(DiffusionTask):
             'condition': encode_condition(batch['mask'], size, self.hparams['condition_encoding'])
         }
 
+    def generation_inputs(self, batch: dict[str, Any], count: int) -> dict[str, Any]:
+        """Further conditions of the batch's first ``count`` rows for generation (none here)."""
+        return {}
+
     # ------------------------------------------------------------------ steps
     def sample_figure(self, batch: dict[str, Any], count: int) -> Figure:
         """Condition | generated | real rows for the batch's first ``count`` masks."""
@@ -212,7 +216,9 @@ class EarthSynthControlNet(DiffusionTask):
             self.hparams['val_inference_steps'], self.hparams['val_guidance_scale']
         )
         masks, prompts = batch['mask'][:count], list(batch['prompt'][:count])
-        generated = synth.generate(masks, prompts, seeds=range(count))
+        generated = synth.generate(
+            masks, prompts, seeds=range(count), **self.generation_inputs(batch, count)
+        )
         return sample_grid(
             masks, generated, batch['image'][:count], prompts, title=f'step {self.global_step}'
         )
@@ -233,7 +239,9 @@ class EarthSynthControlNet(DiffusionTask):
             synth = self.synthesizer(
                 self.hparams['predict_inference_steps'], self.hparams['predict_guidance_scale']
             )
-            images = synth.generate(masks, prompts, seeds=seeds)
+            images = synth.generate(
+                masks, prompts, seeds=seeds, **self.generation_inputs(batch, len(masks))
+            )
         return {
             **{k: v for k, v in batch.items() if k not in ('image',)},
             'image': images,

@@ -97,9 +97,9 @@ def _multicontrol_pipeline(path: Path, base: str | Path | None) -> Pipeline:
 def _exported_pipeline(path: Path) -> tuple[Pipeline, dict[str, Any]]:
     """A full ControlNet pipeline export of ours, and the settings its earthsynth.json records."""
     try:
-        pipeline = StableDiffusionControlNetPipeline.from_pretrained(
-            str(path), safety_checker=None, requires_safety_checker=False
-        )
+        # part by part: the ControlNet's class may be ours (a mask ControlNet + metadata)
+        controlnet_model = load_controlnet(path, EARTHSYNTH_SUBFOLDER)
+        pipeline = build_pipeline(pretrained_parts(path), controlnet_model)
     except (OSError, ValueError, KeyError) as error:
         message = f'{path}: cannot load the ControlNet pipeline ({error})'
         raise ValueError(message) from error

@@ -13,10 +13,12 @@ from typing import Any, ClassVar, Final, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_directory
 from ..cache import default_cache_dir
+from ..conditions import METADATA_FIELDS
 from ..vocabulary import CLASS_IDS, present_ids
 from . import layout
 from .earthsynth180k import EarthSynth180K
@@ -128,6 +130,29 @@ def greenness(month: float, lat: float) -> float:
     """
     phase = month - 7 if lat >= 0 else month - 1
     return 0.5 + 0.5 * float(np.cos(2 * np.pi * phase / 12))
+
+
+def seasonal_extremes(metadata: Tensor) -> tuple[Tensor, Tensor]:
+    """Each metadata row at its hemisphere's midsummer and at its midwinter month.
+
+    Args:
+        metadata: float32 [B, 7] (lon, lat, gsd, cloud_cover, year, month, day).
+
+    Returns:
+        The rows with ``month`` set where :func:`greenness` is 1, and where it is 0.
+    """
+    month, lat = METADATA_FIELDS.index('month'), METADATA_FIELDS.index('lat')
+    north = metadata[:, lat] >= 0
+    summer, winter = metadata.clone(), metadata.clone()
+    summer[:, month] = torch.where(north, 7.0, 1.0)
+    winter[:, month] = torch.where(north, 1.0, 7.0)
+    return summer, winter
+
+
+def green_chroma(images: Tensor) -> Tensor:
+    """Mean green chromaticity ``G / (R + G + B)`` of each [B, 3, H, W] image (0..255)."""
+    chroma = images[:, 1] / images.sum(1).clamp(min=1.0)
+    return chroma.flatten(1).mean(1)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:

@@ -353,13 +353,23 @@ def is_diffusionsat_controlnet(folder: str | Path) -> bool:
     return 'conditioning_in_channels' in fields and 'conditioning_embedding_out_channels' in fields
 
 
+def is_mask_controlnet_export(folder: str | Path) -> bool:
+    """Whether ``folder`` is our export of a mask ControlNet (``earthsynth.json``)."""
+    meta = Path(folder) / 'earthsynth.json'
+    return meta.is_file() and 'condition_encoding' in json.loads(meta.read_text())
+
+
 def find_diffusionsat_controlnet(folder: str | Path) -> Path | None:
-    """The DiffusionSat ControlNet folder of a release folder, or None.
+    """The DiffusionSat super-resolution ControlNet folder of a release folder, or None.
 
     Looks at ``folder``, ``folder/controlnet`` and the newest ``checkpoint-N/controlnet``
-    (their training writes both the final folder and checkpoints).
+    (their training writes both the final folder and checkpoints). An export of a mask
+    ControlNet with metadata (its ``earthsynth.json`` names a ``condition_encoding``) is
+    not one: None.
     """
     root = Path(folder)
+    if is_mask_controlnet_export(root):
+        return None
     checkpoints = sorted(
         (p for p in root.glob('checkpoint-*') if p.name.split('-')[-1].isdigit()),
         key=lambda p: int(p.name.split('-')[-1]),

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Final
 
 from diffusers import ControlNetModel
+
+from .diffusionsat_controlnet import load_diffusionsat_controlnet
 
 #: The released EarthSynth ControlNet (DESIGN.md).
 EARTHSYNTH_ID: Final = 'jaychempan/EarthSynth'
@@ -25,7 +28,8 @@ def load_controlnet(source: str | Path, subfolder: str | None = None) -> Control
         subfolder: e.g. ``controlnet`` for the released EarthSynth weights.
 
     Returns:
-        The ControlNet.
+        The ControlNet (a :class:`~torchgeo_earthsynth.models.DiffusionSatControlNet` where
+        its config has DiffusionSat's ``use_metadata``).
 
     Raises:
         ValueError: if the folder is not a diffusers ControlNet.
@@ -36,5 +40,8 @@ def load_controlnet(source: str | Path, subfolder: str | None = None) -> Control
             f'{path}: no config.json; expected a diffusers ControlNet export '
             '(save_pretrained folder)'
         )
+    config = path / 'config.json'
+    if config.is_file() and 'use_metadata' in json.loads(config.read_text()):
+        return load_diffusionsat_controlnet(source, subfolder)  # a mask ControlNet + metadata
     kwargs = {'subfolder': subfolder} if subfolder else {}
     return ControlNetModel.from_pretrained(str(source), **kwargs)
