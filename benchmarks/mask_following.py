@@ -54,7 +54,15 @@ def main() -> None:
         .eval()
     )
 
-    untrained = EarthSynthControlNet(image_size=size, condition_encoding=meta['condition_encoding'])
+    # the untrained control has the export's architecture: its VAE's downscale, its target
+    vae_blocks = json.loads((args.export / 'vae' / 'config.json').read_text())['block_out_channels']
+    scheduler = json.loads((args.export / 'scheduler' / 'scheduler_config.json').read_text())
+    untrained = EarthSynthControlNet(
+        image_size=size,
+        condition_encoding=meta['condition_encoding'],
+        prediction_type=scheduler['prediction_type'],
+        tiny_vae_downscale=2 ** (len(vae_blocks) - 1),
+    )
     synths = {
         'untrained': untrained.synthesizer(args.steps, args.guidance),
         'trained': Synthesizer.from_pretrained(

@@ -78,7 +78,12 @@ class DiffusionNetworks(BaseTask):
         """The Stable Diffusion parts: tiny ones built in code, or the ``base_model``'s."""
         hp = self.hparams
         if hp['preset'] == 'tiny':
-            return tiny_parts(hp['seed'], hp['image_size'], hp['prediction_type'] or 'epsilon')
+            return tiny_parts(
+                hp['seed'],
+                hp['image_size'],
+                hp['prediction_type'] or 'epsilon',
+                hp['tiny_vae_downscale'],
+            )
         return pretrained_parts(hp['base_model'], hp['prediction_type'])
 
     def configure_condition_models(self) -> None:

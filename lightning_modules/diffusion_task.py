@@ -78,6 +78,7 @@ class DiffusionTask(DiffusionNetworks):
         prompt_cache: bool = True,
         gradient_checkpointing: bool = False,
         vae_warmup_steps: int = 0,
+        tiny_vae_downscale: int = 2,
         val_num_samples: int = 8,
         val_inference_steps: int = 20,
         val_guidance_scale: float = 3.0,
@@ -104,6 +105,9 @@ class DiffusionTask(DiffusionNetworks):
             gradient_checkpointing: trade compute for memory in the trained networks.
             vae_warmup_steps: tiny preset only: first fit the random VAE on reconstruction
                 for this many steps, then freeze it (nothing is pretrained there).
+            tiny_vae_downscale: tiny preset only: the VAE's downscale factor, 2 (latents
+                half the image size) or 1 (latents at image size, a three-level UNet, about
+                1.2x the step cost: the VAE keeps a 32 px tile's fine texture).
             val_num_samples: validation samples generated and logged as a grid.
             val_inference_steps: sampler steps for validation samples.
             val_guidance_scale: guidance scale for validation samples (3.0 suits the tiny

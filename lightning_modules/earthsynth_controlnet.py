@@ -68,6 +68,7 @@ class EarthSynthControlNet(DiffusionTask):
         prompt_cache: bool = True,
         gradient_checkpointing: bool = False,
         vae_warmup_steps: int = 0,
+        tiny_vae_downscale: int = 2,
         val_num_samples: int = 8,
         val_inference_steps: int = 20,
         val_guidance_scale: float = 3.0,
@@ -99,6 +100,9 @@ class EarthSynthControlNet(DiffusionTask):
             gradient_checkpointing: trade compute for memory in the trained networks.
             vae_warmup_steps: tiny preset only: first fit the random VAE on reconstruction
                 for this many steps, then freeze it (nothing is pretrained there).
+            tiny_vae_downscale: tiny preset only: the VAE's downscale factor, 2 (latents
+                half the image size) or 1 (latents at image size, a three-level UNet, about
+                1.2x the step cost: the VAE keeps a 32 px tile's fine texture).
             val_num_samples: validation masks generated and logged as a grid.
             val_inference_steps: UniPC steps for validation samples.
             val_guidance_scale: guidance scale for validation samples (3.0 suits the tiny
@@ -125,6 +129,7 @@ class EarthSynthControlNet(DiffusionTask):
             prompt_cache=prompt_cache,
             gradient_checkpointing=gradient_checkpointing,
             vae_warmup_steps=vae_warmup_steps,
+            tiny_vae_downscale=tiny_vae_downscale,
             val_num_samples=val_num_samples,
             val_inference_steps=val_inference_steps,
             val_guidance_scale=val_guidance_scale,
@@ -142,7 +147,7 @@ class EarthSynthControlNet(DiffusionTask):
                 hp['controlnet'], hp['controlnet_subfolder']
             )
         elif hp['preset'] == 'tiny':
-            self.controlnet = tiny_controlnet(self.unet)
+            self.controlnet = tiny_controlnet(self.unet, hp['tiny_vae_downscale'])
         else:
             # The condition embedding downsamples as the base's VAE does (8x, SD's default
             # channels, for SD 1.5; fewer levels for a smaller VAE).

@@ -24,7 +24,7 @@ from torchgeo_earthsynth.lightning_modules import (
     DiffusersExport,
     EarthSynthControlNet,
 )
-from torchgeo_earthsynth.synthesis import encode_condition
+from torchgeo_earthsynth.synthesis import Synthesizer, encode_condition
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,6 +205,28 @@ def test_export_loads_in_diffusers_without_our_code(
     # exporting again replaces the folder as a whole, leaving no temporary folders
     module.save_pretrained(tmp_path / 'bare', full_pipeline=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['bare', 'full']
+
+
+def test_full_scale_vae_trains_and_reloads_as_exported(tmp_path: Path) -> None:
+    """``tiny_vae_downscale=1``: latents at image size, the export generates the same images."""
+    module = EarthSynthControlNet(
+        image_size=16, tiny_vae_downscale=1, prediction_type='v_prediction', seed=0
+    )
+    batch = make_batch(16)
+    latents = module.vae.encode(batch['image'] / 127.5 - 1).latent_dist.mode()
+    assert latents.shape == (2, 4, 16, 16)
+    assert module.controlnet.config.conditioning_embedding_out_channels == (16,)
+    loss = module.diffusion_loss(batch)
+    loss.backward()
+    assert all(p.grad is not None for p in module.controlnet.parameters() if p.requires_grad)
+    masks, prompts = batch['mask'], batch['prompt']
+    expected = module.synthesizer(2, 2.0).generate(masks, prompts, [0, 1])
+    reloaded = Synthesizer.from_pretrained(
+        module.save_pretrained(tmp_path / 'export'), num_inference_steps=2, guidance_scale=2.0
+    )
+    torch.testing.assert_close(reloaded.generate(masks, prompts, [0, 1]), expected)
+    with pytest.raises(ValueError, match='VAE downscale must be one of'):
+        EarthSynthControlNet(image_size=16, tiny_vae_downscale=4)
 
 
 def test_atomic_checkpoint_never_leaves_half_a_file(

@@ -41,6 +41,10 @@ def sd_scheduler(prediction_type: str = 'epsilon') -> DDPMScheduler:
         beta_schedule='scaled_linear',
         prediction_type=prediction_type,
         clip_sample=False,
+        # explicit: a sampler made ``from_config`` takes its own default for a key left
+        # unset in memory but the saved value after a reload, so an export would sample
+        # other timesteps than the module that wrote it
+        timestep_spacing='linspace',
     )
 
 

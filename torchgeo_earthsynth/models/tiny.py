@@ -19,8 +19,14 @@ from .stable_diffusion import DiffusionParts, sd_scheduler
 from .tokenizer import clip_tokenizer
 
 TINY_TEXT_DIM: Final = 32
+#: The tiny VAE's downscale factors.
+TINY_DOWNSCALES: Final = (1, 2)
+#: The tiny UNet's channels per level, by VAE downscale (the lowest level has attention at
+#: a quarter of the image size in both).
+_UNET_CHANNELS: Final = {1: (16, 32, 64), 2: (32, 64)}
 
 __all__ = (
+    'TINY_DOWNSCALES',
     'TINY_TEXT_DIM',
     'tiny_controlnet',
     'tiny_diffusionsat_controlnet',
@@ -54,33 +60,49 @@ def tiny_text_encoder(seed: int = 0) -> CLIPTextModel:
     return CLIPTextModel(config)
 
 
-def tiny_unet(seed: int = 0, sample_size: int = 32) -> UNet2DConditionModel:
-    """A two-level UNet with cross-attention at the lower level (latent 4 channels)."""
+def tiny_unet(
+    seed: int = 0, sample_size: int = 32, block_out_channels: tuple[int, ...] = (32, 64)
+) -> UNet2DConditionModel:
+    """A small UNet, cross-attention at its lowest level only (latent 4 channels).
+
+    Args:
+        seed: initialisation seed.
+        sample_size: latent size.
+        block_out_channels: channels per level (two levels by default).
+    """
     torch.manual_seed(seed)
+    plain = len(block_out_channels) - 1
     return UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=4,
         out_channels=4,
         layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'),
-        up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'),
+        block_out_channels=block_out_channels,
+        down_block_types=('DownBlock2D',) * plain + ('CrossAttnDownBlock2D',),
+        up_block_types=('CrossAttnUpBlock2D',) + ('UpBlock2D',) * plain,
         cross_attention_dim=TINY_TEXT_DIM,
         attention_head_dim=8,
         norm_num_groups=8,
     )
 
 
-def tiny_vae(seed: int = 0, sample_size: int = 64) -> AutoencoderKL:
-    """A two-block VAE: downscale factor 2, 4 latent channels."""
+def _vae_blocks(downscale: int) -> int:
+    if downscale not in TINY_DOWNSCALES:
+        raise ValueError(f'the VAE downscale must be one of {TINY_DOWNSCALES}, got {downscale}')
+    return TINY_DOWNSCALES.index(downscale) + 1
+
+
+def tiny_vae(seed: int = 0, sample_size: int = 64, downscale: int = 2) -> AutoencoderKL:
+    """A one- or two-block VAE: downscale factor 1 or 2, 4 latent channels."""
+    blocks = _vae_blocks(downscale)
     torch.manual_seed(seed)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         latent_channels=4,
-        block_out_channels=(16, 32),
-        down_block_types=('DownEncoderBlock2D',) * 2,
-        up_block_types=('UpDecoderBlock2D',) * 2,
+        block_out_channels=(16, 32)[:blocks],
+        down_block_types=('DownEncoderBlock2D',) * blocks,
+        up_block_types=('UpDecoderBlock2D',) * blocks,
         layers_per_block=1,
         norm_num_groups=8,
         sample_size=sample_size,
@@ -89,30 +111,35 @@ def tiny_vae(seed: int = 0, sample_size: int = 64) -> AutoencoderKL:
 
 
 def tiny_parts(
-    seed: int = 0, image_size: int = 64, prediction_type: str = 'epsilon'
+    seed: int = 0, image_size: int = 64, prediction_type: str = 'epsilon', downscale: int = 2
 ) -> DiffusionParts:
     """Every Stable Diffusion part from small configs, built in code (nothing downloaded).
 
     Args:
         seed: initialisation seed.
-        image_size: pixel size of the images (latents are half of it).
+        image_size: pixel size of the images.
         prediction_type: ``epsilon`` or ``v_prediction``.
+        downscale: the VAE's downscale factor: 2 (latents half the image size, a two-level
+            UNet) or 1 (latents at image size, a three-level UNet at about 1.2x the step
+            cost: the VAE keeps the fine texture of 32 px tiles).
 
     Returns:
         The tiny parts.
     """
+    vae = tiny_vae(seed + 1, image_size, downscale)
     return DiffusionParts(
-        unet=tiny_unet(seed, image_size // 2),
-        vae=tiny_vae(seed + 1, image_size),
+        unet=tiny_unet(seed, image_size // downscale, _UNET_CHANNELS[downscale]),
+        vae=vae,
         text_encoder=tiny_text_encoder(seed + 2),
         tokenizer=clip_tokenizer(),
         scheduler=sd_scheduler(prediction_type),
     )
 
 
-def tiny_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
-    """A ControlNet copied from a tiny UNet (condition embedding matches the 2x VAE)."""
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+def tiny_controlnet(unet: UNet2DConditionModel, vae_downscale: int = 2) -> ControlNetModel:
+    """A ControlNet copied from a tiny UNet, its condition embedding downscaling as the VAE."""
+    channels = (16, 32)[: _vae_blocks(vae_downscale)]
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
 
 
 def tiny_multicontrol(
