@@ -213,6 +213,49 @@ def test_synthesize_fills_a_detection_bank_from_layouts(
     assert again is not None and again['written'] == 2 and again['skipped_done'] == 12
 
 
+def test_ddp_synthesis_of_a_detection_bank(
+    tmp_path: Path,
+    vhr10_checksums: Callable[[Path], None],
+    ddp_synthesize: Callable[..., Any],
+) -> None:
+    from torchgeo.datasets import VHR10
+
+    from torchgeo_earthsynth.datamodules import BoxLayoutDataModule
+
+    root = _vhr10_copy(tmp_path, vhr10_checksums)
+    bank_root = tmp_path / 'bank'
+    # the ranks are fresh processes, without the patched checksums: they check none
+    dataset = {
+        'class_path': 'torchgeo.datasets.VHR10',
+        'init_args': {'root': str(root), 'checksum': False},
+    }
+    data = {  # 10 real layouts, then recompositions (keys 10, 11)
+        'class_path': 'torchgeo_earthsynth.datamodules.BoxLayoutDataModule',
+        'init_args': {
+            'dataset': dataset,
+            'size': 32,
+            'repeats': 2,
+            'recompose': {'class_path': 'torchgeo_earthsynth.box_recompose.BoxRecomposer'},
+        },
+    }
+    summaries, keys = ddp_synthesize(bank_root, '6,12', SYNTH_DATA=json.dumps(data))
+    assert [(s['written'], s['skipped_done']) for s in summaries] == [(6, 0), (6, 6)]
+    assert [len(s['ranks']) for s in summaries] == [2, 2]
+    assert sorted(keys) == list(range(12))  # each layout once across the ranks
+
+    expected = BoxLayoutDataModule(VHR10(str(root)), size=32, repeats=2, recompose=BoxRecomposer())
+    expected.setup('predict')  # fits the recomposer on the layouts, as each rank did
+    bank = SyntheticBank(bank_root)
+    stored = bank.dataset()
+    for row, key in enumerate(bank.keys()):
+        sample, layout = stored[row], expected.layouts[int(key)]
+        assert torch.equal(sample['bbox_xyxy'], layout['bbox_xyxy'])
+        assert torch.equal(sample['label'], layout['label'])
+        assert torch.equal(sample['mask'], layout['mask'])  # the condition it was made from
+    recomposed = stored[bank.keys().index(10)]['bbox_xyxy']
+    assert not torch.equal(recomposed, expected.layouts[0]['bbox_xyxy'])
+
+
 def test_torchgeo_cli_trains_a_detector_with_bank_samples(
     tmp_path: Path,
     synth: Synthesizer,
