@@ -105,23 +105,35 @@ def module_cost(corpus: Path, bank: SyntheticBank, batch_size: int, device: str)
 
 
 def run(
-    corpus: Path,
+    corpus: Path | None,
     bank: SyntheticBank | None,
     steps: int,
     batch_size: int,
     device: str,
-    detection: bool = False,
+    size: int,
 ) -> tuple[float, dict[str, int]]:
+    """Train for ``steps`` timed steps (after the warm-up).
+
+    Args:
+        corpus: the mini corpus to train segmentation on; None: detection on box scenes.
+        bank: draw synthetic samples from it (p = 0.5); None: no augmentation.
+        steps: timed steps.
+        batch_size: samples per step.
+        device: the Lightning accelerator.
+        size: side of the box scenes (detection).
+
+    Returns:
+        Samples/s of the fastest step and the augmentation's counters.
+    """
     pl.seed_everything(0, verbose=False)
     synthetic = None
     datamodule: pl.LightningDataModule
     task: pl.LightningModule
-    if detection:
+    if corpus is None:
         if bank is not None:
             synthetic = SyntheticAugmentation(
                 dataset='VHR10', task='detection', source='bank', bank=bank, p=0.5
             )
-        size = EarthSynth180K(corpus)[0]['image'].shape[-1]
         num = batch_size * (steps + WARMUP + 1)
         datamodule = BoxScenesDataModule(batch_size, size, num, synthetic)
         task = ObjectDetectionTask(
@@ -169,17 +181,22 @@ def main() -> None:
     detection = args.task == 'detection'
 
     with tempfile.TemporaryDirectory() as tmp:
-        # One epoch covers every step: TorchGeo's plateau scheduler wants val_loss at epoch end.
-        num_train = max(256, args.batch_size * (args.steps + WARMUP + 1))
-        corpus = make_mini_corpus(Path(tmp), seed=0, size=args.size, num_train=num_train, num_val=8)
+        corpus = None  # detection trains on random box scenes
+        if not detection:
+            # One epoch covers every step: TorchGeo's plateau scheduler wants val_loss at
+            # epoch end.
+            num_train = max(256, args.batch_size * (args.steps + WARMUP + 1))
+            corpus = make_mini_corpus(
+                Path(tmp), seed=0, size=args.size, num_train=num_train, num_val=8
+            )
         if args.bank:
             bank = SyntheticBank(args.bank)
-        elif detection:
+        elif corpus is None:
             bank = make_box_bank(Path(tmp) / 'bank', args.size)
         else:
             bank = make_bank(corpus, Path(tmp) / 'bank')
         print(f'bank: {bank!r}, {len(bank)} samples')
-        if not detection:
+        if corpus is not None:
             module_cost(corpus, bank, args.batch_size, args.device)
         rates: dict[str, list[float]] = {'without': [], 'with bank (p=0.5)': []}
         stats: dict[str, int] = {}
@@ -187,7 +204,7 @@ def main() -> None:
             order = (None, bank) if round_ % 2 == 0 else (bank, None)  # ABBA against drift
             for source in order:
                 rate, run_stats = run(
-                    corpus, source, args.steps, args.batch_size, args.device, detection
+                    corpus, source, args.steps, args.batch_size, args.device, args.size
                 )
                 if source is None:
                     rates['without'].append(rate)

@@ -6,9 +6,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pytest
@@ -79,3 +83,40 @@ def vhr10_checksums(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
             monkeypatch.setitem(getattr(VHR10, meta), algorithm, digest)
 
     return patch
+
+
+#: Runs `tests/data/synthesize_ddp.py`: (bank root, limits, environment) -> (summaries, keys).
+DDPSynthesis = Callable[..., tuple[list[dict[str, Any]], list[int]]]
+
+
+@pytest.fixture
+def ddp_synthesize() -> DDPSynthesis:
+    """Run ``earthsynth synthesize`` under DDP (2 CPU processes) once per limit, resuming.
+
+    Returns:
+        A function of the bank root, the limits (``'5,8'``) and more of the script's
+        environment (``SYNTH_CORPUS=...`` or ``SYNTH_DATA=...``), returning rank 0's summary
+        of each run and the key of every sample the ranks wrote (in their parts), in order.
+    """
+
+    def run(bank: Path, limits: str, **env: str) -> tuple[list[dict[str, Any]], list[int]]:
+        script = Path(__file__).parent / 'data' / 'synthesize_ddp.py'
+        settings = {'SYNTH_BANK': str(bank), 'SYNTH_LIMITS': limits, 'OMP_NUM_THREADS': '1'}
+        environ = os.environ | env | settings
+        done = subprocess.run(
+            [sys.executable, str(script)], env=environ, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        summaries = [
+            json.loads(line.removeprefix('SUMMARY '))
+            for line in done.stdout.splitlines()
+            if line.startswith('SUMMARY ')
+        ]
+        keys = [  # a sample's first record holds its key (the others: its category samples)
+            json.loads(line)['records'][0]['key']
+            for part in sorted((bank / 'train' / 'parts').glob('*.jsonl'))
+            for line in part.read_text().splitlines()
+        ]
+        return summaries, keys
+
+    return run

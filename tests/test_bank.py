@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -385,37 +386,13 @@ def test_cli_with_diffusers_export(tmp_path: Path, mini_root: Path) -> None:
         assert (stored['image'] - expected[int(key)]).abs().max() <= 1  # type: ignore[arg-type]
 
 
-def test_ddp_synthesis(tmp_path: Path, mini_root: Path) -> None:
-    env = os.environ | {
-        'SYNTH_CORPUS': str(mini_root),
-        'SYNTH_BANK': str(tmp_path),
-        'SYNTH_LIMITS': '5,8,8',
-        'OMP_NUM_THREADS': '1',
-    }
-    run = subprocess.run(
-        [sys.executable, str(REPO / 'tests' / 'data' / 'synthesize_ddp.py')],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    summaries = [
-        json.loads(line.removeprefix('SUMMARY '))
-        for line in run.stdout.splitlines()
-        if line.startswith('SUMMARY ')
-    ]
+def test_ddp_synthesis(tmp_path: Path, mini_root: Path, ddp_synthesize: Callable[..., Any]) -> None:
+    summaries, keys = ddp_synthesize(tmp_path, '5,8,8', SYNTH_CORPUS=str(mini_root))
     assert [s['written'] for s in summaries] == [5, 3, 0]
     assert [s['skipped_done'] for s in summaries] == [0, 5, 8]
     assert [len(s['ranks']) for s in summaries] == [2, 2, 2]
     parts = sorted(p.name for p in (tmp_path / 'train' / 'parts').glob('*.jsonl'))
     assert len(parts) == 2 and parts[0].startswith('rank0-') and parts[1].startswith('rank1-')
-    lines = [
-        json.loads(line)
-        for part in (tmp_path / 'train' / 'parts').glob('*.jsonl')
-        for line in part.read_text().splitlines()
-    ]
-    keys = [line['records'][0]['key'] for line in lines]
     assert sorted(keys) == list(range(8))  # each mask once, no duplicates across ranks
     bank = SyntheticBank(tmp_path)
     assert len(bank) == 8 and len(EarthSynth180K(tmp_path, split='train')) == 8

@@ -213,6 +213,49 @@ def test_synthesize_fills_a_detection_bank_from_layouts(
     assert again is not None and again['written'] == 2 and again['skipped_done'] == 12
 
 
+def test_ddp_synthesis_of_a_detection_bank(
+    tmp_path: Path,
+    vhr10_checksums: Callable[[Path], None],
+    ddp_synthesize: Callable[..., Any],
+) -> None:
+    from torchgeo.datasets import VHR10
+
+    from torchgeo_earthsynth.datamodules import BoxLayoutDataModule
+
+    root = _vhr10_copy(tmp_path, vhr10_checksums)
+    bank_root = tmp_path / 'bank'
+    # the ranks are fresh processes, without the patched checksums: they check none
+    dataset = {
+        'class_path': 'torchgeo.datasets.VHR10',
+        'init_args': {'root': str(root), 'checksum': False},
+    }
+    data = {  # 10 real layouts, then recompositions (keys 10, 11)
+        'class_path': 'torchgeo_earthsynth.datamodules.BoxLayoutDataModule',
+        'init_args': {
+            'dataset': dataset,
+            'size': 32,
+            'repeats': 2,
+            'recompose': {'class_path': 'torchgeo_earthsynth.box_recompose.BoxRecomposer'},
+        },
+    }
+    summaries, keys = ddp_synthesize(bank_root, '6,12', SYNTH_DATA=json.dumps(data))
+    assert [(s['written'], s['skipped_done']) for s in summaries] == [(6, 0), (6, 6)]
+    assert [len(s['ranks']) for s in summaries] == [2, 2]
+    assert sorted(keys) == list(range(12))  # each layout once across the ranks
+
+    expected = BoxLayoutDataModule(VHR10(str(root)), size=32, repeats=2, recompose=BoxRecomposer())
+    expected.setup('predict')  # fits the recomposer on the layouts, as each rank did
+    bank = SyntheticBank(bank_root)
+    stored = bank.dataset()
+    for row, key in enumerate(bank.keys()):
+        sample, layout = stored[row], expected.layouts[int(key)]
+        assert torch.equal(sample['bbox_xyxy'], layout['bbox_xyxy'])
+        assert torch.equal(sample['label'], layout['label'])
+        assert torch.equal(sample['mask'], layout['mask'])  # the condition it was made from
+    recomposed = stored[bank.keys().index(10)]['bbox_xyxy']
+    assert not torch.equal(recomposed, expected.layouts[0]['bbox_xyxy'])
+
+
 def test_torchgeo_cli_trains_a_detector_with_bank_samples(
     tmp_path: Path,
     synth: Synthesizer,
@@ -344,18 +387,47 @@ def test_evaluate_reports_map_per_arm(
             'data': {'root': str(root), 'batch_size': 2, 'patch_size': 32},
             'bank': str(tmp_path / 'bank'),
             'synthetic': {'p': 1.0},
-            'arms': ['real', 'real+synthetic'],
+            'arms': ['real', 'real+synthetic', 'synthetic-only'],
             'seeds': [0],
             'trainer': {'accelerator': 'cpu', 'max_steps': 2, 'limit_val_batches': 1},
             'output': str(output),
             'progress': False,
         }
     )
-    assert result.metric == 'test_map' and list(result.summary) == ['real', 'real+synthetic']
+    assert result.metric == 'test_map'
+    assert list(result.summary) == ['real', 'real+synthetic', 'synthetic-only']
     by_arm = {run.arm: run for run in result.runs}
     for run in by_arm.values():
         assert 0.0 <= run.value <= 1.0 and run.value == run.metrics['test_map']
     stats = by_arm['real+synthetic'].synthetic_stats
     assert stats is not None and stats['from_bank'] == 4  # 2 steps of 2 rows, p = 1
     assert by_arm['real'].synthetic_stats is None
+    assert by_arm['synthetic-only'].train_samples == 2  # the bank's samples, with their boxes
     assert (output / 'summary.csv').is_file() and 'test_map' in result.format_table()
+
+
+def test_synthetic_train_set_for_detection(tmp_path: Path, synth: Synthesizer) -> None:
+    from torchgeo_earthsynth.dataset_encodings import encoding_for
+    from torchgeo_earthsynth.evaluation import SyntheticTrainSet
+
+    bank = SyntheticBank(tmp_path, durable=False)
+    boxes = torch.tensor([[2.0, 2.0, 10.0, 10.0], [10.0, 2.0, 18.0, 10.0]])
+    bank.add([box_sample(synth, boxes, torch.tensor([PLANE, SHIP]), key=0)])
+    # a class VHR10 has not, and a mask-only sample: neither can be a VHR10 sample
+    building = torch.tensor([[4.0, 4.0, 8.0, 8.0]])
+    bank.add([box_sample(synth, building, torch.tensor([CLASS_IDS['building']]), key=1)])
+    mask = torch.zeros(32, 32, dtype=torch.long)
+    mask[:16] = PLANE
+    bank.add([{'image': torch.full((3, 32, 32), 50.0), 'mask': mask, 'key': 2}])
+    train = SyntheticTrainSet(tmp_path, 'detection', encoding_for('VHR10').lut(), size=(64, 64))
+    assert len(train) == 1
+    sample = train[0]
+    assert sample['image'].shape == (3, 64, 64)
+    assert torch.equal(sample['bbox_xyxy'], boxes * 2)
+    assert torch.equal(sample['label'], torch.tensor([VHR10_PLANE, VHR10_SHIP]))
+    assert torch.equal(sample['mask'], box_masks(boxes * 2, (64, 64)).to(torch.uint8))
+
+    only_masks = tmp_path / 'masks'
+    SyntheticBank(only_masks, durable=False).add([{'image': torch.zeros(3, 32, 32), 'mask': mask}])
+    with pytest.raises(ValueError, match=r'no sample was generated from boxes .* box layouts'):
+        SyntheticTrainSet(only_masks, 'detection', encoding_for('VHR10').lut())

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from torchgeo_earthsynth.compat import BaseTask
 
+from .dataset_encodings import encoding_for
 from .evaluation_config import (
     ARMS,
     DEFAULT_DATA,
@@ -31,6 +32,7 @@ from .evaluation_config import (
     DEFAULT_TRAINER,
     TASKS,
     ExperimentConfig,
+    TaskName,
     _config_parser,
     _from_namespace,
     _instantiate,
@@ -102,6 +104,30 @@ def _task(config: ExperimentConfig, dm: LightningDataModule) -> tuple[BaseTask, 
     return task, miou
 
 
+def _synthetic_train_set(bank: Path, task: TaskName, dm: LightningDataModule) -> SyntheticTrainSet:
+    """The bank as the training set of a ``synthetic-only`` run, labelled like ``dm``'s data.
+
+    The labels map back through the datamodule's ``lut`` (vocabulary id per class; the mini
+    datamodules have one); a detection datamodule of a registered dataset (TorchGeo's
+    ``VHR10DataModule``) maps through that dataset's encoding, and its samples are resized
+    to the datamodule's ``patch_size``.
+    """
+    from torchgeo_earthsynth.transforms.synthetic_scale import registered_dataset
+
+    lut = getattr(dm, 'lut', None)
+    if not isinstance(lut, Tensor) and task == 'detection':
+        name = registered_dataset(dm, None)
+        lut = encoding_for(name).lut() if name is not None else None
+    if not isinstance(lut, Tensor):
+        raise ValueError(
+            f"arm 'synthetic-only' needs a datamodule with a lut (vocabulary id per class) "
+            f'to label bank samples; {type(dm).__name__} has none'
+            + (' and loads no registered dataset' if task == 'detection' else '')
+        )
+    size = getattr(dm, 'patch_size', None) if task == 'detection' else None
+    return SyntheticTrainSet(bank, task, lut, size=size)
+
+
 def _run(plan: _Plan, arm: str, seed: int, folder: Path) -> RunResult:
     config = plan.config
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,15 +136,8 @@ def _run(plan: _Plan, arm: str, seed: int, folder: Path) -> RunResult:
     dm, synthetic = _datamodule(plan, arm, seed)
     train: Dataset[Any] | None = None
     if arm == 'synthetic-only':
-        lut = getattr(dm, 'lut', None)
-        if not isinstance(lut, Tensor):
-            raise ValueError(
-                f"arm 'synthetic-only' needs a datamodule with a lut (vocabulary "
-                f'id per class) to label bank samples; {type(dm).__name__} has '
-                'none'
-            )
         assert plan.bank is not None
-        train = SyntheticTrainSet(plan.bank, config.task, lut)
+        train = _synthetic_train_set(plan.bank, config.task, dm)
     subset = config.train_subset if arm != 'synthetic-only' else None
     dm.setup = _SetupHook(dm, train, subset, seed)  # type: ignore[method-assign]
     task, miou = _task(config, dm)

@@ -3,10 +3,12 @@
 
 """Fill a bank with `earthsynth synthesize` under DDP (2 CPU processes); launched by a test.
 
-Environment: SYNTH_CORPUS (corpus root), SYNTH_BANK (bank root), SYNTH_LIMITS (comma-separated
-limits). Runs one synthesis per limit (the first `limit` masks of the val split) in the same
-processes, so later runs resume what earlier ones wrote. Settings travel in the environment,
-not argv, because Lightning's DDP launcher re-runs this script for rank 1.
+Environment: SYNTH_BANK (bank root), SYNTH_LIMITS (comma-separated limits) and the conditions:
+SYNTH_DATA (a datamodule as JSON: class_path and init_args, e.g. a BoxLayoutDataModule) or
+SYNTH_CORPUS (a corpus root: the masks of its val split). Runs one synthesis per limit (the
+first `limit` keys) in the same processes, so later runs resume what earlier ones wrote.
+Settings travel in the environment, not argv, because Lightning's DDP launcher re-runs this
+script for rank 1.
 """
 
 import json
@@ -16,13 +18,16 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 from torchgeo_earthsynth.bank import main
 
+data = os.environ.get('SYNTH_DATA')
+source = ['--data', data] if data else [
+    '--data.root', os.environ['SYNTH_CORPUS'], '--data.split', 'val',
+]
 for limit in os.environ['SYNTH_LIMITS'].split(','):
     summary = main([
         '--model', 'torchgeo_earthsynth.lightning_modules.EarthSynthControlNet',
         '--model.preset', 'tiny', '--model.image_size', '32',
         '--model.predict_inference_steps', '2',
-        '--data.root', os.environ['SYNTH_CORPUS'], '--data.split', 'val',
-        '--data.batch_size', '2', '--data.limit', limit,
+        *source, '--data.batch_size', '2', '--data.limit', limit,
         '--bank.root', os.environ['SYNTH_BANK'],
         '--trainer.accelerator', 'cpu', '--trainer.devices', '2', '--trainer.strategy', 'ddp',
         '--trainer.enable_progress_bar', 'false', '--allow-untrained',

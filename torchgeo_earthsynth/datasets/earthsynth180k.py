@@ -270,12 +270,10 @@ class EarthSynth180K(_RecordListing, NonGeoDataset):
             'source': source_from_stem(posixpath.basename(image_name)),
             'metadata': torch.from_numpy(self._metadata[index].copy()),
         }
-        if index in self._boxes:  # a sample generated from boxes: they are its exact label
+        found = self.exact_boxes(index)
+        if found is not None:  # a sample generated from boxes: they are its exact label
             height, width = mask.shape
-            found = self._boxes[index]
             boxes, labels = check_boxes(*found, (height, width), f'{image_path}{where}')
-            if category >= 0:
-                boxes, labels = boxes[labels == category], labels[labels == category]
             sample |= {DETECTION_BOXES: boxes, DETECTION_LABELS: labels}
         return sample
 

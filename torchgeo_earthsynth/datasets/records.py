@@ -381,6 +381,30 @@ class _RecordListing:
         """The :class:`Record` of every sample, in dataset order."""
         return _RecordView(self)
 
+    def exact_boxes(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The boxes a sample was generated from, as its record holds them (files unread).
+
+        Args:
+            index: index of the sample (negative counts from the end).
+
+        Returns:
+            float32 [N, 4] boxes in pixels and int64 [N] vocabulary ids (a single-category
+            sample: those of its class), or None for a sample without boxes. Reading the
+            sample checks them against its image.
+
+        Raises:
+            IndexError: if ``index`` is out of range.
+
+        .. versionadded:: 0.2
+        """
+        index = range(len(self))[index]
+        found = self._boxes.get(index)
+        category = int(self._categories[index])
+        if found is None or category < 0:
+            return found
+        boxes, ids = found
+        return boxes[ids == category], ids[ids == category]
+
     def __len__(self) -> int:
         """The number of samples.
 
