@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import MixedPrecision
 from matplotlib.figure import Figure
 from torch import Tensor
 from torch.optim import AdamW
@@ -313,6 +314,14 @@ class DiffusionTask(DiffusionNetworks):
         log_figure(self, self.sample_figure(batch, n), 'val/samples')
 
     # ------------------------------------------------------------------ optim
+    def _clips_under_amp(self) -> bool:
+        """Whether the Trainer clips gradients under ``16-mixed``/``bf16-mixed``."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        clipping = bool(trainer.gradient_clip_val)
+        return clipping and isinstance(trainer.precision_plugin, MixedPrecision)
+
     def configure_optimizers(self) -> Any:
         """AdamW over what trains (the family's networks, the VAE in the tiny warm-up)."""
         groups: list[dict[str, Any]] = [{'params': self.trained_parameters()}]
@@ -321,7 +330,8 @@ class DiffusionTask(DiffusionNetworks):
             groups.append({'params': list(self.vae.parameters()), 'weight_decay': 0.0})
         params = [p for group in groups for p in group['params']]
         # The fused kernel is ~3x faster than foreach on CPU; plain tensors only (not FSDP's).
-        fused = all(
+        # Lightning refuses to clip the gradients of a fused optimizer under mixed precision.
+        fused = not self._clips_under_amp() and all(
             type(p) is torch.nn.Parameter and p.device.type in ('cpu', 'cuda') for p in params
         )
         optimizer = AdamW(

@@ -35,6 +35,13 @@ def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker of the slowest tests (deselect with ``-m 'not paper_scale'``)."""
+    config.addinivalue_line(
+        'markers', 'paper_scale: real-architecture models on CPU, minutes each (the slowest)'
+    )
+
+
 def pytest_report_header() -> str:
     """Name the TorchGeo this run tests (3.11 runs 0.8.x, 3.12+ 0.10.x)."""
     from torchgeo_earthsynth.compat import TORCHGEO_VERSION

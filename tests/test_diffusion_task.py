@@ -239,3 +239,26 @@ def test_the_base_trains_a_text_only_unet() -> None:
     assert all(p.grad is None for p in task.vae.parameters())
     with pytest.raises(NotImplementedError, match='does not define an export'):
         task.save_pretrained('unused')
+
+
+def test_gradient_clipping_under_bf16_mixed_trains() -> None:
+    # The fused AdamW made Lightning refuse to clip under mixed precision ("does not allow
+    # for gradient clipping"): train_controlnet.py's max_grad_norm=1.0 with bf16-mixed.
+    model = EarthSynthControlNet(image_size=SIZE, val_num_samples=0)
+    batch = make_batch(2)
+    samples = [{k: v[i] for k, v in batch.items()} for i in range(2)]
+    trainer = pl.Trainer(
+        accelerator='cpu',
+        precision='bf16-mixed',
+        gradient_clip_val=1.0,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+    before = [p.detach().clone() for p in model.controlnet.parameters()]
+    trainer.fit(model, DataLoader(samples, batch_size=2))  # type: ignore[arg-type]
+    after = list(model.controlnet.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))
+    assert not trainer.optimizers[0].defaults['fused']
