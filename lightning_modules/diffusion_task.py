@@ -179,7 +179,8 @@ class DiffusionTask(DiffusionNetworks):
             if generator is None
             else (posterior.mean + posterior.std * self._randn(posterior.mean, generator))
         )
-        latents = latents.detach() * self.latent_scale
+        # in the module's dtype, not a bfloat16 frozen VAE's (cast_frozen_for_precision)
+        latents = latents.detach().to(self.latent_scale.dtype) * self.latent_scale
         noise = self._randn(latents, generator)
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (len(latents),), generator=generator).to(self.device)
@@ -245,9 +246,10 @@ class DiffusionTask(DiffusionNetworks):
             restore_rng_states(self.trainer, state)
 
     def on_fit_start(self) -> None:
-        """Move the EMA shadow weights to the module's device."""
+        """Move the EMA shadow weights to the module's device; frozen parts to bf16."""
         if self.ema is not None:
             self.ema.to(self.device)
+        self.cast_frozen_for_precision(str(self.trainer.precision))
         if self.vae_trainable and self.global_step >= self.hparams['vae_warmup_steps']:
             self._freeze_vae()  # resumed after the warm-up
 

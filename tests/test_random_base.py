@@ -10,27 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchgeo_earthsynth.models import pretrained_parts, tiny_parts
+from torchgeo_earthsynth.models import pretrained_parts
 from torchgeo_earthsynth.models.random_base import BASE_CONFIGS
 
 
-def _save_half(tmp_path: Path) -> Path:
-    """A tiny SD folder whose weights are float16 on disk (as the hub's fp16 variants)."""
-    parts = tiny_parts()
-    for name in ('unet', 'vae', 'text_encoder'):
-        getattr(parts, name).to(torch.float16).save_pretrained(tmp_path / name)
-    parts.tokenizer.save_pretrained(tmp_path / 'tokenizer')
-    parts.scheduler.save_pretrained(tmp_path / 'scheduler')
-    return tmp_path
-
-
-def test_pretrained_parts_loads_a_float16_folder_in_float32(tmp_path: Path) -> None:
+def test_pretrained_parts_loads_a_float16_folder_in_float32(tiny_half_base: Path) -> None:
     # transformers 5 kept the text encoder float16 while diffusers upcast the rest: the
     # first bf16-mixed step on CPU of configs/sd15.yaml failed with "mixed dtype (CPU)".
-    parts = pretrained_parts(_save_half(tmp_path))
+    parts = pretrained_parts(tiny_half_base)
     for name in ('unet', 'vae', 'text_encoder'):
         assert getattr(parts, name).dtype == torch.float32, name
-    half = pretrained_parts(tmp_path, dtype=torch.bfloat16)
+    half = pretrained_parts(tiny_half_base, dtype=torch.bfloat16)
     assert half.text_encoder.dtype == half.unet.dtype == torch.bfloat16
 
 
