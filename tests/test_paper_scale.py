@@ -115,7 +115,7 @@ def test_sd15_fit_export_pipeline_synthesizer_rfilter_bank(sd15_base: Path, tmp_
     export, peak = _fit('sd15.yaml', sd15_base, root, tmp_path)
     print(f'earthsynth fit configs/sd15.yaml, {SIZE} px: peak RSS {peak:.1f} GiB')
     controlnet = ControlNetModel.from_pretrained(export, subfolder='controlnet')
-    assert controlnet.config.conditioning_embedding_out_channels == (16, 32, 96, 256)
+    assert tuple(controlnet.config.conditioning_embedding_out_channels) == (16, 32, 96, 256)
 
     pipe = StableDiffusionControlNetPipeline.from_pretrained(
         sd15_base,
