@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import MixedPrecision
 from matplotlib.figure import Figure
 from torch import Tensor
 from torch.optim import AdamW
@@ -182,7 +183,8 @@ class DiffusionTask(DiffusionNetworks):
             if generator is None
             else (posterior.mean + posterior.std * self._randn(posterior.mean, generator))
         )
-        latents = latents.detach() * self.latent_scale
+        # in the module's dtype, not a bfloat16 frozen VAE's (cast_frozen_for_precision)
+        latents = latents.detach().to(self.latent_scale.dtype) * self.latent_scale
         noise = self._randn(latents, generator)
         steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (len(latents),), generator=generator).to(self.device)
@@ -248,9 +250,10 @@ class DiffusionTask(DiffusionNetworks):
             restore_rng_states(self.trainer, state)
 
     def on_fit_start(self) -> None:
-        """Move the EMA shadow weights to the module's device."""
+        """Move the EMA shadow weights to the module's device; frozen parts to bf16."""
         if self.ema is not None:
             self.ema.to(self.device)
+        self.cast_frozen_for_precision(str(self.trainer.precision))
         if self.vae_trainable and self.global_step >= self.hparams['vae_warmup_steps']:
             self._freeze_vae()  # resumed after the warm-up
 
@@ -317,6 +320,14 @@ class DiffusionTask(DiffusionNetworks):
         log_figure(self, self.sample_figure(batch, n), 'val/samples')
 
     # ------------------------------------------------------------------ optim
+    def _clips_under_amp(self) -> bool:
+        """Whether the Trainer clips gradients under ``16-mixed``/``bf16-mixed``."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        clipping = bool(trainer.gradient_clip_val)
+        return clipping and isinstance(trainer.precision_plugin, MixedPrecision)
+
     def configure_optimizers(self) -> Any:
         """AdamW over what trains (the family's networks, the VAE in the tiny warm-up)."""
         groups: list[dict[str, Any]] = [{'params': self.trained_parameters()}]
@@ -325,7 +336,8 @@ class DiffusionTask(DiffusionNetworks):
             groups.append({'params': list(self.vae.parameters()), 'weight_decay': 0.0})
         params = [p for group in groups for p in group['params']]
         # The fused kernel is ~3x faster than foreach on CPU; plain tensors only (not FSDP's).
-        fused = all(
+        # Lightning refuses to clip the gradients of a fused optimizer under mixed precision.
+        fused = not self._clips_under_amp() and all(
             type(p) is torch.nn.Parameter and p.device.type in ('cpu', 'cuda') for p in params
         )
         optimizer = AdamW(

@@ -39,6 +39,28 @@ def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture
+def tiny_half_base(tmp_path: Path) -> Path:
+    """A tiny SD folder whose weights are float16 on disk (as the hub's fp16 variants)."""
+    import torch
+
+    from torchgeo_earthsynth.models import tiny_parts
+
+    parts = tiny_parts()
+    for name in ('unet', 'vae', 'text_encoder'):
+        getattr(parts, name).to(torch.float16).save_pretrained(tmp_path / 'base' / name)
+    parts.tokenizer.save_pretrained(tmp_path / 'base' / 'tokenizer')
+    parts.scheduler.save_pretrained(tmp_path / 'base' / 'scheduler')
+    return tmp_path / 'base'
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker of the slowest tests (deselect with ``-m 'not paper_scale'``)."""
+    config.addinivalue_line(
+        'markers', 'paper_scale: real-architecture models on CPU, minutes each (the slowest)'
+    )
+
+
 def pytest_report_header() -> str:
     """Name the TorchGeo this run tests (3.11 runs 0.8.x, 3.12+ 0.10.x)."""
     from torchgeo_earthsynth.compat import TORCHGEO_VERSION

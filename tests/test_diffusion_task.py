@@ -239,3 +239,45 @@ def test_the_base_trains_a_text_only_unet() -> None:
     assert all(p.grad is None for p in task.vae.parameters())
     with pytest.raises(NotImplementedError, match='does not define an export'):
         task.save_pretrained('unused')
+
+
+def bf16_step(model: DiffusionTask, samples: list[dict[str, Any]], **trainer: Any) -> None:
+    """One optimizer step under ``bf16-mixed`` on CPU; the trained weights must change."""
+    torch.manual_seed(0)  # noise and timesteps independent of the tests run before
+    fit = pl.Trainer(
+        accelerator='cpu',
+        precision='bf16-mixed',
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        **trainer,
+    )
+    before = [p.detach().clone() for p in model.trained_parameters()]
+    fit.fit(model, DataLoader(samples, batch_size=len(samples)))  # type: ignore[arg-type]
+    after = model.trained_parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))
+    assert all(bool(torch.isfinite(p).all()) for p in after)
+
+
+def test_gradient_clipping_under_bf16_mixed_trains() -> None:
+    # The fused AdamW made Lightning refuse to clip under mixed precision ("does not allow
+    # for gradient clipping"): train_controlnet.py's max_grad_norm=1.0 with bf16-mixed.
+    model = EarthSynthControlNet(image_size=SIZE, val_num_samples=0)
+    batch = make_batch(2)
+    bf16_step(model, [{k: v[i] for k, v in batch.items()} for i in range(2)], gradient_clip_val=1.0)
+    assert not model.trainer.optimizers[0].defaults['fused']
+
+
+def test_bf16_mixed_keeps_a_pretrained_base_frozen_in_bfloat16(tiny_half_base: Path) -> None:
+    model = EarthSynthControlNet(
+        preset='pretrained', base_model=str(tiny_half_base), val_num_samples=0
+    )
+    batch = make_batch(2)
+    image = torch.nn.functional.interpolate(batch['image'], size=64)
+    mask = batch['mask'].repeat_interleave(2, -1).repeat_interleave(2, -2)
+    bf16_step(model, [{'image': image[i], 'mask': mask[i], 'prompt': 'x'} for i in range(2)])
+    for part in (model.unet, model.vae, model.text_encoder):
+        assert part.dtype == torch.bfloat16
+    assert model.controlnet.dtype == torch.float32

@@ -25,6 +25,7 @@ EXTRA_COMMANDS: Final[dict[str, str]] = {
     'benchmark': 'torchgeo_earthsynth.benchmark:main',
     'synthesize': 'torchgeo_earthsynth.cli:synthesize',
     'datasets': 'torchgeo_earthsynth.cli:datasets_main',
+    'random-base': 'torchgeo_earthsynth.cli:random_base_main',
 }
 
 #: Every subcommand with one line of help, as ``earthsynth --help`` lists them.
@@ -39,6 +40,7 @@ COMMANDS: Final[dict[str, str]] = {
     'evaluate': 'train downstream tasks with and without synthetic data; report',
     'benchmark': 'generators on CLIP score, accuracy, SR PSNR/SSIM/FID; one table',
     'datasets': 'the TorchGeo datasets supported out of the box, and their encodings',
+    'random-base': 'write SD 1.5 / SD 2.1 with random weights (real shapes, no download)',
 }
 
 _ROLE = re.compile(r':[a-z]+:`~?([^`<]*?)\s*(?:<[^>]*>)?`')
@@ -133,6 +135,36 @@ def datasets_main(args: Sequence[str] | None = None) -> None:
             print(f'  {value:>3}  {cls:<24} -> {VOCABULARY[vocab]}{note}')
         if enc.notes:
             print(f'  note: {enc.notes}')
+
+
+def random_base_main(args: Sequence[str] | None = None) -> None:
+    """``earthsynth random-base --arch sd15|sd21 --out DIR``: a random-weight SD base.
+
+    Args:
+        args: command-line arguments after ``random-base``.
+    """
+    import torch
+
+    from torchgeo_earthsynth.models.random_base import BASE_CONFIGS, random_base
+
+    parser = argparse.ArgumentParser(
+        prog='earthsynth random-base',
+        description='Write a Stable Diffusion base with the published architecture (configs '
+        'of the hub folders) and random weights, as a diffusers folder: for trying the '
+        'paper-scale configs (base_model: DIR) offline. Its images are noise.',
+    )
+    parser.add_argument('--arch', choices=sorted(BASE_CONFIGS), default='sd15')
+    parser.add_argument('--out', required=True, help='folder to write (replaced)')
+    parser.add_argument(
+        '--dtype',
+        choices=('float16', 'bfloat16', 'float32'),
+        default='float16',
+        help='weights on disk (float16: 2.1 GB for sd15, as the hub fp16 variant)',
+    )
+    parser.add_argument('--seed', type=int, default=0)
+    opts = parser.parse_args(args)
+    out = random_base(opts.arch, opts.out, getattr(torch, opts.dtype), opts.seed)
+    print(f'wrote {opts.arch} with random weights to {out}')
 
 
 def lightning_main(args: Sequence[str] | None = None) -> None:
@@ -311,7 +343,14 @@ def synthesize(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     return summary
 
 
-__all__ = ('EXTRA_COMMANDS', 'SynthesizeCLI', 'lightning_main', 'main', 'synthesize')
+__all__ = (
+    'EXTRA_COMMANDS',
+    'SynthesizeCLI',
+    'lightning_main',
+    'main',
+    'random_base_main',
+    'synthesize',
+)
 
 
 if __name__ == '__main__':

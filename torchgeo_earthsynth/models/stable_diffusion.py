@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -49,28 +50,37 @@ def sd_scheduler(prediction_type: str = 'epsilon') -> DDPMScheduler:
 
 
 def pretrained_parts(
-    base: str | Path = SD15_ID, prediction_type: str | None = None, revision: str | None = None
+    base: str | Path = SD15_ID,
+    prediction_type: str | None = None,
+    revision: str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> DiffusionParts:
     """Stable Diffusion parts from a hub id or a local diffusers folder.
+
+    Every part is loaded in ``dtype`` whatever the folder stores: transformers 5 keeps a
+    float16 folder's text encoder in float16 while diffusers upcasts the UNet and VAE, and
+    mixed parts fail under autocast (CPU ``bf16-mixed``: "mixed dtype (CPU)").
 
     Args:
         base: hub id (e.g. SD 1.5) or local folder in diffusers layout.
         prediction_type: override the scheduler's prediction type.
         revision: hub revision.
+        dtype: the parts' dtype (float32: Lightning's precision plugins cast from there).
 
     Returns:
         The pretrained parts.
     """
     base = str(base)
-    kwargs = {'revision': revision} if revision else {}
+    kwargs: dict[str, Any] = {'revision': revision} if revision else {}
     scheduler = DDPMScheduler.from_pretrained(base, subfolder='scheduler', **kwargs)
+    kwargs['torch_dtype'] = dtype
     if prediction_type is not None:
         scheduler = DDPMScheduler.from_config(scheduler.config, prediction_type=prediction_type)
     return DiffusionParts(
         unet=UNet2DConditionModel.from_pretrained(base, subfolder='unet', **kwargs),
         vae=AutoencoderKL.from_pretrained(base, subfolder='vae', **kwargs),
         text_encoder=CLIPTextModel.from_pretrained(base, subfolder='text_encoder', **kwargs),
-        tokenizer=CLIPTokenizer.from_pretrained(base, subfolder='tokenizer', **kwargs),
+        tokenizer=CLIPTokenizer.from_pretrained(base, subfolder='tokenizer', revision=revision),
         scheduler=scheduler,
     )
 
