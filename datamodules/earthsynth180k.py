@@ -26,6 +26,7 @@ from torch.utils.data import (
 from torchgeo_earthsynth.compat import DatasetNotFoundError, NonGeoDataModule, batch_for_trainer
 from torchgeo_earthsynth.datasets import EarthSynth180K, EarthSynthMini, make_mini_corpus
 from torchgeo_earthsynth.datasets.earthsynth180k import plot_sample
+from torchgeo_earthsynth.datasets.mini import DEFAULT_LATITUDES
 from torchgeo_earthsynth.vocabulary import (
     BACKGROUND,
     NUM_CLASSES,
@@ -448,6 +449,7 @@ class EarthSynthMiniDataModule(EarthSynth180KDataModule):
         tile_size: int = 64,
         num_train: int = 256,
         num_val: int = 64,
+        latitudes: tuple[float, float] = DEFAULT_LATITUDES,
         **kwargs: Any,
     ) -> None:
         """Initialize a new EarthSynthMiniDataModule instance.
@@ -468,6 +470,8 @@ class EarthSynthMiniDataModule(EarthSynth180KDataModule):
             tile_size: tile size of the corpus in pixels.
             num_train: number of training scenes.
             num_val: number of validation scenes.
+            latitudes: ``(south, north)`` bounds of the scenes' latitudes; ``(0, 60)``
+                keeps every scene in the north, where the month alone sets the season.
             **kwargs: additional keyword arguments passed to
                 :class:`~torchgeo_earthsynth.datasets.EarthSynthMini`.
         """
@@ -483,6 +487,7 @@ class EarthSynthMiniDataModule(EarthSynth180KDataModule):
             'size': tile_size,
             'num_train': num_train,
             'num_val': num_val,
+            'latitudes': latitudes,
             **kwargs,
         }
 
@@ -494,4 +499,5 @@ class EarthSynthMiniDataModule(EarthSynth180KDataModule):
             self.kwargs['size'],
             self.kwargs['num_train'],
             self.kwargs['num_val'],
+            latitudes=self.kwargs['latitudes'],
         )

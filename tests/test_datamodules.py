@@ -376,3 +376,15 @@ def test_earthsynth_cli_fit(mini_root: Path, tmp_path: Path, monkeypatch: Any) -
     state = torch.load(checkpoints[0], map_location='cpu', weights_only=False)
     assert state['global_step'] == 2
     assert state['hyper_parameters']['num_classes'] == NUM_CLASSES
+
+
+def test_mini_datamodule_latitudes(tmp_path: Path) -> None:
+    dm = EarthSynthMiniDataModule(
+        root=tmp_path, tile_size=32, num_train=2, num_val=1, latitudes=(0, 60)
+    )
+    dm.prepare_data()
+    (corpus,) = tmp_path.iterdir()  # the northern corpus only, where setup looks for it
+    assert corpus.name.endswith('-lat0_60')
+    dm.setup('fit')
+    assert dm.train_dataset is not None
+    assert all(float(s['metadata'][1]) >= 0 for s in dm.train_dataset)

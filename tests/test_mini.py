@@ -156,3 +156,22 @@ def test_image_is_a_function_of_the_layout(mini_root: Path) -> None:
     majority = (val_labels == labels.mode().values).float().mean().item()
     assert accuracy > 0.7  # measured 0.82 at 32 px
     assert accuracy > 3 * majority
+
+
+def test_latitudes_option(tmp_path: Path) -> None:
+    default = make_mini_corpus(tmp_path, seed=5, **SMALL)
+    assert make_mini_corpus(tmp_path, seed=5, latitudes=(-60, 60), **SMALL) == default
+    north = make_mini_corpus(tmp_path, seed=5, latitudes=(0, 60), **SMALL)
+    assert north != default and north.name.endswith('-lat0_60')
+    assert json.loads((north / 'corpus.json').read_text())['latitudes'] == [0, 60]
+    lat = METADATA_FIELDS.index('lat')
+    everywhere = EarthSynthMini(tmp_path, seed=5, **SMALL)
+    northern = EarthSynthMini(tmp_path, seed=5, latitudes=(0, 60), **SMALL)
+    assert northern.root == north
+    lats = [float(northern[i]['metadata'][lat]) for i in range(len(northern))]
+    assert all(0 <= x <= 60 for x in lats)
+    # the same uniform draws, rescaled: the default corpus keeps its latitudes
+    for i, x in enumerate(lats):
+        assert float(everywhere[i]['metadata'][lat]) == pytest.approx(2 * x - 60, abs=2e-4)
+    with pytest.raises(ValueError, match=r'latitudes: expected \(south, north\)'):
+        make_mini_corpus(tmp_path, latitudes=(30, -30), **SMALL)

@@ -104,11 +104,17 @@ _WINTER: Final[dict[int, tuple[int, int, int]]] = {
 }
 
 
-def _scene_metadata(rng: np.random.Generator, prefix: str) -> dict[str, float | int]:
+#: Latitudes (degrees) the mini corpus's scenes are drawn from by default.
+DEFAULT_LATITUDES: Final = (-60.0, 60.0)
+
+
+def _scene_metadata(
+    rng: np.random.Generator, prefix: str, latitudes: tuple[float, float]
+) -> dict[str, float | int]:
     """A scene's place, resolution and date (JSONL ``metadata`` object, physical units)."""
     values: dict[str, float | int] = {
         'lon': round(float(rng.uniform(-180, 180)), 4),
-        'lat': round(float(rng.uniform(-60, 60)), 4),
+        'lat': round(float(rng.uniform(*latitudes)), 4),
         'gsd': round(_SOURCE_GSD[prefix] * float(rng.uniform(0.6, 1.6)), 3),
         'cloud_cover': 0.0,
         'year': int(rng.integers(2015, 2024)),
@@ -251,6 +257,7 @@ def make_mini_corpus(
     num_train: int = 256,
     num_val: int = 64,
     progress: bool = False,
+    latitudes: tuple[float, float] = DEFAULT_LATITUDES,
 ) -> Path:
     """Render the mini corpus in the EarthSynth-180K layout, once per parameter set.
 
@@ -264,19 +271,31 @@ def make_mini_corpus(
         num_train: number of full training scenes.
         num_val: number of full validation scenes.
         progress: show a progress bar.
+        latitudes: ``(south, north)`` bounds of the scenes' uniform latitudes; e.g.
+            ``(0, 60)`` keeps every scene in the north, where the month alone sets the season.
 
     Returns:
         The corpus root (holding ``train/`` and ``val/``).
+
+    Raises:
+        ValueError: if ``latitudes`` is not ``(south, north)`` within [-90, 90].
     """
-    params = {
+    south, north = (float(lat) for lat in latitudes)
+    if not -90 <= south <= north <= 90:
+        raise ValueError(f'latitudes: expected (south, north) within [-90, 90], got {latitudes}')
+    params: dict[str, Any] = {
         'version': MINI_VERSION,
         'seed': seed,
         'size': size,
         'num_train': num_train,
         'num_val': num_val,
     }
+    name = f'mini-v{MINI_VERSION}-s{seed}-{size}px-{num_train}-{num_val}'
+    if (south, north) != DEFAULT_LATITUDES:  # the default corpus keeps its cache name
+        params['latitudes'] = [south, north]
+        name += f'-lat{south:g}_{north:g}'
     parent = Path(root) if root is not None else default_cache_dir()
-    target = parent / f'mini-v{MINI_VERSION}-s{seed}-{size}px-{num_train}-{num_val}'
+    target = parent / name
     if (target / 'corpus.json').exists():
         return target
     # another process may finish first: then its corpus is kept
@@ -289,7 +308,9 @@ def make_mini_corpus(
             for i in range(count):
                 prefix = prefixes[i % len(prefixes)]
                 # its own stream: the layouts keep the draws they had before metadata existed
-                metadata = _scene_metadata(np.random.default_rng([seed, split_index, i]), prefix)
+                metadata = _scene_metadata(
+                    np.random.default_rng([seed, split_index, i]), prefix, (south, north)
+                )
                 mask = _layout(rng, prefix, size, metadata)
                 image = _render(rng, prefix, mask, metadata)
                 stem = f'{prefix}{split}{i:05d}'
@@ -330,6 +351,7 @@ class EarthSynthMini(EarthSynth180K):
         size: int = 64,
         num_train: int = 256,
         num_val: int = 64,
+        latitudes: tuple[float, float] = DEFAULT_LATITUDES,
     ) -> None:
         """Initialize a new EarthSynthMini instance, generating the corpus if needed.
 
@@ -342,6 +364,8 @@ class EarthSynthMini(EarthSynth180K):
             size: tile size in pixels.
             num_train: number of full training scenes.
             num_val: number of full validation scenes.
+            latitudes: ``(south, north)`` bounds of the scenes' latitudes (see
+                :func:`make_mini_corpus`).
         """
-        corpus = make_mini_corpus(root, seed, size, num_train, num_val)
+        corpus = make_mini_corpus(root, seed, size, num_train, num_val, latitudes=latitudes)
         super().__init__(corpus, split=split, mode=mode, transforms=transforms)

@@ -1,7 +1,7 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""Evaluation metrics: CLIP score, FID, mask fidelity (mIoU), PSNR/SSIM, a pixel classifier."""
+"""Evaluation metrics: CLIP score, FID, mask fidelity, PSNR/SSIM, pixel classifier, season."""
 
 from .clip import TINY_CLIP_CONFIG, ClipModel, ClipScorer, TinyClip, Tokenizer, tiny_open_clip
 from .fid import FrechetDistance, fid, find_inception_weights
@@ -16,6 +16,7 @@ from .mask_fidelity import (
     per_sample_miou,
 )
 from .pixel_classifier import PixelClassifier
+from .season_following import corpus_season_shift, season_shift
 
 __all__ = (
     'TINY_CLIP_CONFIG',
@@ -29,6 +30,7 @@ __all__ = (
     'Segmenter',
     'TinyClip',
     'Tokenizer',
+    'corpus_season_shift',
     'fid',
     'find_inception_weights',
     'mask_fidelity',
@@ -36,6 +38,7 @@ __all__ = (
     'per_sample_miou',
     'psnr',
     'rgb_to_y',
+    'season_shift',
     'ssim',
     'tiny_open_clip',
 )
