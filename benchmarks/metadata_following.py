@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from brief_fit import add_fit_arguments, fit_on_mini
 from torch import Tensor
 
 from torchgeo_earthsynth.conditions import METADATA_FIELDS
-from torchgeo_earthsynth.datamodules import EarthSynthMiniDataModule
 from torchgeo_earthsynth.datasets import EarthSynthMini
 from torchgeo_earthsynth.datasets.mini import green_chroma, greenness, seasonal_extremes
 from torchgeo_earthsynth.lightning_modules import DiffusionSatTask
@@ -64,18 +63,9 @@ def corpus_effect(dataset: EarthSynthMini) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--steps', type=int, default=600, help='diffusion training steps')
-    parser.add_argument('--vae-steps', type=int, default=150, help='VAE warm-up steps')
-    parser.add_argument('--size', type=int, default=32, help='training/generation px')
+    add_fit_arguments(parser)
     parser.add_argument('--tile-size', type=int, default=32, help='corpus tile px')
-    parser.add_argument('--num-train', type=int, default=256)
-    parser.add_argument('--num-eval', type=int, default=32)
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--lr', type=float, default=1e-3)
     parser.add_argument('--metadata-dropout', type=float, default=0.1)
-    parser.add_argument('--sample-steps', type=int, default=10)
-    parser.add_argument('--guidance', type=float, default=2.0)
-    parser.add_argument('--root', type=Path, default=None, help='corpus cache folder')
     args = parser.parse_args()
 
     root = args.root or Path(tempfile.mkdtemp())
@@ -106,28 +96,8 @@ def main() -> None:
     untrained = season_effect(task, prompts, metadata, args.sample_steps, args.guidance)
     print(f'untrained: summer - winter green chroma {untrained:+.4f}')
 
-    datamodule = EarthSynthMiniDataModule(
-        batch_size=args.batch_size,
-        size=args.size,
-        normalize=False,
-        root=root,
-        seed=0,
-        tile_size=args.tile_size,
-        num_train=args.num_train,
-        num_val=args.num_eval,
-    )
-    trainer = pl.Trainer(
-        accelerator='cpu',
-        max_steps=args.vae_steps + args.steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    start = time.perf_counter()
-    trainer.fit(task, datamodule)
-    print(f'trained {args.vae_steps} + {args.steps} steps in {time.perf_counter() - start:.0f} s')
+    seconds = fit_on_mini(task, args, root, args.tile_size)
+    print(f'trained {args.vae_steps} + {args.steps} steps in {seconds:.0f} s')
     task.eval()
     trained = season_effect(task, prompts, metadata, args.sample_steps, args.guidance)
     print(f'trained: summer - winter green chroma {trained:+.4f}')

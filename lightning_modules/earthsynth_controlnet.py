@@ -189,6 +189,18 @@ class EarthSynthControlNet(DiffusionTask):
             controlnet_cond=condition,
             return_dict=False,
         )
+        return self.controlled_unet(noisy, timesteps, text, down, mid, **conditions)
+
+    def controlled_unet(
+        self,
+        noisy: Tensor,
+        timesteps: Tensor,
+        text: Tensor,
+        down: Sequence[Tensor],
+        mid: Tensor,
+        **conditions: Tensor,
+    ) -> Tensor:
+        """The UNet's prediction with the ControlNet residuals ``down`` and ``mid`` added."""
         pred: Tensor = self.unet(
             noisy,
             timesteps,

@@ -161,15 +161,7 @@ class MultiControlNetTask(EarthSynthControlNet):
             conditioning_scale=list(control_scales.T[..., None, None, None]),
             return_dict=False,
         )
-        pred: Tensor = self.unet(
-            noisy,
-            timesteps,
-            encoder_hidden_states=text,
-            down_block_additional_residuals=down,
-            mid_block_additional_residual=mid,
-            return_dict=False,
-        )[0]
-        return pred
+        return self.controlled_unet(noisy, timesteps, text, down, mid)
 
     def condition_inputs(self, batch: dict[str, Any], size: tuple[int, int]) -> dict[str, Tensor]:
         """Every control map of the batch and the per-sample scales (maps dropped in training).
