@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from brief_fit import add_fit_arguments, fit_on_mini
 from torch import Tensor
 
-from torchgeo_earthsynth.datamodules import EarthSynthMiniDataModule
 from torchgeo_earthsynth.datasets import EarthSynthMini
 from torchgeo_earthsynth.lightning_modules import DiffusionSatTask
 from torchgeo_earthsynth.metrics import corpus_season_shift, season_shift
@@ -59,20 +58,12 @@ def describe(name: str, shifts: Tensor) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--steps', type=int, default=600, help='diffusion training steps')
-    parser.add_argument('--vae-steps', type=int, default=150, help='VAE warm-up steps')
-    parser.add_argument('--size', type=int, default=16, help='training/generation px')
+    add_fit_arguments(parser)
+    parser.set_defaults(size=16)
     parser.add_argument('--tile-size', type=int, default=32, help='corpus tile px')
     parser.add_argument('--latitudes', type=float, nargs=2, default=(0.0, 60.0))
-    parser.add_argument('--num-train', type=int, default=256)
-    parser.add_argument('--num-eval', type=int, default=32)
     parser.add_argument('--seeds', type=int, default=2, help='generated pairs per prompt')
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--lr', type=float, default=1e-3)
     parser.add_argument('--metadata-dropout', type=float, default=0.1)
-    parser.add_argument('--sample-steps', type=int, default=10)
-    parser.add_argument('--guidance', type=float, default=2.0)
-    parser.add_argument('--root', type=Path, default=None, help='corpus cache folder')
     args = parser.parse_args()
 
     root = args.root or Path(tempfile.mkdtemp())
@@ -101,26 +92,9 @@ def main() -> None:
     )
     print(describe('untrained', shift(task, prompts, metadata, args)))
 
-    datamodule = EarthSynthMiniDataModule(
-        batch_size=args.batch_size,
-        size=args.size,
-        normalize=False,
-        root=root,
-        tile_size=args.tile_size,
-        **corpus,
-    )
-    trainer = pl.Trainer(
-        accelerator='cpu',
-        max_steps=args.vae_steps + args.steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    start = time.perf_counter()
-    trainer.fit(task.train(), datamodule)  # train mode: metadata and prompt dropout on
-    print(f'trained {args.vae_steps} + {args.steps} steps in {time.perf_counter() - start:.0f} s')
+    task.train()  # metadata and prompt dropout on (Lightning keeps the module's mode)
+    seconds = fit_on_mini(task, args, root, args.tile_size, latitudes=corpus['latitudes'])
+    print(f'trained {args.vae_steps} + {args.steps} steps in {seconds:.0f} s')
     trained = shift(task, prompts, metadata, args)
     print(describe('trained', trained))
     print(f'ratio: {float(trained.mean()) / real:.2f}')

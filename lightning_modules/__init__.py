@@ -8,6 +8,7 @@ from .diffusion_task import DiffusionTask
 from .diffusionsat_task import DiffusionSatTask
 from .earthsynth_controlnet import EarthSynthControlNet
 from .metadata_controlnet import MetadataControlNet
+from .multicontrol_task import MultiControlNetTask
 from .superres_task import SuperResolutionTask
 from .synthesizer import BankWriter, SynthesizerModule
 
@@ -19,6 +20,7 @@ __all__ = (
     'DiffusionTask',
     'EarthSynthControlNet',
     'MetadataControlNet',
+    'MultiControlNetTask',
     'SuperResolutionTask',
     'SynthesizerModule',
     'output_dir',

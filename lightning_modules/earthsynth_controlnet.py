@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -193,6 +194,18 @@ class EarthSynthControlNet(DiffusionTask):
             controlnet_cond=condition,
             return_dict=False,
         )
+        return self.controlled_unet(noisy, timesteps, text, down, mid, **conditions)
+
+    def controlled_unet(
+        self,
+        noisy: Tensor,
+        timesteps: Tensor,
+        text: Tensor,
+        down: Sequence[Tensor],
+        mid: Tensor,
+        **conditions: Tensor,
+    ) -> Tensor:
+        """The UNet's prediction with the ControlNet residuals ``down`` and ``mid`` added."""
         pred: Tensor = self.unet(
             noisy,
             timesteps,
@@ -214,6 +227,22 @@ class EarthSynthControlNet(DiffusionTask):
         """Further conditions of the batch's first ``count`` rows for generation (none here)."""
         return {}
 
+    def generate_rows(
+        self, synth: Synthesizer, batch: dict[str, Any], count: int, seeds: Sequence[int] | Tensor
+    ) -> Tensor:
+        """Generate for the batch's first ``count`` rows with the given seeds.
+
+        From their masks (if ``synth`` takes masks), prompts and :meth:`generation_inputs`.
+        """
+        masks = batch['mask'][:count] if synth.takes_masks else None
+        images: Tensor = synth.generate(
+            masks,
+            list(batch['prompt'][:count]),
+            seeds=seeds,
+            **self.generation_inputs(batch, count),
+        )
+        return images
+
     # ------------------------------------------------------------------ steps
     def sample_figure(self, batch: dict[str, Any], count: int) -> Figure:
         """Condition | generated | real rows for the batch's first ``count`` masks."""
@@ -221,9 +250,7 @@ class EarthSynthControlNet(DiffusionTask):
             self.hparams['val_inference_steps'], self.hparams['val_guidance_scale']
         )
         masks, prompts = batch['mask'][:count], list(batch['prompt'][:count])
-        generated = synth.generate(
-            masks, prompts, seeds=range(count), **self.generation_inputs(batch, count)
-        )
+        generated = self.generate_rows(synth, batch, count, range(count))
         return sample_grid(
             masks, generated, batch['image'][:count], prompts, title=f'step {self.global_step}'
         )
@@ -244,9 +271,7 @@ class EarthSynthControlNet(DiffusionTask):
             synth = self.synthesizer(
                 self.hparams['predict_inference_steps'], self.hparams['predict_guidance_scale']
             )
-            images = synth.generate(
-                masks, prompts, seeds=seeds, **self.generation_inputs(batch, len(masks))
-            )
+            images = self.generate_rows(synth, batch, len(masks), seeds)
         return {
             **{k: v for k, v in batch.items() if k not in ('image',)},
             'image': images,

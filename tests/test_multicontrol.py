@@ -14,6 +14,9 @@ from diffusers import ControlNetModel
 from torchgeo_earthsynth.controls import CONTROL_NAMES, ControlExtractor
 from torchgeo_earthsynth.models import MULTICONTROL_CONFIG, NamedMultiControlNet, is_multicontrol
 from torchgeo_earthsynth.synthesis import Synthesizer
+from torchgeo_earthsynth.synthesis_controls import controls_from_masks
+from torchgeo_earthsynth.transforms.synthetic_generation import generate_on_device
+from torchgeo_earthsynth.vocabulary import CLASS_IDS
 
 SIZE = 32
 BATCH = 2
@@ -128,3 +131,22 @@ def test_from_pretrained_detects_a_multicontrol_folder(
     loaded = Synthesizer.from_pretrained(tmp_path, num_inference_steps=2, guidance_scale=3.0)
     assert loaded.takes_controls and loaded.pipeline.controlnet.names == CONTROL_NAMES
     assert torch.allclose(generate(loaded, controls=controls), all_on, atol=1e-3)
+
+
+def test_augmentation_draws_from_the_maps_the_masks_give(synth: Synthesizer) -> None:
+    masks = torch.zeros(BATCH, SIZE, SIZE, dtype=torch.long)
+    masks[:, 10:14] = CLASS_IDS['road']  # a road across a background scene
+    masks[:, 20:] = CLASS_IDS['water']  # and water below it
+    prompts = ['a satellite image'] * BATCH
+    maps = controls_from_masks(synth, masks)
+    assert maps.keys() == {'road', 'seg'}  # the model's controls made from a mask
+    assert torch.equal(maps['road'][:, 0], (masks == CLASS_IDS['road']).float())
+    images = generate_on_device(
+        synth, masks, prompts, torch.Generator().manual_seed(3), torch.device('cpu')
+    )
+    seeds = torch.randint(0, 2**31 - 1, (BATCH,), generator=torch.Generator().manual_seed(3))
+    with_maps = synth.generate(None, prompts, seeds.tolist(), (SIZE, SIZE), controls=maps)
+    assert torch.equal(images, with_maps)
+    assert (images - synth.generate(None, prompts, seeds.tolist(), (SIZE, SIZE))).abs().mean() > 1
+    plain = Synthesizer.tiny(image_size=SIZE, num_inference_steps=1)
+    assert controls_from_masks(plain, masks) == {}

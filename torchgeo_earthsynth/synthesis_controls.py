@@ -17,19 +17,47 @@ from typing import TYPE_CHECKING, Any
 import torch.nn.functional as F
 from torch import Tensor
 
+from .controls import CONTROLS, ControlExtractor
 from .models import NamedMultiControlNet
 from .synthesis_parts import build_pipeline, build_text_pipeline
 
 if TYPE_CHECKING:
     from .synthesis import Synthesizer
 
-__all__ = ('check_controls', 'controlled_pipeline', 'controls_size', 'multicontrol_of')
+__all__ = (
+    'check_controls',
+    'controlled_pipeline',
+    'controls_from_masks',
+    'controls_size',
+    'multicontrol_of',
+)
 
 
 def multicontrol_of(pipeline: Any) -> NamedMultiControlNet | None:
     """The pipeline's named multi-condition ControlNet, if it has one."""
     controlnet = getattr(pipeline, 'controlnet', None)
     return controlnet if isinstance(controlnet, NamedMultiControlNet) else None
+
+
+def controls_from_masks(synth: Synthesizer, masks: Tensor) -> dict[str, Tensor]:
+    """The maps of the synthesizer's model that class masks give (``seg``, ``road``).
+
+    Args:
+        synth: the synthesizer.
+        masks: int [B, H, W] vocabulary ids.
+
+    Returns:
+        ``{name: float [B, C, H, W]}`` for each of the model's controls made from a mask
+        (none for a model that takes no controls).
+    """
+    model = multicontrol_of(synth.pipeline)
+    names = [
+        name
+        for name in (model.names if model is not None else ())
+        if name in CONTROLS and CONTROLS[name].source == 'mask'
+    ]
+    controls: dict[str, Tensor] = ControlExtractor(names)({'mask': masks})
+    return controls
 
 
 def check_controls(

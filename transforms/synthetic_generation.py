@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
 from torchgeo_earthsynth.filtering import SampleFilter, filter_verdict
 from torchgeo_earthsynth.synthesis import Synthesizer
+from torchgeo_earthsynth.synthesis_controls import controls_from_masks
 
 from .synthetic_labels import present_prompts
 from .synthetic_sources import BankLike, SynthesizerLoader
@@ -37,6 +38,9 @@ def generate_on_device(
 ) -> Tensor:
     """Generate one image per condition on the batch's device, seeded from ``generator``.
 
+    A multi-condition generator gets the maps its controls make from the condition masks
+    (``seg``, ``road``; :func:`~torchgeo_earthsynth.synthesis_controls.controls_from_masks`).
+
     Args:
         synthesizer: the synthesizer, or its loader (loaded on first use).
         conditions: int64 [N, H, W] vocabulary-id masks.
@@ -51,7 +55,12 @@ def generate_on_device(
     synth = ready_synthesizer(synthesizer, device)
     seeds = torch.randint(0, 2**31 - 1, (len(conditions),), generator=generator)
     with torch.inference_mode():
-        images = synth.generate(conditions, prompts, seeds.tolist(), metadata=metadata)
+        if synth.takes_controls:
+            controls = controls_from_masks(synth, conditions)
+            size = (int(conditions.shape[-2]), int(conditions.shape[-1]))
+            images = synth.generate(None, prompts, seeds.tolist(), size, controls=controls)
+        else:
+            images = synth.generate(conditions, prompts, seeds.tolist(), metadata=metadata)
     return images.clone()
 
 
