@@ -82,9 +82,14 @@ class DiffusionNetworks(BaseTask):
                 hp['seed'],
                 hp['image_size'],
                 hp['prediction_type'] or 'epsilon',
-                hp['tiny_vae_downscale'],
+                self.tiny_vae_downscale,
             )
         return pretrained_parts(hp['base_model'], hp['prediction_type'])
+
+    @property
+    def tiny_vae_downscale(self) -> int:
+        """The tiny preset VAE's downscale factor (2 in families that do not offer the option)."""
+        return int(self.hparams.get('tiny_vae_downscale', 2))
 
     def configure_condition_models(self) -> None:
         """Build the family's conditioning networks (none here)."""

@@ -148,7 +148,7 @@ class EarthSynthControlNet(DiffusionTask):
                 hp['controlnet'], hp['controlnet_subfolder']
             )
         elif hp['preset'] == 'tiny':
-            self.controlnet = tiny_controlnet(self.unet, hp['tiny_vae_downscale'])
+            self.controlnet = tiny_controlnet(self.unet, self.tiny_vae_downscale)
         else:
             # The condition embedding downsamples as the base's VAE does (8x, SD's default
             # channels, for SD 1.5; fewer levels for a smaller VAE).

@@ -100,7 +100,7 @@ class MultiControlNetTask(EarthSynthControlNet):
                     f'this task {list(names)}'
                 )
         elif hp['preset'] == 'tiny':
-            self.controlnet = tiny_multicontrol(self.unet, channels)
+            self.controlnet = tiny_multicontrol(self.unet, channels, self.tiny_vae_downscale)
         else:
             levels = len(self.vae.config.block_out_channels)
             self.controlnet = NamedMultiControlNet(

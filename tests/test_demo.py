@@ -9,6 +9,9 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
+from torchgeo_earthsynth import demo
 from torchgeo_earthsynth.demo import DemoConfig, run_demo
 
 
@@ -71,3 +74,15 @@ def test_demo_writes_an_honest_report(tmp_path: Path) -> None:
     for stage in summary['timings_s']:
         assert f'| {stage} |' in text
     assert (report.parent / 'downstream' / 'data_efficiency.png').stat().st_size > 0
+
+
+def test_demo_options_reach_its_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[DemoConfig] = []
+    monkeypatch.setattr(demo, 'run_demo', seen.append)
+    demo.main(['--prediction-type', 'epsilon', '--vae-downscale', '2', '--downstream-budgets', '8'])
+    (config,) = seen
+    assert (config.prediction_type, config.vae_downscale) == ('epsilon', 2)
+    assert config.downstream_budgets == (8,)
+    assert DemoConfig().downstream_model['model'] == 'fcn'  # a fast segmenter by default
+    with pytest.raises(SystemExit):
+        demo.main(['--vae-downscale', '4'])

@@ -46,6 +46,7 @@ class RecordingGenerator:
     """A generator conditioned on metadata that records what it is asked for."""
 
     takes_metadata = True
+    takes_controls = False  # a mask-conditioned generator, not a multi-condition one
     device = torch.device('cpu')
 
     def __init__(self) -> None:

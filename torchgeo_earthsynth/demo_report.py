@@ -125,7 +125,7 @@ def write_report(
         f'bank `{(config.output / "bank").as_posix()}`. {rfilter_note}\n\n'
         '## Downstream segmentation: how much do synthetic images help, per real label?\n\n'
         f'Synthetic samples {source_note}. TorchGeo `SemanticSegmentationTask` '
-        '(U-Net/ResNet-18, trained from scratch) on '
+        f'({_model_name(config.downstream_model)}, trained from scratch) on '
         f'{", ".join(str(r.real_samples) for r in study.rows if r.arm == "real")} '
         f'real training scenes, batch {batch_size}, constant learning rate, '
         f'{config.downstream_steps} steps each (steps run, read from the '
@@ -141,7 +141,7 @@ def write_report(
         '![data efficiency](downstream/data_efficiency.png)\n\n'
         f'Learning curves per arm: {", ".join(curves)}.\n\n'
         '## Timings\n\n'
-        f'{_table([{"stage": k, "seconds": v} for k, v in config.timings.items()])}\n'
+        f'{_table([{"stage": k, "seconds": f"{v:.1f}"} for k, v in config.timings.items()])}\n'
         f'| total | {sum(config.timings.values()):.1f} |\n'
     )
     (config.output / 'demo.json').write_text(
@@ -160,6 +160,14 @@ def write_report(
         )
     )
     return report
+
+
+def _model_name(model: dict[str, Any]) -> str:
+    """``U-Net/resnet18``, ``FCN, 32 filters``: the downstream model as the report names it."""
+    name = str(model.get('model', 'unet'))
+    if name == 'fcn':
+        return f'FCN, {model.get("num_filters", 64)} filters'
+    return f'{name.upper() if name == "unet" else name}/{model.get("backbone", "resnet18")}'
 
 
 def _json_ready(value: Any) -> Any:
@@ -204,6 +212,6 @@ def _verdict(study: DataEfficiencyResult) -> str:
         'help, the likely causes are, in order: generator quality (a synthetic image that '
         'does not follow its mask is a mislabelled pair: see the fidelity table against its '
         'shuffled-mask control), the label noise that follows from it, and the regime (a '
-        'from-scratch U-Net, few steps, 32 px). Synthetic-only training measures how far the '
-        'synthetic pairs are from real ones.'
+        'small segmenter trained from scratch, few steps, 32 px). Synthetic-only training '
+        'measures how far the synthetic pairs are from real ones.'
     )

@@ -136,28 +136,30 @@ def tiny_parts(
     )
 
 
-def tiny_controlnet(unet: UNet2DConditionModel, vae_downscale: int = 2) -> ControlNetModel:
+def tiny_controlnet(
+    unet: UNet2DConditionModel, vae_downscale: int = 2, conditioning_channels: int = 3
+) -> ControlNetModel:
     """A ControlNet copied from a tiny UNet, its condition embedding downscaling as the VAE."""
     channels = (16, 32)[: _vae_blocks(vae_downscale)]
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+    return ControlNetModel.from_unet(
+        unet,
+        conditioning_embedding_out_channels=channels,
+        conditioning_channels=conditioning_channels,
+    )
 
 
 def tiny_multicontrol(
-    unet: UNet2DConditionModel, channels: Mapping[str, int]
+    unet: UNet2DConditionModel, channels: Mapping[str, int], vae_downscale: int = 2
 ) -> NamedMultiControlNet:
     """One tiny ControlNet per named control map, each taking its map's channel count.
 
     Args:
         unet: the tiny UNet the ControlNets are copied from.
         channels: ``{name: channels}``, e.g. ``{'road': 1, 'seg': 3}``.
+        vae_downscale: the tiny VAE's downscale factor (1 or 2).
     """
     return NamedMultiControlNet(
-        {
-            name: ControlNetModel.from_unet(
-                unet, conditioning_embedding_out_channels=(16, 32), conditioning_channels=count
-            )
-            for name, count in channels.items()
-        }
+        {name: tiny_controlnet(unet, vae_downscale, count) for name, count in channels.items()}
     )
 
 
