@@ -36,8 +36,8 @@ class DemoConfig:
     image_size: int = 32
     num_train: int = 256
     num_val: int = 64
-    steps: int = 900
-    vae_steps: int = 250
+    steps: int = 700
+    vae_steps: int = 200
     batch_size: int = 16
     lr: float = 2e-3
     # palette colours are learnt in minutes from scratch; 'grey' matches the released weights
