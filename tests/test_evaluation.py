@@ -434,3 +434,38 @@ def test_held_out_split_is_fixed_and_disjoint(mini_root: Path) -> None:
         dm.held_out_indices(1)
     with pytest.raises(ValueError, match='test_share must be in'):
         MiniSegmentationDataModule(root=mini_root, test_share=1.0)
+
+
+def test_epoch_samples_repeat_a_small_budget_within_an_epoch(
+    mini_root: Path, tmp_path: Path
+) -> None:
+    # 4 scenes / batch 2 = 2 steps an epoch, so 8 steps validate 4 times; with epoch_samples
+    # 8 an epoch holds the 4 scenes twice (4 steps): 2 validations, same steps and scenes
+    def validations(epoch_samples: int | None) -> tuple[RunResult, int]:
+        result = run_experiment(
+            {
+                'task': 'segmentation',
+                'data': {
+                    'class_path': 'torchgeo_earthsynth.datamodules.downstream.'
+                    'MiniSegmentationDataModule',
+                    'init_args': {'root': str(mini_root), 'batch_size': 2},
+                },
+                'seeds': [0],
+                'train_subset': 4,
+                'epoch_samples': epoch_samples,
+                'trainer': {'accelerator': 'cpu', 'max_steps': 8, 'limit_val_batches': 1},
+                'output': str(tmp_path / str(epoch_samples)),
+                'progress': False,
+            }
+        )
+        (run,) = result.runs
+        with (run.folder / 'metrics.csv').open() as f:
+            return run, sum(1 for row in csv.DictReader(f) if row.get('val_loss'))
+
+    once, once_validations = validations(None)
+    repeated, repeated_validations = validations(8)
+    assert (once.steps, repeated.steps) == (8, 8)
+    assert once.train_samples == repeated.train_samples == 4
+    assert (once_validations, repeated_validations) == (4, 2)
+    with pytest.raises(ValueError, match='epoch_samples must be a count'):
+        ExperimentConfig(epoch_samples=0)

@@ -36,7 +36,7 @@ class DemoConfig:
     image_size: int = 32
     num_train: int = 256
     num_val: int = 64
-    steps: int = 700
+    steps: int = 600
     vae_steps: int = 200
     batch_size: int = 16
     lr: float = 2e-3
@@ -318,6 +318,8 @@ def run_demo(config: DemoConfig) -> Path:
                 'model': {**config.downstream_model, 'patience': config.downstream_steps},
                 'arms': arms,
                 'seeds': list(config.seeds),
+                # an epoch of 8 scenes is one step: validate after 64 samples, not every step
+                'epoch_samples': 64,
                 'trainer': {
                     'accelerator': accelerator,
                     'max_steps': config.downstream_steps,

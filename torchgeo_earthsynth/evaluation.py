@@ -139,14 +139,15 @@ def _run(plan: _Plan, arm: str, seed: int, folder: Path) -> RunResult:
         assert plan.bank is not None
         train = _synthetic_train_set(plan.bank, config.task, dm)
     subset = config.train_subset if arm != 'synthetic-only' else None
-    dm.setup = _SetupHook(dm, train, subset, seed)  # type: ignore[method-assign]
+    setup = _SetupHook(dm, train, subset, seed, config.epoch_samples)
+    dm.setup = setup  # type: ignore[method-assign]
     task, miou = _task(config, dm)
     logger = CSVLogger(folder, name='', version='')
     trainer = Trainer(
         **plan.trainer, logger=logger, enable_checkpointing=False, default_root_dir=folder
     )
     trainer.fit(task, datamodule=dm)
-    train_samples = len(dm.train_dataset)  # type: ignore[attr-defined]
+    train_samples = setup.train_samples
     if 0 < trainer.max_steps != trainer.global_step:
         warnings.warn(
             f'{arm} seed {seed}: trained {trainer.global_step} of max_steps '

@@ -143,6 +143,10 @@ class ExperimentConfig:
         metric: logged test metric to report (default :data:`DEFAULT_METRICS`).
         train_subset: emulate label scarcity: keep this many real training samples (int) or
             this share of them (float in (0, 1]), drawn per seed; None keeps all.
+        epoch_samples: an epoch draws at least this many training samples: a smaller
+            training set (a small budget) is repeated within the epoch, so the validation
+            that TorchGeo's plateau scheduler needs once an epoch does not run after every
+            step; the steps, samples and ``train_samples`` are unchanged. None: one pass.
         budgets: a data-efficiency study instead of one experiment: real training scenes
             per run (null: all), each run like ``train_subset``
             (:func:`~torchgeo_earthsynth.data_efficiency.run_data_efficiency`); the CLI
@@ -165,6 +169,7 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     metric: str | None = None
     train_subset: int | float | None = None
+    epoch_samples: int | None = None
     budgets: list[int | None] | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     output: str = 'outputs/evaluate'
@@ -224,6 +229,10 @@ class ExperimentConfig:
                 'train_subset must be a sample count >= 1 (int) or a share in '
                 f'(0, 1] (float), got {subset!r}'
             )
+        if self.epoch_samples is not None and not (
+            isinstance(self.epoch_samples, int) and self.epoch_samples >= 1
+        ):
+            raise ValueError(f'epoch_samples must be a count >= 1, got {self.epoch_samples!r}')
         budgets = self.budgets
         if budgets is not None and (
             not budgets

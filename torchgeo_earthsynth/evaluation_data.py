@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from torchgeo_earthsynth.boxes import box_masks, scale_boxes
 from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
@@ -146,7 +146,11 @@ class SyntheticTrainSet(Dataset[dict[str, Tensor]]):
 
 
 class _SetupHook:
-    """Wraps a datamodule's ``setup`` to swap or subsample its training set after it."""
+    """Wraps a datamodule's ``setup`` to swap or subsample its training set after it.
+
+    ``train_samples`` holds the distinct training samples after ``setup('fit')``; a set
+    smaller than ``epoch_samples`` is then repeated within each epoch.
+    """
 
     def __init__(
         self,
@@ -154,12 +158,15 @@ class _SetupHook:
         train: Dataset[Any] | None,
         subset: int | float | None,
         seed: int,
+        epoch_samples: int | None = None,
     ) -> None:
         self.setup = datamodule.setup
         self.datamodule = datamodule
         self.train = train
         self.subset = subset
         self.seed = seed
+        self.epoch_samples = epoch_samples
+        self.train_samples = 0
 
     def __call__(self, stage: str) -> None:
         self.setup(stage)
@@ -174,6 +181,10 @@ class _SetupHook:
             count = max(1, min(total, count))
             order = torch.randperm(total, generator=torch.Generator().manual_seed(self.seed))
             dm.train_dataset = Subset(dm.train_dataset, sorted(order[:count].tolist()))
+        self.train_samples = len(dm.train_dataset)
+        if self.epoch_samples and 0 < self.train_samples < self.epoch_samples:
+            repeats = -(-self.epoch_samples // self.train_samples)
+            dm.train_dataset = ConcatDataset([dm.train_dataset] * repeats)
 
 
 __all__ = ('SyntheticTrainSet',)
