@@ -42,8 +42,8 @@ class DemoConfig:
     lr: float = 2e-3
     # palette colours are learnt in minutes from scratch; 'grey' matches the released weights
     condition_encoding: Literal['grey', 'palette'] = 'palette'
-    # both chosen by mask fidelity (README, 'What the demo shows': --prediction-type epsilon
-    # and --vae-downscale 2 measured beside the defaults)
+    # v-prediction and a VAE at full resolution followed the masks better than epsilon and a
+    # 2x VAE in short runs (commit 5c4a2fd); --prediction-type/--vae-downscale rerun them
     prediction_type: Literal['epsilon', 'v_prediction'] = 'v_prediction'
     vae_downscale: int = 1
     inference_steps: int = 20
