@@ -10,10 +10,12 @@ held-out (val) scene's prompt with its own metadata set to its hemisphere's mids
 midwinter month (same seeds), and prints the green chromaticity ``G / (R + G + B)`` of the
 generated images, summer minus winter (mean and standard error over the pairs), for the
 untrained and the trained model, next to the same difference in the corpus itself (real
-scenes with greenness > 0.75 minus < 0.25). ``--latitudes -60 60`` measures the default corpus,
-where the model must learn the latitude x month interaction.
+scenes with greenness > 0.75 minus < 0.25) and in the corpus seen through the trained VAE
+(each real scene encoded and decoded: the most a generator over that VAE can show).
+``--latitudes -60 60`` measures the default corpus, where the model must learn the
+latitude x month interaction.
 
-Usage: uv run python benchmarks/metadata_following.py [--steps 600] [--vae-steps 150]
+Usage: uv run python benchmarks/metadata_following.py [--steps 300] [--vae-steps 200]
 The last line is ``ratio: <trained summer-winter difference / corpus one>``.
 """
 
@@ -26,6 +28,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
 from brief_fit import add_fit_arguments, fit_on_mini
 from torch import Tensor
 
@@ -47,6 +50,24 @@ def shift(task: DiffusionSatTask, prompts: list[str], metadata: Tensor, args: An
     return torch.cat(shifts)
 
 
+class ThroughVAE:
+    """A corpus whose images are the task's VAE reconstructions at the task's size."""
+
+    def __init__(self, dataset: EarthSynthMini, task: DiffusionSatTask, size: int) -> None:
+        self.dataset, self.task, self.size = dataset, task, size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = dict(self.dataset[index])
+        image = F.interpolate(sample['image'][None].float(), self.size, mode='area') / 127.5 - 1
+        with torch.no_grad():
+            decoded = self.task.vae.decode(self.task.vae.encode(image).latent_dist.mean).sample
+        sample['image'] = ((decoded[0] + 1) * 127.5).clamp(0, 255)
+        return sample
+
+
 def describe(name: str, shifts: Tensor) -> str:
     """``name: summer - winter green chroma +m (standard error s, n pairs)``."""
     error = float(shifts.std() / len(shifts) ** 0.5)
@@ -59,7 +80,8 @@ def describe(name: str, shifts: Tensor) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_fit_arguments(parser)
-    parser.set_defaults(size=16)
+    parser.add_argument('--vae-downscale', type=int, choices=(1, 2), default=1)
+    parser.set_defaults(size=16, steps=300, vae_steps=200)
     parser.add_argument('--tile-size', type=int, default=32, help='corpus tile px')
     parser.add_argument('--latitudes', type=float, nargs=2, default=(0.0, 60.0))
     parser.add_argument('--seeds', type=int, default=2, help='generated pairs per prompt')
@@ -77,7 +99,8 @@ def main() -> None:
     held_out = [val[i] for i in range(len(val))]
     prompts = [s['prompt'] for s in held_out]
     metadata = torch.stack([s['metadata'] for s in held_out])
-    real = corpus_season_shift(EarthSynthMini(root, size=args.tile_size, **corpus))
+    train = EarthSynthMini(root, size=args.tile_size, **corpus)
+    real = corpus_season_shift(train)
     print(f'corpus: summer - winter green chroma {real:+.4f} (real training images)')
 
     pl.seed_everything(0)
@@ -86,6 +109,7 @@ def main() -> None:
         lr=args.lr,
         lr_warmup_steps=20,
         vae_warmup_steps=args.vae_steps,
+        tiny_vae_downscale=args.vae_downscale,
         metadata_dropout=args.metadata_dropout,
         ema_decay=None,
         val_num_samples=0,
@@ -95,6 +119,9 @@ def main() -> None:
     task.train()  # metadata and prompt dropout on (Lightning keeps the module's mode)
     seconds = fit_on_mini(task, args, root, args.tile_size, latitudes=corpus['latitudes'])
     print(f'trained {args.vae_steps} + {args.steps} steps in {seconds:.0f} s')
+    task.eval()
+    through_vae = corpus_season_shift(ThroughVAE(train, task, args.size))  # type: ignore[arg-type]
+    print(f'corpus through the trained VAE: summer - winter green chroma {through_vae:+.4f}')
     trained = shift(task, prompts, metadata, args)
     print(describe('trained', trained))
     print(f'ratio: {float(trained.mean()) / real:.2f}')

@@ -101,6 +101,12 @@ def main() -> None:
     add_fit_arguments(parser)
     parser.add_argument('--control-dropout', type=float, default=0.3)
     parser.add_argument('--edge-tolerance', type=int, default=0, help='edge F1 slack, px')
+    # the demo's recipe (torchgeo_earthsynth.demo.DemoConfig)
+    parser.add_argument(
+        '--prediction-type', choices=('epsilon', 'v_prediction'), default='v_prediction'
+    )
+    parser.add_argument('--vae-downscale', type=int, choices=(1, 2), default=1)
+    parser.set_defaults(lr=2e-3, vae_steps=200, guidance=1.0, sample_steps=20)
     args = parser.parse_args()
 
     root = args.root or Path(tempfile.mkdtemp())
@@ -128,6 +134,8 @@ def main() -> None:
         image_size=args.size,
         lr=args.lr,
         lr_warmup_steps=20,
+        prediction_type=args.prediction_type,
+        tiny_vae_downscale=args.vae_downscale,
         vae_warmup_steps=args.vae_steps,
         snr_gamma=5.0,
         ema_decay=None,

@@ -86,6 +86,7 @@ class DiffusionSatTask(DiffusionTask):
         prompt_cache: bool = True,
         gradient_checkpointing: bool = False,
         vae_warmup_steps: int = 0,
+        tiny_vae_downscale: int = 2,
         val_num_samples: int = 8,
         val_inference_steps: int = 20,
         val_guidance_scale: float = 3.0,
@@ -117,6 +118,9 @@ class DiffusionSatTask(DiffusionTask):
             gradient_checkpointing: trade compute for memory in the UNet.
             vae_warmup_steps: tiny preset only: first fit the random VAE on reconstruction
                 for this many steps, then freeze it.
+            tiny_vae_downscale: tiny preset only: the VAE's downscale factor, 2 (latents
+                half the image size) or 1 (latents at image size: the VAE keeps colour and
+                texture that a 2x VAE warmed up briefly averages away).
             val_num_samples: validation samples generated and logged as a grid.
             val_inference_steps: sampler steps for validation samples.
             val_guidance_scale: guidance scale for validation samples.
@@ -146,6 +150,7 @@ class DiffusionSatTask(DiffusionTask):
             prompt_cache=prompt_cache,
             gradient_checkpointing=gradient_checkpointing,
             vae_warmup_steps=vae_warmup_steps,
+            tiny_vae_downscale=tiny_vae_downscale,
             val_num_samples=val_num_samples,
             val_inference_steps=val_inference_steps,
             val_guidance_scale=val_guidance_scale,

@@ -196,8 +196,22 @@ def test_forward_equals_their_computation(tmp_path: Path) -> None:
     assert (actual - unconditional).abs().max() > 1e-3  # metadata matters
 
 
+def test_fresh_metadata_embeddings_leave_the_base_output_unchanged() -> None:
+    base = tiny_unet(0, SIZE // 2).eval()
+    unet = DiffusionSatUNet.from_unet(base).eval()
+    sample, text = torch.randn(2, 4, 16, 16), torch.randn(2, 77, 32)
+    metadata = normalize_metadata(torch.tensor([[2.35, 48.85, 0.5, 0.1, 2021, 6, 15]] * 2))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            unet(sample, 3, text, metadata=metadata).sample, base(sample, 3, text).sample
+        )
+
+
 def test_metadata_rides_in_cross_attention_kwargs() -> None:
     unet = DiffusionSatUNet.from_unet(tiny_unet(0, SIZE // 2)).eval()
+    assert unet.metadata_embedding is not None
+    for embedding in unet.metadata_embedding:  # trained embeddings: the metadata matters
+        torch.nn.init.normal_(embedding.linear_2.weight)
     sample, text = torch.randn(2, 4, 16, 16), torch.randn(2, 77, 32)
     metadata = torch.rand(2, 7) * 1000
     with torch.no_grad():
@@ -445,7 +459,8 @@ def test_task_condition_and_gradients(tmp_path: Path) -> None:
     task.hparams['metadata_dropout'] = 0.0
     loss = task.diffusion_loss(batch)
     loss.backward()
-    grads = [p.grad for p in task.unet.metadata_embedding.parameters()]
+    # the output layers start at zero: they are the first to learn
+    grads = [embedding.linear_2.weight.grad for embedding in task.unet.metadata_embedding]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
     with pytest.raises(ValueError, match=r'needs batches with metadata \[B, 7\]'):
         task.condition_inputs({'image': batch['image'], 'prompt': batch['prompt']}, (32, 32))

@@ -20,7 +20,10 @@ from torchgeo_earthsynth.metrics import corpus_season_shift, season_shift
 # Every scene in the north: there the month alone sets the season (over both hemispheres the
 # month's average effect is nil, and a tiny model does not learn latitude x month quickly).
 CORPUS = {'seed': 0, 'size': 32, 'num_train': 128, 'num_val': 8, 'latitudes': (0.0, 60.0)}
-SIZE, VAE_STEPS, STEPS, SEEDS = 16, 100, 300, 2
+# A 2x tiny VAE warmed up briefly averages the seasons' colours away (its reconstructions kept
+# 4 % of the corpus's shift); at 1x, 200 steps keep ~20 %, enough to follow (benchmarks/
+# metadata_following.py prints both).
+SIZE, VAE_DOWNSCALE, VAE_STEPS, STEPS, SEEDS = 16, 1, 200, 300, 2
 
 
 class SeasonalPainter:
@@ -62,9 +65,6 @@ def shifts(task: DiffusionSatTask, prompts: list[str], metadata: Tensor) -> Tens
     )
 
 
-@pytest.mark.skip(
-    reason='unmeasured: not yet run to the end (see benchmarks/metadata_following.py)'
-)
 def test_trained_model_follows_the_month(tmp_path: Path) -> None:
     val = EarthSynthMini(tmp_path, split='val', **CORPUS)
     prompts = [val[i]['prompt'] for i in range(len(val))]
@@ -76,6 +76,7 @@ def test_trained_model_follows_the_month(tmp_path: Path) -> None:
         lr=1e-3,
         lr_warmup_steps=20,
         vae_warmup_steps=VAE_STEPS,
+        tiny_vae_downscale=VAE_DOWNSCALE,
         ema_decay=None,
         val_num_samples=0,
     )
@@ -106,4 +107,7 @@ def test_trained_model_follows_the_month(tmp_path: Path) -> None:
     )
     print(figures)
     assert real > 0.04, figures
-    assert float(trained.mean()) > 0.0, figures
+    # fresh metadata embeddings have no effect; trained ones turn summer green, as the corpus
+    assert torch.equal(untrained, torch.zeros_like(untrained)), figures
+    error = float(trained.std() / len(trained) ** 0.5)
+    assert float(trained.mean()) > 3 * error > 0, figures

@@ -128,6 +128,17 @@ def metadata_embedding_modules(time_embedding: Any, num_metadata: int) -> nn.Mod
     return nn.ModuleList([TimestepEmbedding(in_dim, out_dim) for _ in range(num_metadata)])
 
 
+def zero_output_layers(embeddings: nn.ModuleList) -> None:
+    """Zero each metadata embedding's output layer: a model's output is unchanged until trained.
+
+    Seven random embeddings added to the timestep embedding would shift a pretrained model's
+    every step (and bury a model trained from scratch in noise) before it learns any field.
+    """
+    for embedding in embeddings:
+        nn.init.zeros_(embedding.linear_2.weight)
+        nn.init.zeros_(embedding.linear_2.bias)
+
+
 def embed_metadata(
     time_proj: nn.Module, embeddings: nn.ModuleList, metadata: Tensor, dtype: torch.dtype
 ) -> Tensor:
@@ -194,14 +205,18 @@ class DiffusionSatUNet(UNet2DConditionModel):  # type: ignore[misc]  # diffusers
     def from_unet(
         cls, unet: UNet2DConditionModel, num_metadata: int = NUM_METADATA
     ) -> DiffusionSatUNet:
-        """A metadata UNet with ``unet``'s weights and new metadata embeddings (their start).
+        """A metadata UNet with ``unet``'s weights and new, zero-output metadata embeddings.
+
+        DiffusionSat's training starts the embeddings at random; here each embedding's output
+        layer starts at zero (:func:`zero_output_layers`), so the UNet computes exactly
+        ``unet``'s output until it is trained, as a ControlNet's zero convolutions do.
 
         Args:
             unet: e.g. Stable Diffusion 2.1's UNet.
             num_metadata: number of metadata fields.
 
         Returns:
-            The UNet (metadata embeddings freshly initialised, as DiffusionSat's training).
+            The UNet.
         """
         config = {k: v for k, v in unet.config.items() if not k.startswith('_')}
         config.update(use_metadata=True, num_metadata=num_metadata)
@@ -211,6 +226,8 @@ class DiffusionSatUNet(UNet2DConditionModel):  # type: ignore[misc]  # diffusers
         if wrong or result.unexpected_keys:
             unexpected = result.unexpected_keys
             raise ValueError(f'UNet does not fit: missing {wrong}, unexpected {unexpected}')
+        assert model.metadata_embedding is not None
+        zero_output_layers(model.metadata_embedding)
         model = model.to(unet.device)
         if model.dtype != unet.dtype:
             model = model.to(dtype=unet.dtype)

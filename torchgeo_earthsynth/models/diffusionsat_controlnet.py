@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import torch
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
@@ -23,6 +23,7 @@ from .diffusionsat import (
     load_key_for_key,
     metadata_embedding_modules,
     with_config_fields,
+    zero_output_layers,
 )
 from .stable_diffusion import forward_kwargs
 
@@ -208,10 +209,7 @@ class DiffusionSatControlNet(ControlNetModel):  # type: ignore[misc]  # diffuser
         if metadata_from is not None and metadata_from.metadata_embedding is not None:
             model.metadata_embedding.load_state_dict(metadata_from.metadata_embedding.state_dict())
         else:
-            for embedding in model.metadata_embedding:
-                output_layer = cast(nn.Linear, embedding.linear_2)
-                nn.init.zeros_(output_layer.weight)
-                nn.init.zeros_(output_layer.bias)
+            zero_output_layers(model.metadata_embedding)
         model = model.to(controlnet.device)
         if model.dtype != controlnet.dtype:
             model = model.to(dtype=controlnet.dtype)
