@@ -15,7 +15,7 @@ scenes with greenness > 0.75 minus < 0.25) and in the corpus seen through the tr
 ``--latitudes -60 60`` measures the default corpus, where the model must learn the
 latitude x month interaction.
 
-Usage: uv run python benchmarks/metadata_following.py [--steps 300] [--vae-steps 200]
+Usage: uv run python benchmarks/metadata_following.py [--steps 300] [--vae-steps 600]
 The last line is ``ratio: <trained summer-winter difference / corpus one>``.
 """
 
@@ -81,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_fit_arguments(parser)
     parser.add_argument('--vae-downscale', type=int, choices=(1, 2), default=1)
-    parser.set_defaults(size=16, steps=300, vae_steps=200)
+    parser.set_defaults(size=16, steps=300, vae_steps=600)
     parser.add_argument('--tile-size', type=int, default=32, help='corpus tile px')
     parser.add_argument('--latitudes', type=float, nargs=2, default=(0.0, 60.0))
     parser.add_argument('--seeds', type=int, default=2, help='generated pairs per prompt')
