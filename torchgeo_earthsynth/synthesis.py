@@ -23,6 +23,7 @@ from diffusers import (
 )
 from torch import Tensor
 
+from .guidance_cutoff import cutoff_call
 from .inpainting import SEAM, check_inpainting, composite, inpainting_call
 from .models import (
     EARTHSYNTH_ID,
@@ -87,9 +88,13 @@ class Synthesizer:
             the pipeline's).
         default_size: output (height, width) when a request sets none (default: the
             UNet's ``sample_size``; Text2Earth's is 256 px).
+        guidance_steps: run guidance for the first ``guidance_steps`` steps only, then one
+            conditional pass per step (:class:`~torchgeo_earthsynth.guidance_cutoff.
+            GuidanceCutoff`; prompts and masks only). Default None: every step.
 
     Raises:
-        ValueError: on an unknown scheduler name or a step count/batch size below 1.
+        ValueError: on an unknown scheduler name or a step count/batch size/guidance step
+            count below 1.
 
     .. versionadded:: 0.1
     """
@@ -108,6 +113,7 @@ class Synthesizer:
         dtype: torch.dtype | None = None,
         prompt_encoder: PromptEncoder | None = None,
         default_size: tuple[int, int] | None = None,
+        guidance_steps: int | None = None,
     ) -> None:
         if scheduler not in SCHEDULERS:
             raise ValueError(f'scheduler must be one of {sorted(SCHEDULERS)}, got {scheduler!r}')
@@ -116,6 +122,8 @@ class Synthesizer:
                 'num_inference_steps and batch_size must be >= 1, got '
                 f'{num_inference_steps} and {batch_size}'
             )
+        if guidance_steps is not None and guidance_steps < 1:
+            raise ValueError(f'guidance_steps must be >= 1 or None, got {guidance_steps}')
         pipeline.scheduler = SCHEDULERS[scheduler].from_config(pipeline.scheduler.config)
         if device is not None or dtype is not None:
             pipeline = pipeline.to(device=device, dtype=dtype)
@@ -123,6 +131,7 @@ class Synthesizer:
         self.pipeline = pipeline
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
+        self.guidance_steps = guidance_steps
         self.negative_prompt = negative_prompt
         self.batch_size = batch_size
         self.condition_encoding: ConditionEncoding = condition_encoding
@@ -326,6 +335,10 @@ class Synthesizer:
         check_inpainting(self.pipeline, image, inpaint_mask, count, (height, width))
         class_labels = self._levels(count, levels, metadata)
         guided = self.guidance_scale > 1
+        stacked_extras = self.takes_metadata or self.takes_controls or image is not None
+        cutoff = cutoff_call(
+            self.pipeline, self.guidance_steps, self.num_inference_steps, guided, stacked_extras
+        )
         # The negative prompt is one embedding for every sample: encode it once per call.
         negative = self.prompts([self.negative_prompt]) if guided else None
         normalised, low_res_normalised = normalised_metadata(
@@ -400,6 +413,7 @@ class Synthesizer:
                     latents=latents,
                     output_type='pt',
                     **family_inputs,
+                    **cutoff,
                 ).images
             images = images.float().mul(255)
             if image is not None and inpaint_mask is not None:
