@@ -31,7 +31,7 @@ class GuidanceCutoff:
     Raises:
         ValueError: if ``steps`` is below 1.
 
-    .. versionadded:: 0.1
+    .. versionadded:: 0.2
     """
 
     def __init__(self, steps: int) -> None:
