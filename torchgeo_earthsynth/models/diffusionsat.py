@@ -9,7 +9,7 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -135,8 +135,9 @@ def zero_output_layers(embeddings: nn.ModuleList) -> None:
     every step (and bury a model trained from scratch in noise) before it learns any field.
     """
     for embedding in embeddings:
-        nn.init.zeros_(embedding.linear_2.weight)
-        nn.init.zeros_(embedding.linear_2.bias)
+        output_layer = cast(nn.Linear, embedding.linear_2)
+        nn.init.zeros_(output_layer.weight)
+        nn.init.zeros_(output_layer.bias)
 
 
 def embed_metadata(
