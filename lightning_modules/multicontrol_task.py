@@ -7,19 +7,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
-from diffusers import ControlNetModel, ModelMixin
-from torch import Tensor
+from diffusers import ControlNetModel
+from torch import Tensor, nn
+from transformers import CLIPVisionModelWithProjection
 
 from ..controls import CONTROLS, ControlExtractor
 from ..models import (
     EARTHSYNTH_SUBFOLDER,
+    IMAGE_ENCODER_FOLDER,
+    IP_ADAPTER_WEIGHTS,
     MULTICONTROL_CONFIG,
+    REFERENCE_ENCODER_ID,
+    DiffusionParts,
     NamedMultiControlNet,
+    add_global_content,
+    encode_reference,
+    ip_adapter_modules,
+    load_global_content,
+    save_ip_adapter,
+    tiny_image_encoder,
     tiny_multicontrol,
+    without_ip_adapter,
 )
+from ..synthesis import Synthesizer, build_text_pipeline
 from .diffusion_networks import DiffusionNetworks
 from .earthsynth_controlnet import _EMBEDDING_CHANNELS, EarthSynthControlNet
 
@@ -39,6 +52,16 @@ class MultiControlNetTask(EarthSynthControlNet):
     :meth:`predict_step` generate from every map the batch gives; the export (full
     pipeline with ``controlnet/multicontrol.json``) loads with ``Synthesizer.from_pretrained``.
 
+    With ``global_content``, the UNet also takes a reference image's CLIP embedding as 4
+    extra context tokens (CRS-Diff's global content condition, through diffusers'
+    IP-Adapter: :mod:`~torchgeo_earthsynth.models.global_content`). It trains on the
+    sample's own image as the reference (encoded by a frozen CLIP vision model), dropped
+    per sample to a zero embedding with probability ``reference_dropout`` (the
+    unconditional input of diffusers' pipelines); the image projection and the image
+    keys/values train with the ControlNets. The export adds ``ip_adapter.safetensors``
+    (and ``image_encoder/`` in a full pipeline), which ``Synthesizer.from_pretrained``
+    loads: ``generate(..., reference=images, reference_scale=s)``.
+
     The training science is :class:`EarthSynthControlNet`'s (through
     :class:`~.diffusion_task.DiffusionTask`); ``condition_encoding`` is unused (``seg``
     is drawn in palette colours).
@@ -50,6 +73,9 @@ class MultiControlNetTask(EarthSynthControlNet):
         self,
         controls: Sequence[str] = ('seg', 'edges'),
         control_dropout: float = 0.3,
+        global_content: bool = False,
+        reference_dropout: float = 0.1,
+        reference_encoder: str = REFERENCE_ENCODER_ID,
         **kwargs: Any,
     ) -> None:
         """Initialize a new MultiControlNetTask instance.
@@ -58,16 +84,21 @@ class MultiControlNetTask(EarthSynthControlNet):
             controls: the control maps, names from
                 :data:`~torchgeo_earthsynth.controls.CONTROL_NAMES`, in the order they apply.
             control_dropout: probability each map is dropped for a training sample.
+            global_content: also train an IP-Adapter on a reference image (the sample's own).
+            reference_dropout: probability the reference is dropped for a training sample.
+            reference_encoder: the CLIP vision model (hub id or folder) of the
+                ``pretrained`` preset (the tiny preset builds a tiny one in code).
             **kwargs: :class:`EarthSynthControlNet`'s arguments; ``controlnet`` names a
                 saved :class:`NamedMultiControlNet` (a folder with ``multicontrol.json``, or
                 an export with it under ``controlnet/``) taking the same controls.
 
         Raises:
             ValueError: for an unknown or repeated control, none at all, or
-                ``control_dropout`` not in [0, 1].
+                ``control_dropout`` or ``reference_dropout`` not in [0, 1].
         """
-        if not 0 <= control_dropout <= 1:
-            raise ValueError(f'control_dropout must be in [0, 1], got {control_dropout}')
+        for name, value in (('control', control_dropout), ('reference', reference_dropout)):
+            if not 0 <= value <= 1:
+                raise ValueError(f'{name}_dropout must be in [0, 1], got {value}')
         if not controls or len(set(controls)) != len(controls):
             raise ValueError(f'controls must name each map once, got {list(controls)}')
         super().__init__(**kwargs)
@@ -113,10 +144,56 @@ class MultiControlNetTask(EarthSynthControlNet):
                     for name, count in channels.items()
                 }
             )
+        self.reference_encoder: CLIPVisionModelWithProjection | None = None
+        if hp['global_content']:
+            self.configure_global_content()
 
-    def trained_modules(self) -> list[ModelMixin]:
-        """Each map's ControlNet (each checkpoints its gradients), and the UNet if trained."""
-        return [*self.controlnet.nets, *DiffusionNetworks.trained_modules(self)]
+    def configure_global_content(self) -> None:
+        """The CLIP vision model and the UNet's IP-Adapter (the ``controlnet`` export's, if any)."""
+        hp = self.hparams
+        parts = DiffusionParts(
+            self.unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler
+        )
+        pipeline = build_text_pipeline(parts)  # diffusers' load_ip_adapter is a pipeline's
+        export = Path(hp['controlnet']) if hp['controlnet'] else None
+        if export is not None and (export / IP_ADAPTER_WEIGHTS).exists():
+            load_global_content(pipeline, export, hp['reference_encoder'])
+        else:
+            encoder = (
+                tiny_image_encoder(hp['seed'] + 3, hp['image_size'])
+                if hp['preset'] == 'tiny'
+                else CLIPVisionModelWithProjection.from_pretrained(hp['reference_encoder'])
+            )
+            add_global_content(pipeline, encoder, seed=hp['seed'])
+        self.reference_encoder = pipeline.image_encoder.requires_grad_(False).eval()
+
+    def trained_modules(self) -> list[nn.Module]:
+        """Each map's ControlNet, the IP-Adapter (global content), and the UNet if trained."""
+        adapter = [] if self.reference_encoder is None else [ip_adapter_modules(self.unet)]
+        return [*self.controlnet.nets, *adapter, *DiffusionNetworks.trained_modules(self)]
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The base's frozen networks and the CLIP vision model."""
+        encoder = [] if self.reference_encoder is None else [self.reference_encoder]
+        return [*super().frozen_modules(), *encoder]
+
+    def cast_frozen_for_precision(self, precision: str) -> None:
+        """Frozen networks to bfloat16 under ``bf16-mixed``; the IP-Adapter stays float32."""
+        super().cast_frozen_for_precision(precision)
+        if self.reference_encoder is not None:
+            ip_adapter_modules(self.unet).float()
+
+    def _frozen_prefixes(self) -> tuple[str, ...]:
+        prefixes = super()._frozen_prefixes()
+        return (*prefixes, 'reference_encoder.') if prefixes else prefixes
+
+    def train(self, mode: bool = True) -> Self:
+        """Set train mode, keeping the frozen parts (and the CLIP vision model) in eval mode."""
+        super().train(mode)
+        encoder = getattr(self, 'reference_encoder', None)
+        if encoder is not None:
+            encoder.eval()
+        return self
 
     # ------------------------------------------------------------------ loss
     def forward(
@@ -126,6 +203,7 @@ class MultiControlNetTask(EarthSynthControlNet):
         text: Tensor,
         condition: Tensor | None = None,
         control_scales: Tensor | None = None,
+        reference: Tensor | None = None,
         **controls: Tensor,
     ) -> Tensor:
         """Predict noise (or v) given text embeddings and every control map.
@@ -136,16 +214,21 @@ class MultiControlNetTask(EarthSynthControlNet):
             text: text embeddings [B, T, D].
             condition: not taken (the maps are named, in ``controls``).
             control_scales: [B, N] per-sample scale of each map (0 drops it; default 1).
+            reference: [B, D] CLIP image embeddings of the references (global content;
+                default zeros, a dropped reference).
             **controls: ``{name: float [B, C, H, W]}``, one per control.
 
         Returns:
             The prediction, shaped as ``noisy``.
 
         Raises:
-            ValueError: for a ``condition`` or a missing control map.
+            ValueError: for a ``condition``, a missing control map, or a ``reference``
+                without ``global_content``.
         """
         if condition is not None:
             raise ValueError(f'{type(self).__name__} takes named control maps, not a condition')
+        if reference is not None and self.reference_encoder is None:
+            raise ValueError(f'{type(self).__name__} takes a reference with global_content only')
         names = self.controlnet.names
         missing = [name for name in names if name not in controls]
         if missing:
@@ -161,7 +244,13 @@ class MultiControlNetTask(EarthSynthControlNet):
             conditioning_scale=list(control_scales.T[..., None, None, None]),
             return_dict=False,
         )
-        return self.controlled_unet(noisy, timesteps, text, down, mid)
+        extra = {}
+        if self.reference_encoder is not None:
+            if reference is None:
+                dim = self.reference_encoder.config.projection_dim
+                reference = noisy.new_zeros(len(noisy), dim)
+            extra['added_cond_kwargs'] = {'image_embeds': [reference[:, None]]}
+        return self.controlled_unet(noisy, timesteps, text, down, mid, **extra)
 
     def condition_inputs(self, batch: dict[str, Any], size: tuple[int, int]) -> dict[str, Tensor]:
         """Every control map of the batch and the per-sample scales (maps dropped in training).
@@ -181,23 +270,75 @@ class MultiControlNetTask(EarthSynthControlNet):
             if name not in extracted:
                 keep[:, i] = 0
             maps[name] = extracted.get(name, torch.zeros(count, CONTROLS[name].channels, *size))
-        return {**{name: m.to(device) for name, m in maps.items()}, 'control_scales': keep}
+        inputs = {**{name: m.to(device) for name, m in maps.items()}, 'control_scales': keep}
+        if self.reference_encoder is not None:
+            inputs['reference'] = self.reference_inputs(batch['image'])
+        return inputs
+
+    def reference_inputs(self, images: Tensor) -> Tensor:
+        """The images' CLIP embeddings [B, D], dropped to zeros per sample in training."""
+        assert self.reference_encoder is not None
+        with torch.no_grad():
+            embeds: Tensor = encode_reference(self.reference_encoder, images)
+        dropout = self.hparams['reference_dropout'] if self.training else 0.0
+        keep = torch.rand(len(embeds), 1, device=embeds.device) >= dropout
+        return embeds * keep if dropout > 0 else embeds
 
     def generation_inputs(self, batch: dict[str, Any], count: int) -> dict[str, Any]:
         """The control maps the batch's first ``count`` rows give (any subset)."""
         rows = {key: value[:count] for key, value in batch.items() if torch.is_tensor(value)}
-        return {'controls': self.extractor(rows)}
+        inputs: dict[str, Any] = {'controls': self.extractor(rows)}
+        if self.reference_encoder is not None:  # the sample's own image, as in training
+            inputs['reference'] = rows['image']
+        return inputs
+
+    def synthesizer(self, num_inference_steps: int, guidance_scale: float) -> Synthesizer:
+        """:meth:`EarthSynthControlNet.synthesizer`, with the CLIP vision model if any."""
+        synth = super().synthesizer(num_inference_steps, guidance_scale)
+        if self.reference_encoder is not None:
+            synth.pipeline.register_modules(image_encoder=self.reference_encoder)
+        return synth
 
     # ------------------------------------------------------------------ export
+    def write_export(self, directory: Path, full_pipeline: bool) -> None:
+        """:meth:`EarthSynthControlNet.write_export`; with global content, the IP-Adapter too.
+
+        The UNet is saved without it; ``ip_adapter.safetensors`` holds it as diffusers'
+        ``load_ip_adapter`` reads it, and a full pipeline adds the CLIP vision model in
+        ``image_encoder/``.
+        """
+        if self.reference_encoder is None:
+            super().write_export(directory, full_pipeline)
+            return
+        with without_ip_adapter(self.unet):
+            super().write_export(directory, full_pipeline)
+        save_ip_adapter(self.unet, directory / IP_ADAPTER_WEIGHTS)
+        if full_pipeline:
+            self.reference_encoder.save_pretrained(directory / IMAGE_ENCODER_FOLDER)
+
     def export_metadata(self) -> dict[str, Any]:
-        """The controls, in order, and the base fields (no mask encoding: ``seg`` is palette)."""
+        """The controls, in order, and the base fields (no mask encoding: ``seg`` is palette).
+
+        With global content, ``reference_encoder`` names the CLIP vision model of an export
+        without ``image_encoder/``.
+        """
         meta = super().export_metadata()
         del meta['condition_encoding']
+        if self.reference_encoder is not None:
+            meta['global_content'] = True
+            if self.hparams['preset'] != 'tiny':
+                meta['reference_encoder'] = self.hparams['reference_encoder']
         return {'controls': list(self.controlnet.names), **meta}
 
     def model_card(self, meta: dict[str, Any], full_pipeline: bool) -> str:
         """A model card that says which maps the export takes and how to load it."""
         base = '' if full_pipeline else f", base='{meta['base_model']}'"
+        reference = (
+            '- global content: a reference image (IP-Adapter, `ip_adapter.safetensors`): '
+            '`generate(..., reference=images, reference_scale=1.0)`\n'
+            if meta.get('global_content')
+            else ''
+        )
         return (
             '---\nlibrary_name: diffusers\ntags: [controlnet, remote-sensing, crs-diff]\n---\n'
             '# Multi-condition ControlNet (torchgeo-earthsynth export)\n\n'
@@ -205,7 +346,7 @@ class MultiControlNetTask(EarthSynthControlNet):
             f'EMA: {meta["ema"]}\n'
             f'- controls (one diffusers ControlNet each, `controlnet/<name>/`): '
             f'{", ".join(meta["controls"])}; any subset, per-map scales\n'
-            f'- prompt: `{meta["prompt_template"]}`\n\n'
+            f'{reference}- prompt: `{meta["prompt_template"]}`\n\n'
             '```python\nfrom torchgeo_earthsynth.controls import ControlExtractor\n'
             'from torchgeo_earthsynth.synthesis import Synthesizer\n'
             f"synth = Synthesizer.from_pretrained('<this folder>'{base})\n"

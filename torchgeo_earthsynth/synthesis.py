@@ -12,7 +12,7 @@ Its parts live next to it: which family a checkpoint is and its pipeline
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from .models import (
     PromptEncoder,
     controlnet_metadata,
     forward_kwargs,
+    ip_adapter_scale,
     resolution_levels,
     takes_levels,
 )
@@ -52,6 +53,7 @@ from .synthesis_parts import (
     check_compatible,
     encode_condition,
 )
+from .synthesis_reference import reference_embeddings, takes_reference
 from .synthesis_requests import check_request, normalised_metadata, request_size
 from .vocabulary import multi_hot
 
@@ -223,6 +225,11 @@ class Synthesizer:
         return multicontrol_of(self.pipeline) is not None
 
     @property
+    def takes_reference(self) -> bool:
+        """Whether this model takes a reference image (global content: an IP-Adapter)."""
+        return takes_reference(self)
+
+    @property
     def needs_metadata(self) -> bool:
         """Whether generation needs metadata (a DiffusionSat UNet)."""
         unet = self.pipeline.unet
@@ -274,6 +281,8 @@ class Synthesizer:
         inpaint_mask: Tensor | None = None,
         controls: Mapping[str, Tensor] | None = None,
         control_scales: Mapping[str, float] | None = None,
+        reference: Tensor | None = None,
+        reference_scale: float = 1.0,
     ) -> Tensor:
         """Generate one image per request (mask, metadata and/or low-res image, and prompt).
 
@@ -306,6 +315,11 @@ class Synthesizer:
                 them); a control left out is skipped, not zero-filled.
             control_scales: ``{name: scale}`` of the ControlNet residuals (default 1.0 each;
                 0 is the same as leaving the control out).
+            reference: the global content condition of a model with an IP-Adapter
+                (:mod:`~torchgeo_earthsynth.models.global_content`): reference images float
+                [B, 3, H, W] in 0..255 (encoded by the pipeline's CLIP ``image_encoder``) or
+                their CLIP image embeddings [B, D]; None runs the model without it.
+            reference_scale: the IP-Adapter's scale (0 is the same as no reference).
 
         Returns:
             float32 [B, 3, H, W] images in 0..255 on the masks' (else the prompts'
@@ -317,6 +331,8 @@ class Synthesizer:
         """
         count = check_request(self, masks, prompts, metadata, low_res, low_res_metadata, image)
         check_controls(self, controls, control_scales, count)
+        references = reference_embeddings(self, reference, count)  # None: no IP-Adapter
+        reference_scale = 0.0 if reference is None else reference_scale
         seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != count:
             what = 'masks' if masks is not None else 'prompts'
@@ -377,19 +393,21 @@ class Synthesizer:
                 )
                 family_inputs.update(control_inputs)
             controlnet = self._metadata_controlnet
-            with (
-                nullcontext()
-                if controlnet is None
-                else controlnet_metadata(controlnet, chunk_md, chunk_low_res_md),
-                nullcontext()
-                if class_labels is None
-                else forward_kwargs(
-                    pipeline.unet,
-                    class_labels=_stack_for_guidance(
-                        class_labels[start:stop].to(self.device, torch.float32), guided
-                    ),
-                ),
-            ):
+            with ExitStack() as stack:
+                if controlnet is not None:
+                    stack.enter_context(controlnet_metadata(controlnet, chunk_md, chunk_low_res_md))
+                if class_labels is not None:
+                    labels = class_labels[start:stop].to(self.device, torch.float32)
+                    stack.enter_context(
+                        forward_kwargs(
+                            pipeline.unet, class_labels=_stack_for_guidance(labels, guided)
+                        )
+                    )
+                if references is not None:  # one reference per sample: see synthesis_reference
+                    chunk_ref = references[start:stop, None].to(self.device, embeds.dtype)
+                    added = {'image_embeds': [_stack_for_guidance(chunk_ref, guided)]}
+                    stack.enter_context(forward_kwargs(pipeline.unet, added_cond_kwargs=added))
+                    stack.enter_context(ip_adapter_scale(pipeline.unet, reference_scale))
                 images = pipeline(
                     prompt_embeds=embeds,
                     negative_prompt_embeds=None if negative is None else negative.expand_as(embeds),
@@ -435,6 +453,7 @@ class Synthesizer:
         image: Tensor | None = None,
         inpaint_mask: Tensor | None = None,
         controls: Mapping[str, Tensor] | None = None,
+        reference: Tensor | None = None,
     ) -> list[dict[str, Any]]:
         """Generate sample dicts; with masks, the label is the condition mask.
 
@@ -456,6 +475,7 @@ class Synthesizer:
             image=image,
             inpaint_mask=inpaint_mask,
             controls=controls,
+            reference=reference,
         )
         samples = []
         for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds)):
