@@ -6,40 +6,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import torch
 from diffusers import ControlNetModel
 from torch import Tensor, nn
-from transformers import CLIPVisionModelWithProjection
 
 from ..controls import CONTROLS, ControlExtractor
 from ..models import (
     EARTHSYNTH_SUBFOLDER,
-    IMAGE_ENCODER_FOLDER,
-    IP_ADAPTER_WEIGHTS,
     MULTICONTROL_CONFIG,
     REFERENCE_ENCODER_ID,
-    DiffusionParts,
+    DiffusionSatControlNet,
     NamedMultiControlNet,
-    add_global_content,
-    encode_reference,
-    ip_adapter_modules,
-    load_global_content,
-    save_ip_adapter,
-    tiny_image_encoder,
+    controlnet_metadata,
     tiny_multicontrol,
-    without_ip_adapter,
 )
-from ..synthesis import Synthesizer, build_text_pipeline
 from .diffusion_networks import DiffusionNetworks
-from .earthsynth_controlnet import _EMBEDDING_CHANNELS, EarthSynthControlNet
+from .diffusionsat_task import training_metadata
+from .earthsynth_controlnet import _EMBEDDING_CHANNELS
+from .global_content import GlobalContentControlNet
 
 __all__ = ('MultiControlNetTask',)
 
 
-class MultiControlNetTask(EarthSynthControlNet):
+class MultiControlNetTask(GlobalContentControlNet):
     """Train one ControlNet per named control map (a :class:`NamedMultiControlNet`).
 
     The maps are extracted on the fly from each batch by
@@ -62,6 +55,14 @@ class MultiControlNetTask(EarthSynthControlNet):
     (and ``image_encoder/`` in a full pipeline), which ``Synthesizer.from_pretrained``
     loads: ``generate(..., reference=images, reference_scale=s)``.
 
+    With ``metadata``, each ControlNet also takes the shared metadata condition
+    (DiffusionSat's per-field embeddings: :class:`~torchgeo_earthsynth.models.
+    DiffusionSatControlNet`, output layers zero-initialised), as
+    :class:`~.metadata_controlnet.MetadataControlNet` does: batches carry ``metadata``
+    float32 [B, 7] in physical units (NaN where unknown), each field dropped to 0 (its
+    unconditional value) with probability ``metadata_dropout``; generation takes
+    ``metadata=`` (absent: all unknown).
+
     The training science is :class:`EarthSynthControlNet`'s (through
     :class:`~.diffusion_task.DiffusionTask`); ``condition_encoding`` is unused (``seg``
     is drawn in palette colours).
@@ -76,6 +77,8 @@ class MultiControlNetTask(EarthSynthControlNet):
         global_content: bool = False,
         reference_dropout: float = 0.1,
         reference_encoder: str = REFERENCE_ENCODER_ID,
+        metadata: bool = False,
+        metadata_dropout: float = 0.1,
         **kwargs: Any,
     ) -> None:
         """Initialize a new MultiControlNetTask instance.
@@ -88,15 +91,22 @@ class MultiControlNetTask(EarthSynthControlNet):
             reference_dropout: probability the reference is dropped for a training sample.
             reference_encoder: the CLIP vision model (hub id or folder) of the
                 ``pretrained`` preset (the tiny preset builds a tiny one in code).
+            metadata: each ControlNet also takes the batch's metadata.
+            metadata_dropout: probability each metadata field is dropped to 0.
             **kwargs: :class:`EarthSynthControlNet`'s arguments; ``controlnet`` names a
                 saved :class:`NamedMultiControlNet` (a folder with ``multicontrol.json``, or
                 an export with it under ``controlnet/``) taking the same controls.
 
         Raises:
             ValueError: for an unknown or repeated control, none at all, or
-                ``control_dropout`` or ``reference_dropout`` not in [0, 1].
+                a dropout not in [0, 1].
         """
-        for name, value in (('control', control_dropout), ('reference', reference_dropout)):
+        dropouts = (
+            ('control', control_dropout),
+            ('reference', reference_dropout),
+            ('metadata', metadata_dropout),
+        )
+        for name, value in dropouts:
             if not 0 <= value <= 1:
                 raise ValueError(f'{name}_dropout must be in [0, 1], got {value}')
         if not controls or len(set(controls)) != len(controls):
@@ -144,56 +154,21 @@ class MultiControlNetTask(EarthSynthControlNet):
                     for name, count in channels.items()
                 }
             )
-        self.reference_encoder: CLIPVisionModelWithProjection | None = None
-        if hp['global_content']:
-            self.configure_global_content()
-
-    def configure_global_content(self) -> None:
-        """The CLIP vision model and the UNet's IP-Adapter (the ``controlnet`` export's, if any)."""
-        hp = self.hparams
-        parts = DiffusionParts(
-            self.unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler
-        )
-        pipeline = build_text_pipeline(parts)  # diffusers' load_ip_adapter is a pipeline's
-        export = Path(hp['controlnet']) if hp['controlnet'] else None
-        if export is not None and (export / IP_ADAPTER_WEIGHTS).exists():
-            load_global_content(pipeline, export, hp['reference_encoder'])
-        else:
-            encoder = (
-                tiny_image_encoder(hp['seed'] + 3, hp['image_size'])
-                if hp['preset'] == 'tiny'
-                else CLIPVisionModelWithProjection.from_pretrained(hp['reference_encoder'])
+        if hp['metadata']:  # each map's ControlNet with metadata embeddings (zero output)
+            self.controlnet = NamedMultiControlNet(
+                {
+                    name: net
+                    if isinstance(net, DiffusionSatControlNet)
+                    else DiffusionSatControlNet.from_controlnet(net)
+                    for name, net in self.controlnet.by_name().items()
+                }
             )
-            add_global_content(pipeline, encoder, seed=hp['seed'])
-        self.reference_encoder = pipeline.image_encoder.requires_grad_(False).eval()
+        self.configure_global_content()
 
     def trained_modules(self) -> list[nn.Module]:
         """Each map's ControlNet, the IP-Adapter (global content), and the UNet if trained."""
-        adapter = [] if self.reference_encoder is None else [ip_adapter_modules(self.unet)]
-        return [*self.controlnet.nets, *adapter, *DiffusionNetworks.trained_modules(self)]
-
-    def frozen_modules(self) -> list[nn.Module]:
-        """The base's frozen networks and the CLIP vision model."""
-        encoder = [] if self.reference_encoder is None else [self.reference_encoder]
-        return [*super().frozen_modules(), *encoder]
-
-    def cast_frozen_for_precision(self, precision: str) -> None:
-        """Frozen networks to bfloat16 under ``bf16-mixed``; the IP-Adapter stays float32."""
-        super().cast_frozen_for_precision(precision)
-        if self.reference_encoder is not None:
-            ip_adapter_modules(self.unet).float()
-
-    def _frozen_prefixes(self) -> tuple[str, ...]:
-        prefixes = super()._frozen_prefixes()
-        return (*prefixes, 'reference_encoder.') if prefixes else prefixes
-
-    def train(self, mode: bool = True) -> Self:
-        """Set train mode, keeping the frozen parts (and the CLIP vision model) in eval mode."""
-        super().train(mode)
-        encoder = getattr(self, 'reference_encoder', None)
-        if encoder is not None:
-            encoder.eval()
-        return self
+        nets = [*self.controlnet.nets, *self.adapter_modules()]
+        return [*nets, *DiffusionNetworks.trained_modules(self)]
 
     # ------------------------------------------------------------------ loss
     def forward(
@@ -204,6 +179,7 @@ class MultiControlNetTask(EarthSynthControlNet):
         condition: Tensor | None = None,
         control_scales: Tensor | None = None,
         reference: Tensor | None = None,
+        metadata: Tensor | None = None,
         **controls: Tensor,
     ) -> Tensor:
         """Predict noise (or v) given text embeddings and every control map.
@@ -216,6 +192,8 @@ class MultiControlNetTask(EarthSynthControlNet):
             control_scales: [B, N] per-sample scale of each map (0 drops it; default 1).
             reference: [B, D] CLIP image embeddings of the references (global content;
                 default zeros, a dropped reference).
+            metadata: [B, 7] normalised metadata for ControlNets that take it (None: no
+                metadata term).
             **controls: ``{name: float [B, C, H, W]}``, one per control.
 
         Returns:
@@ -227,29 +205,25 @@ class MultiControlNetTask(EarthSynthControlNet):
         """
         if condition is not None:
             raise ValueError(f'{type(self).__name__} takes named control maps, not a condition')
-        if reference is not None and self.reference_encoder is None:
-            raise ValueError(f'{type(self).__name__} takes a reference with global_content only')
         names = self.controlnet.names
         missing = [name for name in names if name not in controls]
         if missing:
             raise ValueError(f'{type(self).__name__} needs control maps {missing}')
         if control_scales is None:
             control_scales = noisy.new_ones(len(noisy), len(names))
-        down, mid = self.controlnet(
-            noisy,
-            timesteps,
-            encoder_hidden_states=text,
-            controlnet_cond=[controls[name] for name in names],
-            # a [B, 1, 1, 1] scale per map: ControlNetModel multiplies its residuals by it
-            conditioning_scale=list(control_scales.T[..., None, None, None]),
-            return_dict=False,
-        )
-        extra = {}
-        if self.reference_encoder is not None:
-            if reference is None:
-                dim = self.reference_encoder.config.projection_dim
-                reference = noisy.new_zeros(len(noisy), dim)
-            extra['added_cond_kwargs'] = {'image_embeds': [reference[:, None]]}
+        with ExitStack() as stack:
+            for net in self.controlnet.metadata_nets():
+                stack.enter_context(controlnet_metadata(net, metadata, None))
+            down, mid = self.controlnet(
+                noisy,
+                timesteps,
+                encoder_hidden_states=text,
+                controlnet_cond=[controls[name] for name in names],
+                # a [B, 1, 1, 1] scale per map: ControlNetModel multiplies its residuals by it
+                conditioning_scale=list(control_scales.T[..., None, None, None]),
+                return_dict=False,
+            )
+        extra = self.reference_kwargs(reference, noisy)
         return self.controlled_unet(noisy, timesteps, text, down, mid, **extra)
 
     def condition_inputs(self, batch: dict[str, Any], size: tuple[int, int]) -> dict[str, Tensor]:
@@ -273,16 +247,10 @@ class MultiControlNetTask(EarthSynthControlNet):
         inputs = {**{name: m.to(device) for name, m in maps.items()}, 'control_scales': keep}
         if self.reference_encoder is not None:
             inputs['reference'] = self.reference_inputs(batch['image'])
+        if self.hparams['metadata']:
+            dropout = self.hparams['metadata_dropout'] if self.training else 0.0
+            inputs['metadata'] = training_metadata(batch, dropout, type(self).__name__)
         return inputs
-
-    def reference_inputs(self, images: Tensor) -> Tensor:
-        """The images' CLIP embeddings [B, D], dropped to zeros per sample in training."""
-        assert self.reference_encoder is not None
-        with torch.no_grad():
-            embeds: Tensor = encode_reference(self.reference_encoder, images)
-        dropout = self.hparams['reference_dropout'] if self.training else 0.0
-        keep = torch.rand(len(embeds), 1, device=embeds.device) >= dropout
-        return embeds * keep if dropout > 0 else embeds
 
     def generation_inputs(self, batch: dict[str, Any], count: int) -> dict[str, Any]:
         """The control maps the batch's first ``count`` rows give (any subset)."""
@@ -290,44 +258,15 @@ class MultiControlNetTask(EarthSynthControlNet):
         inputs: dict[str, Any] = {'controls': self.extractor(rows)}
         if self.reference_encoder is not None:  # the sample's own image, as in training
             inputs['reference'] = rows['image']
+        if self.hparams['metadata'] and 'metadata' in rows:
+            inputs['metadata'] = rows['metadata']
         return inputs
 
-    def synthesizer(self, num_inference_steps: int, guidance_scale: float) -> Synthesizer:
-        """:meth:`EarthSynthControlNet.synthesizer`, with the CLIP vision model if any."""
-        synth = super().synthesizer(num_inference_steps, guidance_scale)
-        if self.reference_encoder is not None:
-            synth.pipeline.register_modules(image_encoder=self.reference_encoder)
-        return synth
-
     # ------------------------------------------------------------------ export
-    def write_export(self, directory: Path, full_pipeline: bool) -> None:
-        """:meth:`EarthSynthControlNet.write_export`; with global content, the IP-Adapter too.
-
-        The UNet is saved without it; ``ip_adapter.safetensors`` holds it as diffusers'
-        ``load_ip_adapter`` reads it, and a full pipeline adds the CLIP vision model in
-        ``image_encoder/``.
-        """
-        if self.reference_encoder is None:
-            super().write_export(directory, full_pipeline)
-            return
-        with without_ip_adapter(self.unet):
-            super().write_export(directory, full_pipeline)
-        save_ip_adapter(self.unet, directory / IP_ADAPTER_WEIGHTS)
-        if full_pipeline:
-            self.reference_encoder.save_pretrained(directory / IMAGE_ENCODER_FOLDER)
-
     def export_metadata(self) -> dict[str, Any]:
-        """The controls, in order, and the base fields (no mask encoding: ``seg`` is palette).
-
-        With global content, ``reference_encoder`` names the CLIP vision model of an export
-        without ``image_encoder/``.
-        """
+        """The controls, in order, and the base fields (no mask encoding: ``seg`` is palette)."""
         meta = super().export_metadata()
         del meta['condition_encoding']
-        if self.reference_encoder is not None:
-            meta['global_content'] = True
-            if self.hparams['preset'] != 'tiny':
-                meta['reference_encoder'] = self.hparams['reference_encoder']
         return {'controls': list(self.controlnet.names), **meta}
 
     def model_card(self, meta: dict[str, Any], full_pipeline: bool) -> str:

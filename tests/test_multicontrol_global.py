@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from torchgeo_earthsynth.cli import main as cli_main
 from torchgeo_earthsynth.controls import ControlExtractor
-from torchgeo_earthsynth.datamodules import EarthSynthMiniDataModule
 from torchgeo_earthsynth.lightning_modules import MultiControlNetTask
 from torchgeo_earthsynth.models import (
     IP_ADAPTER_WEIGHTS,
     TINY_IMAGE_DIM,
+    DiffusionSatControlNet,
     add_global_content,
     encode_reference,
     fresh_ip_adapter,
@@ -156,14 +156,9 @@ def test_ip_adapter_file_loads_with_diffusers_load_ip_adapter(
     )
 
 
-@pytest.fixture(scope='module')
-def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp('mini')
-    datamodule = EarthSynthMiniDataModule(
-        root=root, tile_size=SIZE, num_train=4, num_val=4, batch_size=4, normalize=False
-    )
-    datamodule.setup('fit')
-    return dict(next(iter(datamodule.train_dataloader())))
+@pytest.fixture
+def batch(mini_batch: dict[str, Any]) -> dict[str, Any]:
+    return mini_batch
 
 
 def test_task_trains_the_adapter_on_each_sample_own_image(batch: dict[str, Any]) -> None:
@@ -220,36 +215,10 @@ def test_checkpoints_keep_the_adapter_of_a_frozen_unet() -> None:
     assert any(k.startswith('controlnet.') for k in keys)
 
 
-def test_cli_fit_yaml_export_round_trip(tmp_path: Path, batch: dict[str, Any]) -> None:
-    cli_main(
-        [
-            'fit',
-            '--config',
-            str(CONFIG),
-            '--trainer.fast_dev_run',
-            '4',
-            '--trainer.default_root_dir',
-            str(tmp_path),
-            '--data.init_args.root',
-            str(tmp_path / 'cache'),
-            '--data.init_args.num_train',
-            '16',
-            '--data.init_args.num_val',
-            '4',
-            '--data.init_args.batch_size',
-            '4',
-            '--model.init_args.val_inference_steps',
-            '2',
-            '--model.init_args.val_num_samples',
-            '2',
-            '--model.init_args.vae_warmup_steps',
-            '1',
-            '--model.init_args.lr',
-            '0.05',
-            '--model.init_args.lr_warmup_steps',
-            '0',
-        ]
-    )
+def test_cli_fit_yaml_export_round_trip_with_metadata(
+    tmp_path: Path, batch: dict[str, Any], fit_fast: Callable[..., Path]
+) -> None:
+    fit_fast(CONFIG)
     export = tmp_path / 'export'
     meta = json.loads((export / 'earthsynth.json').read_text())
     assert meta['global_content'] and meta['controls'] == ['seg', 'edges']
@@ -270,8 +239,18 @@ def test_cli_fit_yaml_export_round_trip(tmp_path: Path, batch: dict[str, Any]) -
     with_reference = run(controls=controls, reference=images)
     assert torch.equal(run(controls=controls, reference=images, reference_scale=0.0), maps_only)
     assert (with_reference - maps_only).abs().mean() > 0.02
+    # the metadata trained too: every ControlNet takes it, with its embeddings moved from zero
+    nets = synth.pipeline.controlnet.nets
+    assert synth.takes_metadata and all(isinstance(net, DiffusionSatControlNet) for net in nets)
+    assert all(e.linear_2.weight.abs().sum() > 0 for n in nets for e in n.metadata_embedding)
+    metadata = batch['metadata'].roll(1, 0)  # another scene's place and date
+    with_metadata = run(controls=controls, reference=images, metadata=metadata)
+    assert (with_metadata - with_reference).abs().amax() > 0.01
     # the export starts a new run with its adapter
-    task = MultiControlNetTask(controlnet=str(export), image_size=SIZE, global_content=True)
+    task = MultiControlNetTask(
+        controlnet=str(export), image_size=SIZE, global_content=True, metadata=True
+    )
     ours = ip_adapter_modules(task.unet)[1].to_k_ip[0].weight
     theirs = ip_adapter_modules(synth.pipeline.unet)[1].to_k_ip[0].weight
     assert torch.equal(ours, theirs)
+    assert isinstance(task.controlnet.nets[0], DiffusionSatControlNet)

@@ -238,7 +238,7 @@ class Synthesizer:
     @property
     def takes_metadata(self) -> bool:
         """Whether this family takes metadata (its UNet, its ControlNet, Text2Earth's GSD)."""
-        return self.needs_metadata or self._metadata_controlnet is not None or self.takes_levels
+        return self.needs_metadata or bool(self._metadata_controlnets) or self.takes_levels
 
     @property
     def takes_levels(self) -> bool:
@@ -252,11 +252,15 @@ class Synthesizer:
         return bool(unet_channels != self.pipeline.vae.config.latent_channels)
 
     @property
-    def _metadata_controlnet(self) -> DiffusionSatControlNet | None:
+    def _metadata_controlnets(self) -> list[DiffusionSatControlNet]:
+        """The ControlNets that take metadata (the pipeline's, or a multi-condition model's)."""
+        multi = multicontrol_of(self.pipeline)
+        if multi is not None:
+            return multi.metadata_nets()
         controlnet = getattr(self.pipeline, 'controlnet', None)
         if not isinstance(controlnet, DiffusionSatControlNet):
-            return None
-        return controlnet if controlnet.metadata_embedding is not None else None
+            return []
+        return [controlnet] if controlnet.metadata_embedding is not None else []
 
     # ------------------------------------------------------------------ generation
     @property
@@ -296,7 +300,8 @@ class Synthesizer:
             metadata: float32 [B, 7] in physical units, NaN where unknown
                 (:data:`~torchgeo_earthsynth.conditions.METADATA_FIELDS`), for a family
                 conditioned on metadata; normalised here as the family was trained. A mask
-                ControlNet with metadata takes it optionally (absent: all unknown).
+                ControlNet with metadata, and multi-condition ControlNets with metadata, take
+                it optionally (absent: all unknown).
             low_res: float [B, C, h, w] in [0, 1], C the ControlNet's
                 ``conditioning_in_channels`` (their fMoW checkpoint: 10 Sentinel-2 bands at
                 256 px, see :func:`~torchgeo_earthsynth.models.sentinel2_low_res`), for
@@ -392,9 +397,8 @@ class Synthesizer:
                     self, controls, control_scales, slice(start, stop), (height, width)
                 )
                 family_inputs.update(control_inputs)
-            controlnet = self._metadata_controlnet
             with ExitStack() as stack:
-                if controlnet is not None:
+                for controlnet in self._metadata_controlnets:
                     stack.enter_context(controlnet_metadata(controlnet, chunk_md, chunk_low_res_md))
                 if class_labels is not None:
                     labels = class_labels[start:stop].to(self.device, torch.float32)
