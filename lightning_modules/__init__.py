@@ -7,6 +7,7 @@ from .callbacks import AtomicCheckpointIO, DiffusersExport, output_dir, sample_g
 from .diffusion_task import DiffusionTask
 from .diffusionsat_task import DiffusionSatTask
 from .earthsynth_controlnet import EarthSynthControlNet
+from .global_content import GlobalContentControlNet
 from .metadata_controlnet import MetadataControlNet
 from .multicontrol_task import MultiControlNetTask
 from .superres_task import SuperResolutionTask
@@ -19,6 +20,7 @@ __all__ = (
     'DiffusionSatTask',
     'DiffusionTask',
     'EarthSynthControlNet',
+    'GlobalContentControlNet',
     'MetadataControlNet',
     'MultiControlNetTask',
     'SuperResolutionTask',

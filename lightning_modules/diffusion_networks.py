@@ -58,7 +58,7 @@ class DiffusionNetworks(BaseTask):
         self.unet.requires_grad_(False)
         for module in self.trained_modules():
             module.requires_grad_(True)
-            if hp['gradient_checkpointing']:
+            if hp['gradient_checkpointing'] and isinstance(module, ModelMixin):
                 module.enable_gradient_checkpointing()
         self.prompt_encoder = PromptEncoder(self.tokenizer, self.text_encoder, hp['prompt_cache'])
         self.register_buffer('latent_scale', torch.tensor(float(self.vae.config.scaling_factor)))
@@ -94,13 +94,14 @@ class DiffusionNetworks(BaseTask):
     def configure_condition_models(self) -> None:
         """Build the family's conditioning networks (none here)."""
 
-    def trained_modules(self) -> list[ModelMixin]:
+    def trained_modules(self) -> list[torch.nn.Module]:
         """The networks the optimizer and the EMA update (the UNet if ``train_unet``)."""
         return [self.unet] if self.train_unet else []
 
     def trained_parameters(self) -> list[torch.nn.Parameter]:
-        """The diffusion parameters the optimizer updates."""
-        return [p for module in self.trained_modules() for p in module.parameters()]
+        """The diffusion parameters the optimizer updates (each once: modules may share some)."""
+        unique = {id(p): p for module in self.trained_modules() for p in module.parameters()}
+        return list(unique.values())
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         """The networks nothing trains: the text encoder, the VAE and UNet unless trained."""
@@ -172,7 +173,10 @@ class DiffusionNetworks(BaseTask):
         prefixes = self._frozen_prefixes()
         if prefixes:
             state = checkpoint['state_dict']
-            for key in [k for k in state if k.startswith(prefixes)]:
+            # trained layers inside a frozen network (an IP-Adapter in the UNet) are kept
+            trained = {id(p) for p in self.trained_parameters()}
+            kept = {n for n, p in self.named_parameters(remove_duplicate=False) if id(p) in trained}
+            for key in [k for k in state if k.startswith(prefixes) and k not in kept]:
                 del state[key]
         if self.ema is not None:
             checkpoint['ema'] = self.ema.state_dict()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import torch
-from diffusers import ControlNetModel, ModelMixin
+from diffusers import ControlNetModel
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -157,7 +157,7 @@ class EarthSynthControlNet(DiffusionTask):
                 self.unet, conditioning_embedding_out_channels=_EMBEDDING_CHANNELS[:levels]
             )
 
-    def trained_modules(self) -> list[ModelMixin]:
+    def trained_modules(self) -> list[torch.nn.Module]:
         """The ControlNet, and the UNet if ``train_unet``."""
         return [self.controlnet, *super().trained_modules()]
 
@@ -203,7 +203,7 @@ class EarthSynthControlNet(DiffusionTask):
         text: Tensor,
         down: Sequence[Tensor],
         mid: Tensor,
-        **conditions: Tensor,
+        **conditions: Any,
     ) -> Tensor:
         """The UNet's prediction with the ControlNet residuals ``down`` and ``mid`` added."""
         pred: Tensor = self.unet(

@@ -39,6 +39,58 @@ def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture(scope='session')
+def _mini_batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from torchgeo_earthsynth.datamodules import EarthSynthMiniDataModule
+
+    datamodule = EarthSynthMiniDataModule(
+        root=tmp_path_factory.mktemp('mini-batch'),
+        tile_size=32,
+        num_train=4,
+        num_val=4,
+        batch_size=4,
+        normalize=False,
+    )
+    datamodule.setup('fit')
+    return dict(next(iter(datamodule.train_dataloader())))
+
+
+@pytest.fixture
+def mini_batch(_mini_batch: dict[str, Any]) -> dict[str, Any]:
+    """The first training batch of a 4-scene, 32 px mini corpus (a new dict each test)."""
+    return dict(_mini_batch)
+
+
+@pytest.fixture
+def fit_fast(tmp_path: Path) -> Callable[..., Path]:
+    """``earthsynth fit`` of a tiny config for 4 steps into ``tmp_path``; returns the export.
+
+    16 mini scenes in batches of 4: one VAE warm-up step, then three diffusion steps at
+    lr 0.05 (large enough for each condition to show), 2-step validation samples.
+    """
+    from torchgeo_earthsynth.cli import main
+
+    def fit(config: Path, *extra: str) -> Path:
+        args = {
+            'trainer.fast_dev_run': 4,
+            'trainer.default_root_dir': tmp_path,
+            'data.init_args.root': tmp_path / 'cache',
+            'data.init_args.num_train': 16,
+            'data.init_args.num_val': 4,
+            'data.init_args.batch_size': 4,
+            'model.init_args.val_inference_steps': 2,
+            'model.init_args.val_num_samples': 2,
+            'model.init_args.vae_warmup_steps': 1,
+            'model.init_args.lr': 0.05,
+            'model.init_args.lr_warmup_steps': 0,
+        }
+        options = [item for key, value in args.items() for item in (f'--{key}', str(value))]
+        main(['fit', '--config', str(config), *options, *extra])
+        return tmp_path / 'export'
+
+    return fit
+
+
 @pytest.fixture
 def tiny_half_base(tmp_path: Path) -> Path:
     """A tiny SD folder whose weights are float16 on disk (as the hub's fp16 variants)."""

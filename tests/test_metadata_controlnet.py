@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from torchgeo_earthsynth.cli import main as cli_main
 from torchgeo_earthsynth.datamodules import EarthSynthMiniDataModule
 from torchgeo_earthsynth.lightning_modules import MetadataControlNet
 from torchgeo_earthsynth.models import (
@@ -55,36 +55,10 @@ def test_condition_and_gradients(tmp_path: Path) -> None:
         MetadataControlNet(metadata_dropout=-0.1)
 
 
-def test_cli_fit_yaml_and_export_generates_with_metadata(tmp_path: Path) -> None:
-    cli_main(
-        [
-            'fit',
-            '--config',
-            str(CONFIG),
-            '--trainer.fast_dev_run',
-            '4',
-            '--trainer.default_root_dir',
-            str(tmp_path),
-            '--data.init_args.root',
-            str(tmp_path / 'cache'),
-            '--data.init_args.num_train',
-            '16',
-            '--data.init_args.num_val',
-            '4',
-            '--data.init_args.batch_size',
-            '4',
-            '--model.init_args.val_inference_steps',
-            '2',
-            '--model.init_args.val_num_samples',
-            '2',
-            '--model.init_args.vae_warmup_steps',
-            '1',
-            '--model.init_args.lr',
-            '0.05',  # three diffusion steps: large enough for the metadata to show
-            '--model.init_args.lr_warmup_steps',
-            '0',
-        ]
-    )
+def test_cli_fit_yaml_and_export_generates_with_metadata(
+    tmp_path: Path, fit_fast: Callable[..., Path]
+) -> None:
+    fit_fast(CONFIG)
     export = tmp_path / 'export'
     assert (export / 'controlnet' / 'config.json').exists()
     assert find_diffusionsat_controlnet(export) is None  # a mask ControlNet, not their SR one

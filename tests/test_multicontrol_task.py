@@ -6,15 +6,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from torchgeo_earthsynth.cli import main as cli_main
 from torchgeo_earthsynth.controls import ControlExtractor
-from torchgeo_earthsynth.datamodules import EarthSynthMiniDataModule
 from torchgeo_earthsynth.lightning_modules import MultiControlNetTask
 from torchgeo_earthsynth.models import NamedMultiControlNet
 from torchgeo_earthsynth.synthesis import Synthesizer
@@ -24,14 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'multicontrol_tiny.yaml'
 
 
-@pytest.fixture(scope='module')
-def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp('mini')
-    datamodule = EarthSynthMiniDataModule(
-        root=root, tile_size=SIZE, num_train=4, num_val=4, batch_size=4, normalize=False
-    )
-    datamodule.setup('fit')
-    return dict(next(iter(datamodule.train_dataloader())))
+@pytest.fixture
+def batch(mini_batch: dict[str, Any]) -> dict[str, Any]:
+    return mini_batch
 
 
 def with_residuals(task: MultiControlNetTask) -> MultiControlNetTask:
@@ -116,36 +110,10 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         MultiControlNetTask(controlnet=str(tmp_path), image_size=SIZE)
 
 
-def test_cli_fit_yaml_export_takes_any_subset(tmp_path: Path, batch: dict[str, Any]) -> None:
-    cli_main(
-        [
-            'fit',
-            '--config',
-            str(CONFIG),
-            '--trainer.fast_dev_run',
-            '4',
-            '--trainer.default_root_dir',
-            str(tmp_path),
-            '--data.init_args.root',
-            str(tmp_path / 'cache'),
-            '--data.init_args.num_train',
-            '16',
-            '--data.init_args.num_val',
-            '4',
-            '--data.init_args.batch_size',
-            '4',
-            '--model.init_args.val_inference_steps',
-            '2',
-            '--model.init_args.val_num_samples',
-            '2',
-            '--model.init_args.vae_warmup_steps',
-            '1',
-            '--model.init_args.lr',
-            '0.05',  # three diffusion steps: large enough for both maps to show
-            '--model.init_args.lr_warmup_steps',
-            '0',
-        ]
-    )
+def test_cli_fit_yaml_export_takes_any_subset(
+    tmp_path: Path, batch: dict[str, Any], fit_fast: Callable[..., Path]
+) -> None:
+    fit_fast(CONFIG)
     export = tmp_path / 'export'
     meta = json.loads((export / 'earthsynth.json').read_text())
     assert meta['controls'] == ['seg', 'edges'] and 'condition_encoding' not in meta

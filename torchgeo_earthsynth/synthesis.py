@@ -12,7 +12,7 @@ Its parts live next to it: which family a checkpoint is and its pipeline
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ from .models import (
     PromptEncoder,
     controlnet_metadata,
     forward_kwargs,
+    ip_adapter_scale,
     resolution_levels,
     takes_levels,
 )
@@ -53,6 +54,7 @@ from .synthesis_parts import (
     check_compatible,
     encode_condition,
 )
+from .synthesis_reference import reference_embeddings, takes_reference
 from .synthesis_requests import check_request, normalised_metadata, request_size
 from .vocabulary import multi_hot
 
@@ -232,6 +234,11 @@ class Synthesizer:
         return multicontrol_of(self.pipeline) is not None
 
     @property
+    def takes_reference(self) -> bool:
+        """Whether this model takes a reference image (global content: an IP-Adapter)."""
+        return takes_reference(self)
+
+    @property
     def needs_metadata(self) -> bool:
         """Whether generation needs metadata (a DiffusionSat UNet)."""
         unet = self.pipeline.unet
@@ -240,7 +247,7 @@ class Synthesizer:
     @property
     def takes_metadata(self) -> bool:
         """Whether this family takes metadata (its UNet, its ControlNet, Text2Earth's GSD)."""
-        return self.needs_metadata or self._metadata_controlnet is not None or self.takes_levels
+        return self.needs_metadata or bool(self._metadata_controlnets) or self.takes_levels
 
     @property
     def takes_levels(self) -> bool:
@@ -254,11 +261,15 @@ class Synthesizer:
         return bool(unet_channels != self.pipeline.vae.config.latent_channels)
 
     @property
-    def _metadata_controlnet(self) -> DiffusionSatControlNet | None:
+    def _metadata_controlnets(self) -> list[DiffusionSatControlNet]:
+        """The ControlNets that take metadata (the pipeline's, or a multi-condition model's)."""
+        multi = multicontrol_of(self.pipeline)
+        if multi is not None:
+            return multi.metadata_nets()
         controlnet = getattr(self.pipeline, 'controlnet', None)
         if not isinstance(controlnet, DiffusionSatControlNet):
-            return None
-        return controlnet if controlnet.metadata_embedding is not None else None
+            return []
+        return [controlnet] if controlnet.metadata_embedding is not None else []
 
     # ------------------------------------------------------------------ generation
     @property
@@ -283,6 +294,8 @@ class Synthesizer:
         inpaint_mask: Tensor | None = None,
         controls: Mapping[str, Tensor] | None = None,
         control_scales: Mapping[str, float] | None = None,
+        reference: Tensor | None = None,
+        reference_scale: float = 1.0,
     ) -> Tensor:
         """Generate one image per request (mask, metadata and/or low-res image, and prompt).
 
@@ -296,7 +309,8 @@ class Synthesizer:
             metadata: float32 [B, 7] in physical units, NaN where unknown
                 (:data:`~torchgeo_earthsynth.conditions.METADATA_FIELDS`), for a family
                 conditioned on metadata; normalised here as the family was trained. A mask
-                ControlNet with metadata takes it optionally (absent: all unknown).
+                ControlNet with metadata, and multi-condition ControlNets with metadata, take
+                it optionally (absent: all unknown).
             low_res: float [B, C, h, w] in [0, 1], C the ControlNet's
                 ``conditioning_in_channels`` (their fMoW checkpoint: 10 Sentinel-2 bands at
                 256 px, see :func:`~torchgeo_earthsynth.models.sentinel2_low_res`), for
@@ -315,6 +329,11 @@ class Synthesizer:
                 them); a control left out is skipped, not zero-filled.
             control_scales: ``{name: scale}`` of the ControlNet residuals (default 1.0 each;
                 0 is the same as leaving the control out).
+            reference: the global content condition of a model with an IP-Adapter
+                (:mod:`~torchgeo_earthsynth.models.global_content`): reference images float
+                [B, 3, H, W] in 0..255 (encoded by the pipeline's CLIP ``image_encoder``) or
+                their CLIP image embeddings [B, D]; None runs the model without it.
+            reference_scale: the IP-Adapter's scale (0 is the same as no reference).
 
         Returns:
             float32 [B, 3, H, W] images in 0..255 on the masks' (else the prompts'
@@ -326,6 +345,8 @@ class Synthesizer:
         """
         count = check_request(self, masks, prompts, metadata, low_res, low_res_metadata, image)
         check_controls(self, controls, control_scales, count)
+        references = reference_embeddings(self, reference, count)  # None: no IP-Adapter
+        reference_scale = 0.0 if reference is None else reference_scale
         seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != count:
             what = 'masks' if masks is not None else 'prompts'
@@ -389,20 +410,21 @@ class Synthesizer:
                     self, controls, control_scales, slice(start, stop), (height, width)
                 )
                 family_inputs.update(control_inputs)
-            controlnet = self._metadata_controlnet
-            with (
-                nullcontext()
-                if controlnet is None
-                else controlnet_metadata(controlnet, chunk_md, chunk_low_res_md),
-                nullcontext()
-                if class_labels is None
-                else forward_kwargs(
-                    pipeline.unet,
-                    class_labels=_stack_for_guidance(
-                        class_labels[start:stop].to(self.device, torch.float32), guided
-                    ),
-                ),
-            ):
+            with ExitStack() as stack:
+                for controlnet in self._metadata_controlnets:
+                    stack.enter_context(controlnet_metadata(controlnet, chunk_md, chunk_low_res_md))
+                if class_labels is not None:
+                    labels = class_labels[start:stop].to(self.device, torch.float32)
+                    stack.enter_context(
+                        forward_kwargs(
+                            pipeline.unet, class_labels=_stack_for_guidance(labels, guided)
+                        )
+                    )
+                if references is not None:  # one reference per sample: see synthesis_reference
+                    chunk_ref = references[start:stop, None].to(self.device, embeds.dtype)
+                    added = {'image_embeds': [_stack_for_guidance(chunk_ref, guided)]}
+                    stack.enter_context(forward_kwargs(pipeline.unet, added_cond_kwargs=added))
+                    stack.enter_context(ip_adapter_scale(pipeline.unet, reference_scale))
                 images = pipeline(
                     prompt_embeds=embeds,
                     negative_prompt_embeds=None if negative is None else negative.expand_as(embeds),
@@ -449,6 +471,7 @@ class Synthesizer:
         image: Tensor | None = None,
         inpaint_mask: Tensor | None = None,
         controls: Mapping[str, Tensor] | None = None,
+        reference: Tensor | None = None,
     ) -> list[dict[str, Any]]:
         """Generate sample dicts; with masks, the label is the condition mask.
 
@@ -470,6 +493,7 @@ class Synthesizer:
             image=image,
             inpaint_mask=inpaint_mask,
             controls=controls,
+            reference=reference,
         )
         samples = []
         for i, (image, prompt, seed) in enumerate(zip(images, prompts, seeds)):

@@ -15,6 +15,7 @@ from .controls import CONTROLS
 from .models import (
     EARTHSYNTH_ID,
     EARTHSYNTH_SUBFOLDER,
+    IP_ADAPTER_WEIGHTS,
     MULTICONTROL_CONFIG,
     SD15_ID,
     TEXT2EARTH_DEFAULTS,
@@ -28,6 +29,7 @@ from .models import (
     is_text2earth,
     load_controlnet,
     load_diffusionsat_controlnet,
+    load_global_content,
     pretrained_parts,
     text2earth_parts,
     tiny_controlnet,
@@ -77,7 +79,9 @@ def _multicontrol_pipeline(path: Path, base: str | Path | None) -> Pipeline:
     """A saved :class:`NamedMultiControlNet` (in ``path`` or ``path/controlnet``) on its base.
 
     The base is ``base``, else ``path`` itself when it holds the SD parts (``unet/``), else
-    SD 1.5.
+    SD 1.5. An ``ip_adapter.safetensors`` beside it (the global content condition) is
+    loaded into the UNet with its CLIP vision model (``image_encoder/``, else the
+    ``reference_encoder`` its ``earthsynth.json`` names).
     """
     folder = path if (path / MULTICONTROL_CONFIG).exists() else path / EARTHSYNTH_SUBFOLDER
     if base is None:
@@ -91,7 +95,12 @@ def _multicontrol_pipeline(path: Path, base: str | Path | None) -> Pipeline:
         raise ValueError(f'{base}: cannot load the Stable Diffusion base ({error})') from error
     for name, net in model.by_name().items():
         check_compatible(net, parts.unet, parts.text_encoder, f'{folder}/{name}', str(base))
-    return build_pipeline(parts, model)
+    pipeline = build_pipeline(parts, model)
+    if (path / IP_ADAPTER_WEIGHTS).exists():
+        meta = path / 'earthsynth.json'
+        encoder = json.loads(meta.read_text()).get('reference_encoder') if meta.exists() else None
+        load_global_content(pipeline, path, *([encoder] if encoder else []))
+    return pipeline
 
 
 def _exported_pipeline(path: Path) -> tuple[Pipeline, dict[str, Any]]:

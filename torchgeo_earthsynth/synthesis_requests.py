@@ -139,11 +139,11 @@ def normalised_metadata(
     low_res_metadata: Tensor | None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """The request's and its low-res image's metadata, normalised as the family was trained."""
-    if not (synth.needs_metadata or synth._metadata_controlnet is not None):
+    if not (synth.needs_metadata or synth._metadata_controlnets):
         return None, None  # none, or Text2Earth's (its GSD gives the level)
     if metadata is None:  # a mask ControlNet with metadata: all fields unknown
         metadata = torch.full((count, NUM_METADATA), math.nan)
-    if low_res is None or synth._metadata_controlnet is None:
+    if low_res is None or not synth._metadata_controlnets:
         return normalize_metadata(metadata.float()), None
     if low_res_metadata is None:
         low_res_metadata = metadata.float().clone()

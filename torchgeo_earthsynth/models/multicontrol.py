@@ -10,6 +10,9 @@ in diffusers format under its name:
 
 ``<folder>/multicontrol.json`` (``{"controls": ["road", "depth"]}``) and
 ``<folder>/<name>/config.json`` + ``diffusion_pytorch_model.safetensors``.
+
+A ControlNet may be a :class:`~.diffusionsat_controlnet.DiffusionSatControlNet` (the maps
+plus the shared metadata condition); it loads as one from its config's ``use_metadata``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Final
 
 from diffusers import ControlNetModel
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+from .diffusionsat_controlnet import DiffusionSatControlNet, load_diffusionsat_controlnet
 
 __all__ = ('MULTICONTROL_CONFIG', 'NamedMultiControlNet', 'is_multicontrol')
 
@@ -47,6 +52,14 @@ class NamedMultiControlNet(MultiControlNetModel):  # type: ignore[misc]  # diffu
     def by_name(self) -> dict[str, ControlNetModel]:
         """``{name: ControlNetModel}``, sharing the modules."""
         return dict(zip(self.names, self.nets, strict=True))
+
+    def metadata_nets(self) -> list[DiffusionSatControlNet]:
+        """The ControlNets that take metadata (DiffusionSat's embeddings), in order."""
+        return [
+            net
+            for net in self.nets
+            if isinstance(net, DiffusionSatControlNet) and net.metadata_embedding is not None
+        ]
 
     def subset(self, names: Sequence[str]) -> MultiControlNetModel:
         """A ``MultiControlNetModel`` over the named ControlNets only (shared, not copied).
@@ -81,7 +94,8 @@ class NamedMultiControlNet(MultiControlNetModel):  # type: ignore[misc]  # diffu
 
         Args:
             pretrained_model_path: the folder.
-            **kwargs: passed to each ``ControlNetModel.from_pretrained``.
+            **kwargs: passed to each ``ControlNetModel.from_pretrained`` (a ControlNet with
+                metadata loads key for key, without them).
 
         Returns:
             The model.
@@ -100,9 +114,14 @@ class NamedMultiControlNet(MultiControlNetModel):  # type: ignore[misc]  # diffu
         missing = [name for name in names if not (folder / name / 'config.json').exists()]
         if missing:
             raise ValueError(f'{folder}: no ControlNet folder (config.json) for controls {missing}')
-        return cls(
-            {name: ControlNetModel.from_pretrained(str(folder / name), **kwargs) for name in names}
-        )
+        return cls({name: _load_net(folder / name, **kwargs) for name in names})
+
+
+def _load_net(folder: Path, **kwargs: object) -> ControlNetModel:
+    """A saved ControlNet, a :class:`DiffusionSatControlNet` where it has ``use_metadata``."""
+    if 'use_metadata' in json.loads((folder / 'config.json').read_text()):
+        return load_diffusionsat_controlnet(folder)
+    return ControlNetModel.from_pretrained(str(folder), **kwargs)
 
 
 def is_multicontrol(folder: str | Path) -> bool:

@@ -10,7 +10,12 @@ from typing import Final
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
 
 from .diffusionsat import DiffusionSatUNet
 from .diffusionsat_controlnet import DiffusionSatControlNet
@@ -19,6 +24,8 @@ from .stable_diffusion import DiffusionParts, sd_scheduler
 from .tokenizer import clip_tokenizer
 
 TINY_TEXT_DIM: Final = 32
+#: The tiny CLIP vision model's image embedding size (the real ViT-L/14's: 768).
+TINY_IMAGE_DIM: Final = 16
 #: The tiny VAE's downscale factors.
 TINY_DOWNSCALES: Final = (1, 2)
 #: The tiny UNet's channels per level, by VAE downscale (the lowest level has attention at
@@ -27,11 +34,13 @@ _UNET_CHANNELS: Final = {1: (16, 32, 64), 2: (32, 64)}
 
 __all__ = (
     'TINY_DOWNSCALES',
+    'TINY_IMAGE_DIM',
     'TINY_TEXT_DIM',
     'tiny_controlnet',
     'tiny_diffusionsat_controlnet',
     'tiny_diffusionsat_parts',
     'tiny_diffusionsat_unet',
+    'tiny_image_encoder',
     'tiny_multicontrol',
     'tiny_parts',
     'tiny_text2earth_parts',
@@ -58,6 +67,21 @@ def tiny_text_encoder(seed: int = 0) -> CLIPTextModel:
         projection_dim=TINY_TEXT_DIM,
     )
     return CLIPTextModel(config)
+
+
+def tiny_image_encoder(seed: int = 0, image_size: int = 32) -> CLIPVisionModelWithProjection:
+    """A 2-layer CLIP vision model with a projection (the reference image's encoder)."""
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+        projection_dim=TINY_IMAGE_DIM,
+    )
+    return CLIPVisionModelWithProjection(config).eval()
 
 
 def tiny_unet(
