@@ -22,6 +22,7 @@ from ..synthesis import Synthesizer
 from .callbacks import log_figure
 from .diffusion_loss import denoising_loss, drop_prompts, min_snr_weight, prediction_target
 from .diffusion_networks import DiffusionNetworks
+from .latent_cache import LatentCache
 from .resume import restore_rng_states
 
 __all__ = ('DiffusionTask',)
@@ -33,9 +34,9 @@ class DiffusionTask(DiffusionNetworks):
     Holds what every generator family trains with: noise sampling, epsilon/v targets, min-SNR
     weighting, prompt dropout (classifier-free guidance), the optional local loss on the
     foreground, an EMA of the trained weights (stepped once per optimizer step), the prompt
-    cache, the VAE warm-up and freezing of the tiny preset, AdamW over the trained
-    parameters only, frozen pretrained weights kept out of checkpoints, validation sample
-    grids and a diffusers export.
+    cache, the latent cache of the frozen VAE's posteriors, the VAE warm-up and freezing of
+    the tiny preset, AdamW over the trained parameters only, frozen pretrained weights kept
+    out of checkpoints, validation sample grids and a diffusers export.
 
     A family subclass adds only what it conditions on and what trains, by overriding:
 
@@ -61,6 +62,7 @@ class DiffusionTask(DiffusionNetworks):
 
     monitor = 'val_loss'
     mode = 'min'
+    latent_cache: LatentCache | None = None  # built at the first frozen-VAE encode
 
     def __init__(
         self,
@@ -77,6 +79,7 @@ class DiffusionTask(DiffusionNetworks):
         local_loss_weight: float = 0.0,
         ema_decay: float | None = None,
         prompt_cache: bool = True,
+        latent_cache: int = 0,
         gradient_checkpointing: bool = False,
         vae_warmup_steps: int = 0,
         tiny_vae_downscale: int = 2,
@@ -103,6 +106,10 @@ class DiffusionTask(DiffusionNetworks):
             local_loss_weight: weight of the extra loss on the foreground pixels.
             ema_decay: keep an EMA of the trained weights (used to validate and export).
             prompt_cache: cache prompt embeddings (the text encoder is frozen).
+            latent_cache: cache the frozen VAE's posteriors of up to this many images, keyed
+                by their bytes (0: off). Exact: a repeated image skips the encoder and draws
+                its latent from the same mean and std; a changed one (a CF-Comp composite, a
+                flip) misses. Nothing is cached while the tiny preset's VAE warms up.
             gradient_checkpointing: trade compute for memory in the trained networks.
             vae_warmup_steps: tiny preset only: first fit the random VAE on reconstruction
                 for this many steps, then freeze it (nothing is pretrained there).
@@ -177,12 +184,8 @@ class DiffusionTask(DiffusionNetworks):
         hp = self.hparams
         images = batch['image'] / 127.5 - 1
         with torch.no_grad():
-            posterior = self.vae.encode(images).latent_dist
-        latents = (
-            posterior.sample(generator=None)
-            if generator is None
-            else (posterior.mean + posterior.std * self._randn(posterior.mean, generator))
-        )
+            mean, std = self._posterior(images)
+        latents = mean + std * self._randn(mean, generator)  # DiagonalGaussian's sample()
         # in the module's dtype, not a bfloat16 frozen VAE's (cast_frozen_for_precision)
         latents = latents.detach().to(self.latent_scale.dtype) * self.latent_scale
         noise = self._randn(latents, generator)
@@ -203,6 +206,22 @@ class DiffusionTask(DiffusionNetworks):
         local_weight = hp['local_loss_weight']
         foreground = self.foreground(batch) if local_weight > 0 else None
         return denoising_loss(pred, target, weight, foreground, local_weight)
+
+    def _posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The frozen VAE posterior's mean and std, through the latent cache when it is on."""
+        size = self.hparams.get('latent_cache', 0)
+        if not size or self.vae_trainable:
+            self.latent_cache = None  # never held while the VAE trains
+            return self._encode(images)
+        if self.latent_cache is None:
+            self.latent_cache = LatentCache(size)
+        return self.latent_cache.posterior(images, self._encode, tag=str(self.vae.dtype))
+
+    def _encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        # contiguous: the encoder may return channels-last views, and randn_like follows the
+        # layout, so cached (stacked) and fresh posteriors would draw different noise
+        posterior = self.vae.encode(images).latent_dist
+        return posterior.mean.contiguous(), posterior.std.contiguous()
 
     def _randn(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
         if generator is None:
@@ -238,6 +257,9 @@ class DiffusionTask(DiffusionNetworks):
         loss = self.diffusion_loss(batch)
         self._diffusion_stepped = True  # the EMA follows this optimizer step
         self.log('train_loss', loss, prog_bar=True, batch_size=batch_size)
+        if self.latent_cache is not None:
+            self.log('latent_cache_hits', float(self.latent_cache.hits), batch_size=batch_size)
+            self.log('latent_cache_misses', float(self.latent_cache.misses), batch_size=batch_size)
         return loss
 
     def on_train_start(self) -> None:

@@ -84,6 +84,7 @@ class DiffusionSatTask(DiffusionTask):
         local_loss_weight: float = 0.0,
         ema_decay: float | None = 0.9999,
         prompt_cache: bool = True,
+        latent_cache: int = 0,
         gradient_checkpointing: bool = False,
         vae_warmup_steps: int = 0,
         tiny_vae_downscale: int = 2,
@@ -115,6 +116,8 @@ class DiffusionSatTask(DiffusionTask):
                 with masks only).
             ema_decay: keep an EMA of the UNet (used to validate and export).
             prompt_cache: cache prompt embeddings (the text encoder is frozen).
+            latent_cache: cache the frozen VAE's posteriors of up to this many images
+                (0: off; see :class:`~.diffusion_task.DiffusionTask`).
             gradient_checkpointing: trade compute for memory in the UNet.
             vae_warmup_steps: tiny preset only: first fit the random VAE on reconstruction
                 for this many steps, then freeze it.
@@ -148,6 +151,7 @@ class DiffusionSatTask(DiffusionTask):
             local_loss_weight=local_loss_weight,
             ema_decay=ema_decay,
             prompt_cache=prompt_cache,
+            latent_cache=latent_cache,
             gradient_checkpointing=gradient_checkpointing,
             vae_warmup_steps=vae_warmup_steps,
             tiny_vae_downscale=tiny_vae_downscale,

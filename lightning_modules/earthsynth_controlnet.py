@@ -67,6 +67,7 @@ class EarthSynthControlNet(DiffusionTask):
         local_loss_weight: float = 0.0,
         ema_decay: float | None = None,
         prompt_cache: bool = True,
+        latent_cache: int = 0,
         gradient_checkpointing: bool = False,
         vae_warmup_steps: int = 0,
         tiny_vae_downscale: int = 2,
@@ -98,6 +99,8 @@ class EarthSynthControlNet(DiffusionTask):
             local_loss_weight: weight of the extra loss on the mask's foreground pixels.
             ema_decay: keep an EMA of the trained weights (used to validate and export).
             prompt_cache: cache prompt embeddings (the text encoder is frozen).
+            latent_cache: cache the frozen VAE's posteriors of up to this many images
+                (0: off; see :class:`~.diffusion_task.DiffusionTask`).
             gradient_checkpointing: trade compute for memory in the trained networks.
             vae_warmup_steps: tiny preset only: first fit the random VAE on reconstruction
                 for this many steps, then freeze it (nothing is pretrained there).
@@ -128,6 +131,7 @@ class EarthSynthControlNet(DiffusionTask):
             local_loss_weight=local_loss_weight,
             ema_decay=ema_decay,
             prompt_cache=prompt_cache,
+            latent_cache=latent_cache,
             gradient_checkpointing=gradient_checkpointing,
             vae_warmup_steps=vae_warmup_steps,
             tiny_vae_downscale=tiny_vae_downscale,

@@ -62,6 +62,7 @@ class SuperResolutionTask(EarthSynthControlNet):
         snr_gamma: float | None = None,
         ema_decay: float | None = None,
         prompt_cache: bool = True,
+        latent_cache: int = 0,
         gradient_checkpointing: bool = False,
         vae_warmup_steps: int = 0,
         val_num_samples: int = 8,
@@ -90,6 +91,8 @@ class SuperResolutionTask(EarthSynthControlNet):
             snr_gamma: min-SNR loss weighting gamma (None: off).
             ema_decay: keep an EMA of the trained weights (used to validate and export).
             prompt_cache: cache prompt embeddings (the text encoder is frozen).
+            latent_cache: cache the frozen VAE's posteriors of up to this many images
+                (0: off; see :class:`~.diffusion_task.DiffusionTask`).
             gradient_checkpointing: trade compute for memory in the trained networks.
             vae_warmup_steps: tiny preset only: first fit the random VAE on reconstruction
                 for this many steps, then freeze it.
@@ -124,6 +127,7 @@ class SuperResolutionTask(EarthSynthControlNet):
             snr_gamma=snr_gamma,
             ema_decay=ema_decay,
             prompt_cache=prompt_cache,
+            latent_cache=latent_cache,
             gradient_checkpointing=gradient_checkpointing,
             vae_warmup_steps=vae_warmup_steps,
             val_num_samples=val_num_samples,
