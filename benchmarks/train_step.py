@@ -33,7 +33,7 @@ interleaved round): plain 0.0275 samples/s, ours-nocache 0.0333 (1.21x: fused Ad
 prompt cache; also what a composed, cache-missing sample runs at), ours-cache 0.0394 (1.43x,
 8 hits, 4 misses in warm-up); peak RSS 12.2 / 12.0 / 11.9 GB.
 
-    uv run python benchmarks/train_step.py --shape sd15 --base /work/exp/bases/sd15 \
+    uv run python benchmarks/train_step.py --shape sd15 --base bases/sd15-random \
         --batch-size 2 --steps 4 --rounds 2
 """
 
