@@ -98,6 +98,12 @@ def cutoff_call(
     """
     if not guided or guidance_steps is None or guidance_steps >= num_inference_steps:
         return {}
+    inputs = GuidanceCutoff.tensor_inputs(pipeline)
+    if not set(inputs) <= set(pipeline._callback_tensor_inputs):
+        raise ValueError(
+            f'guidance_steps needs a pipeline whose step callback may edit {inputs}; this '
+            f'diffusers allows {pipeline._callback_tensor_inputs} (upgrade diffusers)'
+        )
     if stacked_extras:
         raise ValueError(
             'guidance_steps below num_inference_steps is supported for prompts and masks '
@@ -105,7 +111,7 @@ def cutoff_call(
         )
     return {
         'callback_on_step_end': GuidanceCutoff(guidance_steps),
-        'callback_on_step_end_tensor_inputs': GuidanceCutoff.tensor_inputs(pipeline),
+        'callback_on_step_end_tensor_inputs': inputs,
     }
 
 
