@@ -129,12 +129,14 @@ class _MiniDownstreamDataModule(NonGeoDataModule):
         num_train: int = 256,
         num_val: int = 64,
         test_share: float = 0.5,
+        long_tail: bool = False,
     ) -> None:
         super().__init__(EarthSynth180K, batch_size, num_workers)
         if not 0.0 < test_share < 1.0:
             raise ValueError(f'test_share must be in (0, 1), got {test_share!r}')
         self.root = root
         self.mini = (seed, tile_size, num_train, num_val)
+        self.long_tail = long_tail
         self.test_share = test_share
         self.lut = label_map(self.classes, dataset=self.label_map_dataset)
         self.synthetic = synthetic
@@ -146,7 +148,7 @@ class _MiniDownstreamDataModule(NonGeoDataModule):
         """The corpus folder: ``root``, or the mini corpus (generated once if needed)."""
         if self.root is not None:
             return Path(self.root)
-        return make_mini_corpus(None, *self.mini)
+        return make_mini_corpus(None, *self.mini, long_tail=self.long_tail)
 
     def prepare_data(self) -> None:
         """Generate the mini corpus once (on one process) when no ``root`` is given."""
@@ -235,6 +237,7 @@ class MiniSegmentationDataModule(_MiniDownstreamDataModule):
         num_train: int = 256,
         num_val: int = 64,
         test_share: float = 0.5,
+        long_tail: bool = False,
     ) -> None:
         """Initialize a new MiniSegmentationDataModule instance.
 
@@ -248,6 +251,7 @@ class MiniSegmentationDataModule(_MiniDownstreamDataModule):
             num_train: training scenes of the mini corpus.
             num_val: held-out scenes of the mini corpus (split into validation and test).
             test_share: share of the held-out scenes kept for the test split.
+            long_tail: the long-tailed mini corpus (rare classes in few scenes).
 
         Raises:
             ValueError: if ``synthetic`` is bound to other classes, or ``test_share`` is
@@ -263,6 +267,7 @@ class MiniSegmentationDataModule(_MiniDownstreamDataModule):
             num_train,
             num_val,
             test_share,
+            long_tail,
         )
         #: Vocabulary id -> index of :attr:`classes` (background for ids outside them).
         self.reverse = reverse_map(self.lut, fill=0)
@@ -333,6 +338,7 @@ class MiniClassificationDataModule(_MiniDownstreamDataModule):
         num_train: int = 256,
         num_val: int = 64,
         test_share: float = 0.5,
+        long_tail: bool = False,
     ) -> None:
         """Initialize a new MiniClassificationDataModule instance.
 
@@ -347,6 +353,7 @@ class MiniClassificationDataModule(_MiniDownstreamDataModule):
             num_train: training scenes of the mini corpus.
             num_val: held-out scenes of the mini corpus (split into validation and test).
             test_share: share of the held-out scenes kept for the test split.
+            long_tail: the long-tailed mini corpus (rare classes in few scenes).
 
         Raises:
             ValueError: if ``synthetic`` is bound to other classes, or ``test_share`` is
@@ -362,6 +369,7 @@ class MiniClassificationDataModule(_MiniDownstreamDataModule):
             num_train,
             num_val,
             test_share,
+            long_tail,
         )
 
     def _dataset(self, split: str) -> Dataset[dict[str, Tensor]]:

@@ -450,6 +450,7 @@ class EarthSynthMiniDataModule(EarthSynth180KDataModule):
         num_train: int = 256,
         num_val: int = 64,
         latitudes: tuple[float, float] = DEFAULT_LATITUDES,
+        long_tail: bool = False,
         **kwargs: Any,
     ) -> None:
         """Initialize a new EarthSynthMiniDataModule instance.
@@ -472,6 +473,7 @@ class EarthSynthMiniDataModule(EarthSynth180KDataModule):
             num_val: number of validation scenes.
             latitudes: ``(south, north)`` bounds of the scenes' latitudes; ``(0, 60)``
                 keeps every scene in the north, where the month alone sets the season.
+            long_tail: rare classes (buildings, water, vehicles, tanks) in few scenes.
             **kwargs: additional keyword arguments passed to
                 :class:`~torchgeo_earthsynth.datasets.EarthSynthMini`.
         """
@@ -488,6 +490,7 @@ class EarthSynthMiniDataModule(EarthSynth180KDataModule):
             'num_train': num_train,
             'num_val': num_val,
             'latitudes': latitudes,
+            'long_tail': long_tail,
             **kwargs,
         }
 
@@ -500,4 +503,5 @@ class EarthSynthMiniDataModule(EarthSynth180KDataModule):
             self.kwargs['num_train'],
             self.kwargs['num_val'],
             latitudes=self.kwargs['latitudes'],
+            long_tail=self.kwargs['long_tail'],
         )

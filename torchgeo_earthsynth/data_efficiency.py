@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +160,37 @@ class DataEfficiencyResult:
                 f'| {diff} | {wins} | {r.verdict} |'
             )
         return '\n'.join(lines)
+
+    def per_class(self) -> list[dict[str, Any]]:
+        """Mean test IoU of each class over seeds, per budget and arm.
+
+        Returns:
+            One row per budget and arm: ``real scenes``, ``arm`` and one column per class
+            (NaN where a class is in no test mask).
+        """
+        rows: list[dict[str, Any]] = []
+        experiments = list(self.experiments.values())
+        if self.synthetic_only is not None:
+            experiments.append(self.synthetic_only)
+        for experiment in experiments:
+            for arm in dict.fromkeys(r.arm for r in experiment.runs):
+                runs = [r for r in experiment.runs if r.arm == arm and r.per_class_iou]
+                if not runs:
+                    continue
+                names = list(runs[0].per_class_iou or {})
+                iou = np.array([[(r.per_class_iou or {})[n] for n in names] for r in runs])
+                with warnings.catch_warnings():  # a class absent from every test mask: NaN
+                    warnings.simplefilter('ignore', RuntimeWarning)
+                    means = np.nanmean(iou, axis=0)
+                real = [r.train_samples for r in experiment.runs if r.arm == 'real']
+                rows.append(
+                    {
+                        'real scenes': real[0] if real else 0,
+                        'arm': arm,
+                        **dict(zip(names, means.tolist())),
+                    }
+                )
+        return rows
 
 
 def _rows(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ import matplotlib.pyplot as plt
 import torch
 from tqdm.auto import tqdm
 
+from .bank_layouts import LayoutDraw, class_counts
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,6 +37,12 @@ class DemoConfig:
     image_size: int = 32
     num_train: int = 256
     num_val: int = 64
+    # rare classes (buildings, water, vehicles, tanks) in few scenes, as in EarthSynth-180K
+    long_tail: bool = True
+    # None: the generator shipped in the package (configs/mini_generator.yaml's recipe);
+    # train_generator trains one from scratch in the demo instead
+    generator: Path | None = None
+    train_generator: bool = False
     steps: int = 600
     vae_steps: int = 200
     batch_size: int = 16
@@ -50,14 +57,22 @@ class DemoConfig:
     # 1.0 skips the unconditional pass (half the synthesis time); prompts name classes only,
     # the mask carries the layout
     guidance_scale: float = 1.0
-    num_synthetic: int = 64
-    layout_threshold: float = 0.15
+    num_synthetic: int = 64  # held-out masks the generator is scored on
+    num_bank: int = 128  # layouts generated for the bank
+    bank_draw: LayoutDraw = 'cf-comp'
+    rfilter: bool = True
+    # R-Filter drops a sample scoring under half of what 90 % of real scenes reach
+    layout_quantile: float = 0.1
+    layout_fraction: float = 0.5
     # data-efficiency study: real labelled scenes per run (None: all training scenes)
-    downstream_budgets: tuple[int | None, ...] = (8, None)
+    downstream_budgets: tuple[int | None, ...] = (4, 16, None)
     downstream_train: int | None = None  # one budget instead of downstream_budgets
-    downstream_steps: int = 150
+    downstream_steps: int = 300
+    downstream_batch_size: int = 16
+    # a small budget repeats within an epoch of this many samples: one batch size for all
+    epoch_samples: int = 128
     # TorchGeo's FCN (5 convolutions at full resolution) runs 100 steps in ~4 s on 2 cores,
-    # U-Net/ResNet-18 in ~17 s; at lr 1e-3 it had not converged on all scenes in 150 steps
+    # U-Net/ResNet-18 in ~17 s
     downstream_model: dict[str, Any] = field(
         default_factory=lambda: {'model': 'fcn', 'num_filters': 32, 'lr': 3e-3}
     )
@@ -85,17 +100,73 @@ def _datamodule(config: DemoConfig, **kwargs: Any) -> Any:
         tile_size=config.image_size,
         num_train=config.num_train,
         num_val=config.num_val,
+        long_tail=config.long_tail,
         **kwargs,
+    )
+
+
+def _tiny_model(config: DemoConfig, **kwargs: Any) -> Any:
+    from .lightning_modules import EarthSynthControlNet
+
+    return EarthSynthControlNet(
+        preset='tiny',
+        image_size=config.image_size,
+        condition_encoding=config.condition_encoding,
+        prediction_type=config.prediction_type,
+        tiny_vae_downscale=config.vae_downscale,
+        seed=config.seed,
+        **kwargs,
+    )
+
+
+def _train_generator(config: DemoConfig, datamodule: Any) -> Any:
+    """Train the tiny EarthSynth model from scratch (VAE warm-up, then ControlNet + UNet)."""
+    from .demo_report import loss_curve
+    from .lightning_modules import DiffusersExport
+
+    out = config.output
+    model = _tiny_model(
+        config,
+        lr=config.lr,
+        lr_warmup_steps=20,
+        vae_warmup_steps=config.vae_steps,
+        snr_gamma=5.0,
+        local_loss_weight=0.5,
+        val_num_samples=8,
+        val_inference_steps=config.inference_steps,
+        val_guidance_scale=config.guidance_scale,
+    )
+    trainer = pl.Trainer(
+        accelerator='gpu' if config.device.startswith('cuda') else config.device,
+        devices=1,
+        max_steps=config.steps,
+        val_check_interval=config.steps,
+        check_val_every_n_epoch=None,
+        limit_val_batches=1,
+        logger=pl.loggers.CSVLogger(out, name='train', version=''),
+        callbacks=[DiffusersExport(dirpath=str(out / 'export'))],
+        enable_checkpointing=False,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    loss_curve(Path(trainer.log_dir or out) / 'metrics.csv', out / 'loss_curve.png')
+    return (
+        model.to(torch.device(config.device))
+        .eval()
+        .synthesizer(config.inference_steps, config.guidance_scale)
     )
 
 
 def run_demo(config: DemoConfig) -> Path:
     """Run every stage and write ``<output>/report.md``.
 
-    Stages: make the mini corpus, train the tiny EarthSynth model (VAE warm-up, then
-    ControlNet + UNet with CF-Comp), synthesise samples for held-out masks, R-Filter them
-    into a bank, compare mask fidelity of trained vs untrained generations, and run the
-    downstream harness (small real subset, with and without synthetic augmentation).
+    Stages: make the (long-tailed) mini corpus; load the shipped tiny EarthSynth generator
+    (or train one: VAE warm-up, then ControlNet + UNet with CF-Comp); score how well it
+    follows held-out masks against an untrained twin and a shuffled-mask control; draw
+    class-balanced CF-Comp layouts from training masks, generate them and R-Filter them
+    (layout threshold calibrated on real scenes) into a bank; run the downstream study
+    (real-label budgets x seeds, with and without synthetic samples).
 
     Args:
         config: the demo settings.
@@ -103,20 +174,19 @@ def run_demo(config: DemoConfig) -> Path:
     Returns:
         Path of the report.
     """
-    from .bank import SyntheticBank
-    from .data_efficiency import run_data_efficiency
-    from .demo_report import loss_curve, write_report
-    from .lightning_modules import DiffusersExport, EarthSynthControlNet, sample_grid
-    from .metrics import PixelClassifier, mask_fidelity, tiny_open_clip
-    from .rfilter import RFilter
+    from .demo_report import write_report
+    from .demo_stages import build_bank, downstream_study
+    from .lightning_modules import sample_grid
+    from .metrics import generator_fidelity
+    from .models.shipped import shipped_generator
+    from .synthesis import Synthesizer
     from .transforms import CounterfactualComposition
 
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.seed, verbose=False)
-    accelerator = 'gpu' if config.device.startswith('cuda') else config.device
 
-    with _stage(config, '1/6 corpus'):
+    with _stage(config, '1/5 corpus'):
         datamodule = _datamodule(
             config,
             batch_size=config.batch_size,
@@ -127,220 +197,81 @@ def run_demo(config: DemoConfig) -> Path:
         datamodule.prepare_data()
         datamodule.setup('fit')
         train_set, val_set = datamodule.train_dataset, datamodule.val_dataset
+        train = [train_set[i] for i in range(len(train_set))]
         tqdm.write(f'    {len(train_set)} training and {len(val_set)} held-out scenes')
 
-    with _stage(config, '2/6 train EarthSynth (tiny)'):
-        model = EarthSynthControlNet(
-            preset='tiny',
-            image_size=config.image_size,
-            lr=config.lr,
-            lr_warmup_steps=20,
-            condition_encoding=config.condition_encoding,
-            prediction_type=config.prediction_type,
-            tiny_vae_downscale=config.vae_downscale,
-            vae_warmup_steps=config.vae_steps,
-            snr_gamma=5.0,
-            local_loss_weight=0.5,
-            val_num_samples=8,
-            val_inference_steps=config.inference_steps,
-            val_guidance_scale=config.guidance_scale,
-            seed=config.seed,
-        )
-        untrained = EarthSynthControlNet(
-            preset='tiny',
-            image_size=config.image_size,
-            condition_encoding=config.condition_encoding,
-            prediction_type=config.prediction_type,
-            tiny_vae_downscale=config.vae_downscale,
-            seed=config.seed,
-        )
-        trainer = pl.Trainer(
-            accelerator=accelerator,
-            devices=1,
-            max_steps=config.steps,
-            val_check_interval=config.steps,
-            check_val_every_n_epoch=None,
-            limit_val_batches=1,
-            logger=pl.loggers.CSVLogger(out, name='train', version=''),
-            callbacks=[DiffusersExport(dirpath=str(out / 'export'))],
-            enable_checkpointing=False,
-            log_every_n_steps=10,
-            num_sanity_val_steps=0,
-        )
-        trainer.fit(model, datamodule=datamodule)
-        loss_curve(Path(trainer.log_dir or out) / 'metrics.csv', out / 'loss_curve.png')
-
-    device = torch.device(config.device)
-    for module in (untrained, model):
-        module.to(device).eval()
-
-    def generate(module: EarthSynthControlNet, samples: list[dict[str, Any]], name: str) -> Any:
-        synth = module.synthesizer(config.inference_steps, config.guidance_scale)
-        masks = torch.stack([s['mask'] for s in samples])
-        prompts = [s['prompt'] for s in samples]
-        chunks = []
-        for i in tqdm(range(0, len(samples), 16), desc=f'    {name}', leave=False):
-            seeds = range(i, min(i + 16, len(samples)))
-            chunks.append(synth.generate(masks[i : i + 16], prompts[i : i + 16], seeds).cpu())
-        return torch.cat(chunks)
+    if config.train_generator:
+        with _stage(config, '2/5 train EarthSynth (tiny)'):
+            generator = _train_generator(config, datamodule)
+            generator_note = f'trained in this run ({config.steps} steps), export `export/`'
+    else:
+        with _stage(config, '2/5 load the shipped generator'):
+            folder = config.generator if config.generator is not None else shipped_generator()
+            generator = Synthesizer.from_pretrained(
+                folder,
+                num_inference_steps=config.inference_steps,
+                guidance_scale=config.guidance_scale,
+                device=config.device,
+            )
+            generator_note = f'loaded from `{folder}`'
+    untrained = _tiny_model(config).to(torch.device(config.device)).eval()
 
     # Held-out (val) masks judge the generator; the bank is made from *training* masks so
     # the downstream test split never leaks into training.
     held_out = [val_set[i] for i in range(min(config.num_synthetic, len(val_set)))]
-    masks = torch.stack([s['mask'] for s in held_out])
-    real = torch.stack([s['image'] for s in held_out])
-    prompts = [s['prompt'] for s in held_out]
-
-    with _stage(config, '3/6 synthesise held-out masks'):
-        models = {'untrained': untrained, 'trained': model}
-        generated = {name: generate(module, held_out, name) for name, module in models.items()}
-        # control: the trained model conditioned on another scene's mask (same prompt, seed)
-        shuffle = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(1))
-        shuffled = [{**s, 'mask': held_out[int(j)]['mask']} for s, j in zip(held_out, shuffle)]
-        generated['shuffled'] = generate(model, shuffled, 'shuffled masks')
+    with _stage(config, '3/5 generate for held-out masks, mask fidelity'):
+        fidelity = generator_fidelity(
+            {
+                'untrained model': untrained.synthesizer(
+                    config.inference_steps, config.guidance_scale
+                ),
+                'trained model': generator,
+            },
+            train[:128],
+            held_out,
+            shuffled_control='trained model',
+            seed=config.seed,
+            progress=True,
+        )
+        masks = torch.stack([s['mask'] for s in held_out[:8]])
+        real = torch.stack([s['image'] for s in held_out[:8]])
+        prompts = [s['prompt'] for s in held_out[:8]]
         for name, title, png in (
-            ('trained', 'held-out masks: condition | generated | real', 'samples.png'),
-            ('untrained', 'untrained model, same seeds', 'samples_untrained.png'),
+            ('trained model', 'held-out masks: condition | generated | real', 'samples.png'),
+            ('untrained model', 'untrained model, same seeds', 'samples_untrained.png'),
         ):
-            grid = sample_grid(masks[:8], generated[name][:8], real[:8], prompts[:8], title=title)
+            grid = sample_grid(masks, fidelity.images[name][:8], real, prompts, title=title)
             grid.savefig(out / png, dpi=90)
             plt.close(grid)
 
-    with _stage(config, '4/6 mask fidelity'):
-        count = min(128, len(train_set))
-        train_images = torch.stack([train_set[i]['image'] for i in range(count)])
-        train_masks = torch.stack([train_set[i]['mask'] for i in range(count)])
-        segmenter = PixelClassifier().fit(train_images, train_masks, seed=config.seed).eval()
-        fidelity = {
-            'real held-out images (reference)': mask_fidelity(segmenter, real, masks),
-            'untrained model': mask_fidelity(segmenter, generated['untrained'], masks),
-            'trained model given shuffled masks': mask_fidelity(
-                segmenter, generated['shuffled'], masks
-            ),
-            'trained model': mask_fidelity(segmenter, generated['trained'], masks),
-        }
-        fidelity_rows = [
-            {'images': k, 'mIoU': v.miou, 'pixel accuracy': v.pixel_accuracy}
-            for k, v in fidelity.items()
-        ]
-
-    with _stage(config, '5/6 synthesise training masks, R-Filter into a bank'):
-        layouts = [train_set[i] for i in range(min(config.num_synthetic, len(train_set)))]
-        bank_images = generate(model, layouts, 'bank')
-        clip = tiny_open_clip(config.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # the tiny CLIP is random: alignment is reported only
-            rfilter = RFilter(
-                clip_model=clip.model,
-                clip_tokenizer=clip.tokenizer,
-                alignment_threshold=0.0,
-                segmenter=segmenter,
-                layout_threshold=config.layout_threshold,
-                normalize_std=(1.0, 1.0, 1.0),  # the pixel classifier takes 0..255 images
-            )
-        batch = {
-            'image': bank_images,
-            'mask': torch.stack([s['mask'] for s in layouts]),
-            'prompt': [s['prompt'] for s in layouts],
-            'reference': torch.stack([s['image'] for s in layouts]),
-        }
-        result = rfilter(batch)
-        summary = rfilter.summary()
-        (out / 'rfilter_summary.csv').write_text(summary.to_csv())
-        bank = SyntheticBank(out / 'bank')
-        done = bank.done_keys()
-        kept = [
-            {
-                'image': bank_images[i],
-                'mask': batch['mask'][i],
-                'prompt': batch['prompt'][i],
-                'seed': i,
-                'source': 'synthetic',
-            }
-            for i in range(len(layouts))
-            if bool(result.keep[i])
-        ]
-        bank.add([s for s in kept if s['seed'] not in done])
-        bank.consolidate()
-        tqdm.write(f'    kept {len(kept)} of {len(layouts)}; bank holds {len(bank.refresh())}')
-
-    with _stage(config, '6/6 downstream: data efficiency'):
-        budgets = _budgets(config)
-        # one batch size for every budget (the last partial batch is dropped)
-        batch_size = min([config.batch_size, *(b for b in budgets if b is not None)])
-        data_args: dict[str, Any] = {
-            'batch_size': batch_size,
-            'num_workers': 0,
-            'root': None,
-            'tile_size': config.image_size,
-            'seed': config.seed,
-            'num_train': config.num_train,
-            'num_val': config.num_val,
-        }
-        if config.root is not None:
-            data_args.update(root=str(config.root))
-        arms = ['real', 'real+synthetic']
-        if len(kept):
-            synthetic_source: dict[str, Any] = {'bank': str(out / 'bank'), 'synthetic': {'p': 0.5}}
-            source_note = f'drawn from the R-Filtered bank ({len(kept)} samples), p = 0.5'
-            arms.append('synthetic-only')
-        else:  # R-Filter kept nothing: generate online from the export instead
-            loader = 'torchgeo_earthsynth.transforms.synthetic_augmentation.SynthesizerLoader'
-            synthetic_source = {
-                'synthetic': {
-                    'class_path': 'torchgeo_earthsynth.transforms.SyntheticAugmentation',
-                    'init_args': {
-                        'source': 'online',
-                        'p': 0.5,
-                        'synthesizer': {
-                            'class_path': loader,
-                            'init_args': {
-                                'pretrained': str(out / 'export'),
-                                'num_inference_steps': config.inference_steps,
-                                'guidance_scale': config.guidance_scale,
-                            },
-                        },
-                    },
-                }
-            }
-            source_note = 'generated online from the export (R-Filter kept nothing), p = 0.5'
-        study = run_data_efficiency(
-            {
-                'task': 'segmentation',
-                'data': {
-                    'class_path': 'torchgeo_earthsynth.datamodules.downstream.'
-                    'MiniSegmentationDataModule',
-                    'init_args': data_args,
-                },
-                **synthetic_source,
-                # constant LR: an epoch of a small budget is one step, so TorchGeo's
-                # plateau schedule (patience in epochs) would cut the LR within a few steps
-                'model': {**config.downstream_model, 'patience': config.downstream_steps},
-                'arms': arms,
-                'seeds': list(config.seeds),
-                # an epoch of 8 scenes is one step: validate after 64 samples, not every step
-                'epoch_samples': 64,
-                'trainer': {
-                    'accelerator': accelerator,
-                    'max_steps': config.downstream_steps,
-                    'limit_val_batches': 1,
-                },
-                'output': str(out / 'downstream'),
-                'progress': True,
-            },
-            budgets,
+    with _stage(config, '4/5 synthesise training layouts, R-Filter into a bank'):
+        bank = build_bank(
+            generator,
+            train,
+            fidelity.segmenter,
+            out / 'bank',
+            count=config.num_bank,
+            draw=config.bank_draw,
+            rfilter=config.rfilter,
+            layout_quantile=config.layout_quantile,
+            layout_fraction=config.layout_fraction,
+            seed=config.seed,
         )
+        tqdm.write(f'    kept {bank.kept} of {bank.generated}')
+
+    with _stage(config, '5/5 downstream: data efficiency'):
+        budgets = _budgets(config)
+        arms = ['real', 'real+synthetic', 'synthetic-only'] if bank.kept else ['real']
+        study = downstream_study(config, bank.folder, budgets, arms, out / 'downstream')
 
     report = write_report(
         config,
-        fidelity_rows=fidelity_rows,
-        rfilter_summary=summary,
-        kept=len(kept),
-        generated=len(layouts),
-        source_note=source_note,
+        generator_note=generator_note,
+        fidelity=fidelity,
+        bank=bank,
         study=study,
-        batch_size=batch_size,
         budgets=budgets,
+        train_classes=class_counts([s['mask'] for s in train]),
     )
     tqdm.write(f'report: {report}')
     return report
@@ -361,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog='earthsynth demo',
         description='The whole EarthSynth loop on the bundled mini corpus, with a report: '
-        'train a tiny ControlNet, synthesise, R-Filter, bank, and compare downstream '
+        'load (or train) a tiny ControlNet, synthesise, R-Filter, bank, and compare downstream '
         'training with and without synthetic data.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -376,7 +307,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument('--device', default=defaults.device, help='cpu, cuda, cuda:1...')
     parser.add_argument(
-        '--steps', type=int, default=defaults.steps, help='generator training steps in all'
+        '--generator',
+        type=Path,
+        default=None,
+        help='a pipeline export to use as the generator (default: the shipped one)',
+    )
+    parser.add_argument(
+        '--train-generator',
+        action='store_true',
+        help='train the tiny generator from scratch in the demo instead of loading one',
+    )
+    parser.add_argument(
+        '--steps',
+        type=int,
+        default=defaults.steps,
+        help='with --train-generator: training steps in all',
     )
     parser.add_argument(
         '--vae-steps',
@@ -410,6 +355,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         help='synthetic samples to generate (and held-out layouts to score)',
     )
     parser.add_argument(
+        '--num-bank', type=int, default=defaults.num_bank, help='layouts generated for the bank'
+    )
+    parser.add_argument(
+        '--bank-draw',
+        choices=('uniform', 'balanced', 'cf-comp'),
+        default=defaults.bank_draw,
+        help='how bank layouts are drawn from training masks',
+    )
+    parser.add_argument(
+        '--no-rfilter', action='store_true', help='keep every generated sample (no R-Filter)'
+    )
+    parser.add_argument(
+        '--layout-quantile',
+        type=float,
+        default=defaults.layout_quantile,
+        help="R-Filter's layout threshold: --layout-fraction x this quantile of the real "
+        "training scenes' layout scores",
+    )
+    parser.add_argument(
+        '--layout-fraction',
+        type=float,
+        default=defaults.layout_fraction,
+        help='see --layout-quantile',
+    )
+    parser.add_argument(
         '--downstream-steps',
         type=int,
         default=defaults.downstream_steps,
@@ -437,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         output=args.output,
         root=args.root,
         device=args.device,
+        generator=args.generator,
+        train_generator=args.train_generator,
         steps=args.steps,
         vae_steps=args.vae_steps,
         image_size=args.image_size,
@@ -444,6 +416,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         prediction_type=args.prediction_type,
         vae_downscale=args.vae_downscale,
         num_synthetic=args.num_synthetic,
+        num_bank=args.num_bank,
+        bank_draw=args.bank_draw,
+        rfilter=not args.no_rfilter,
+        layout_quantile=args.layout_quantile,
+        layout_fraction=args.layout_fraction,
         downstream_steps=args.downstream_steps,
         downstream_budgets=budgets,
         seeds=tuple(args.seeds),

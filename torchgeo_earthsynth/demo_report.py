@@ -21,6 +21,8 @@ import pandas as pd
 if TYPE_CHECKING:
     from .data_efficiency import DataEfficiencyResult
     from .demo import DemoConfig
+    from .demo_stages import BankResult
+    from .metrics import GeneratorFidelity
 
 __all__ = ('loss_curve', 'write_report')
 
@@ -68,27 +70,23 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
 def write_report(
     config: DemoConfig,
     *,
-    fidelity_rows: list[dict[str, Any]],
-    rfilter_summary: Any,
-    kept: int,
-    generated: int,
-    source_note: str,
+    generator_note: str,
+    fidelity: GeneratorFidelity,
+    bank: BankResult,
     study: DataEfficiencyResult,
-    batch_size: int,
     budgets: Sequence[int | None],
+    train_classes: dict[str, int],
 ) -> Path:
     """Write ``report.md`` and ``demo.json`` under ``config.output``.
 
     Args:
         config: the demo settings (with the stage timings).
-        fidelity_rows: mask fidelity per image source.
-        rfilter_summary: the R-Filter's summary (``rows``, ``to_markdown()``).
-        kept: samples the R-Filter kept into the bank.
-        generated: samples generated from training masks.
-        source_note: where the downstream runs' synthetic samples came from.
+        generator_note: where the generator came from.
+        fidelity: mask fidelity of the generators on held-out masks.
+        bank: what went into the synthetic bank and what R-Filter dropped.
         study: the data-efficiency study.
-        batch_size: the downstream batch size.
         budgets: the real-label budgets (None: all).
+        train_classes: training scenes holding each class (the corpus' long tail).
 
     Returns:
         Path of ``report.md``.
@@ -101,16 +99,23 @@ def write_report(
         for b in budgets
     ]
     report = config.output / 'report.md'
-    rfilter_rows = [dict(row) for row in rfilter_summary.rows]
-    rfilter_note = _rfilter_note(rfilter_rows, config.layout_threshold)
+    rfilter_rows = [dict(row) for row in bank.summary.rows] if bank.summary else []
+    per_class = study.per_class()
+    training = (
+        f'Training: see `{(config.output / "train").as_posix()}` and the loss curve '
+        '![loss curve](loss_curve.png)'
+        if config.train_generator
+        else 'Its recipe: `configs/mini_generator.yaml` (see the docs for its log).'
+    )
     report.write_text(
         '# EarthSynth demo report\n\n'
         'Every number below was measured in this run '
-        f'(`earthsynth demo`, device `{config.device}`, {config.steps} training steps of which '
-        f'{config.vae_steps} VAE warm-up, {config.image_size} px tiles).\n\n'
-        '## Training\n\n![loss curve](loss_curve.png)\n\n'
-        f'Diffusers export: `{(config.output / "export").as_posix()}` (loads in '
-        '`StableDiffusionControlNetPipeline.from_pretrained`).\n\n'
+        f'(`earthsynth demo`, device `{config.device}`, {config.image_size} px tiles, '
+        f'{"long-tailed " if config.long_tail else ""}mini corpus).\n\n'
+        '## The corpus\n\n'
+        'Training scenes holding each class (rarest first):\n\n'
+        f'{_table([train_classes])}\n\n'
+        f'## The generator\n\nTiny EarthSynth (ControlNet + UNet), {generator_note}. {training}\n\n'
         '## Generated samples for held-out masks\n\n![samples](samples.png)\n\n'
         'Untrained model with the same seeds: [samples_untrained.png](samples_untrained.png)\n\n'
         '## Do generated images follow their masks?\n\n'
@@ -118,27 +123,31 @@ def write_report(
         'mIoU against the condition masks of the held-out scenes. Controls: the untrained '
         "model, and the trained model conditioned on another scene's mask (same prompt and "
         'seed), which shows how much of the score the mask itself earns:\n\n'
-        f'{_table(fidelity_rows)}\n\n'
-        '## R-Filter\n\n'
-        f'{rfilter_summary.to_markdown()}\n\n'
-        f'Kept {kept} of {generated} samples generated from training masks into the '
-        f'bank `{(config.output / "bank").as_posix()}`. {rfilter_note}\n\n'
+        f'{_table(fidelity.rows())}\n\n'
+        '## The synthetic bank and R-Filter\n\n'
+        f'{_bank_note(config, bank)}\n\n'
+        f'{bank.summary.to_markdown() if bank.summary else ""}\n\n'
+        'Generated layouts holding each class, and how many of them R-Filter kept:\n\n'
+        f'{_table([{"": "generated", **bank.drawn_classes}, {"": "kept", **_kept(bank)}])}\n\n'
+        f'{_dropped_note(bank)}\n\n'
         '## Downstream segmentation: how much do synthetic images help, per real label?\n\n'
-        f'Synthetic samples {source_note}. TorchGeo `SemanticSegmentationTask` '
-        f'({_model_name(config.downstream_model)}, trained from scratch) on '
-        f'{", ".join(str(r.real_samples) for r in study.rows if r.arm == "real")} '
-        f'real training scenes, batch {batch_size}, constant learning rate, '
+        'Synthetic samples are drawn from the R-Filtered bank, p = 0.5. TorchGeo '
+        f'`SemanticSegmentationTask` ({_model_name(config.downstream_model)}, trained from '
+        f'scratch) on {", ".join(str(r.real_samples) for r in study.rows if r.arm == "real")} '
+        f'real training scenes, batch {config.downstream_batch_size}, constant learning rate, '
         f'{config.downstream_steps} steps each (steps run, read from the '
         f'trainers: {steps_run}), seeds {list(config.seeds)} (the same seed gives each arm the '
         'same initialisation, data order and real subset, so differences are paired). The '
         'score is the test mIoU (IoU per class averaged over the classes present in the test '
-        'split; per-class IoU in `downstream/budget_*/results.json`) on held-out scenes that '
-        'no training or model selection saw (the validation scenes, a disjoint part of the '
-        'held-out split, only draw the validation-loss curves); the bank is made from '
-        'training masks only.\n\n'
+        'split) on held-out scenes that no training or model selection saw (the validation '
+        'scenes, a disjoint part of the held-out split, only draw the validation-loss '
+        'curves); the bank is made from training masks only.\n\n'
         f'{study.format_table()}\n\n'
         f'{_verdict(study)}\n\n'
         '![data efficiency](downstream/data_efficiency.png)\n\n'
+        'Test IoU per class (mean over seeds; rare classes are those in few training scenes, '
+        'see the corpus table):\n\n'
+        f'{_table(per_class)}\n\n'
         f'Learning curves per arm: {", ".join(curves)}.\n\n'
         '## Timings\n\n'
         f'{_table([{"stage": k, "seconds": f"{v:.1f}"} for k, v in config.timings.items()])}\n'
@@ -146,20 +155,67 @@ def write_report(
     )
     (config.output / 'demo.json').write_text(
         json.dumps(
-            {
-                'config': _json_ready(asdict(config)),
-                'mask_fidelity': fidelity_rows,
-                'rfilter': rfilter_rows,
-                'kept': kept,
-                'downstream': _json_ready(
-                    [{**asdict(r), 'verdict': r.verdict} for r in study.rows]
-                ),
-                'timings_s': config.timings,
-            },
+            _json_ready(
+                {
+                    'config': asdict(config),
+                    'train_classes': train_classes,
+                    'mask_fidelity': fidelity.rows(),
+                    'bank': {
+                        'generated': bank.generated,
+                        'kept': bank.kept,
+                        'layout_threshold': bank.layout_threshold,
+                        'drawn_classes': bank.drawn_classes,
+                        'kept_classes': bank.kept_classes,
+                        'dropped': bank.dropped,
+                    },
+                    'rfilter': rfilter_rows,
+                    'downstream': [{**asdict(r), 'verdict': r.verdict} for r in study.rows],
+                    'per_class_iou': per_class,
+                    'timings_s': config.timings,
+                }
+            ),
             indent=2,
         )
     )
     return report
+
+
+def _kept(bank: BankResult) -> dict[str, int]:
+    """Kept samples per class, in the generated table's column order (0 where none)."""
+    return {name: bank.kept_classes.get(name, 0) for name in bank.drawn_classes}
+
+
+def _bank_note(config: DemoConfig, bank: BankResult) -> str:
+    """How the bank's layouts were drawn and how R-Filter was set."""
+    draws = {
+        'uniform': 'drawn uniformly from the training masks',
+        'balanced': 'drawn from the training masks by the inverse frequency of their rarest '
+        'class (category balance)',
+        'cf-comp': 'drawn from the training masks by the inverse frequency of their rarest '
+        "class, each given one category region of a rarity-weighted donor (CF-Comp's "
+        'region paste), prompts recomputed',
+    }
+    note = f'{bank.generated} layouts {draws[config.bank_draw]}. '
+    if bank.layout_threshold is None:
+        return note + f'R-Filter was off: all {bank.kept} samples went into the bank.'
+    return note + (
+        f'R-Filter kept {bank.kept} of {bank.generated}. Its layout threshold, mIoU >= '
+        f'{bank.layout_threshold:.3f}, is {config.layout_fraction:g} x the '
+        f'{config.layout_quantile:g} quantile of the layout scores of the real training '
+        'scenes (each real image against its own mask): a dropped sample follows its mask '
+        'far worse than most real scenes do. The tiny CLIP '
+        'model is random, so it cannot judge alignment: its scores are reported but its '
+        'threshold is 0.'
+    )
+
+
+def _dropped_note(bank: BankResult) -> str:
+    """Which samples were dropped and why (the first ten)."""
+    if not bank.dropped:
+        return 'Nothing was dropped.'
+    shown = '; '.join(f'#{i}: {why}' for i, why in bank.dropped[:10])
+    more = f' (and {len(bank.dropped) - 10} more)' if len(bank.dropped) > 10 else ''
+    return f'Dropped {len(bank.dropped)}: {shown}{more}.'
 
 
 def _model_name(model: dict[str, Any]) -> str:
@@ -179,21 +235,6 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_ready(v) for v in value]
     return str(value) if isinstance(value, Path) else value
-
-
-def _rfilter_note(rows: Sequence[dict[str, Any]], layout_threshold: float) -> str:
-    """Which R-Filter rules could drop samples in this run, and which did."""
-    # scores are >= 0, so a rule with threshold 0 keeps everything
-    inert = {'alignment'} | ({'layout'} if layout_threshold <= 0 else set())
-    active = [r['rule'] for r in rows if r.get('enabled') and r['rule'] not in inert | {'total'}]
-    dropped = [f'{r["rule"]} {r["dropped"]}' for r in rows if r.get('dropped')]
-    return (
-        'The tiny CLIP model is random, so it cannot judge alignment: its scores are reported '
-        'but its threshold is 0, so the alignment rule cannot drop anything'
-        + (' (nor can layout, threshold 0)' if 'layout' in inert else '')
-        + f'. Rules that could drop samples in this run: {", ".join(active) or "none"}; '
-        f'dropped: {", ".join(dropped) or "nothing"}.'
-    )
 
 
 def _verdict(study: DataEfficiencyResult) -> str:

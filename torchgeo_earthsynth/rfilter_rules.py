@@ -153,6 +153,43 @@ class _RuleScoring(nn.Module):
         why = {i: f'layout {score[i]:.2f} < {self.layout_threshold:.2f}' for i in _failed(ok)}
         return _Verdict(ok, {'layout': score}, why)
 
+    def calibrate_layout(
+        self, real: Mapping[str, Any], quantile: float = 0.1, fraction: float = 1.0
+    ) -> float:
+        """Set the layout threshold from the layout scores of real image-mask pairs.
+
+        The segmenter scores each real image against its own mask; a generated sample is
+        then kept when it scores at least ``fraction`` times the ``quantile`` of those scores:
+        when it follows its mask about as well as most real images do. Nothing is counted
+        in the summary or added to the novelty memory.
+
+        Args:
+            real: real samples, ``image`` [B, 3, H, W] 0..255 and ``mask`` [B, H, W].
+            quantile: the quantile of the real scores, in [0, 1].
+            fraction: the share of that quantile a generated sample must reach, in (0, 1].
+
+        Returns:
+            The new ``layout_threshold``.
+
+        Raises:
+            ValueError: if there is no segmenter, an argument is out of range, or no real
+                mask holds a class the rule scores.
+
+        .. versionadded:: 0.2
+        """
+        if self.segmenter is None:
+            raise ValueError('calibrate_layout needs the layout rule (a segmenter)')
+        if not 0.0 <= quantile <= 1.0 or not 0.0 < fraction <= 1.0:
+            raise ValueError(
+                f'quantile must be in [0, 1] and fraction in (0, 1], got {quantile}, {fraction}'
+            )
+        scores = self._layout(real, _clean(real['image'])).scores['layout']
+        scores = scores[~scores.isnan()]
+        if not len(scores):
+            raise ValueError('no real mask holds a class the layout rule scores')
+        self.layout_threshold = fraction * float(torch.quantile(scores, quantile))
+        return self.layout_threshold
+
     def _sanity(self, images: Tensor, clean_images: Tensor) -> _Verdict:
         x = images.flatten(1)
         finite = torch.isfinite(x.sum(1))  # fast; a sum can overflow, so recheck those exactly

@@ -104,6 +104,31 @@ _WINTER: Final[dict[int, tuple[int, int, int]]] = {
 }
 
 
+#: Long-tailed variant: the share of training scenes allowed to hold each rare class (the rest of a
+#: scene's recipe is unchanged), so a few labelled scenes miss them, as in EarthSynth-180K.
+LONG_TAIL_SHARES: Final[dict[int, float]] = {
+    C['building']: 0.1,
+    C['water']: 0.12,
+    C['small vehicle']: 0.1,
+    C['storage tank']: 0.1,
+}
+
+
+def _long_tail_recipe(rng: np.random.Generator, prefix: str) -> dict[str, Any]:
+    """The scene recipe of ``prefix`` with each rare class kept at its long-tail share."""
+    scene = dict(_SCENES[prefix])
+    allowed = {cls for cls, share in LONG_TAIL_SHARES.items() if rng.random() < share}
+    scene['blobs'] = [
+        cls for cls in scene['blobs'] if cls not in LONG_TAIL_SHARES or cls in allowed
+    ]
+    for key, cls in (('buildings', 'building'), ('vehicles', 'small vehicle')):
+        if C[cls] not in allowed:
+            scene[key] = 0
+    if C['storage tank'] not in allowed:
+        scene['tanks'] = 0
+    return scene
+
+
 #: Latitudes (degrees) the mini corpus's scenes are drawn from by default.
 DEFAULT_LATITUDES: Final = (-60.0, 60.0)
 
@@ -169,9 +194,12 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
 
 
 def _layout(
-    rng: np.random.Generator, prefix: str, size: int, metadata: dict[str, float | int]
+    rng: np.random.Generator,
+    prefix: str,
+    size: int,
+    metadata: dict[str, float | int],
+    scene: dict[str, Any],
 ) -> np.ndarray:
-    scene = _SCENES[prefix]
     mask = np.full((size, size), scene['base'], dtype=np.uint8)
     yy, xx = np.mgrid[:size, :size]
     # Finer GSD draws objects larger; higher latitudes hold more forest.
@@ -258,6 +286,7 @@ def make_mini_corpus(
     num_val: int = 64,
     progress: bool = False,
     latitudes: tuple[float, float] = DEFAULT_LATITUDES,
+    long_tail: bool = False,
 ) -> Path:
     """Render the mini corpus in the EarthSynth-180K layout, once per parameter set.
 
@@ -273,6 +302,9 @@ def make_mini_corpus(
         progress: show a progress bar.
         latitudes: ``(south, north)`` bounds of the scenes' uniform latitudes; e.g.
             ``(0, 60)`` keeps every scene in the north, where the month alone sets the season.
+        long_tail: rare classes (buildings, water, vehicles, tanks) only in the share of
+            training scenes :data:`LONG_TAIL_SHARES` gives each, so a few labelled scenes
+            miss them; the ``val`` scenes keep every class, so rare classes are tested.
 
     Returns:
         The corpus root (holding ``train/`` and ``val/``).
@@ -294,6 +326,9 @@ def make_mini_corpus(
     if (south, north) != DEFAULT_LATITUDES:  # the default corpus keeps its cache name
         params['latitudes'] = [south, north]
         name += f'-lat{south:g}_{north:g}'
+    if long_tail:
+        params['long_tail'] = True
+        name += '-longtail-v2'  # v2: the val split keeps every class
     parent = Path(root) if root is not None else default_cache_dir()
     target = parent / name
     if (target / 'corpus.json').exists():
@@ -311,7 +346,12 @@ def make_mini_corpus(
                 metadata = _scene_metadata(
                     np.random.default_rng([seed, split_index, i]), prefix, (south, north)
                 )
-                mask = _layout(rng, prefix, size, metadata)
+                recipe = (
+                    _long_tail_recipe(np.random.default_rng([seed, split_index, i, 1]), prefix)
+                    if long_tail and split == 'train'
+                    else _SCENES[prefix]
+                )
+                mask = _layout(rng, prefix, size, metadata, recipe)
                 image = _render(rng, prefix, mask, metadata)
                 stem = f'{prefix}{split}{i:05d}'
                 scene = layout.write_sample(tmp / split, stem, image, mask)
@@ -352,6 +392,7 @@ class EarthSynthMini(EarthSynth180K):
         num_train: int = 256,
         num_val: int = 64,
         latitudes: tuple[float, float] = DEFAULT_LATITUDES,
+        long_tail: bool = False,
     ) -> None:
         """Initialize a new EarthSynthMini instance, generating the corpus if needed.
 
@@ -366,6 +407,9 @@ class EarthSynthMini(EarthSynth180K):
             num_val: number of full validation scenes.
             latitudes: ``(south, north)`` bounds of the scenes' latitudes (see
                 :func:`make_mini_corpus`).
+            long_tail: rare classes in few scenes (see :func:`make_mini_corpus`).
         """
-        corpus = make_mini_corpus(root, seed, size, num_train, num_val, latitudes=latitudes)
+        corpus = make_mini_corpus(
+            root, seed, size, num_train, num_val, latitudes=latitudes, long_tail=long_tail
+        )
         super().__init__(corpus, split=split, mode=mode, transforms=transforms)

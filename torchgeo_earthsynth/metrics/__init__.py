@@ -5,6 +5,13 @@
 
 from .clip import TINY_CLIP_CONFIG, ClipModel, ClipScorer, TinyClip, Tokenizer, tiny_open_clip
 from .fid import FrechetDistance, fid, find_inception_weights
+from .generator_fidelity import (
+    REAL_ROW,
+    GeneratorFidelity,
+    MaskGenerator,
+    generate_images,
+    generator_fidelity,
+)
 from .image_quality import psnr, rgb_to_y, ssim
 from .mask_fidelity import (
     MaskFidelity,
@@ -19,12 +26,15 @@ from .pixel_classifier import PixelClassifier
 from .season_following import corpus_season_shift, season_shift
 
 __all__ = (
+    'REAL_ROW',
     'TINY_CLIP_CONFIG',
     'ClipModel',
     'ClipScorer',
     'FrechetDistance',
+    'GeneratorFidelity',
     'MaskFidelity',
     'MaskFidelityResult',
+    'MaskGenerator',
     'PixelClassifier',
     'PresentClassIoU',
     'Segmenter',
@@ -33,6 +43,8 @@ __all__ = (
     'corpus_season_shift',
     'fid',
     'find_inception_weights',
+    'generate_images',
+    'generator_fidelity',
     'mask_fidelity',
     'miou_from_confusion',
     'per_sample_miou',
