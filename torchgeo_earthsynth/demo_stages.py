@@ -67,8 +67,8 @@ def build_bank(
 
     R-Filter's layout threshold is calibrated on the real training scenes
     (:meth:`~torchgeo_earthsynth.rfilter.RFilter.calibrate_layout`: ``layout_fraction`` of
-    the ``layout_quantile`` of their scores); the alignment rule runs on a tiny random CLIP, so it reports and
-    cannot drop (threshold 0).
+    the ``layout_quantile`` of their scores); the alignment rule runs on a tiny random CLIP,
+    so it reports and cannot drop (threshold 0).
 
     Args:
         generator: the generator (``Synthesizer``-like).
