@@ -92,7 +92,7 @@ def build_bank(
     from .rfilter import RFilter
 
     layouts = draw_layouts(train, count, draw, seed)
-    batch = {
+    batch: dict[str, Any] = {
         'image': generate_images(generator, layouts, desc='    bank'),
         'mask': torch.stack([s['mask'] for s in layouts]),
         'prompt': [s['prompt'] for s in layouts],

@@ -41,6 +41,7 @@ from .global_content import (
 )
 from .multicontrol import MULTICONTROL_CONFIG, NamedMultiControlNet, is_multicontrol
 from .prompts import PromptEncoder
+from .shipped import SHIPPED_GENERATOR, install_generator, shipped_fidelity, shipped_generator
 from .sr_baseline import ESPCN, fit_sr_baseline
 from .stable_diffusion import (
     SD15_ID,
@@ -94,6 +95,7 @@ __all__ = (
     'SD15_ID',
     'SD21_ID',
     'SENTINEL2_LOW_RES_BANDS',
+    'SHIPPED_GENERATOR',
     'TEXT2EARTH_DEFAULTS',
     'TEXT2EARTH_ID',
     'TEXT2EARTH_INPAINTING_ID',
@@ -120,6 +122,7 @@ __all__ = (
     'fresh_ip_adapter',
     'gsd_to_level',
     'has_global_content',
+    'install_generator',
     'ip_adapter_modules',
     'ip_adapter_scale',
     'is_diffusionsat_controlnet',
@@ -137,6 +140,8 @@ __all__ = (
     'save_ip_adapter',
     'sd_scheduler',
     'sentinel2_low_res',
+    'shipped_fidelity',
+    'shipped_generator',
     'split_level_prompt',
     'takes_levels',
     'text2earth_parts',

@@ -45,7 +45,10 @@ def shipped_generator(folder: str | Path = SHIPPED_GENERATOR) -> Path:
     if not sums.is_file():
         raise FileNotFoundError(f'{sums}: no shipped generator here (its {CHECKSUMS} is missing)')
     for line_number, line in enumerate(sums.read_text().splitlines(), 1):
-        digest, name = line.split(maxsplit=1)
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2:
+            raise ValueError(f'{sums}:{line_number}: expected "<sha256>  <file>", got {line!r}')
+        digest, name = fields
         path = folder / name.lstrip('*')
         if folder.resolve() not in path.resolve().parents:
             raise ValueError(f'{sums}:{line_number}: {name} lies outside {folder}')
