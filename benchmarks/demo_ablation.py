@@ -34,8 +34,7 @@ from typing import Any
 import torch
 
 from torchgeo_earthsynth.bank_layouts import class_counts
-from torchgeo_earthsynth.datamodules import EarthSynthMiniDataModule
-from torchgeo_earthsynth.demo import DemoConfig
+from torchgeo_earthsynth.demo import DemoConfig, demo_datamodule
 from torchgeo_earthsynth.demo_stages import build_bank, downstream_study
 from torchgeo_earthsynth.metrics import PixelClassifier
 from torchgeo_earthsynth.models import shipped_generator
@@ -75,14 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         num_train=args.num_train,
         num_val=args.num_val,
     )
-    datamodule = EarthSynthMiniDataModule(
-        seed=config.seed,
-        tile_size=config.image_size,
-        num_train=config.num_train,
-        num_val=config.num_val,
-        long_tail=config.long_tail,
-        normalize=False,
-    )
+    datamodule = demo_datamodule(config, normalize=False)
     datamodule.prepare_data()
     datamodule.setup('fit')
     train = [datamodule.train_dataset[i] for i in range(len(datamodule.train_dataset))]

@@ -90,7 +90,16 @@ def _stage(config: DemoConfig, name: str) -> Iterator[None]:
     config.timings[name] = round(time.perf_counter() - start, 1)
 
 
-def _datamodule(config: DemoConfig, **kwargs: Any) -> Any:
+def demo_datamodule(config: DemoConfig, **kwargs: Any) -> Any:
+    """The demo's corpus: the long-tailed mini corpus, or an EarthSynth-180K root.
+
+    Args:
+        config: the demo settings (root, tile size, scene counts, seed).
+        **kwargs: passed to the datamodule.
+
+    Returns:
+        An ``EarthSynthMiniDataModule`` (or ``EarthSynth180KDataModule`` with a root).
+    """
     from .datamodules import EarthSynth180KDataModule, EarthSynthMiniDataModule
 
     if config.root is not None:
@@ -187,7 +196,7 @@ def run_demo(config: DemoConfig) -> Path:
     pl.seed_everything(config.seed, verbose=False)
 
     with _stage(config, '1/5 corpus'):
-        datamodule = _datamodule(
+        datamodule = demo_datamodule(
             config,
             batch_size=config.batch_size,
             normalize=False,
