@@ -1,0 +1,90 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""The tutorials' code blocks, run as written (tiny models and data, seconds each).
+
+The TorchGeo augmentation tutorial runs in ``test_readme_snippets.py`` and the place-and-date
+tutorial in ``test_readme_diffusionsat.py``; this file runs the corpus and super-resolution
+tutorials' python blocks and parses the ``earthsynth fit`` commands of the YAML tutorial and of
+the README with LightningCLI (``--print_config``).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from torchgeo_earthsynth.cli import main as cli_main
+from torchgeo_earthsynth.lightning_modules import SuperResolutionTask
+from torchgeo_earthsynth.synthesis import Synthesizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIALS = ROOT / 'docs' / 'tutorials'
+
+
+def blocks(path: Path, language: str) -> list[str]:
+    """The fenced code blocks in ``language`` of a Markdown file, in order."""
+    return re.findall(rf'```{language}\n(.*?)```', path.read_text(), flags=re.DOTALL)
+
+
+def run(path: Path, block: str) -> dict[str, Any]:
+    """Run one python block in a fresh namespace; the namespace."""
+    namespace: dict[str, Any] = {}
+    exec(compile(block, str(path), 'exec'), namespace)
+    return namespace
+
+
+def fit_commands(path: Path) -> list[list[str]]:
+    """The ``uv run earthsynth fit`` command lines of a Markdown file's bash blocks."""
+    text = '\n'.join(blocks(path, 'bash')).replace('\\\n', ' ')
+    lines = [shlex.split(line, comments=True) for line in text.splitlines()]
+    return [line for line in lines if line[:4] == ['uv', 'run', 'earthsynth', 'fit']]
+
+
+def test_corpus_tutorial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    page = TUTORIALS / 'corpus.md'
+    (block,) = blocks(page, 'python')
+    namespace = run(page, block)
+    assert namespace['report'].written == 4
+    sample = namespace['sample']
+    assert sample['image'].shape == (3, 64, 64) and sample['mask'].shape == (64, 64)
+    assert sample['prompt'].startswith('A satellite image of ')
+    assert len(namespace['corpus']) == 4
+
+
+def test_superres_tutorial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    # what `earthsynth fit --config configs/superres_tiny.yaml` exports, untrained
+    export = tmp_path / 'outputs/superres_tiny/lightning_logs/version_0/export'
+    SuperResolutionTask(image_size=32, seed=0, val_num_samples=0).save_pretrained(export)
+    load = Synthesizer.from_pretrained
+
+    def load_fast(*args: Any, **kwargs: Any) -> Synthesizer:  # tiny models: 2 sampler steps
+        return load(*args, **{'num_inference_steps': 2, **kwargs})
+
+    monkeypatch.setattr(Synthesizer, 'from_pretrained', load_fast)
+    page = TUTORIALS / 'superres.md'
+    (block,) = blocks(page, 'python')
+    image = run(page, block)['image']
+    assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
+
+
+@pytest.mark.parametrize('page', [TUTORIALS / 'lightningcli.md', ROOT / 'README.md'])
+def test_fit_commands_parse(
+    page: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    commands = fit_commands(page)
+    assert commands
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main([*command[3:], '--print_config'])
+        assert exit_info.value.code == 0
+        config = Path(command[command.index('--config') + 1]).stem
+        assert f'default_root_dir: outputs/{config}' in capsys.readouterr().out
