@@ -4,9 +4,10 @@
 """The tutorials' code blocks, run as written (tiny models and data, seconds each).
 
 The TorchGeo augmentation tutorial runs in ``test_readme_snippets.py`` and the place-and-date
-tutorial in ``test_readme_diffusionsat.py``; this file runs the corpus and super-resolution
-tutorials' python blocks and parses the ``earthsynth fit`` commands of the YAML tutorial and of
-the README with LightningCLI (``--print_config``).
+tutorial in ``test_readme_diffusionsat.py``; this file runs the corpus, super-resolution and
+in-painting tutorials' python blocks (and the README's cloud-fill quick start) and parses the
+``earthsynth fit`` commands of the YAML tutorial and of the README with LightningCLI
+(``--print_config``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import Any
 
 import pytest
 import torch
+from test_text2earth import SIZE, save_their_layout
 
 from torchgeo_earthsynth.cli import main as cli_main
 from torchgeo_earthsynth.lightning_modules import SuperResolutionTask
 from torchgeo_earthsynth.synthesis import Synthesizer
+from torchgeo_earthsynth.vocabulary import CLASS_IDS
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / 'docs' / 'tutorials'
@@ -88,3 +91,68 @@ def test_fit_commands_parse(
         assert exit_info.value.code == 0
         config = Path(command[command.index('--config') + 1]).stem
         assert f'default_root_dir: outputs/{config}' in capsys.readouterr().out
+
+
+PLACEHOLDER = re.compile(r'^(\w+) = \.\.\.')
+
+
+def run_with(path: Path, block: str, namespace: dict[str, Any], given: dict[str, Any]) -> None:
+    """Run a python block in ``namespace``, a ``name = ...`` line taking ``given[name]``."""
+    lines = []
+    for line in block.splitlines():
+        match = PLACEHOLDER.match(line)
+        if match:
+            namespace[match[1]] = given[match[1]]
+        else:
+            lines.append(line)
+    exec(compile('\n'.join(lines), str(path), 'exec'), namespace)
+
+
+def test_inpainting_tutorial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    save_their_layout(tmp_path / 'lcybuaa' / 'Text2Earth-inpainting', inpainting=True)
+    load = Synthesizer.from_pretrained
+
+    def load_tiny(source: str, **kwargs: Any) -> Synthesizer:
+        if source == 'jaychempan/EarthSynth':  # the released ControlNet: a tiny untrained one
+            return Synthesizer.tiny(image_size=SIZE, num_inference_steps=2)
+        return load(source, **{'num_inference_steps': 2, **kwargs})
+
+    monkeypatch.setattr(Synthesizer, 'from_pretrained', load_tiny)
+    scene = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 255
+    cloud = torch.zeros(1, SIZE, SIZE, dtype=torch.bool)
+    cloud[:, 4:20, 6:22] = True
+    mask = torch.zeros(1, SIZE, SIZE, dtype=torch.long)
+    mask[:, 8:24, 8:24] = CLASS_IDS['building']
+    given = {'scene': scene, 'cloud_mask': cloud, 'mask': mask}
+    page = TUTORIALS / 'inpainting.md'
+    namespace: dict[str, Any] = {}
+    page_blocks = blocks(page, 'python')
+    assert len(page_blocks) == 2
+    for block in page_blocks:
+        run_with(page, block, namespace, given)
+    kept = ~cloud[:, None].expand_as(scene)
+    assert torch.equal(namespace['filled'][kept], scene[kept])
+    assert namespace['wider'].shape == (1, 3, SIZE + 128, SIZE + 128)
+    assert torch.equal(namespace['wider'][..., 64:-64, 64:-64], scene)
+    region = namespace['region']
+    outside = ~region[:, None].expand_as(scene)
+    assert torch.equal(namespace['edited'][outside], scene[outside])
+    # the README's cloud-fill quick start, in the same layout
+    (readme,) = [b for b in blocks(ROOT / 'README.md', 'python') if 'Text2Earth-inpainting' in b]
+    readme_namespace: dict[str, Any] = {}
+    run_with(ROOT / 'README.md', readme, readme_namespace, given)
+    assert torch.equal(readme_namespace['filled'][kept], scene[kept])
+
+
+def test_readme_python_blocks_are_run_somewhere() -> None:
+    """Each README python block is a tutorial block that runs in a test, or says why not."""
+    tested = blocks(TUTORIALS / 'augment.md', 'python') + blocks(
+        TUTORIALS / 'place_and_date.md', 'python'
+    )
+    for block in blocks(ROOT / 'README.md', 'python'):
+        if 'Text2Earth-inpainting' in block:  # run by test_inpainting_tutorial
+            continue
+        if "'jaychempan/EarthSynth'" in block:  # the released weights: needs the hub and a GPU
+            continue
+        assert block in tested, block

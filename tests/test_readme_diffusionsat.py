@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_docs_snippets import run_with
 from test_synthetic_geo import TILES, DatedImages, Masks, write
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import stack_samples
@@ -36,7 +37,6 @@ PAGE = ROOT / 'docs' / 'tutorials' / 'place_and_date.md'
 SIZE = 32
 #: The one edit to the page's code: the tiny super-resolution ControlNet's condition size.
 EDITS = {'size=(256, 256)': f'size=({SIZE // 2}, {SIZE // 2})'}
-PLACEHOLDER = re.compile(r'^(\w+) = \.\.\.')
 
 
 def section_blocks(language: str) -> list[str]:
@@ -106,14 +106,7 @@ def test_python_blocks_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> No
     for block in blocks:
         for old, new in EDITS.items():
             block = block.replace(old, new)
-        lines = []
-        for line in block.splitlines():
-            match = PLACEHOLDER.match(line)
-            if match:
-                namespace[match[1]] = given[match[1]]
-            else:
-                lines.append(line)
-        exec(compile('\n'.join(lines), str(PAGE), 'exec'), namespace)
+        run_with(PAGE, block, namespace, given)
     # the last text + metadata model (super-resolution) and the mask ControlNet generated
     images = namespace['images']
     assert images.shape == (2, 3, SIZE, SIZE) and torch.isfinite(images).all()
