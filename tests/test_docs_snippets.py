@@ -5,9 +5,8 @@
 
 The TorchGeo augmentation tutorial runs in ``test_readme_snippets.py`` and the place-and-date
 tutorial in ``test_readme_diffusionsat.py``; this file runs the corpus, super-resolution and
-in-painting tutorials' python blocks (and the README's cloud-fill quick start) and parses the
-``earthsynth fit`` commands of the YAML tutorial and of the README with LightningCLI
-(``--print_config``).
+in-painting tutorials' python blocks (and the README's cloud-fill quick start) and parses every
+``earthsynth <command> --config ...`` line of the docs and the README (``--print_config``).
 """
 
 from __future__ import annotations
@@ -42,11 +41,14 @@ def run(path: Path, block: str) -> dict[str, Any]:
     return namespace
 
 
-def fit_commands(path: Path) -> list[list[str]]:
-    """The ``uv run earthsynth fit`` command lines of a Markdown file's bash blocks."""
+def config_commands(path: Path) -> list[list[str]]:
+    """The ``uv run earthsynth <command> --config ...`` lines of a Markdown file's code blocks."""
     text = '\n'.join(blocks(path, 'bash')).replace('\\\n', ' ')
+    text += '\n' + '\n'.join(re.findall(r'`(uv run earthsynth [^`]*)`', path.read_text()))
     lines = [shlex.split(line, comments=True) for line in text.splitlines()]
-    return [line for line in lines if line[:4] == ['uv', 'run', 'earthsynth', 'fit']]
+    return [
+        line for line in lines if line[:3] == ['uv', 'run', 'earthsynth'] and '--config' in line
+    ]
 
 
 def test_corpus_tutorial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,19 +80,33 @@ def test_superres_tutorial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
 
 
-@pytest.mark.parametrize('page', [TUTORIALS / 'lightningcli.md', ROOT / 'README.md'])
-def test_fit_commands_parse(
+PAGES = [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*/*.md'))]
+
+
+@pytest.mark.parametrize('page', PAGES, ids=lambda page: page.name)
+def test_config_commands_parse(
     page: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every ``earthsynth <command> --config`` line of the README and the docs parses."""
     monkeypatch.chdir(ROOT)
-    commands = fit_commands(page)
-    assert commands
-    for command in commands:
+    for command in config_commands(page):
         with pytest.raises(SystemExit) as exit_info:
             cli_main([*command[3:], '--print_config'])
-        assert exit_info.value.code == 0
-        config = Path(command[command.index('--config') + 1]).stem
-        assert f'default_root_dir: outputs/{config}' in capsys.readouterr().out
+        assert exit_info.value.code == 0, command
+        printed = capsys.readouterr().out
+        if command[3] == 'fit':
+            config = Path(command[command.index('--config') + 1]).stem
+            assert f'default_root_dir: outputs/{config}' in printed, command
+
+
+def test_commands_found() -> None:
+    assert len(config_commands(TUTORIALS / 'lightningcli.md')) == 2  # + one torchgeo line
+    assert {c[3] for page in PAGES for c in config_commands(page)} == {
+        'benchmark',
+        'evaluate',
+        'fit',
+        'synthesize',
+    }
 
 
 PLACEHOLDER = re.compile(r'^(\w+) = \.\.\.')
