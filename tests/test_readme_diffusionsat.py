@@ -1,10 +1,10 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""The README's DiffusionSat section, run as written on tiny models in the released layouts.
+"""The place-and-date tutorial (DiffusionSat), run as written on tiny models in their layouts.
 
 Its python blocks run in order in one namespace, in a folder holding tiny checkpoints under
-the names the README loads (DiffusionSat's ``checkpoint-N/unet`` and ``checkpoint-N/
+the names the page loads (DiffusionSat's ``checkpoint-N/unet`` and ``checkpoint-N/
 controlnet`` layouts, our ``MetadataControlNet`` export). A line ``name = ...`` is a
 placeholder the test fills (a TorchGeo GeoDataset and batch, bands, masks, a datamodule);
 the one size change is the super-resolution condition (256 px -> 16 px: the tiny VAE). Its
@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_docs_snippets import run_with
 from test_synthetic_geo import TILES, DatedImages, Masks, write
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import stack_samples
@@ -31,20 +32,16 @@ from torchgeo_earthsynth.lightning_modules import MetadataControlNet
 from torchgeo_earthsynth.models import tiny_diffusionsat_controlnet, tiny_diffusionsat_parts
 from torchgeo_earthsynth.synthesis import Synthesizer, build_text_pipeline
 
-README = Path(__file__).resolve().parents[1] / 'README.md'
-SECTION = '### Generate for a place and date: the DiffusionSat family'
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / 'docs' / 'tutorials' / 'place_and_date.md'
 SIZE = 32
-#: The one edit to the README's code: the tiny super-resolution ControlNet's condition size.
+#: The one edit to the page's code: the tiny super-resolution ControlNet's condition size.
 EDITS = {'size=(256, 256)': f'size=({SIZE // 2}, {SIZE // 2})'}
-PLACEHOLDER = re.compile(r'^(\w+) = \.\.\.')
 
 
 def section_blocks(language: str) -> list[str]:
-    """The section's fenced code blocks in ``language``, in order."""
-    text = README.read_text()
-    section = text[text.index(SECTION) :]
-    section = section[: section.index('\n### ', len(SECTION))]
-    return re.findall(rf'```{language}\n(.*?)```', section, flags=re.DOTALL)
+    """The page's fenced code blocks in ``language``, in order."""
+    return re.findall(rf'```{language}\n(.*?)```', PAGE.read_text(), flags=re.DOTALL)
 
 
 class ImagesAndMasks(GeoDataModule):  # type: ignore[misc]  # torchgeo is untyped
@@ -59,7 +56,7 @@ class ImagesAndMasks(GeoDataModule):  # type: ignore[misc]  # torchgeo is untype
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The checkpoints under the README's names, and two dated GeoTIFF tiles."""
+    """The checkpoints under the page's names, and two dated GeoTIFF tiles."""
     parts = tiny_diffusionsat_parts(0, SIZE)
     release = tmp_path / 'finetune_sd21_sn-satlas-fmow_snr5_md7norm_bs64'
     build_text_pipeline(parts).save_pretrained(release)  # their release: UNet in checkpoint-N/
@@ -77,7 +74,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def placeholders(workdir: Path) -> dict[str, Any]:
-    """What the README's ``name = ...`` lines stand for."""
+    """What the page's ``name = ...`` lines stand for."""
     datamodule = ImagesAndMasks(workdir / 'geo')
     datamodule.setup('fit')
     dataset = datamodule.train_dataset
@@ -109,14 +106,7 @@ def test_python_blocks_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> No
     for block in blocks:
         for old, new in EDITS.items():
             block = block.replace(old, new)
-        lines = []
-        for line in block.splitlines():
-            match = PLACEHOLDER.match(line)
-            if match:
-                namespace[match[1]] = given[match[1]]
-            else:
-                lines.append(line)
-        exec(compile('\n'.join(lines), str(README), 'exec'), namespace)
+        run_with(PAGE, block, namespace, given)
     # the last text + metadata model (super-resolution) and the mask ControlNet generated
     images = namespace['images']
     assert images.shape == (2, 3, SIZE, SIZE) and torch.isfinite(images).all()
@@ -134,7 +124,7 @@ def test_python_blocks_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_fit_commands_parse(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(README.parent)
+    monkeypatch.chdir(ROOT)
     (block,) = section_blocks('bash')
     commands = [shlex.split(line, comments=True) for line in block.splitlines() if line]
     assert len(commands) == 3

@@ -1,13 +1,19 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""The README's TorchGeo quick starts, run as written (on fake data in TorchGeo's layouts)."""
+"""The TorchGeo tutorial's python blocks, run as written (on fake data in TorchGeo's layouts).
+
+The blocks of ``docs/tutorials/augment.md`` without a ``...`` placeholder run here, each on its
+own; the README's quick start is one of them, word for word.
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +23,9 @@ from torchgeo_earthsynth.compat import TORCHGEO_VERSION_TUPLE
 from torchgeo_earthsynth.vocabulary import CLASS_IDS, prompt_from_mask
 
 DATA = Path(__file__).parent / 'data'
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / 'docs' / 'tutorials' / 'augment.md'
+README = ROOT / 'README.md'
 SIZE = 32
 
 
@@ -40,47 +49,38 @@ def _scripts(folder: str, names: list[str]) -> list[str]:
     return [n for n in names if n == 'data.py']
 
 
+def python_blocks(path: Path) -> list[str]:
+    """The fenced python blocks of a Markdown file, in order."""
+    return re.findall(r'```python\n(.*?)```', path.read_text(), flags=re.DOTALL)
+
+
+def runnable_blocks() -> list[str]:
+    """The tutorial's python blocks that hold no ``...`` placeholder."""
+    return [block for block in python_blocks(PAGE) if '...' not in block]
+
+
+def run_block(index: int) -> dict[str, Any]:
+    """Run the tutorial's ``index``-th runnable block on its own; its namespace."""
+    namespace: dict[str, Any] = {}
+    exec(compile(runnable_blocks()[index], str(PAGE), 'exec'), namespace)
+    return namespace
+
+
+def test_tutorial_blocks() -> None:
+    assert len(runnable_blocks()) == 4
+    readme = [block for block in python_blocks(README) if 'SyntheticAugmentation' in block]
+    assert readme, 'the README quick start of augmentation is gone'
+    assert all(block in runnable_blocks() for block in readme)
+
+
 def test_loveda_segmentation_quick_start(workdir: Path) -> None:
-    # --- README: LoveDA segmentation -------------------------------------------------
-    from lightning.pytorch import Trainer
-    from torchgeo.datamodules import LoveDADataModule
-    from torchgeo.datasets import LoveDA
-
-    from torchgeo_earthsynth.bank import SyntheticBank
-    from torchgeo_earthsynth.compat import SemanticSegmentationTask
-    from torchgeo_earthsynth.transforms import SyntheticAugmentation, attach
-
-    dm = LoveDADataModule(root='data/loveda', batch_size=4)
-    synthetic = SyntheticAugmentation(
-        LoveDA.classes, dataset='LoveDA', source='bank', bank=SyntheticBank('outputs/bank')
-    )
-    attach(dm, synthetic)  # LoveDA's mask values, bands and pixel range come from the registry
-    task = SemanticSegmentationTask(
-        model='unet', backbone='resnet18', weights=None, num_classes=8, ignore_index=0
-    )
-    Trainer(max_epochs=1, logger=False, enable_checkpointing=False).fit(task, dm)
-    # --- end ---------------------------------------------------------------------------
+    synthetic = run_block(0)['synthetic']
     assert synthetic.stats['from_bank'] > 0, synthetic.stats
     assert synthetic.stats['replaced'] == synthetic.stats['from_bank']
 
 
 def test_ucmerced_classification_quick_start(workdir: Path) -> None:
-    # --- README: UCMerced classification ------------------------------------------------
-    from lightning.pytorch import Trainer
-    from torchgeo.datamodules import UCMercedDataModule
-
-    from torchgeo_earthsynth.bank import SyntheticBank
-    from torchgeo_earthsynth.compat import ClassificationTask
-    from torchgeo_earthsynth.transforms import SyntheticAugmentation, attach
-
-    dm = UCMercedDataModule(root='data/ucmerced', batch_size=16)
-    synthetic = SyntheticAugmentation(
-        task='classification', source='bank', bank=SyntheticBank('outputs/bank')
-    )
-    attach(dm, synthetic)  # UCMerced's classes and their vocabulary come from the registry
-    task = ClassificationTask(model='resnet18', weights=None, num_classes=21)
-    Trainer(max_epochs=1, logger=False, enable_checkpointing=False).fit(task, dm)
-    # --- end ---------------------------------------------------------------------------
+    synthetic = run_block(1)['synthetic']
     assert synthetic.stats['from_bank'] > 0  # buildings, forest, plane rows had bank images
 
 
@@ -90,20 +90,8 @@ def test_vhr10_detection_quick_start(
     if TORCHGEO_VERSION_TUPLE < (0, 10):
         pytest.importorskip('pycocotools')  # TorchGeo 0.8 reads the annotations with it
     vhr10_checksums(workdir / 'data' / 'vhr10')  # fake files: TorchGeo 0.10 checks SHA-256
-    # --- README: VHR10 detection (online generation) -------------------------------------
-    from torchgeo.datamodules import VHR10DataModule
-
-    from torchgeo_earthsynth.transforms import SynthesizerLoader, SyntheticAugmentation, attach
-
-    dm = VHR10DataModule(root='data/vhr10', batch_size=4, patch_size=32)
-    synthetic = SyntheticAugmentation(
-        task='detection',
-        source='online',
-        # pretrained='jaychempan/EarthSynth' for the released weights; tiny=True is untrained
-        synthesizer=SynthesizerLoader(tiny=True, image_size=32, num_inference_steps=2),
-    )
-    attach(dm, synthetic)  # boxes become the ControlNet condition; boxes and labels stay
-    # --- end ---------------------------------------------------------------------------
+    namespace = run_block(2)
+    synthetic, dm = namespace['synthetic'], namespace['dm']
     dm.setup('fit')
     batch = next(iter(dm.train_dataloader()))
     out, plan = synthetic.augment(batch)
@@ -126,21 +114,5 @@ def test_vhr10_detection_from_a_bank_quick_start(
     image = torch.randint(0, 256, (3, SIZE, SIZE), generator=torch.Generator().manual_seed(0))
     sample = {'image': image.float(), 'mask': mask, 'bbox_xyxy': boxes, 'label': ids}
     SyntheticBank('outputs/detection_bank').add([sample])
-    # --- README: VHR10 detection from a bank -------------------------------------------
-    from lightning.pytorch import Trainer
-    from torchgeo.datamodules import VHR10DataModule
-
-    from torchgeo_earthsynth.compat import ObjectDetectionTask
-    from torchgeo_earthsynth.transforms import SyntheticAugmentation, attach
-
-    dm = VHR10DataModule(root='data/vhr10', batch_size=4, patch_size=32)
-    synthetic = SyntheticAugmentation(
-        task='detection', source='bank', bank=SyntheticBank('outputs/detection_bank')
-    )
-    attach(dm, synthetic)  # bank samples replace real ones with the boxes they were generated from
-    task = ObjectDetectionTask(
-        model='faster-rcnn', backbone='resnet18', weights=None, num_classes=11
-    )
-    Trainer(max_epochs=1, logger=False, enable_checkpointing=False).fit(task, dm)
-    # --- end ---------------------------------------------------------------------------
+    synthetic = run_block(3)['synthetic']
     assert synthetic.stats['from_bank'] > 0

@@ -96,7 +96,7 @@ def upsample(
         mode: interpolation.
 
     Returns:
-        float32 [B, C, *size] in 0..255.
+        float32 ``[B, C, *size]`` in 0..255.
     """
     align = None if mode == 'nearest' else False
     out = F.interpolate(low_res.float(), size=size, mode=mode, align_corners=align)
