@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
-from lightning.pytorch.cli import LightningCLI
-
 #: Extra subcommands, each ``module:function`` taking the remaining argv.
 EXTRA_COMMANDS: Final[dict[str, str]] = {
     'build-corpus': 'torchgeo_earthsynth.corpus_cli:main',
@@ -180,8 +178,9 @@ def lightning_main(args: Sequence[str] | None = None) -> None:
     import torchgeo_earthsynth.lightning_modules
     import torchgeo_earthsynth.transforms
     from torchgeo_earthsynth.compat import BaseDataModule, BaseTask
+    from torchgeo_earthsynth.lightning_cli import EarthSynthCLI
 
-    LightningCLI(
+    EarthSynthCLI(
         model_class=BaseTask,
         datamodule_class=BaseDataModule,
         seed_everything_default=0,
@@ -222,31 +221,6 @@ def main(args: Sequence[str] | None = None) -> None:
             _resolve(EXTRA_COMMANDS[command])(argv[1:])
         else:  # LightningCLI reads sys.argv itself when given no args
             lightning_main(None if args is None else argv)
-
-
-class SynthesizeCLI(LightningCLI):
-    """LightningCLI for ``earthsynth synthesize``: model, data, ``bank`` writer, trainer."""
-
-    def add_arguments_to_parser(self, parser: Any) -> None:
-        """Add the bank writer (a Trainer callback), the checkpoint, and link the bank."""
-        from .lightning_modules.synthesizer import BankWriter
-
-        parser.add_lightning_class_args(BankWriter, 'bank')
-        parser.add_argument(
-            '--ckpt_path',
-            type=str | None,
-            default=None,
-            help='Lightning checkpoint to load into the model',
-        )
-        parser.add_argument(
-            '--allow_untrained',
-            '--allow-untrained',
-            action='store_true',
-            help='synthesize with a model that has no trained weights (no ckpt_path, '
-            'pretrained or controlnet): it writes noise into the bank',
-        )
-        parser.link_arguments('bank.root', 'data.init_args.bank_root')
-        parser.link_arguments('bank.split', 'data.init_args.bank_split')
 
 
 #: ``earthsynth synthesize --help``'s description.
@@ -299,6 +273,7 @@ def synthesize(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     import lightning.pytorch as pl
 
     from .datamodules.mask_prompt import MaskPromptDataModule
+    from .lightning_cli import SynthesizeCLI
     from .lightning_modules.synthesizer import BankWriter
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -343,9 +318,17 @@ def synthesize(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     return summary
 
 
+def __getattr__(name: str) -> Any:
+    """``SynthesizeCLI`` from its module, imported on use: Lightning is slow to import."""
+    if name == 'SynthesizeCLI':
+        from .lightning_cli import SynthesizeCLI
+
+        return SynthesizeCLI
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 __all__ = (
     'EXTRA_COMMANDS',
-    'SynthesizeCLI',
     'lightning_main',
     'main',
     'random_base_main',
