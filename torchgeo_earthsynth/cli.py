@@ -41,6 +41,10 @@ COMMANDS: Final[dict[str, str]] = {
     'random-base': 'write SD 1.5 / SD 2.1 with random weights (real shapes, no download)',
 }
 
+#: ``random-base --arch`` choices: ``models.random_base.BASE_CONFIGS``'s keys, written out so
+#: that ``--help`` need not import diffusers (tests/test_cli_imports.py checks they agree).
+RANDOM_BASE_ARCHS: Final[tuple[str, ...]] = ('sd15', 'sd21')
+
 _ROLE = re.compile(r':[a-z]+:`~?([^`<]*?)\s*(?:<[^>]*>)?`')
 
 
@@ -103,9 +107,6 @@ def datasets_main(args: Sequence[str] | None = None) -> None:
     Args:
         args: dataset names to describe (default: list them all).
     """
-    from torchgeo_earthsynth.dataset_encodings import ENCODINGS, encoding_for
-    from torchgeo_earthsynth.vocabulary import VOCABULARY
-
     parser = argparse.ArgumentParser(
         prog='earthsynth datasets',
         description='TorchGeo datasets SyntheticAugmentation(dataset=NAME) knows: the value '
@@ -114,6 +115,10 @@ def datasets_main(args: Sequence[str] | None = None) -> None:
     )
     parser.add_argument('names', nargs='*', help='datasets to describe (default: list all)')
     names = parser.parse_args(args).names
+    # after parsing: the encodings import TorchGeo, which `--help` does not need
+    from torchgeo_earthsynth.dataset_encodings import ENCODINGS, encoding_for
+    from torchgeo_earthsynth.vocabulary import VOCABULARY
+
     if not names:
         for name, enc in ENCODINGS.items():
             size = f'{len(enc.classes)} classes'
@@ -141,17 +146,13 @@ def random_base_main(args: Sequence[str] | None = None) -> None:
     Args:
         args: command-line arguments after ``random-base``.
     """
-    import torch
-
-    from torchgeo_earthsynth.models.random_base import BASE_CONFIGS, random_base
-
     parser = argparse.ArgumentParser(
         prog='earthsynth random-base',
         description='Write a Stable Diffusion base with the published architecture (configs '
         'of the hub folders) and random weights, as a diffusers folder: for trying the '
         'paper-scale configs (base_model: DIR) offline. Its images are noise.',
     )
-    parser.add_argument('--arch', choices=sorted(BASE_CONFIGS), default='sd15')
+    parser.add_argument('--arch', choices=RANDOM_BASE_ARCHS, default='sd15')
     parser.add_argument('--out', required=True, help='folder to write (replaced)')
     parser.add_argument(
         '--dtype',
@@ -161,6 +162,11 @@ def random_base_main(args: Sequence[str] | None = None) -> None:
     )
     parser.add_argument('--seed', type=int, default=0)
     opts = parser.parse_args(args)
+    # after parsing: diffusers and torch take seconds to import, `--help` needs neither
+    import torch
+
+    from torchgeo_earthsynth.models.random_base import random_base
+
     out = random_base(opts.arch, opts.out, getattr(torch, opts.dtype), opts.seed)
     print(f'wrote {opts.arch} with random weights to {out}')
 
