@@ -1,0 +1,60 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Each script in benchmarks/ runs at a tiny size and writes its JSON with when and where."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / 'benchmarks'
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A loader of ``benchmarks/<name>.py`` as a module (its siblings importable, as when run)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(
+            f'benchmark_{name}', BENCHMARKS / f'{name}.py'
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    sys.modules.pop('provenance', None)
+
+
+def written(folder: Path, name: str) -> dict[str, Any]:
+    """The JSON a script wrote, checked for its when and where."""
+    record: dict[str, Any] = json.loads((folder / f'{name}.json').read_text())
+    assert record['benchmark'] == name
+    assert record['when'].endswith('+00:00')  # UTC
+    assert record['where']['cpus'] >= 1 and record['where']['torch']
+    assert record['where']['platform']
+    return record
+
+
+def test_provenance_writes_when_and_where(tmp_path: Path, script: Any) -> None:
+    provenance = script('provenance')
+    path = provenance.write_result('x', {'rate': 1.5}, tmp_path, ['--n', '2'])
+    record = written(tmp_path, 'x')
+    assert path == tmp_path / 'x.json'
+    assert record['results'] == {'rate': 1.5}
+    assert record['command'] == 'python benchmarks/x.py --n 2'
+
+
+def test_dataset_throughput(tmp_path: Path, script: Any) -> None:
+    argv = ['--sizes', '16', '--tiles', '2', '--repeats', '1', '--min-time', '0']
+    summary = script('dataset_throughput').main([*argv, '--results', str(tmp_path)])
+    record = written(tmp_path, 'dataset_throughput')
+    assert record['results'] == summary
+    assert summary['samples_per_s'][0]['size'] == 16 and summary['ratio'] > 0
