@@ -58,3 +58,17 @@ def test_dataset_throughput(tmp_path: Path, script: Any) -> None:
     record = written(tmp_path, 'dataset_throughput')
     assert record['results'] == summary
     assert summary['samples_per_s'][0]['size'] == 16 and summary['ratio'] > 0
+
+
+def test_rfilter(tmp_path: Path, script: Any) -> None:
+    argv = ['--size', '16', '--batch-size', '2', '--batches', '1', '--repeats', '1']
+    summary = script('rfilter').main([*argv, '--min-time', '0', '--results', str(tmp_path)])
+    assert written(tmp_path, 'rfilter')['results'] == summary
+    assert 0 <= summary['kept'] <= 2 and summary['ratio'] > 0
+
+
+def test_synthesis(tmp_path: Path, script: Any) -> None:
+    argv = ['--num-images', '2', '--batch-size', '2', '--image-size', '16', '--steps', '1']
+    summary = script('synthesis').main([*argv, '--repeats', '1', '--results', str(tmp_path)])
+    assert written(tmp_path, 'synthesis')['results'] == summary
+    assert set(summary['images_per_s']) == {'naive loop', 'Synthesizer'}
