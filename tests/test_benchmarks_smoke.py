@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from torchgeo_earthsynth.models.shipped import SHIPPED_GENERATOR
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / 'benchmarks'
 
 
@@ -72,3 +74,25 @@ def test_synthesis(tmp_path: Path, script: Any) -> None:
     summary = script('synthesis').main([*argv, '--repeats', '1', '--results', str(tmp_path)])
     assert written(tmp_path, 'synthesis')['results'] == summary
     assert set(summary['images_per_s']) == {'naive loop', 'Synthesizer'}
+
+
+def test_vae_fidelity(tmp_path: Path, script: Any) -> None:
+    argv = ['--steps', '1', '--size', '32', '--num', '2', '--results', str(tmp_path)]
+    summary = script('vae_fidelity').main(argv)
+    assert written(tmp_path, 'vae_fidelity')['results'] == summary
+    assert summary['steps'] == 1 and 0 <= summary['reconstruction_miou'] <= 1
+
+
+def test_mask_following(tmp_path: Path, script: Any) -> None:
+    # the folder itself: checking its hashes is tests/test_shipped_generator.py's job
+    argv = [str(SHIPPED_GENERATOR), '--num', '2', '--steps', '1', '--results', str(tmp_path)]
+    summary = script('mask_following').main(argv)
+    assert written(tmp_path, 'mask_following')['results'] == summary
+    assert set(summary['mIoU']) == {'real', 'untrained', 'shuffled', 'trained'}
+
+
+def test_shipped_generator(tmp_path: Path, script: Any) -> None:
+    argv = [str(SHIPPED_GENERATOR), '--num', '2', '--steps', '1', '--results', str(tmp_path)]
+    summary = script('shipped_generator').main(argv)
+    assert written(tmp_path, 'shipped_generator')['results'] == summary
+    assert summary['held_out_masks'] == 2 and 'trained' in summary['mIoU']
