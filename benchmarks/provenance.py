@@ -46,6 +46,7 @@ def write_result(
     results: Mapping[str, Any],
     folder: Path = RESULTS,
     argv: Sequence[str] | None = None,
+    script: str | None = None,
 ) -> Path:
     """Write ``<folder>/<name>.json``: the results with when (UTC) and where they were measured.
 
@@ -54,6 +55,7 @@ def write_result(
         results: what it measured (JSON-serialisable).
         folder: where to write.
         argv: the script's arguments (default ``sys.argv[1:]``), kept as its command.
+        script: the script's stem where it differs from ``name``.
 
     Returns:
         The file written.
@@ -63,7 +65,7 @@ def write_result(
         'benchmark': name,
         'when': datetime.now(UTC).isoformat(timespec='seconds'),
         'where': where(),
-        'command': ' '.join(['python', f'benchmarks/{name}.py', *args]),
+        'command': ' '.join(['python', f'benchmarks/{script or name}.py', *args]),
         'results': dict(results),
     }
     path = Path(folder) / f'{name}.json'

@@ -7,7 +7,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -96,3 +96,28 @@ def test_shipped_generator(tmp_path: Path, script: Any) -> None:
     summary = script('shipped_generator').main(argv)
     assert written(tmp_path, 'shipped_generator')['results'] == summary
     assert summary['held_out_masks'] == 2 and 'trained' in summary['mIoU']
+
+
+@pytest.mark.parametrize('what', ['train', 'synthesis', 'rfilter'])
+def test_profiles(tmp_path: Path, script: Any, what: str) -> None:
+    argv = [what, '--size', '32', '--repeats', '1', '--results', str(tmp_path)]
+    result = script('profiles').main(argv)
+    record = written(tmp_path, f'profiles_{what}')
+    assert record['results'] == result and result['size'] == 32
+    assert record['command'].startswith(f'python benchmarks/profiles.py {what}')
+
+
+def test_train_step(tmp_path: Path, script: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = script('train_step')
+
+    def run_in_process(command: list[str], **_: Any) -> SimpleNamespace:
+        # each variant runs in its own process for a clean peak RSS; here one process saves
+        # a Python start with torch and Lightning per variant (a minute in all)
+        assert command[:2] == [sys.executable, module.__file__]
+        return SimpleNamespace(stdout=json.dumps(module.main(command[2:])))
+
+    monkeypatch.setattr(module, 'subprocess', SimpleNamespace(run=run_in_process))
+    argv = ['--steps', '1', '--batch-size', '2', '--size', '32', '--rounds', '1']
+    summary = module.main([*argv, '--num-train', '4', '--results', str(tmp_path)])
+    assert written(tmp_path, 'train_step')['results'] == summary
+    assert summary['ratio'] > 0 and summary['peak_rss_mb']
