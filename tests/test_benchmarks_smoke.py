@@ -121,3 +121,11 @@ def test_train_step(tmp_path: Path, script: Any, monkeypatch: pytest.MonkeyPatch
     summary = module.main([*argv, '--num-train', '4', '--results', str(tmp_path)])
     assert written(tmp_path, 'train_step')['results'] == summary
     assert summary['ratio'] > 0 and summary['peak_rss_mb']
+
+
+@pytest.mark.parametrize('task', ['segmentation', 'detection'])
+def test_augmentation(tmp_path: Path, script: Any, task: str) -> None:
+    argv = ['--task', task, '--steps', '1', '--rounds', '1', '--batch-size', '2', '--size', '32']
+    summary = script('augmentation').main([*argv, '--results', str(tmp_path)])
+    assert written(tmp_path, f'augmentation_{task}')['results'] == summary
+    assert summary['task'] == task and summary['ratio'] > 0
