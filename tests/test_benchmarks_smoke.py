@@ -129,3 +129,24 @@ def test_augmentation(tmp_path: Path, script: Any, task: str) -> None:
     summary = script('augmentation').main([*argv, '--results', str(tmp_path)])
     assert written(tmp_path, f'augmentation_{task}')['results'] == summary
     assert summary['task'] == task and summary['ratio'] > 0
+
+
+#: brief_fit.py's options at their smallest: two steps on four scenes, one sampling step.
+BRIEF_FIT = ['--steps', '1', '--vae-steps', '1', '--num-train', '4', '--num-eval', '2']
+BRIEF_FIT += ['--batch-size', '2', '--sample-steps', '1']
+
+
+def test_metadata_following(tmp_path: Path, script: Any) -> None:
+    # eight scenes a split, so that both seasons are in each (a later option wins)
+    argv = [*BRIEF_FIT, '--num-train', '8', '--num-eval', '8', '--seeds', '1']
+    argv += ['--root', str(tmp_path / 'corpus')]
+    summary = script('metadata_following').main([*argv, '--results', str(tmp_path)])
+    assert written(tmp_path, 'metadata_following')['results'] == summary
+    assert set(summary['green_chroma_shift']) == {'real', 'through_vae', 'untrained', 'trained'}
+
+
+def test_multicontrol_following(tmp_path: Path, script: Any) -> None:
+    argv = [*BRIEF_FIT, '--root', str(tmp_path / 'corpus'), '--results', str(tmp_path)]
+    summary = script('multicontrol_following').main(argv)
+    assert written(tmp_path, 'multicontrol_following')['results'] == summary
+    assert set(summary['rows']) == {'untrained', 'shuffled', 'trained'}
