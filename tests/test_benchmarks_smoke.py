@@ -150,3 +150,11 @@ def test_multicontrol_following(tmp_path: Path, script: Any) -> None:
     summary = script('multicontrol_following').main(argv)
     assert written(tmp_path, 'multicontrol_following')['results'] == summary
     assert set(summary['rows']) == {'untrained', 'shuffled', 'trained'}
+
+
+def test_synthesis_quality(tmp_path: Path, script: Any) -> None:
+    argv = [str(SHIPPED_GENERATOR), '--num', '2', '--batch-size', '2', '--image-size', '32']
+    argv += ['--steps', '4', '--fast-steps', '2', '--rounds', '1', '--results', str(tmp_path)]
+    summary = script('synthesis_quality').main(argv)
+    assert written(tmp_path, 'synthesis_quality_demo')['results'] == summary
+    assert 'anchor: diffusers pipeline' in summary['rows'] and summary['ratio'] > 0
