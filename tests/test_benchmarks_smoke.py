@@ -28,11 +28,15 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Any:
         )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        loaded.append(spec.name)
         spec.loader.exec_module(module)
         return module
 
+    loaded: list[str] = []
     yield load
-    sys.modules.pop('provenance', None)
+    for name in [*loaded, 'provenance']:
+        sys.modules.pop(name, None)
 
 
 def written(folder: Path, name: str) -> dict[str, Any]:
@@ -158,3 +162,23 @@ def test_synthesis_quality(tmp_path: Path, script: Any) -> None:
     summary = script('synthesis_quality').main(argv)
     assert written(tmp_path, 'synthesis_quality_demo')['results'] == summary
     assert 'anchor: diffusers pipeline' in summary['rows'] and summary['ratio'] > 0
+
+
+def test_fault_fuzz(tmp_path: Path, script: Any) -> None:
+    # the kill -9 half runs `earthsynth synthesize` processes: a minute and more, so the
+    # reader half only (tests/test_bank.py kills a bank writer with SIGKILL on its own)
+    argv = ['--variants', '1', '--skip-kills', '--out', str(tmp_path / 'out')]
+    summary = script('fault_fuzz').main([*argv, '--results', str(tmp_path)])
+    assert written(tmp_path, 'fault_fuzz')['results'] == summary
+    assert summary['mutations tried'] > 0 and summary['kills'] == 0
+    assert (tmp_path / 'out' / 'reader.csv').exists()
+
+
+#: Modules of benchmarks/ that are no benchmark: helpers the scripts import (covered through them).
+HELPERS = {'provenance', 'brief_fit', 'detection_data'}
+
+
+def test_every_script_has_a_smoke_test() -> None:
+    scripts = {p.stem for p in BENCHMARKS.glob('*.py')} - HELPERS
+    tested = {name.removeprefix('test_') for name in globals() if name.startswith('test_')}
+    assert scripts <= tested, f'no smoke test for {sorted(scripts - tested)}'
