@@ -20,7 +20,7 @@ probability 0.5 by bank samples generated from boxes, which bring their exact bo
 
 Usage: uv run python benchmarks/augmentation.py [--task segmentation|detection] [--steps 15]
 [--rounds 5] [--device cpu]
-The last line is ``ratio: <with augmentation / without>``.
+It prints ``ratio: <with augmentation / without>``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ alone earn) and the trained export given the right masks (same seeds, same sampl
 Usage:
     uv run earthsynth fit --config configs/mini.yaml      # writes .../export
     uv run python benchmarks/mask_following.py outputs/mini/lightning_logs/version_0/export
-The last line is ``ratio: <trained mIoU / untrained mIoU>``.
+It prints ``ratio: <trained mIoU / untrained mIoU>``.
 """
 
 from __future__ import annotations

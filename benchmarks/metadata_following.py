@@ -16,7 +16,7 @@ scenes with greenness > 0.75 minus < 0.25) and in the corpus seen through the tr
 latitude x month interaction.
 
 Usage: uv run python benchmarks/metadata_following.py [--steps 300] [--vae-steps 600]
-The last line is ``ratio: <trained summer-winter difference / corpus one>``.
+It prints ``ratio: <trained summer-winter difference / corpus one>``.
 """
 
 from __future__ import annotations

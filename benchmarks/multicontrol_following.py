@@ -18,7 +18,7 @@ for another scene's prompt and seed, scored against the scene's own: what prompt
 alone earn) and the trained model given the right maps.
 
 Usage: uv run python benchmarks/multicontrol_following.py [--steps 600] [--vae-steps 150]
-The last line is ``ratio: <min over both maps of trained / untrained agreement>`` (maps
+It prints ``ratio: <min over both maps of trained / untrained agreement>`` (maps
 given together).
 """
 

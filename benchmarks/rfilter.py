@@ -9,7 +9,7 @@ Both sides run the same `RFilter` configuration (tiny open_clip CLIP for alignme
 conv segmenter for layout, sanity, novelty against a flipped "real source" and a memory of
 kept samples) on the scenes of a temporary mini corpus; the per-image side feeds the batches
 one sample at a time. Their decisions are checked to be identical first. Measurements are
-interleaved and the median rate of each is reported. The last line is
+interleaved and the median rate of each is reported. It prints
 ``ratio: <batched / per-image>``.
 
     uv run python benchmarks/rfilter.py [--size 64] [--batch-size 32] [--batches 4] [--repeats 5]

@@ -9,7 +9,7 @@ compute-bound on a CPU and batching saves less (see the README).
 
     uv run python benchmarks/synthesis.py [--image-size 32] [--batch-size 8] [--repeats 3]
 
-The last line is ``ratio: <Synthesizer / naive loop>``.
+It prints ``ratio: <Synthesizer / naive loop>``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ image is dropped), fewer steps of UniPC or DPM-Solver++, and both.
 ``--shape sd15`` times the same rows on an SD 1.5-shaped random-weight base with a
 ControlNet made from its UNet, at 256 px (images/s only: random weights have no fidelity;
 it writes the 2.1 GB base to ``--sd15-folder`` unless it is there; ~5 GB RAM in float32).
-The last line is ``ratio: <images/s of the fastest row whose mIoU is within 0.02 of the
+It prints ``ratio: <images/s of the fastest row whose mIoU is within 0.02 of the
 anchor's / the anchor's images/s>`` (``--shape sd15``: of the fastest row).
 """
 

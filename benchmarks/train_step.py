@@ -16,7 +16,7 @@ interleaved over several rounds.
     uv run python benchmarks/train_step.py [--steps 30] [--batch-size 16] [--size 32] [--rounds 3]
 
 32 px is the size the tiny preset trains at (``configs/mini.yaml``).
-The last line is ``ratio: <ours with prompt cache / plain loop>``.
+It prints ``ratio: <ours with prompt cache / plain loop>``.
 
 ``--shape sd15`` measures the real shape instead: an SD 1.5-shaped base with random weights
 (:func:`~torchgeo_earthsynth.models.random_base.random_base`, written to ``--base`` unless
@@ -27,7 +27,7 @@ adds the latent cache (:class:`~torchgeo_earthsynth.lightning_modules.latent_cac
 the warm-up steps cover one epoch, so the timed steps are the steady state where every
 image repeats and hits. A sample that misses (one CF-Comp composed, or flipped) costs what
 it costs in ``ours-nocache`` plus a hash of its bytes: the ``composed`` line reports that
-ratio. The last line is ``ratio: <ours with prompt and latent cache / plain loop>``.
+ratio. It prints ``ratio: <ours with prompt and latent cache / plain loop>``.
 Measured on 2 shared CPU cores (float32, batch 2, 4 images, 2 warm-up and 4 timed steps, one
 interleaved round): plain 0.0275 samples/s, ours-nocache 0.0333 (1.21x: fused AdamW and the
 prompt cache; also what a composed, cache-missing sample runs at), ours-cache 0.0394 (1.43x,

@@ -10,7 +10,7 @@ image is decoded by this VAE, so it cannot follow its mask better than a reconst
 
 Usage:
     uv run python benchmarks/vae_fidelity.py --steps 200 --lr 1e-3   # the demo's warm-up
-The last line is ``ratio: <reconstruction mIoU / real mIoU>``.
+It prints ``ratio: <reconstruction mIoU / real mIoU>``.
 """
 
 from __future__ import annotations
