@@ -174,6 +174,22 @@ def test_fault_fuzz(tmp_path: Path, script: Any) -> None:
     assert (tmp_path / 'out' / 'reader.csv').exists()
 
 
+def test_report(tmp_path: Path, script: Any) -> None:
+    results = tmp_path / 'results'
+    script('provenance').write_result('x', {'ratio': 1.23456, 'rate': {'a': 2.0}}, results)
+    old = {'benchmark': 'old', 'when': '2026-01-01T00:00:00+00:00', 'mIoU': {'trained': 0.5}}
+    (results / 'old.json').write_text(json.dumps(old))  # flat, as before provenance.py
+    output = tmp_path / 'docs' / 'benchmarks.md'
+    text = script('report').main(['--results', str(results), '--output', str(output)])
+    assert output.read_text() == text
+    rows = [line for line in text.splitlines() if line.startswith('| ') and '---' not in line]
+    assert len(rows) == 3  # header, old, x
+    assert rows[1].startswith('| old | - | mIoU: trained 0.5 | 2026-01-01T00:00:00+00:00 |')
+    cells = rows[2].split(' | ')
+    assert cells[:3] == ['| x', '1.23', 'rate: a 2']  # 3 significant digits
+    assert cells[3].endswith('+00:00') and 'cpus' in cells[4] and 'torch' in cells[4]
+
+
 #: Modules of benchmarks/ that are no benchmark: helpers the scripts import (covered through them).
 HELPERS = {'provenance', 'brief_fit', 'detection_data'}
 
