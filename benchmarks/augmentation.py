@@ -20,7 +20,7 @@ probability 0.5 by bank samples generated from boxes, which bring their exact bo
 
 Usage: uv run python benchmarks/augmentation.py [--task segmentation|detection] [--steps 15]
 [--rounds 5] [--device cpu]
-The last line is ``ratio: <with augmentation / without>``.
+It prints ``ratio: <with augmentation / without>``.
 """
 
 from __future__ import annotations
@@ -30,12 +30,14 @@ import itertools
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from detection_data import BoxScenesDataModule, make_box_bank
+from provenance import add_results_argument, write_result
 from torch.utils.data import default_collate
 
 from torchgeo_earthsynth.bank import SyntheticBank
@@ -168,7 +170,7 @@ def run(
     return rate, dict(synthetic.stats) if synthetic is not None else {}
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--steps', type=int, default=15, help='timed steps per run')
     parser.add_argument('--rounds', type=int, default=5)
@@ -177,7 +179,8 @@ def main() -> None:
     parser.add_argument('--bank', type=Path, default=None, help='a filled SyntheticBank root')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--task', choices=('segmentation', 'detection'), default='segmentation')
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
     detection = args.task == 'detection'
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,6 +225,21 @@ def main() -> None:
     paired = [w / wo for w, wo in zip(rates['with bank (p=0.5)'], rates['without'])]
     print(f'per-round ratios: {", ".join(f"{r:.3f}" for r in paired)}')
     print(f'ratio: {statistics.median(paired):.3f}')
+    summary = {
+        'task': args.task,
+        'size': args.size,
+        'batch_size': args.batch_size,
+        'steps': args.steps,
+        'rounds': args.rounds,
+        'device': args.device,
+        'samples_per_s': {name: statistics.median(values) for name, values in rates.items()},
+        'stats': stats,
+        'paired_ratios': paired,
+        'ratio': statistics.median(paired),
+    }
+    # segmentation and detection are two measurements: one file each
+    write_result(f'augmentation_{args.task}', summary, args.results, argv, script='augmentation')
+    return summary
 
 
 if __name__ == '__main__':

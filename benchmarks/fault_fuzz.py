@@ -46,13 +46,14 @@ import tempfile
 import time
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from provenance import add_results_argument, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE = REPO / 'tests' / 'data' / 'earthsynth180k'
@@ -584,14 +585,15 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seed', type=int, default=0, help='seed of the mutations')
     parser.add_argument('--variants', type=int, default=2, help='seeded variants per mutation')
     parser.add_argument('--keys', type=int, default=12, help='keys of the synthesised bank')
     parser.add_argument('--skip-kills', action='store_true', help='only fuzz the reader')
     parser.add_argument('--out', type=Path, default=Path('outputs/fault_fuzz'))
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
     logging.getLogger('torchgeo_earthsynth').setLevel(logging.ERROR)  # the table says it
     warnings.simplefilter('ignore')
     args.out.mkdir(parents=True, exist_ok=True)
@@ -602,7 +604,7 @@ def main() -> None:
     print(table(reader, ['mutation', 'variant', 'strict', 'lenient', 'handled']))
     bad = [r for r in reader if r['bad']]
     benign = [r for r in reader if not r['bad']]
-    summary = {
+    summary: dict[str, Any] = {
         'seed': args.seed,
         'mutations tried': len(reader),
         'bad mutations': len(bad),
@@ -632,6 +634,8 @@ def main() -> None:
             f'final bank byte-identical: {summary["final bank identical"]}'
         )
     print(f'({summary["seconds"]} s; {args.out}/summary.json, reader.csv, kills.csv)')
+    write_result('fault_fuzz', summary, args.results, argv)
+    return summary
 
 
 if __name__ == '__main__':

@@ -12,17 +12,20 @@ alone earn) and the trained export given the right masks (same seeds, same sampl
 Usage:
     uv run earthsynth fit --config configs/mini.yaml      # writes .../export
     uv run python benchmarks/mask_following.py outputs/mini/lightning_logs/version_0/export
-The last line is ``ratio: <trained mIoU / untrained mIoU>``.
+It prints ``ratio: <trained mIoU / untrained mIoU>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
+from provenance import add_results_argument, write_result
 
 from torchgeo_earthsynth.datasets import EarthSynthMini
 from torchgeo_earthsynth.lightning_modules import EarthSynthControlNet, sample_grid
@@ -30,14 +33,15 @@ from torchgeo_earthsynth.metrics import PixelClassifier, mask_fidelity
 from torchgeo_earthsynth.synthesis import Synthesizer
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('export', type=Path, help='diffusers export of a tiny-preset model')
     parser.add_argument('--num', type=int, default=64, help='held-out masks')
     parser.add_argument('--steps', type=int, default=20)
     parser.add_argument('--guidance', type=float, default=2.0)
     parser.add_argument('--grid', type=Path, default=None, help='also save a sample grid PNG')
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
 
     meta = json.loads((args.export / 'earthsynth.json').read_text())
     size = int(meta['image_size'])
@@ -90,7 +94,19 @@ def main() -> None:
         fig.savefig(args.grid, dpi=80)
         plt.close(fig)
     print(f'shuffled-mask control ratio: {scores["trained"] / max(scores["shuffled"], 1e-6):.3f}')
-    print(f'ratio: {scores["trained"] / max(scores["untrained"], 1e-6):.3f}')
+    ratio = scores['trained'] / max(scores['untrained'], 1e-6)
+    print(f'ratio: {ratio:.3f}')
+    summary = {
+        'export': str(args.export),
+        'training_steps': meta['global_step'],
+        'held_out_masks': len(held_out),
+        'steps': args.steps,
+        'guidance': args.guidance,
+        'mIoU': {name: round(miou, 4) for name, miou in scores.items()},
+        'ratio': round(ratio, 4),
+    }
+    write_result('mask_following', summary, args.results, argv)
+    return summary
 
 
 if __name__ == '__main__':

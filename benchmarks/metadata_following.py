@@ -16,13 +16,14 @@ scenes with greenness > 0.75 minus < 0.25) and in the corpus seen through the tr
 latitude x month interaction.
 
 Usage: uv run python benchmarks/metadata_following.py [--steps 300] [--vae-steps 600]
-The last line is ``ratio: <trained summer-winter difference / corpus one>``.
+It prints ``ratio: <trained summer-winter difference / corpus one>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from brief_fit import add_fit_arguments, fit_on_mini
+from provenance import add_results_argument, write_result
 from torch import Tensor
 
 from torchgeo_earthsynth.datasets import EarthSynthMini
@@ -77,7 +79,7 @@ def describe(name: str, shifts: Tensor) -> str:
     )
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_fit_arguments(parser)
     parser.add_argument('--vae-downscale', type=int, choices=(1, 2), default=1)
@@ -86,7 +88,8 @@ def main() -> None:
     parser.add_argument('--latitudes', type=float, nargs=2, default=(0.0, 60.0))
     parser.add_argument('--seeds', type=int, default=2, help='generated pairs per prompt')
     parser.add_argument('--metadata-dropout', type=float, default=0.1)
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
 
     root = args.root or Path(tempfile.mkdtemp())
     corpus = {
@@ -114,7 +117,8 @@ def main() -> None:
         ema_decay=None,
         val_num_samples=0,
     )
-    print(describe('untrained', shift(task, prompts, metadata, args)))
+    untrained = shift(task, prompts, metadata, args)
+    print(describe('untrained', untrained))
 
     task.train()  # metadata and prompt dropout on (Lightning keeps the module's mode)
     seconds = fit_on_mini(task, args, root, args.tile_size, latitudes=corpus['latitudes'])
@@ -125,6 +129,21 @@ def main() -> None:
     trained = shift(task, prompts, metadata, args)
     print(describe('trained', trained))
     print(f'ratio: {float(trained.mean()) / real:.2f}')
+    summary = {
+        'size': args.size,
+        'steps': args.steps,
+        'vae_steps': args.vae_steps,
+        'train_seconds': round(seconds, 1),
+        'green_chroma_shift': {
+            'real': real,
+            'through_vae': through_vae,
+            'untrained': float(untrained.mean()),
+            'trained': float(trained.mean()),
+        },
+        'ratio': float(trained.mean()) / real,
+    }
+    write_result('metadata_following', summary, args.results, argv)
+    return summary
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ for another scene's prompt and seed, scored against the scene's own: what prompt
 alone earn) and the trained model given the right maps.
 
 Usage: uv run python benchmarks/multicontrol_following.py [--steps 600] [--vae-steps 150]
-The last line is ``ratio: <min over both maps of trained / untrained agreement>`` (maps
+It prints ``ratio: <min over both maps of trained / untrained agreement>`` (maps
 given together).
 """
 
@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import kornia
 import lightning.pytorch as pl
 import torch
 from brief_fit import add_fit_arguments, fit_on_mini
+from provenance import add_results_argument, write_result
 from torch import Tensor
 
 from torchgeo_earthsynth.controls import ControlExtractor, edge_map
@@ -96,7 +98,7 @@ def agreement(
     }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_fit_arguments(parser)
     parser.add_argument('--control-dropout', type=float, default=0.3)
@@ -107,7 +109,8 @@ def main() -> None:
     )
     parser.add_argument('--vae-downscale', type=int, choices=(1, 2), default=1)
     parser.set_defaults(lr=2e-3, vae_steps=200, guidance=1.0, sample_steps=20)
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
 
     root = args.root or Path(tempfile.mkdtemp())
     corpus = {'seed': 0, 'size': args.size, 'num_train': args.num_train, 'num_val': args.num_eval}
@@ -176,6 +179,20 @@ def main() -> None:
     print('trained / untrained: ' + ', '.join(f'{k} {v:.2f}' for k, v in ratios.items()))
     print('trained / shuffled: ' + ', '.join(f'{k} {v:.2f}' for k, v in versus_shuffled.items()))
     print(f'ratio: {min(ratios.values()):.3f}')
+    summary = {
+        'size': args.size,
+        'steps': args.steps,
+        'vae_steps': args.vae_steps,
+        'held_out': len(masks),
+        'train_seconds': round(seconds, 1),
+        'real_miou': real_miou,
+        'rows': rows,
+        'trained_vs_untrained': ratios,
+        'trained_vs_shuffled': versus_shuffled,
+        'ratio': min(ratios.values()),
+    }
+    write_result('multicontrol_following', summary, args.results, argv)
+    return summary
 
 
 if __name__ == '__main__':

@@ -17,11 +17,12 @@ import argparse
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from provenance import add_results_argument, write_result
 from torch import nn
 
 
@@ -36,7 +37,7 @@ def _median_ms(run: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
     return statistics.median(times) * 1000
 
 
-def profile_train(size: int, batch_size: int, steps: int) -> None:
+def profile_train(size: int, batch_size: int, steps: int) -> dict[str, Any]:
     """Parts of a diffusers-style step, and our module's loss step against it."""
     from torchgeo_earthsynth.datasets import EarthSynthMini
     from torchgeo_earthsynth.lightning_modules import EarthSynthControlNet
@@ -121,8 +122,9 @@ def profile_train(size: int, batch_size: int, steps: int) -> None:
             parts['step'].append((time.perf_counter() - start) * 1000)
     step_ms = statistics.median(parts.pop('step'))
     print(f'plain step at {size} px, batch {batch_size}: {step_ms:.1f} ms (median of {steps})')
+    parts_ms = {}
     for name, values in parts.items():
-        ms = statistics.median(values[2:])
+        ms = parts_ms[name] = statistics.median(values[2:])
         print(f'  {name:20s} {ms:6.1f} ms  {100 * ms / step_ms:5.1f} %')
     plain = _median_ms(lambda: train(plain_step, record=False), steps)
     ours = _median_ms(lambda: train(lambda: model.diffusion_loss(batch), record=False), steps)
@@ -130,12 +132,22 @@ def profile_train(size: int, batch_size: int, steps: int) -> None:
     params = list(controlnet.parameters())
     for param in params:
         param.grad = torch.randn_like(param)
+    adamw_ms = {}
     for name, kwargs in (('foreach', {'foreach': True}), ('fused', {'fused': True})):
         adamw = torch.optim.AdamW(params, lr=1e-4, **kwargs)
-        print(f'AdamW step over the ControlNet, {name}: {_median_ms(adamw.step, steps):.2f} ms')
+        adamw_ms[name] = _median_ms(adamw.step, steps)
+        print(f'AdamW step over the ControlNet, {name}: {adamw_ms[name]:.2f} ms')
+    return {
+        'size': size,
+        'batch_size': batch_size,
+        'plain_step_ms': step_ms,
+        'parts_ms': parts_ms,
+        'no_trainer_ms': {'plain': plain, 'ours': ours},
+        'adamw_ms': adamw_ms,
+    }
 
 
-def profile_synthesis(size: int, repeats: int) -> None:
+def profile_synthesis(size: int, repeats: int) -> dict[str, Any]:
     """Share of the UNet and ControlNet in batched synthesis (forward hooks around them)."""
     from torchgeo_earthsynth.synthesis import Synthesizer
     from torchgeo_earthsynth.vocabulary import prompt_from_mask
@@ -175,12 +187,14 @@ def profile_synthesis(size: int, repeats: int) -> None:
                 shares[name].append(spent[name])
     total = statistics.median(totals)
     print(f'batched synthesis, {size} px, 16 images, batch 8, 20 UniPC steps: {total:.2f} s')
+    seconds_in = {}
     for name, values in shares.items():
-        seconds = statistics.median(values)
+        seconds = seconds_in[name] = statistics.median(values)
         print(f'  {name:10s} {seconds:5.2f} s  {100 * seconds / total:5.1f} %')
+    return {'size': size, 'total_s': total, 'seconds_in': seconds_in}
 
 
-def profile_rfilter(size: int, repeats: int) -> None:
+def profile_rfilter(size: int, repeats: int) -> dict[str, Any]:
     """The benchmark's conv segmenter on a batch of 32, whole vs in chunks; std vs a norm."""
     torch.manual_seed(0)
     segmenter = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 12, 1))
@@ -202,20 +216,30 @@ def profile_rfilter(size: int, repeats: int) -> None:
         f'({std / norm:.1f}x)'
     )
 
+    return {
+        'size': size,
+        'segmenter_ms': {'whole': whole, 'chunks_of_8': chunked},
+        'spread_ms': {'std': std, 'centred_norm': norm},
+    }
 
-def main() -> None:
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('what', choices=('train', 'synthesis', 'rfilter'))
     parser.add_argument('--size', type=int, help='image size (train 32, synthesis/rfilter 64)')
     parser.add_argument('--repeats', type=int, default=20)
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
     match args.what:
         case 'train':
-            profile_train(args.size or 32, 16, args.repeats)
+            result = profile_train(args.size or 32, 16, args.repeats)
         case 'synthesis':
-            profile_synthesis(args.size or 64, max(1, args.repeats // 10))
+            result = profile_synthesis(args.size or 64, max(1, args.repeats // 10))
         case 'rfilter':
-            profile_rfilter(args.size or 64, args.repeats * 5)
+            result = profile_rfilter(args.size or 64, args.repeats * 5)
+    # one file for each profile, so that the three do not overwrite each other
+    write_result(f'profiles_{args.what}', result, args.results, argv, script='profiles')
+    return result
 
 
 if __name__ == '__main__':

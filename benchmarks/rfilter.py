@@ -9,7 +9,7 @@ Both sides run the same `RFilter` configuration (tiny open_clip CLIP for alignme
 conv segmenter for layout, sanity, novelty against a flipped "real source" and a memory of
 kept samples) on the scenes of a temporary mini corpus; the per-image side feeds the batches
 one sample at a time. Their decisions are checked to be identical first. Measurements are
-interleaved and the median rate of each is reported. The last line is
+interleaved and the median rate of each is reported. It prints
 ``ratio: <batched / per-image>``.
 
     uv run python benchmarks/rfilter.py [--size 64] [--batch-size 32] [--batches 4] [--repeats 5]
@@ -21,12 +21,13 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
+from provenance import add_results_argument, write_result
 from torch import nn
 from torch.utils.data import default_collate
 
@@ -88,7 +89,7 @@ def rate(run: Callable[[], list[bool]], min_time: float) -> float:
     return count / elapsed
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--size', type=int, default=64, help='image size in pixels')
     parser.add_argument('--batch-size', type=int, default=32)
@@ -101,7 +102,8 @@ def main() -> None:
         help=f'segmenter classes (land cover 12, all {NUM_CLASSES})',
     )
     parser.add_argument('--min-time', type=float, default=1.0, help='seconds per measurement')
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     segmenter = nn.Sequential(
@@ -137,6 +139,17 @@ def main() -> None:
     print(f'batched RFilter:    {fast:8.1f} images/s')
     print(f'per-image scoring:  {slow:8.1f} images/s')
     print(f'ratio: {fast / slow:.2f}')
+    summary = {
+        'size': args.size,
+        'batch_size': args.batch_size,
+        'batches': args.batches,
+        'classes': args.classes,
+        'kept': sum(keep),
+        'images_per_s': {'batched': round(fast, 2), 'per_image': round(slow, 2)},
+        'ratio': round(fast / slow, 4),
+    }
+    write_result('rfilter', summary, args.results, argv)
+    return summary
 
 
 if __name__ == '__main__':

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import torch
+from provenance import add_results_argument, write_result
 
 from torchgeo_earthsynth.datasets import EarthSynthMini
 from torchgeo_earthsynth.lightning_modules import EarthSynthControlNet
@@ -39,18 +37,16 @@ from torchgeo_earthsynth.models.shipped import (
 )
 from torchgeo_earthsynth.synthesis import Synthesizer
 
-RESULTS = Path(__file__).parent / 'results' / 'shipped_generator.json'
 
-
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('export', type=Path, nargs='?', default=None, help='pipeline export')
     parser.add_argument('--num', type=int, default=64, help='held-out masks')
     parser.add_argument('--steps', type=int, default=20, help='sampling steps (UniPC)')
     parser.add_argument('--guidance', type=float, default=1.0)
     parser.add_argument('--install', action='store_true', help='ship the export')
-    parser.add_argument('--output', type=Path, default=RESULTS, help='results JSON')
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
     export = args.export if args.export is not None else shipped_generator()
     start = time.perf_counter()
 
@@ -75,16 +71,7 @@ def main() -> None:
         held_out,
         shuffled_control='trained',
     )
-    report = {
-        'benchmark': 'shipped_generator',
-        'when': datetime.now(UTC).isoformat(timespec='seconds'),
-        'where': {
-            'machine': platform.machine(),
-            'cpus': os.cpu_count(),
-            'torch': torch.__version__,
-            'python': platform.python_version(),
-        },
-        'command': ' '.join(['python', *sys.argv]),
+    report: dict[str, Any] = {
         'training_steps': meta['global_step'],
         'held_out_masks': len(held_out),
         'sampling': {'steps': args.steps, 'guidance': args.guidance, 'seeds': 'index'},
@@ -94,10 +81,12 @@ def main() -> None:
     for name, miou in report['mIoU'].items():
         print(f'mask fidelity (mIoU) of {name}: {miou:.3f}')
     print(f'trained / real: {report["mIoU"]["trained"] / report["mIoU"][REAL_ROW]:.3f}')
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + '\n')
+    record = json.loads(write_result('shipped_generator', report, args.results, argv).read_text())
     if args.install:
-        print(f'installed: {install_generator(export, report, SHIPPED_GENERATOR)}')
+        # the shipped fidelity.json is flat: its when and where beside the scores
+        fidelity = {**{k: v for k, v in record.items() if k != 'results'}, **report}
+        print(f'installed: {install_generator(export, fidelity, SHIPPED_GENERATOR)}')
+    return report
 
 
 if __name__ == '__main__':

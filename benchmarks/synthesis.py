@@ -9,21 +9,24 @@ compute-bound on a CPU and batching saves less (see the README).
 
     uv run python benchmarks/synthesis.py [--image-size 32] [--batch-size 8] [--repeats 3]
 
-The last line is ``ratio: <Synthesizer / naive loop>``.
+It prints ``ratio: <Synthesizer / naive loop>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import torch
+from provenance import add_results_argument, write_result
 
 from torchgeo_earthsynth.synthesis import Synthesizer, encode_condition
 from torchgeo_earthsynth.vocabulary import prompt_from_mask
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--num-images', type=int, default=16)
     parser.add_argument('--batch-size', type=int, default=8)
@@ -32,7 +35,8 @@ def main() -> None:
     parser.add_argument('--guidance-scale', type=float, default=3.0)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--repeats', type=int, default=3, help='timed runs each (best kept)')
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
 
     synth = Synthesizer.tiny(
         image_size=args.image_size,
@@ -90,7 +94,20 @@ def main() -> None:
     )
     print(f'naive loop (1 image/call): {rates["naive loop"]:.2f} images/s')
     print(f'Synthesizer (batch {args.batch_size}): {rates["Synthesizer"]:.2f} images/s')
-    print(f'ratio: {rates["Synthesizer"] / rates["naive loop"]:.2f}')
+    ratio = rates['Synthesizer'] / rates['naive loop']
+    print(f'ratio: {ratio:.2f}')
+    summary = {
+        'device': args.device,
+        'image_size': size,
+        'steps': args.steps,
+        'guidance_scale': args.guidance_scale,
+        'num_images': args.num_images,
+        'batch_size': args.batch_size,
+        'images_per_s': {name: round(r, 3) for name, r in rates.items()},
+        'ratio': round(ratio, 4),
+    }
+    write_result('synthesis', summary, args.results, argv)
+    return summary
 
 
 if __name__ == '__main__':

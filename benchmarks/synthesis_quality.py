@@ -19,7 +19,7 @@ image is dropped), fewer steps of UniPC or DPM-Solver++, and both.
 ``--shape sd15`` times the same rows on an SD 1.5-shaped random-weight base with a
 ControlNet made from its UNet, at 256 px (images/s only: random weights have no fidelity;
 it writes the 2.1 GB base to ``--sd15-folder`` unless it is there; ~5 GB RAM in float32).
-The last line is ``ratio: <images/s of the fastest row whose mIoU is within 0.02 of the
+It prints ``ratio: <images/s of the fastest row whose mIoU is within 0.02 of the
 anchor's / the anchor's images/s>`` (``--shape sd15``: of the fastest row).
 """
 
@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import ControlNetModel, UniPCMultistepScheduler
+from provenance import add_results_argument, write_result
 from torch import Tensor
 
 from torchgeo_earthsynth.datasets import EarthSynthMini
@@ -137,7 +138,7 @@ def anchor(
     return run
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('export', type=Path, nargs='?', help='trained tiny-preset export')
     parser.add_argument('--shape', choices=('demo', 'sd15'), default='demo')
@@ -151,7 +152,8 @@ def main() -> None:
     parser.add_argument('--guidance-fraction', type=float, default=0.5)
     parser.add_argument('--rounds', type=int, default=3, help='interleaved timed rounds')
     parser.add_argument('--device', default='cpu')
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
     sd15 = args.shape == 'sd15'
     if not sd15 and args.export is None:
         parser.error('the export is required without --shape sd15')
@@ -194,6 +196,7 @@ def main() -> None:
         f'guidance {args.guidance_scale}, median of {args.rounds} interleaved rounds'
     )
     print(f'{"row":36s} {"images/s":>8s} {"speed-up":>8s} {"mIoU":>6s} {"MAD":>6s} {"PSNR":>6s}')
+    table = {}
     for name, rate in rates.items():
         mad = (images[name] - reference).abs().mean().item()
         mse = (images[name] - reference).pow(2).mean().item()
@@ -201,11 +204,34 @@ def main() -> None:
         miou = f'{scores[name]:.3f}' if scores else '-'
         speedup = rate / rates['anchor: diffusers pipeline']
         print(f'{name:36s} {rate:8.2f} {speedup:7.2f}x {miou:>6s} {mad:6.2f} {psnr:6.1f}')
+        table[name.strip()] = {
+            'images_per_s': rate,
+            'speedup': speedup,
+            'mIoU': scores.get(name),
+            'MAD': mad,
+            'PSNR': psnr,
+        }
     anchor_miou = scores.get('anchor: diffusers pipeline', 0.0)
     eligible = [n for n in rates if not scores or scores[n] >= anchor_miou - TOLERANCE]
     best = max(eligible, key=rates.__getitem__)
     print(f'fastest row within {TOLERANCE} mIoU: {best.strip()}')
-    print(f'ratio: {rates[best] / rates["anchor: diffusers pipeline"]:.2f}')
+    ratio = rates[best] / rates['anchor: diffusers pipeline']
+    print(f'ratio: {ratio:.2f}')
+    summary = {
+        'shape': args.shape,
+        'device': args.device,
+        'image_size': args.image_size,
+        'held_out': len(masks),
+        'batch_size': args.batch_size,
+        'rounds': args.rounds,
+        'rows': table,
+        'best': best.strip(),
+        'ratio': ratio,
+    }
+    write_result(
+        f'synthesis_quality_{args.shape}', summary, args.results, argv, script='synthesis_quality'
+    )
+    return summary
 
 
 if __name__ == '__main__':

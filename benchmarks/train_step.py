@@ -16,7 +16,7 @@ interleaved over several rounds.
     uv run python benchmarks/train_step.py [--steps 30] [--batch-size 16] [--size 32] [--rounds 3]
 
 32 px is the size the tiny preset trains at (``configs/mini.yaml``).
-The last line is ``ratio: <ours with prompt cache / plain loop>``.
+It prints ``ratio: <ours with prompt cache / plain loop>``.
 
 ``--shape sd15`` measures the real shape instead: an SD 1.5-shaped base with random weights
 (:func:`~torchgeo_earthsynth.models.random_base.random_base`, written to ``--base`` unless
@@ -27,7 +27,7 @@ adds the latent cache (:class:`~torchgeo_earthsynth.lightning_modules.latent_cac
 the warm-up steps cover one epoch, so the timed steps are the steady state where every
 image repeats and hits. A sample that misses (one CF-Comp composed, or flipped) costs what
 it costs in ``ours-nocache`` plus a hash of its bytes: the ``composed`` line reports that
-ratio. The last line is ``ratio: <ours with prompt and latent cache / plain loop>``.
+ratio. It prints ``ratio: <ours with prompt and latent cache / plain loop>``.
 Measured on 2 shared CPU cores (float32, batch 2, 4 images, 2 warm-up and 4 timed steps, one
 interleaved round): plain 0.0275 samples/s, ours-nocache 0.0333 (1.21x: fused AdamW and the
 prompt cache; also what a composed, cache-missing sample runs at), ours-cache 0.0394 (1.43x,
@@ -47,8 +47,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from provenance import add_results_argument, write_result
 
 VARIANTS = ('plain', 'ours-nocache', 'ours-cache')
 LATENT_CACHE = 4096  # images (32 KiB each at 256 px)
@@ -208,7 +211,7 @@ def run_variant(
     return result
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--steps', type=int, default=30)
     parser.add_argument('--batch-size', type=int, default=16)
@@ -218,7 +221,8 @@ def main() -> None:
     parser.add_argument('--base', help='sd15: folder of the random SD 1.5 base (written if absent)')
     parser.add_argument('--num-train', type=int, help='corpus size (default: 64 tiny, 8 sd15)')
     parser.add_argument('--variant', choices=VARIANTS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
     if args.shape == 'sd15':
         args.size = 256 if args.size == 32 else args.size
         args.base = args.base or str(Path(tempfile.gettempdir()) / 'earthsynth-sd15-random')
@@ -228,7 +232,7 @@ def main() -> None:
             args.variant, args.steps, args.batch_size, args.size, args.shape, args.base, num_train
         )
         print(json.dumps(result))
-        return
+        return result
     extra = ['--shape', args.shape, '--num-train', str(num_train)]
     extra += ['--base', args.base] if args.base else []
     results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
@@ -262,6 +266,20 @@ def main() -> None:
     if args.shape == 'sd15':
         print(f'composed (cache-missing) samples: ratio {rate["ours-nocache"] / rate["plain"]:.3f}')
     print(f'ratio: {rate["ours-cache"] / rate["plain"]:.3f}')
+    summary = {
+        'shape': args.shape,
+        'steps': args.steps,
+        'batch_size': args.batch_size,
+        'size': args.size,
+        'rounds': args.rounds,
+        'num_train': num_train,
+        'samples_per_s': rate,
+        'peak_rss_mb': peak,
+        'ratio_cache_off': round(rate['ours-nocache'] / rate['plain'], 4),
+        'ratio': round(rate['ours-cache'] / rate['plain'], 4),
+    }
+    write_result('train_step', summary, args.results, argv)
+    return summary
 
 
 if __name__ == '__main__':

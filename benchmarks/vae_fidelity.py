@@ -10,7 +10,7 @@ image is decoded by this VAE, so it cannot follow its mask better than a reconst
 
 Usage:
     uv run python benchmarks/vae_fidelity.py --steps 200 --lr 1e-3   # the demo's warm-up
-The last line is ``ratio: <reconstruction mIoU / real mIoU>``.
+It prints ``ratio: <reconstruction mIoU / real mIoU>``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from provenance import add_results_argument, write_result
 from tqdm.auto import trange
 
 from torchgeo_earthsynth.datasets import EarthSynthMini
@@ -28,14 +31,15 @@ from torchgeo_earthsynth.metrics import PixelClassifier, mask_fidelity
 from torchgeo_earthsynth.models.tiny import tiny_vae
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--steps', type=int, default=200, help='VAE training steps')
     parser.add_argument('--lr', type=float, default=1e-3)
     parser.add_argument('--kl', type=float, default=1e-3, help='KL weight (per pixel value)')
     parser.add_argument('--size', type=int, default=32, help='tile size in pixels')
     parser.add_argument('--num', type=int, default=64, help='held-out scenes scored')
-    args = parser.parse_args()
+    add_results_argument(parser)
+    args = parser.parse_args(argv)
 
     train, val = EarthSynthMini(size=args.size), EarthSynthMini(size=args.size, split='val')
     images = torch.stack([train[i]['image'] for i in range(len(train))])
@@ -63,7 +67,7 @@ def main() -> None:
         recon = (vae.decode(latents).sample.clamp(-1, 1) + 1) * 127.5
     real = mask_fidelity(segmenter, held_images, held_masks).miou
     reconstructed = mask_fidelity(segmenter, recon, held_masks).miou
-    result = {
+    result: dict[str, Any] = {
         'steps': args.steps,
         'lr': args.lr,
         'train_seconds': round(seconds, 1),
@@ -73,6 +77,8 @@ def main() -> None:
     }
     print(json.dumps(result))
     print(f'ratio: {reconstructed / real:.3f}')
+    write_result('vae_fidelity', result, args.results, argv)
+    return result
 
 
 if __name__ == '__main__':

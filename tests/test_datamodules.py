@@ -371,7 +371,8 @@ def test_earthsynth_cli_fit(mini_root: Path, tmp_path: Path, monkeypatch: Any) -
             '1',
         ]
     )
-    checkpoints = list(tmp_path.glob('lightning_logs/version_0/checkpoints/*.ckpt'))
+    # earthsynth's CLI keeps checkpoints in <default_root_dir>/checkpoints, not version_N/
+    checkpoints = list(tmp_path.glob('checkpoints/*.ckpt'))
     assert [c.name for c in checkpoints] == ['epoch=0-step=2.ckpt']
     state = torch.load(checkpoints[0], map_location='cpu', weights_only=False)
     assert state['global_step'] == 2

@@ -3,7 +3,7 @@
 
 """The paper-scale configs run for real on CPU, on random-weight bases of the real architectures.
 
-The slowest tests of the suite (``-m 'not paper_scale'`` skips them): ``earthsynth fit`` with
+The slowest tests of the suite, opt-in (``pytest -m paper_scale``): ``earthsynth fit`` with
 ``configs/sd15.yaml`` at 256 px for two steps, the export in diffusers'
 ``StableDiffusionControlNetPipeline`` and in our ``Synthesizer``, R-Filter and the bank. The
 fit peaked at 13.2 GiB in float32 and the test took under 11 minutes on a 2-core machine

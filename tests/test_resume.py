@@ -96,7 +96,7 @@ def mini_args(tmp_path: Path, run: str, *extra: str) -> list[str]:
 def test_ckpt_path_last_resumes_with_the_shipped_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # the config's checkpoint folder is relative
+    monkeypatch.chdir(tmp_path)  # the config's default_root_dir is relative
     args = mini_args(
         tmp_path,
         'outputs/mini',
@@ -128,17 +128,16 @@ def test_resumed_run_equals_the_uninterrupted_run(
     """
     extra = ('--model.init_args.vae_warmup_steps', '3')  # mini.yaml as shipped otherwise
     trained = {}
+    monkeypatch.chdir(tmp_path)
     for run in ('resumed', 'uninterrupted'):
         folder = tmp_path / run
-        folder.mkdir()
-        monkeypatch.chdir(folder)  # mini.yaml's checkpoint folder is relative
         args = mini_args(tmp_path, run, *extra)
         if run == 'resumed':
             cli_main(['fit', *args, '--trainer.max_steps', '3'])
             cli_main(['fit', *args, '--trainer.max_steps', '5', '--ckpt_path', 'last'])
         else:
             cli_main(['fit', *args, '--trainer.max_steps', '5'])
-        checkpoint = torch.load(folder / 'outputs/mini/checkpoints/last.ckpt', weights_only=False)
+        checkpoint = torch.load(folder / 'checkpoints/last.ckpt', weights_only=False)
         assert checkpoint['global_step'] == 5
         trained[run] = checkpoint['state_dict']
     assert trained['resumed'].keys() == trained['uninterrupted'].keys()
@@ -148,6 +147,48 @@ def test_resumed_run_equals_the_uninterrupted_run(
         if not torch.equal(value, trained['uninterrupted'][name])
     ]
     assert not differ, f'{len(differ)} tensors differ, e.g. {differ[:3]}'
+
+
+def fast_args(tmp_path: Path, run: str) -> list[str]:
+    """`mini_args` without CF-Comp or the VAE warm-up: the fewest moving parts."""
+    return mini_args(
+        tmp_path,
+        run,
+        '--data.init_args.cf_comp',
+        'null',
+        '--model.init_args.vae_warmup_steps',
+        '0',
+    )
+
+
+def test_checkpoints_go_under_default_root_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cli_main(['fit', *fast_args(tmp_path, 'run'), '--trainer.max_steps', '2'])
+    last = tmp_path / 'run' / 'checkpoints' / 'last.ckpt'
+    assert torch.load(last, weights_only=False)['global_step'] == 2
+    assert not (elsewhere / 'outputs').exists()  # mini.yaml's own root is not used
+    assert not list((tmp_path / 'run').glob('**/version_*/checkpoints'))
+
+
+def test_rerun_overwrites_and_ckpt_path_last_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = fast_args(tmp_path, 'run')
+    folder = tmp_path / 'run' / 'checkpoints'
+    cli_main(['fit', *args, '--trainer.max_steps', '2'])
+    first = torch.load(folder / 'last.ckpt', weights_only=False)
+    cli_main(['fit', *args, '--trainer.max_steps', '1'])  # a fresh run starts over
+    assert [p.name for p in folder.glob('last*.ckpt')] == ['last.ckpt']
+    rerun = torch.load(folder / 'last.ckpt', weights_only=False)
+    assert first['global_step'] == 2 and rerun['global_step'] == 1  # overwritten, not kept
+    cli_main(['fit', *args, '--trainer.max_steps', '3', '--ckpt_path', 'last'])
+    assert torch.load(folder / 'last.ckpt', weights_only=False)['global_step'] == 3
+    assert [p.name for p in folder.glob('last*.ckpt')] == ['last.ckpt']
 
 
 def test_rng_state_round_trips_through_a_checkpoint() -> None:

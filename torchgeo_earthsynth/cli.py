@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
-from lightning.pytorch.cli import LightningCLI
-
 #: Extra subcommands, each ``module:function`` taking the remaining argv.
 EXTRA_COMMANDS: Final[dict[str, str]] = {
     'build-corpus': 'torchgeo_earthsynth.corpus_cli:main',
@@ -42,6 +40,10 @@ COMMANDS: Final[dict[str, str]] = {
     'datasets': 'the TorchGeo datasets supported out of the box, and their encodings',
     'random-base': 'write SD 1.5 / SD 2.1 with random weights (real shapes, no download)',
 }
+
+#: ``random-base --arch`` choices: ``models.random_base.BASE_CONFIGS``'s keys, written out so
+#: that ``--help`` need not import diffusers (tests/test_cli_imports.py checks they agree).
+RANDOM_BASE_ARCHS: Final[tuple[str, ...]] = ('sd15', 'sd21')
 
 _ROLE = re.compile(r':[a-z]+:`~?([^`<]*?)\s*(?:<[^>]*>)?`')
 
@@ -105,9 +107,6 @@ def datasets_main(args: Sequence[str] | None = None) -> None:
     Args:
         args: dataset names to describe (default: list them all).
     """
-    from torchgeo_earthsynth.dataset_encodings import ENCODINGS, encoding_for
-    from torchgeo_earthsynth.vocabulary import VOCABULARY
-
     parser = argparse.ArgumentParser(
         prog='earthsynth datasets',
         description='TorchGeo datasets SyntheticAugmentation(dataset=NAME) knows: the value '
@@ -116,6 +115,10 @@ def datasets_main(args: Sequence[str] | None = None) -> None:
     )
     parser.add_argument('names', nargs='*', help='datasets to describe (default: list all)')
     names = parser.parse_args(args).names
+    # after parsing: the encodings import TorchGeo, which `--help` does not need
+    from torchgeo_earthsynth.dataset_encodings import ENCODINGS, encoding_for
+    from torchgeo_earthsynth.vocabulary import VOCABULARY
+
     if not names:
         for name, enc in ENCODINGS.items():
             size = f'{len(enc.classes)} classes'
@@ -143,17 +146,13 @@ def random_base_main(args: Sequence[str] | None = None) -> None:
     Args:
         args: command-line arguments after ``random-base``.
     """
-    import torch
-
-    from torchgeo_earthsynth.models.random_base import BASE_CONFIGS, random_base
-
     parser = argparse.ArgumentParser(
         prog='earthsynth random-base',
         description='Write a Stable Diffusion base with the published architecture (configs '
         'of the hub folders) and random weights, as a diffusers folder: for trying the '
         'paper-scale configs (base_model: DIR) offline. Its images are noise.',
     )
-    parser.add_argument('--arch', choices=sorted(BASE_CONFIGS), default='sd15')
+    parser.add_argument('--arch', choices=RANDOM_BASE_ARCHS, default='sd15')
     parser.add_argument('--out', required=True, help='folder to write (replaced)')
     parser.add_argument(
         '--dtype',
@@ -163,6 +162,11 @@ def random_base_main(args: Sequence[str] | None = None) -> None:
     )
     parser.add_argument('--seed', type=int, default=0)
     opts = parser.parse_args(args)
+    # after parsing: diffusers and torch take seconds to import, `--help` needs neither
+    import torch
+
+    from torchgeo_earthsynth.models.random_base import random_base
+
     out = random_base(opts.arch, opts.out, getattr(torch, opts.dtype), opts.seed)
     print(f'wrote {opts.arch} with random weights to {out}')
 
@@ -180,8 +184,9 @@ def lightning_main(args: Sequence[str] | None = None) -> None:
     import torchgeo_earthsynth.lightning_modules
     import torchgeo_earthsynth.transforms
     from torchgeo_earthsynth.compat import BaseDataModule, BaseTask
+    from torchgeo_earthsynth.lightning_cli import EarthSynthCLI
 
-    LightningCLI(
+    EarthSynthCLI(
         model_class=BaseTask,
         datamodule_class=BaseDataModule,
         seed_everything_default=0,
@@ -222,31 +227,6 @@ def main(args: Sequence[str] | None = None) -> None:
             _resolve(EXTRA_COMMANDS[command])(argv[1:])
         else:  # LightningCLI reads sys.argv itself when given no args
             lightning_main(None if args is None else argv)
-
-
-class SynthesizeCLI(LightningCLI):
-    """LightningCLI for ``earthsynth synthesize``: model, data, ``bank`` writer, trainer."""
-
-    def add_arguments_to_parser(self, parser: Any) -> None:
-        """Add the bank writer (a Trainer callback), the checkpoint, and link the bank."""
-        from .lightning_modules.synthesizer import BankWriter
-
-        parser.add_lightning_class_args(BankWriter, 'bank')
-        parser.add_argument(
-            '--ckpt_path',
-            type=str | None,
-            default=None,
-            help='Lightning checkpoint to load into the model',
-        )
-        parser.add_argument(
-            '--allow_untrained',
-            '--allow-untrained',
-            action='store_true',
-            help='synthesize with a model that has no trained weights (no ckpt_path, '
-            'pretrained or controlnet): it writes noise into the bank',
-        )
-        parser.link_arguments('bank.root', 'data.init_args.bank_root')
-        parser.link_arguments('bank.split', 'data.init_args.bank_split')
 
 
 #: ``earthsynth synthesize --help``'s description.
@@ -299,6 +279,7 @@ def synthesize(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     import lightning.pytorch as pl
 
     from .datamodules.mask_prompt import MaskPromptDataModule
+    from .lightning_cli import SynthesizeCLI
     from .lightning_modules.synthesizer import BankWriter
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -343,9 +324,17 @@ def synthesize(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     return summary
 
 
+def __getattr__(name: str) -> Any:
+    """``SynthesizeCLI`` from its module, imported on use: Lightning is slow to import."""
+    if name == 'SynthesizeCLI':
+        from .lightning_cli import SynthesizeCLI
+
+        return SynthesizeCLI
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 __all__ = (
     'EXTRA_COMMANDS',
-    'SynthesizeCLI',
     'lightning_main',
     'main',
     'random_base_main',
