@@ -15,23 +15,21 @@ classes (those in fewer than ``--rare-below`` training scenes), where the paper 
     uv run python benchmarks/demo_ablation.py [--budgets 4 16] [--seeds 0 1 2]
         [--downstream-steps 300] [--num-bank 128] [--output outputs/demo_ablation]
 
-Writes ``<output>/ablation.json`` and ``ablation.md`` (``--results`` copies the JSON to
-``benchmarks/results/demo_ablation.json``).
+Writes ``<output>/ablation.md`` and ``benchmarks/results/demo_ablation.json`` (``--results DIR``
+elsewhere) with when and where it was measured.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import add_results_argument, write_result
 
 from torchgeo_earthsynth.bank_layouts import class_counts
 from torchgeo_earthsynth.demo import DemoConfig, demo_datamodule
@@ -47,7 +45,6 @@ SETTINGS = (
     ('uniform + R-Filter', 'uniform', True),
     ('uniform, no R-Filter', 'uniform', False),
 )
-RESULTS = Path(__file__).resolve().parent / 'results' / 'demo_ablation.json'
 
 
 def _budget(text: str) -> int | None:
@@ -132,13 +129,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         timings[name] = round(time.perf_counter() - start, 1)
     return {
-        'measured': datetime.now(UTC).isoformat(timespec='seconds'),
-        'machine': {
-            'platform': platform.platform(),
-            'cpus': torch.get_num_threads(),
-            'torch': torch.__version__,
-        },
-        'command': 'uv run python benchmarks/demo_ablation.py ' + ' '.join(args.argv),
         'rare_below': args.rare_below,
         'rare_classes': rare,
         'rows': rows,
@@ -170,7 +160,7 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse arguments, run, write ``ablation.json`` and ``ablation.md``."""
+    """Parse arguments, run, write ``ablation.md`` and the results JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--budgets', nargs='+', type=_budget, default=[4, 16])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
@@ -181,16 +171,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument('--rare-below', type=int, default=32, help='rare: in fewer scenes')
     parser.add_argument('--generator', type=Path, default=None, help='default: the shipped one')
     parser.add_argument('--output', type=Path, default=Path('outputs/demo_ablation'))
-    parser.add_argument('--results', action='store_true', help=f'also write {RESULTS}')
+    add_results_argument(parser)
     args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else []
     result = run(args)
     args.output.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2)
-    (args.output / 'ablation.json').write_text(text)
     (args.output / 'ablation.md').write_text(to_markdown(result))
-    if args.results:
-        RESULTS.write_text(text)
+    write_result('demo_ablation', result, args.results, argv)
     print(to_markdown(result))
     return result
 

@@ -31,6 +31,7 @@ Prints one table per part and writes ``<out>/reader.csv``, ``<out>/kills.csv`` a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -46,7 +47,7 @@ import tempfile
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -585,6 +586,20 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the package's warnings (the table says them), restoring both on exit."""
+    package = logging.getLogger('torchgeo_earthsynth')
+    level = package.level
+    package.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            yield
+    finally:
+        package.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seed', type=int, default=0, help='seed of the mutations')
@@ -594,11 +609,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument('--out', type=Path, default=Path('outputs/fault_fuzz'))
     add_results_argument(parser)
     args = parser.parse_args(argv)
-    logging.getLogger('torchgeo_earthsynth').setLevel(logging.ERROR)  # the table says it
-    warnings.simplefilter('ignore')
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
+    with quiet(), tempfile.TemporaryDirectory() as tmp:
         reader = fuzz_reader(args.seed, args.variants, Path(tmp) / 'reader')
         kills = [] if args.skip_kills else fuzz_kills(args.keys, Path(tmp) / 'kills')
     print(table(reader, ['mutation', 'variant', 'strict', 'lenient', 'handled']))

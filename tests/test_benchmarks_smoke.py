@@ -5,6 +5,7 @@
 
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -85,6 +86,23 @@ def test_vae_fidelity(tmp_path: Path, script: Any) -> None:
     summary = script('vae_fidelity').main(argv)
     assert written(tmp_path, 'vae_fidelity')['results'] == summary
     assert summary['steps'] == 1 and 0 <= summary['reconstruction_miou'] <= 1
+
+
+def test_demo_ablation(tmp_path: Path, script: Any) -> None:
+    argv = ['--budgets', '4', '--seeds', '0', '--downstream-steps', '1', '--num-bank', '4']
+    argv += ['--num-train', '32', '--num-val', '16', '--output', str(tmp_path)]
+    ablation = script('demo_ablation')
+    result = ablation.main([*argv, '--results', str(tmp_path)])
+    rows = written(tmp_path, 'demo_ablation')['results']['rows']
+    key = ('setting', 'kept', 'arm', 'miou')  # one seed: the intervals are NaN
+    assert [[r[k] for k in key] for r in rows] == [[r[k] for k in key] for r in result['rows']]
+    assert {row['setting'] for row in result['rows']} == {name for name, _, _ in ablation.SETTINGS}
+    assert len(result['rows']) == 2 * len(ablation.SETTINGS)  # real, real+synthetic each
+    for row in result['rows']:
+        assert (row['diff'] is None) == (row['arm'] == 'real')
+        assert 0.0 <= row['miou'] <= 1.0
+    assert all(r['kept'] == '4/4' for r in result['rows'] if 'no R-Filter' in r['setting'])
+    assert 'CF-Comp + R-Filter' in (tmp_path / 'ablation.md').read_text()
 
 
 def test_mask_following(tmp_path: Path, script: Any) -> None:
@@ -168,7 +186,10 @@ def test_fault_fuzz(tmp_path: Path, script: Any) -> None:
     # the kill -9 half runs `earthsynth synthesize` processes: a minute and more, so the
     # reader half only (tests/test_bank.py kills a bank writer with SIGKILL on its own)
     argv = ['--variants', '1', '--skip-kills', '--out', str(tmp_path / 'out')]
+    package = logging.getLogger('torchgeo_earthsynth')
+    level = package.level
     summary = script('fault_fuzz').main([*argv, '--results', str(tmp_path)])
+    assert package.level == level  # it silenced the later tests' log captures once
     assert written(tmp_path, 'fault_fuzz')['results'] == summary
     assert summary['mutations tried'] > 0 and summary['kills'] == 0
     assert (tmp_path / 'out' / 'reader.csv').exists()
