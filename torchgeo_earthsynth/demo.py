@@ -67,7 +67,7 @@ class DemoConfig:
     # data-efficiency study: real labelled scenes per run (None: all training scenes)
     downstream_budgets: tuple[int | None, ...] = (4, 16, None)
     downstream_train: int | None = None  # one budget instead of downstream_budgets
-    downstream_steps: int = 300
+    downstream_steps: int = 250
     downstream_batch_size: int = 16
     # a small budget repeats within an epoch of this many samples: one batch size for all
     epoch_samples: int = 128
