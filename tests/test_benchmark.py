@@ -49,10 +49,11 @@ progress: false
         'real',
         'bicubic',
         'regression (ESPCN)',
+        'DSCLoRA (SPAN + ConvLoRA, distilled)',
         'sr',
         'mask',
     ]
-    assert [row['kind'] for row in rows][3:] == ['diffusion SR', 'mask-to-image']
+    assert [row['kind'] for row in rows][4:] == ['diffusion SR', 'mask-to-image']
     for row in rows:
         for key, _, _ in COLUMNS:
             if row['method'] == 'real' and key in ('psnr_y', 'ssim_y'):

@@ -21,7 +21,7 @@ from .benchmark_config import BenchmarkConfig, GeneratorSpec, load_benchmark_con
 from .benchmark_report import BenchmarkResult, BenchmarkRow, random_features, write_benchmark
 from .datasets import EarthSynthMiniSR, layout
 from .metrics import ClipScorer, fid, psnr, ssim
-from .models import ESPCN, fit_sr_baseline
+from .models import ESPCN, fit_sr_baseline, train_dsclora
 from .superres import RGB_BANDS, super_resolve, upsample
 from .synthesis import Synthesizer
 
@@ -173,7 +173,9 @@ def run_benchmark(
     """Measure every method on the same scenes and write the table and the plot.
 
     Methods: ``real`` (the reference), ``bicubic`` (the floor), the regression baseline
-    (:class:`~torchgeo_earthsynth.models.ESPCN`, trained here on the training pairs) and
+    (:class:`~torchgeo_earthsynth.models.ESPCN`, trained here on the training pairs), DSCLoRA
+    (:func:`~torchgeo_earthsynth.models.train_dsclora`, the brief's reference, trained here
+    on the same pairs) and
     each generator of ``config.generators``. Each renders one image per held-out scene
     (from its low-res view, mask or prompt and metadata, whichever it takes) and per
     training scene. On the held-out images: CLIP score against the scene's prompt, PSNR and
@@ -225,19 +227,36 @@ def run_benchmark(
     )
     fit_sr_baseline(baseline, loader, config.baseline_steps, config.baseline_lr)
     baseline_seconds = time.perf_counter() - start
+    # DSCLoRA (the brief's reference SOTA): teacher, student and distilled adapters, each
+    # trained as many steps as ESPCN on the same pairs.
+    start = time.perf_counter()
+    dsclora, _ = train_dsclora(
+        loader,
+        bands,
+        scale,
+        config.baseline_steps,
+        config.baseline_lr,
+        rgb_bands=RGB_BANDS,
+        device=config.device,
+    )
+    dsclora_seconds = time.perf_counter() - start
 
     def bicubic(pairs: Mapping[str, Any]) -> Tensor:
         return upsample(pairs['low_res'][:, list(RGB_BANDS)], size)
 
-    def regression(pairs: Mapping[str, Any]) -> Tensor:
+    def regression(pairs: Mapping[str, Any], model: nn.Module = baseline) -> Tensor:
         with torch.no_grad():
             low_res = pairs['low_res'].to(config.device)
-            return torch.cat([baseline(b) for b in low_res.split(config.batch_size)]).cpu()
+            return torch.cat([model(b) for b in low_res.split(config.batch_size)]).cpu()
+
+    def distilled(pairs: Mapping[str, Any]) -> Tensor:
+        return regression(pairs, dsclora)
 
     methods: list[tuple[str, str, Any]] = [
         ('real', 'reference', None),
         ('bicubic', 'interpolation', bicubic),
         ('regression (ESPCN)', 'regression SR', regression),
+        ('DSCLoRA (SPAN + ConvLoRA, distilled)', 'regression SR', distilled),
     ]
     for spec in config.specs:
         synth = _synthesizer(spec, config, train_subset, bands, scale)
@@ -277,6 +296,8 @@ def run_benchmark(
         row.seconds = time.perf_counter() - start
         if render is regression:
             row.seconds += baseline_seconds
+        if render is distilled:
+            row.seconds += dsclora_seconds
         rows.append(row)
     result = BenchmarkResult(rows, config.to_dict(), scale=scale, bands=bands, crop_border=crop)
     result.files = write_benchmark(result, output)

@@ -24,6 +24,7 @@ from .diffusionsat_controlnet import (
     load_diffusionsat_controlnet,
     sentinel2_low_res,
 )
+from .dsclora import SPAN, ConvLoRA2d, train_dsclora
 from .earthsynth import EARTHSYNTH_ID, EARTHSYNTH_SUBFOLDER, load_controlnet
 from .global_content import (
     IMAGE_ENCODER_FOLDER,
@@ -96,6 +97,7 @@ __all__ = (
     'SD21_ID',
     'SENTINEL2_LOW_RES_BANDS',
     'SHIPPED_GENERATOR',
+    'SPAN',
     'TEXT2EARTH_DEFAULTS',
     'TEXT2EARTH_ID',
     'TEXT2EARTH_INPAINTING_ID',
@@ -103,6 +105,7 @@ __all__ = (
     'TINY_IMAGE_DIM',
     'TINY_TEXT_DIM',
     'UNKNOWN_LEVEL',
+    'ConvLoRA2d',
     'DiffusionParts',
     'DiffusionSatControlNet',
     'DiffusionSatUNet',
@@ -157,6 +160,7 @@ __all__ = (
     'tiny_text_encoder',
     'tiny_unet',
     'tiny_vae',
+    'train_dsclora',
     'unconditional_metadata',
     'without_ip_adapter',
 )
