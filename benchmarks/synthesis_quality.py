@@ -38,6 +38,7 @@ from provenance import add_results_argument, write_result
 from torch import Tensor
 
 from torchgeo_earthsynth.datasets import EarthSynthMini
+from torchgeo_earthsynth.guidance_cutoff import GuidanceCutoff
 from torchgeo_earthsynth.metrics import PixelClassifier, mask_fidelity
 from torchgeo_earthsynth.synthesis import Synthesizer, build_pipeline, encode_condition
 
@@ -93,6 +94,10 @@ def rows(base: Synthesizer, args: argparse.Namespace) -> dict[str, Synthesizer]:
         f'  DPM++ {fast} + guidance first {fast_half}': ('dpm', fast, fast_half),
     }
     pipe = base.pipeline
+    if not GuidanceCutoff.supported(pipe):
+        cut = [name for name, (_, _, guided) in settings.items() if guided is not None]
+        print(f'skipped {len(cut)} guidance cut-off rows: this diffusers cannot run them')
+        settings = {name: s for name, s in settings.items() if name not in cut}
     return {
         name: Synthesizer(
             build_pipeline(pipe, pipe.controlnet),  # its own scheduler, the same modules

@@ -47,6 +47,12 @@ class GuidanceCutoff:
         controlnet = isinstance(pipeline, StableDiffusionControlNetPipeline)
         return ['prompt_embeds', 'image'] if controlnet else ['prompt_embeds']
 
+    @staticmethod
+    def supported(pipeline: StableDiffusionControlNetPipeline | StableDiffusionPipeline) -> bool:
+        """Whether this diffusers lets the step callback edit every tensor the cutoff needs."""
+        inputs = GuidanceCutoff.tensor_inputs(pipeline)
+        return set(inputs) <= set(pipeline._callback_tensor_inputs)
+
     def __call__(
         self,
         pipeline: StableDiffusionControlNetPipeline | StableDiffusionPipeline,
@@ -99,7 +105,7 @@ def cutoff_call(
     if not guided or guidance_steps is None or guidance_steps >= num_inference_steps:
         return {}
     inputs = GuidanceCutoff.tensor_inputs(pipeline)
-    if not set(inputs) <= set(pipeline._callback_tensor_inputs):
+    if not GuidanceCutoff.supported(pipeline):
         raise ValueError(
             f'guidance_steps needs a pipeline whose step callback may edit {inputs}; this '
             f'diffusers allows {pipeline._callback_tensor_inputs} (upgrade diffusers)'
