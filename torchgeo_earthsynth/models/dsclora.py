@@ -27,6 +27,8 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
+from .sr_baseline import fit_pairs
+
 __all__ = (
     'SPAN',
     'ConvLoRA2d',
@@ -327,29 +329,18 @@ def fit_dsclora(
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
     if teacher is not None:
         teacher.eval().requires_grad_(False)
-    model.train()
-    losses: list[float] = []
-    while len(losses) < steps:
-        seen = False
-        for batch in batches:
-            seen = True
-            low_res = batch['low_res'].to(model.device)
-            prediction, maps = model.forward_features(low_res)
-            loss = F.l1_loss(prediction, batch['image'].to(model.device)) / 255
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_maps = teacher.forward_features(low_res)[1]
-                loss = loss + distill_weight * spatial_affinity_loss(*_paired(maps, teacher_maps))
-            optimizer.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if len(losses) == steps:
-                break
-        if not seen:
-            raise ValueError('fit_dsclora: no batches to train on')
-    model.eval()
-    return losses
+
+    def distilled_l1(batch: dict[str, Any]) -> Tensor:
+        low_res = batch['low_res'].to(model.device)
+        prediction, maps = model.forward_features(low_res)
+        loss = F.l1_loss(prediction, batch['image'].to(model.device)) / 255
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_maps = teacher.forward_features(low_res)[1]
+            loss = loss + distill_weight * spatial_affinity_loss(*_paired(maps, teacher_maps))
+        return loss
+
+    return fit_pairs(model, batches, steps, optimizer, distilled_l1, 'fit_dsclora')
 
 
 def fit_span(

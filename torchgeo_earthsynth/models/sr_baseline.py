@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -101,14 +101,45 @@ def fit_sr_baseline(
         ValueError: if ``batches`` is empty.
     """
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+
+    def l1(batch: dict[str, Any]) -> Tensor:
+        prediction = model(batch['low_res'].to(model.device))
+        return F.l1_loss(prediction, batch['image'].to(model.device)) / 255
+
+    return fit_pairs(model, batches, steps, optimizer, l1, 'fit_sr_baseline')
+
+
+def fit_pairs(
+    model: nn.Module,
+    batches: Iterable[dict[str, Any]],
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+    loss_of: Callable[[dict[str, Any]], Tensor],
+    name: str,
+) -> list[float]:
+    """The training loop of the SR networks: ``batches`` cycled for ``steps`` optimizer steps.
+
+    Args:
+        model: the network (trained in place, left in eval mode).
+        batches: the training batches; cycled until ``steps``.
+        steps: optimizer steps.
+        optimizer: the optimizer of the trained parameters.
+        loss_of: a batch's loss.
+        name: the caller, for the error.
+
+    Returns:
+        The loss of every step.
+
+    Raises:
+        ValueError: if ``batches`` is empty.
+    """
     model.train()
     losses: list[float] = []
     while len(losses) < steps:
         seen = False
         for batch in batches:
             seen = True
-            prediction = model(batch['low_res'].to(model.device))
-            loss = F.l1_loss(prediction, batch['image'].to(model.device)) / 255
+            loss = loss_of(batch)
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
@@ -116,6 +147,6 @@ def fit_sr_baseline(
             if len(losses) == steps:
                 break
         if not seen:
-            raise ValueError('fit_sr_baseline: no batches to train on')
+            raise ValueError(f'{name}: no batches to train on')
     model.eval()
     return losses
