@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from provenance import add_results_argument, write_result
 
-from torchgeo_earthsynth.bank_layouts import class_counts
+from torchgeo_earthsynth.bank.layouts import class_counts
 from torchgeo_earthsynth.demo import DemoConfig, demo_datamodule
-from torchgeo_earthsynth.demo_stages import build_bank, downstream_study
+from torchgeo_earthsynth.demo.stages import build_bank, downstream_study
 from torchgeo_earthsynth.metrics import PixelClassifier
 from torchgeo_earthsynth.models import shipped_generator
 from torchgeo_earthsynth.synthesis import Synthesizer

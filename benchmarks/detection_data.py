@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchgeo.datamodules.utils import collate_fn_detection
 
 from torchgeo_earthsynth.bank import SyntheticBank
-from torchgeo_earthsynth.dataset_encodings import encoding_for
+from torchgeo_earthsynth.encodings.registry import encoding_for
 from torchgeo_earthsynth.transforms import SyntheticAugmentation, rasterize_boxes
 from torchgeo_earthsynth.vocabulary import NUM_CLASSES
 

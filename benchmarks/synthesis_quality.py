@@ -38,9 +38,9 @@ from provenance import add_results_argument, write_result
 from torch import Tensor
 
 from torchgeo_earthsynth.datasets import EarthSynthMini
-from torchgeo_earthsynth.guidance_cutoff import GuidanceCutoff
 from torchgeo_earthsynth.metrics import PixelClassifier, mask_fidelity
 from torchgeo_earthsynth.synthesis import Synthesizer, build_pipeline, encode_condition
+from torchgeo_earthsynth.synthesis.guidance_cutoff import GuidanceCutoff
 
 TOLERANCE = 0.02  # the mIoU a faster row may lose against the anchor
 

@@ -3,18 +3,21 @@
 
 """torchgeo_earthsynth.datamodules: LightningDataModules for EarthSynth corpora."""
 
-from .box_layouts import BoxLayoutDataModule, BoxLayoutDataset
-from .detection import SyntheticVHR10DataModule
-from .downstream import MiniClassificationDataModule, MiniSegmentationDataModule
-from .earthsynth180k import (
+from torchgeo_earthsynth.datamodules.box_layouts import BoxLayoutDataModule, BoxLayoutDataset
+from torchgeo_earthsynth.datamodules.detection import SyntheticVHR10DataModule
+from torchgeo_earthsynth.datamodules.downstream import (
+    MiniClassificationDataModule,
+    MiniSegmentationDataModule,
+)
+from torchgeo_earthsynth.datamodules.earthsynth180k import (
     EarthSynth180KDataModule,
     EarthSynthMiniDataModule,
     RefreshLabels,
     balanced_weights,
     sample_class_ids,
 )
-from .mask_prompt import MaskPromptDataModule, MaskPromptDataset
-from .superres import EarthSynthMiniSRDataModule
+from torchgeo_earthsynth.datamodules.mask_prompt import MaskPromptDataModule, MaskPromptDataset
+from torchgeo_earthsynth.datamodules.superres import EarthSynthMiniSRDataModule
 
 __all__ = (
     'BoxLayoutDataModule',

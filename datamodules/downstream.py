@@ -18,13 +18,13 @@ from torch.utils.data import Dataset, Subset
 
 from torchgeo_earthsynth.compat import NonGeoDataModule
 from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
+from torchgeo_earthsynth.encodings.label_maps import label_map
 from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation, attach
 from torchgeo_earthsynth.vocabulary import (
     BACKGROUND,
     NUM_CLASSES,
     PALETTE,
     class_histogram,
-    label_map,
 )
 
 #: LoveDA's classes (without ``no-data``), the segmentation datamodule's classes.
@@ -52,7 +52,7 @@ def reverse_map(lut: Tensor, fill: int = 0) -> Tensor:
 
     Args:
         lut: int64 [C] vocabulary id per downstream class
-            (:func:`~torchgeo_earthsynth.vocabulary.label_map`).
+            (:func:`~torchgeo_earthsynth.encodings.label_map`).
         fill: index of vocabulary ids no downstream class maps to.
 
     Returns:
@@ -212,7 +212,7 @@ class MiniSegmentationDataModule(_MiniDownstreamDataModule):
 
     Samples are ``image`` float32 [3, H, W] in 0..255 and ``mask`` int64 [H, W] with indices
     of :attr:`classes`, LoveDA's classes without no-data. The corpus' vocabulary ids map back
-    through :data:`~torchgeo_earthsynth.vocabulary.LABEL_MAPS` ``['LoveDA']`` (building 8,
+    through :data:`~torchgeo_earthsynth.encodings.LABEL_MAPS` ``['LoveDA']`` (building 8,
     road 4, water 6, barren land 10, forest land 9, agriculture land 7); every other id
     (grass, tree, pavement, vehicles...) becomes background. Batches are normalised by
     TorchGeo's default ``aug`` (images / 255).

@@ -19,7 +19,7 @@ from torch.utils.data import (
     default_collate,
 )
 
-from torchgeo_earthsynth.bank import SyntheticBank
+from torchgeo_earthsynth.bank.store import SyntheticBank
 from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
 from torchgeo_earthsynth.datasets.earthsynth180k import EarthSynth180K
 from torchgeo_earthsynth.datasets.mini import make_mini_corpus

@@ -17,9 +17,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..atomic import atomic_open, pid_temporary
-from ..vocabulary import PROMPT_PREFIX, colorize
-from .resume import clean_stale_temporaries
+from torchgeo_earthsynth.atomic import atomic_open, pid_temporary
+from torchgeo_earthsynth.lightning_modules.resume import clean_stale_temporaries
+from torchgeo_earthsynth.vocabulary import PROMPT_PREFIX, colorize
 
 __all__ = ('AtomicCheckpointIO', 'DiffusersExport', 'log_figure', 'output_dir', 'sample_grid')
 
@@ -119,7 +119,7 @@ class DiffusersExport(Callback):
 
     @rank_zero_only
     def _export(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        from .diffusion_task import DiffusionTask
+        from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
 
         if not isinstance(module, DiffusionTask):
             raise TypeError(f'DiffusersExport needs a DiffusionTask, got {type(module)}')

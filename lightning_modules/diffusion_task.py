@@ -16,14 +16,19 @@ from torch import Tensor
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
-from ..models import SD15_ID
-from ..seeding import sample_seeds
-from ..synthesis import Synthesizer
-from .callbacks import log_figure
-from .diffusion_loss import denoising_loss, drop_prompts, min_snr_weight, prediction_target
-from .diffusion_networks import DiffusionNetworks
-from .latent_cache import LatentCache
-from .resume import restore_rng_states
+from torchgeo_earthsynth.lightning_modules.callbacks import log_figure
+from torchgeo_earthsynth.lightning_modules.diffusion_loss import (
+    denoising_loss,
+    drop_prompts,
+    min_snr_weight,
+    prediction_target,
+)
+from torchgeo_earthsynth.lightning_modules.diffusion_networks import DiffusionNetworks
+from torchgeo_earthsynth.lightning_modules.latent_cache import LatentCache
+from torchgeo_earthsynth.lightning_modules.resume import restore_rng_states
+from torchgeo_earthsynth.models import SD15_ID
+from torchgeo_earthsynth.seeding import sample_seeds
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 
 __all__ = ('DiffusionTask',)
 

@@ -12,16 +12,16 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..models import (
+from torchgeo_earthsynth.lightning_modules.callbacks import sample_grid
+from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
+from torchgeo_earthsynth.models import (
     SD21_ID,
     DiffusionParts,
     DiffusionSatUNet,
     load_diffusionsat_unet,
     normalize_metadata,
 )
-from ..synthesis import Synthesizer, build_text_pipeline
-from .callbacks import sample_grid
-from .diffusion_task import DiffusionTask
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer, build_text_pipeline
 
 __all__ = ('DiffusionSatTask', 'training_metadata')
 

@@ -14,11 +14,21 @@ from diffusers import ControlNetModel
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..models import SD15_ID, load_controlnet, tiny_controlnet
-from ..synthesis import ConditionEncoding, Synthesizer, build_pipeline, encode_condition
-from ..vocabulary import PROMPT_PREFIX, multi_hot
-from .callbacks import AtomicCheckpointIO, DiffusersExport, output_dir, sample_grid
-from .diffusion_task import DiffusionTask
+from torchgeo_earthsynth.lightning_modules.callbacks import (
+    AtomicCheckpointIO,
+    DiffusersExport,
+    output_dir,
+    sample_grid,
+)
+from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
+from torchgeo_earthsynth.models import SD15_ID, load_controlnet, tiny_controlnet
+from torchgeo_earthsynth.synthesis.synthesizer import (
+    ConditionEncoding,
+    Synthesizer,
+    build_pipeline,
+    encode_condition,
+)
+from torchgeo_earthsynth.vocabulary import PROMPT_PREFIX, multi_hot
 
 #: ControlNet condition-embedding channels of SD 1.5 (diffusers' default), one per VAE level.
 _EMBEDDING_CHANNELS: Final = (16, 32, 96, 256)

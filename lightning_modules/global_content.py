@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 from transformers import CLIPVisionModelWithProjection
 
-from ..models import (
+from torchgeo_earthsynth.lightning_modules.earthsynth_controlnet import EarthSynthControlNet
+from torchgeo_earthsynth.models import (
     IMAGE_ENCODER_FOLDER,
     IP_ADAPTER_WEIGHTS,
     DiffusionParts,
@@ -24,8 +25,7 @@ from ..models import (
     tiny_image_encoder,
     without_ip_adapter,
 )
-from ..synthesis import Synthesizer, build_text_pipeline
-from .earthsynth_controlnet import EarthSynthControlNet
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer, build_text_pipeline
 
 __all__ = ('GlobalContentControlNet',)
 

@@ -14,8 +14,12 @@ import torch
 from diffusers import ControlNetModel
 from torch import Tensor, nn
 
-from ..controls import CONTROLS, ControlExtractor
-from ..models import (
+from torchgeo_earthsynth.controls import CONTROLS, ControlExtractor
+from torchgeo_earthsynth.lightning_modules.diffusion_networks import DiffusionNetworks
+from torchgeo_earthsynth.lightning_modules.diffusionsat_task import training_metadata
+from torchgeo_earthsynth.lightning_modules.earthsynth_controlnet import _EMBEDDING_CHANNELS
+from torchgeo_earthsynth.lightning_modules.global_content import GlobalContentControlNet
+from torchgeo_earthsynth.models import (
     EARTHSYNTH_SUBFOLDER,
     MULTICONTROL_CONFIG,
     REFERENCE_ENCODER_ID,
@@ -24,10 +28,6 @@ from ..models import (
     controlnet_metadata,
     tiny_multicontrol,
 )
-from .diffusion_networks import DiffusionNetworks
-from .diffusionsat_task import training_metadata
-from .earthsynth_controlnet import _EMBEDDING_CHANNELS
-from .global_content import GlobalContentControlNet
 
 __all__ = ('MultiControlNetTask',)
 
@@ -287,7 +287,7 @@ class MultiControlNetTask(GlobalContentControlNet):
             f'{", ".join(meta["controls"])}; any subset, per-map scales\n'
             f'{reference}- prompt: `{meta["prompt_template"]}`\n\n'
             '```python\nfrom torchgeo_earthsynth.controls import ControlExtractor\n'
-            'from torchgeo_earthsynth.synthesis import Synthesizer\n'
+            'from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer\n'
             f"synth = Synthesizer.from_pretrained('<this folder>'{base})\n"
             f'controls = ControlExtractor({meta["controls"]!r})(batch)\n'
             'images = synth.generate(None, prompts, controls=controls)\n```\n'

@@ -13,17 +13,21 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..models import (
+from torchgeo_earthsynth.degradation import RGB_BANDS, upsample
+from torchgeo_earthsynth.families.superres import condition_size, super_resolve
+from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
+from torchgeo_earthsynth.lightning_modules.earthsynth_controlnet import (
+    _EMBEDDING_CHANNELS,
+    EarthSynthControlNet,
+)
+from torchgeo_earthsynth.models import (
     SD15_ID,
     DiffusionSatControlNet,
     LowResControlNetPipeline,
     find_diffusionsat_controlnet,
     load_diffusionsat_controlnet,
 )
-from ..superres import RGB_BANDS, condition_size, super_resolve, upsample
-from ..synthesis import Synthesizer, build_pipeline
-from .diffusion_task import DiffusionTask
-from .earthsynth_controlnet import _EMBEDDING_CHANNELS, EarthSynthControlNet
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer, build_pipeline
 
 __all__ = ('SuperResolutionTask',)
 
@@ -40,7 +44,7 @@ class SuperResolutionTask(EarthSynthControlNet):
     science (noise, targets, min-SNR, prompt dropout, EMA, checkpoints) is
     :class:`DiffusionTask`'s and the forward pass :class:`EarthSynthControlNet`'s. The full
     export loads with ``Synthesizer.from_pretrained``; generate with
-    :func:`~torchgeo_earthsynth.superres.super_resolve`.
+    :func:`~torchgeo_earthsynth.families.super_resolve`.
 
     .. versionadded:: 0.3
     """
@@ -275,8 +279,8 @@ class SuperResolutionTask(EarthSynthControlNet):
             '# Super-resolution ControlNet (torchgeo-earthsynth export)\n\n'
             f'- preset: `{meta["preset"]}`, trained steps: {meta["global_step"]}\n'
             f'- condition: {meta["low_res_channels"]} low-res bands, x{meta["scale"]}\n\n'
-            '```python\nfrom torchgeo_earthsynth.superres import super_resolve\n'
-            'from torchgeo_earthsynth.synthesis import Synthesizer\n\n'
+            '```python\nfrom torchgeo_earthsynth.families.superres import super_resolve\n'
+            'from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer\n\n'
             "synth = Synthesizer.from_pretrained('<this folder>', guidance_scale=1.0)\n"
             f'images = super_resolve(synth, low_res, prompts, scale={meta["scale"]})\n```\n'
         )

@@ -17,12 +17,12 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from torchgeo_earthsynth.atomic import atomic_write_text
-from torchgeo_earthsynth.bank import SUMMARY, SyntheticBank, default_writer_id
+from torchgeo_earthsynth.bank.store import SUMMARY, SyntheticBank, default_writer_id
 from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
-from torchgeo_earthsynth.filtering import SampleFilter, filter_verdict
 from torchgeo_earthsynth.models import SD15_ID
+from torchgeo_earthsynth.rfilter.protocol import SampleFilter, filter_verdict
 from torchgeo_earthsynth.seeding import sample_seeds
-from torchgeo_earthsynth.synthesis import ConditionEncoding, SchedulerName, Synthesizer
+from torchgeo_earthsynth.synthesis.synthesizer import ConditionEncoding, SchedulerName, Synthesizer
 from torchgeo_earthsynth.vocabulary import multi_hot
 
 __all__ = ('BankWriter', 'SynthesizerModule')
@@ -124,7 +124,7 @@ class BankWriter(BasePredictionWriter):
     Args:
         root: bank root.
         split: bank split.
-        rfilter: :class:`~torchgeo_earthsynth.filtering.SampleFilter` applied to every
+        rfilter: :class:`~torchgeo_earthsynth.rfilter.SampleFilter` applied to every
             prediction batch (e.g. an ``RFilter``).
         categories: also write single-category samples.
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from torchgeo_earthsynth.benchmark_config import load_benchmark_config
-from torchgeo_earthsynth.benchmark_report import COLUMNS
 from torchgeo_earthsynth.cli import main as cli_main
+from torchgeo_earthsynth.evaluation.benchmark_config import load_benchmark_config
+from torchgeo_earthsynth.evaluation.benchmark_report import COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -124,7 +124,7 @@ def test_plain() -> None:
 
     text = 'a :class:`~torchgeo_earthsynth.bank.SyntheticBank` or :data:`DEFAULT_DATA` (``x``)'
     assert plain(text) == 'a SyntheticBank or DEFAULT_DATA (x)'
-    assert plain(':func:`label map <torchgeo_earthsynth.vocabulary.label_map>`') == 'label map'
+    assert plain(':func:`label map <torchgeo_earthsynth.encodings.label_map>`') == 'label map'
 
 
 def test_every_demo_option_has_help_and_default(capsys: pytest.CaptureFixture[str]) -> None:

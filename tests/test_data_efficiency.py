@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from torchgeo_earthsynth.data_efficiency import (
+from torchgeo_earthsynth.evaluation import RunResult
+from torchgeo_earthsynth.evaluation.data_efficiency import (
     DataEfficiencyResult,
     _rows,
     interval95,
     run_data_efficiency,
     write_data_efficiency,
 )
-from torchgeo_earthsynth.evaluation import RunResult
 
 
 def run(arm: str, seed: int, value: float, samples: int, folder: Path) -> RunResult:

@@ -23,7 +23,8 @@ from torchgeo.datasets import (
 )
 
 from torchgeo_earthsynth.compat import TORCHGEO_VERSION_TUPLE
-from torchgeo_earthsynth.dataset_encodings import (
+from torchgeo_earthsynth.encodings import LABEL_MAPS
+from torchgeo_earthsynth.encodings.registry import (
     ENCODINGS,
     DatasetEncoding,
     SelectBands,
@@ -32,7 +33,7 @@ from torchgeo_earthsynth.dataset_encodings import (
 )
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.transforms import SyntheticAugmentation
-from torchgeo_earthsynth.vocabulary import BACKGROUND, CLASS_IDS, LABEL_MAPS, VOCABULARY
+from torchgeo_earthsynth.vocabulary import BACKGROUND, CLASS_IDS, VOCABULARY
 
 DATA = Path(__file__).parent / 'data'
 

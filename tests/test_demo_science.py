@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from test_rfilter import CodeSegmenter, only
 
-from torchgeo_earthsynth.bank_layouts import class_counts, draw_layouts
-from torchgeo_earthsynth.data_efficiency import DataEfficiencyResult
+from torchgeo_earthsynth.bank.layouts import class_counts, draw_layouts
 from torchgeo_earthsynth.datasets import EarthSynthMini, make_mini_corpus
 from torchgeo_earthsynth.datasets.mini import LONG_TAIL_SHARES
 from torchgeo_earthsynth.evaluation import RunResult
+from torchgeo_earthsynth.evaluation.data_efficiency import DataEfficiencyResult
 from torchgeo_earthsynth.rfilter import RFilter
 from torchgeo_earthsynth.vocabulary import VOCABULARY, present_ids
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from torchgeo_earthsynth.bank import SyntheticBank
-from torchgeo_earthsynth.box_recompose import BoxRecomposer
 from torchgeo_earthsynth.boxes import box_masks, check_boxes
+from torchgeo_earthsynth.boxes.recompose import BoxRecomposer
 from torchgeo_earthsynth.compat import TORCHGEO_VERSION_TUPLE
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.synthesis import Synthesizer
@@ -179,7 +179,7 @@ def test_synthesize_fills_a_detection_bank_from_layouts(
                 },
                 'size': 32,
                 'repeats': 2,
-                'recompose': {'class_path': 'torchgeo_earthsynth.box_recompose.BoxRecomposer'},
+                'recompose': {'class_path': 'torchgeo_earthsynth.boxes.BoxRecomposer'},
                 'batch_size': 8,
                 'limit': 12,
             },
@@ -235,7 +235,7 @@ def test_ddp_synthesis_of_a_detection_bank(
             'dataset': dataset,
             'size': 32,
             'repeats': 2,
-            'recompose': {'class_path': 'torchgeo_earthsynth.box_recompose.BoxRecomposer'},
+            'recompose': {'class_path': 'torchgeo_earthsynth.boxes.BoxRecomposer'},
         },
     }
     summaries, keys = ddp_synthesize(bank_root, '6,12', SYNTH_DATA=json.dumps(data))
@@ -407,7 +407,7 @@ def test_evaluate_reports_map_per_arm(
 
 
 def test_synthetic_train_set_for_detection(tmp_path: Path, synth: Synthesizer) -> None:
-    from torchgeo_earthsynth.dataset_encodings import encoding_for
+    from torchgeo_earthsynth.encodings.registry import encoding_for
     from torchgeo_earthsynth.evaluation import SyntheticTrainSet
 
     bank = SyntheticBank(tmp_path, durable=False)

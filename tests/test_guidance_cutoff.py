@@ -10,8 +10,8 @@ import torch
 from diffusers import StableDiffusionControlNetPipeline
 from torch import Tensor
 
-from torchgeo_earthsynth.guidance_cutoff import GuidanceCutoff
 from torchgeo_earthsynth.synthesis import Synthesizer, encode_condition
+from torchgeo_earthsynth.synthesis.guidance_cutoff import GuidanceCutoff
 from torchgeo_earthsynth.vocabulary import prompt_from_mask
 
 # diffusers < 0.33 lets a ControlNet pipeline's step callback edit only latents and prompts

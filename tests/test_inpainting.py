@@ -13,7 +13,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from torchgeo_earthsynth.inpainting import (
+from torchgeo_earthsynth.families.inpainting import (
     class_region,
     composite,
     inpainting_pipeline,

@@ -12,9 +12,9 @@ import torch
 from diffusers import ControlNetModel
 
 from torchgeo_earthsynth.controls import CONTROL_NAMES, ControlExtractor
+from torchgeo_earthsynth.families.multicontrol import controls_from_masks
 from torchgeo_earthsynth.models import MULTICONTROL_CONFIG, NamedMultiControlNet, is_multicontrol
 from torchgeo_earthsynth.synthesis import Synthesizer
-from torchgeo_earthsynth.synthesis_controls import controls_from_masks
 from torchgeo_earthsynth.transforms.synthetic_generation import generate_on_device
 from torchgeo_earthsynth.vocabulary import CLASS_IDS
 

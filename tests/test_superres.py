@@ -15,10 +15,11 @@ from torch.utils.data import DataLoader, Subset
 
 from torchgeo_earthsynth.datamodules import EarthSynthMiniSRDataModule
 from torchgeo_earthsynth.datasets import EarthSynthMiniSR, render_bands
+from torchgeo_earthsynth.degradation import RGB_BANDS, degrade, upsample
+from torchgeo_earthsynth.families.superres import super_resolve
 from torchgeo_earthsynth.lightning_modules import SuperResolutionTask
 from torchgeo_earthsynth.metrics import psnr
 from torchgeo_earthsynth.models import ESPCN, fit_sr_baseline
-from torchgeo_earthsynth.superres import RGB_BANDS, degrade, super_resolve, upsample
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.vocabulary import CLASS_IDS
 

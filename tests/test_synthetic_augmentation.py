@@ -26,7 +26,8 @@ from torchgeo_earthsynth.datamodules.downstream import (
     reverse_map,
 )
 from torchgeo_earthsynth.datasets import EarthSynth180K
-from torchgeo_earthsynth.filtering import KeyedFilter
+from torchgeo_earthsynth.encodings import label_map
+from torchgeo_earthsynth.rfilter.protocol import KeyedFilter
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.transforms.cf_comp import CounterfactualComposition
 from torchgeo_earthsynth.transforms.synthetic_augmentation import (
@@ -39,7 +40,7 @@ from torchgeo_earthsynth.transforms.synthetic_augmentation import (
     attach,
     rasterize_boxes,
 )
-from torchgeo_earthsynth.vocabulary import CLASS_IDS, label_map, prompt_from_ids
+from torchgeo_earthsynth.vocabulary import CLASS_IDS, prompt_from_ids
 
 C = CLASS_IDS
 SEG_CLASSES = MiniSegmentationDataModule.classes

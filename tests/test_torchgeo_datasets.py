@@ -25,7 +25,7 @@ from torchgeo.datamodules.utils import collate_fn_detection
 from torchgeo.datasets import DIOR, EuroSAT, LoveDA
 
 from torchgeo_earthsynth.bank import SyntheticBank
-from torchgeo_earthsynth.dataset_encodings import ENCODINGS, SelectBands
+from torchgeo_earthsynth.encodings.registry import ENCODINGS, SelectBands
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.transforms import SyntheticAugmentation, attach
 from torchgeo_earthsynth.transforms.synthetic_rows import BANK, REAL

@@ -17,10 +17,10 @@ from typing import Any, Final
 
 #: Extra subcommands, each ``module:function`` taking the remaining argv.
 EXTRA_COMMANDS: Final[dict[str, str]] = {
-    'build-corpus': 'torchgeo_earthsynth.corpus_cli:main',
-    'demo': 'torchgeo_earthsynth.demo:main',
-    'evaluate': 'torchgeo_earthsynth.evaluation:main',
-    'benchmark': 'torchgeo_earthsynth.benchmark:main',
+    'build-corpus': 'torchgeo_earthsynth.corpus.cli:main',
+    'demo': 'torchgeo_earthsynth.demo.run:main',
+    'evaluate': 'torchgeo_earthsynth.evaluation.harness:main',
+    'benchmark': 'torchgeo_earthsynth.evaluation.benchmark:main',
     'synthesize': 'torchgeo_earthsynth.cli:synthesize',
     'datasets': 'torchgeo_earthsynth.cli:datasets_main',
     'random-base': 'torchgeo_earthsynth.cli:random_base_main',
@@ -116,7 +116,7 @@ def datasets_main(args: Sequence[str] | None = None) -> None:
     parser.add_argument('names', nargs='*', help='datasets to describe (default: list all)')
     names = parser.parse_args(args).names
     # after parsing: the encodings import TorchGeo, which `--help` does not need
-    from torchgeo_earthsynth.dataset_encodings import ENCODINGS, encoding_for
+    from torchgeo_earthsynth.encodings.registry import ENCODINGS, encoding_for
     from torchgeo_earthsynth.vocabulary import VOCABULARY
 
     if not names:
@@ -278,9 +278,9 @@ def synthesize(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     """
     import lightning.pytorch as pl
 
-    from .datamodules.mask_prompt import MaskPromptDataModule
-    from .lightning_cli import SynthesizeCLI
-    from .lightning_modules.synthesizer import BankWriter
+    from torchgeo_earthsynth.datamodules.mask_prompt import MaskPromptDataModule
+    from torchgeo_earthsynth.lightning_cli import SynthesizeCLI
+    from torchgeo_earthsynth.lightning_modules.synthesizer import BankWriter
 
     args = list(sys.argv[1:] if argv is None else argv)
     # LightningCLI warns when it gets args while sys.argv holds others (`earthsynth
@@ -327,7 +327,7 @@ def synthesize(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
 def __getattr__(name: str) -> Any:
     """``SynthesizeCLI`` from its module, imported on use: Lightning is slow to import."""
     if name == 'SynthesizeCLI':
-        from .lightning_cli import SynthesizeCLI
+        from torchgeo_earthsynth.lightning_cli import SynthesizeCLI
 
         return SynthesizeCLI
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

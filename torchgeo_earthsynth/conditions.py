@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ('METADATA_FIELDS', 'NUM_METADATA', 'check_metadata', 'metadata_from_record')
+from torchgeo_earthsynth.vocabulary import NUM_CLASSES, PALETTE
+
+__all__ = (
+    'METADATA_FIELDS',
+    'NUM_METADATA',
+    'ConditionEncoding',
+    'check_metadata',
+    'encode_condition',
+    'metadata_from_record',
+)
 
 #: Metadata fields in physical units, in this order: degrees, degrees, metres per pixel,
 #: fraction 0..1, calendar year, month 1..12, day 1..31. NaN marks an unknown value.
@@ -71,3 +81,37 @@ def check_metadata(metadata: Tensor, batch_size: int) -> Tensor:
             f'({", ".join(METADATA_FIELDS)}), got {list(metadata.shape)}'
         )
     return metadata.float()
+
+
+ConditionEncoding = Literal['grey', 'palette']
+
+
+def encode_condition(
+    mask: Tensor, size: tuple[int, int] | None = None, encoding: ConditionEncoding = 'grey'
+) -> Tensor:
+    """The ControlNet condition of class-index masks, in [0, 1].
+
+    ``grey`` is compatible with the released EarthSynth weights: ``id / 255`` in all three
+    channels. ``palette`` uses the display palette's colours. Resized NEAREST.
+
+    Args:
+        mask: int [B, H, W] vocabulary ids.
+        size: output (height, width), default the mask's.
+        encoding: ``grey`` or ``palette``.
+
+    Returns:
+        float32 [B, 3, H, W] condition images.
+    """
+    if mask.dim() != 3:
+        raise ValueError(f'expected masks [B, H, W], got shape {tuple(mask.shape)}')
+    match encoding:
+        case 'grey':
+            cond = (mask.float() / 255).unsqueeze(1).expand(-1, 3, -1, -1)
+        case 'palette':
+            palette = torch.as_tensor(PALETTE, device=mask.device).float() / 255
+            cond = palette[mask.long().clamp(0, NUM_CLASSES - 1)].permute(0, 3, 1, 2)
+        case _:
+            raise ValueError(f"condition encoding must be 'grey' or 'palette', got {encoding!r}")
+    if size is not None and tuple(cond.shape[-2:]) != tuple(size):
+        cond = F.interpolate(cond, size=size, mode='nearest')
+    return cond.contiguous()

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .synthesis_parts import encode_condition
-from .vocabulary import NUM_CLASSES, VOCABULARY
+from torchgeo_earthsynth.conditions import encode_condition
+from torchgeo_earthsynth.vocabulary import NUM_CLASSES, VOCABULARY
 
 __all__ = (
     'CONTROLS',

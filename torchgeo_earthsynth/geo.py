@@ -16,7 +16,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 from torch import Tensor
 
-from .conditions import NUM_METADATA
+from torchgeo_earthsynth.conditions import NUM_METADATA
 
 __all__ = ('metadata_from_bounds', 'metadata_from_geo_sample')
 

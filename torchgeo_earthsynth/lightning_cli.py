@@ -61,7 +61,7 @@ class SynthesizeCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         """Add the bank writer (a Trainer callback), the checkpoint, and link the bank."""
-        from .lightning_modules.synthesizer import BankWriter
+        from torchgeo_earthsynth.lightning_modules.synthesizer import BankWriter
 
         parser.add_lightning_class_args(BankWriter, 'bank')
         parser.add_argument(

@@ -4,9 +4,14 @@
 """Batch-level transforms (nn.Modules applied on the device) and callbacks."""
 
 from torchgeo_earthsynth.origins import SampleOrigin
-
-from .cf_comp import PASTE, REAL, TILE, CompositionPlan, CounterfactualComposition
-from .synthetic_augmentation import (
+from torchgeo_earthsynth.transforms.cf_comp import (
+    PASTE,
+    REAL,
+    TILE,
+    CompositionPlan,
+    CounterfactualComposition,
+)
+from torchgeo_earthsynth.transforms.synthetic_augmentation import (
     BankLike,
     SynthesizerLoader,
     SyntheticAugmentation,

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..origins import SampleOrigin
-from ..seeding import seed_for_rank
-from ..vocabulary import BACKGROUND, NUM_CLASSES, class_histogram, prompt_from_ids
+from torchgeo_earthsynth.origins import SampleOrigin
+from torchgeo_earthsynth.seeding import seed_for_rank
+from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, class_histogram, prompt_from_ids
 
 #: Keys CF-Comp reads and rewrites; every other key passes through untouched.
 REQUIRED_KEYS: Final[tuple[str, ...]] = ('image', 'mask', 'prompt', 'categories', 'source')

@@ -19,18 +19,21 @@ from typing import Any, Final, Literal
 import torch
 from torch import nn
 
-from torchgeo_earthsynth.dataset_encodings import DatasetEncoding, resolve_encoding
 from torchgeo_earthsynth.datasets import EarthSynth180K
-from torchgeo_earthsynth.filtering import SampleFilter
-from torchgeo_earthsynth.synthesis import Synthesizer
-
-from .synthetic_callback import SyntheticAugmentationCallback, attach
-from .synthetic_draws import Batch, SyntheticDraws
-from .synthetic_geo import GeoMetadata
-from .synthetic_labels import LabelTables, rasterize_boxes
-from .synthetic_rows import BANK, GENERATED, REAL, SyntheticPlan
-from .synthetic_scale import check_datamodule, registered_dataset, synthetic_gain
-from .synthetic_sources import (
+from torchgeo_earthsynth.encodings.registry import DatasetEncoding, resolve_encoding
+from torchgeo_earthsynth.rfilter.protocol import SampleFilter
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
+from torchgeo_earthsynth.transforms.synthetic_callback import SyntheticAugmentationCallback, attach
+from torchgeo_earthsynth.transforms.synthetic_draws import Batch, SyntheticDraws
+from torchgeo_earthsynth.transforms.synthetic_geo import GeoMetadata
+from torchgeo_earthsynth.transforms.synthetic_labels import LabelTables, rasterize_boxes
+from torchgeo_earthsynth.transforms.synthetic_rows import BANK, GENERATED, REAL, SyntheticPlan
+from torchgeo_earthsynth.transforms.synthetic_scale import (
+    check_datamodule,
+    registered_dataset,
+    synthetic_gain,
+)
+from torchgeo_earthsynth.transforms.synthetic_sources import (
     BankLike,
     SamplePools,
     SynthesizerLoader,
@@ -51,7 +54,7 @@ STAT_KEYS: Final[tuple[str, ...]] = (
     'added_to_bank',
 )
 
-#: The name this module gave :class:`~torchgeo_earthsynth.filtering.SampleFilter`.
+#: The name this module gave :class:`~torchgeo_earthsynth.rfilter.SampleFilter`.
 FilterLike = SampleFilter
 
 
@@ -70,7 +73,7 @@ class SyntheticAugmentation(SyntheticDraws):
 
     How a dataset encodes its samples (the mask value of each class, no-data values, the
     vocabulary id of each class, the image's bands and pixel range) comes from the registry
-    (:data:`~torchgeo_earthsynth.dataset_encodings.ENCODINGS`; ``earthsynth datasets`` lists
+    (:data:`~torchgeo_earthsynth.encodings.ENCODINGS`; ``earthsynth datasets`` lists
     it): ``dataset=`` names it, or :func:`attach` finds it from the datamodule. Other datasets
     give ``classes`` in mask-value order (and ``overrides``). At :func:`attach` the bands and
     scale are checked against the datamodule (multispectral datasets: select the RGB bands);
@@ -114,7 +117,7 @@ class SyntheticAugmentation(SyntheticDraws):
     no disk access. Bank samples were R-Filtered when they were banked; generated ones
     go through ``rfilter`` here, and a sample it drops keeps its real sample.
 
-    The R-Filter is a :class:`~torchgeo_earthsynth.filtering.SampleFilter` (like
+    The R-Filter is a :class:`~torchgeo_earthsynth.rfilter.SampleFilter` (like
     :class:`~torchgeo_earthsynth.rfilter.RFilter`; what it gets: :func:`.filter_generated`).
 
     Keys of the batch other than those above are kept; in ``append`` mode each appended row
@@ -178,7 +181,7 @@ class SyntheticAugmentation(SyntheticDraws):
                 ``categories``, ``source``).
             then: applied to the batch afterwards: the datamodule's own augmentation.
             dataset: a dataset of the registry
-                (:data:`~torchgeo_earthsynth.dataset_encodings.ENCODINGS`, e.g. ``'LoveDA'``):
+                (:data:`~torchgeo_earthsynth.encodings.ENCODINGS`, e.g. ``'LoveDA'``):
                 its mask values, no-data, vocabulary map, pixel scale and bands are known;
                 ``classes`` may then be left out. Left out when attached to a TorchGeo
                 datamodule of a registered dataset.

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from torchgeo_earthsynth.boxes import box_masks, check_boxes, sample_boxes, scale_boxes
+from torchgeo_earthsynth.boxes.records import box_masks, check_boxes, sample_boxes, scale_boxes
 from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
 from torchgeo_earthsynth.vocabulary import BACKGROUND
 

@@ -9,12 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
-from torchgeo_earthsynth.filtering import SampleFilter, filter_verdict
-from torchgeo_earthsynth.synthesis import Synthesizer
-from torchgeo_earthsynth.synthesis_controls import controls_from_masks
-
-from .synthetic_labels import present_prompts
-from .synthetic_sources import BankLike, SynthesizerLoader
+from torchgeo_earthsynth.families.multicontrol import controls_from_masks
+from torchgeo_earthsynth.rfilter.protocol import SampleFilter, filter_verdict
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
+from torchgeo_earthsynth.transforms.synthetic_labels import present_prompts
+from torchgeo_earthsynth.transforms.synthetic_sources import BankLike, SynthesizerLoader
 
 
 def ready_synthesizer(
@@ -39,7 +38,7 @@ def generate_on_device(
     """Generate one image per condition on the batch's device, seeded from ``generator``.
 
     A multi-condition generator gets the maps its controls make from the condition masks
-    (``seg``, ``road``; :func:`~torchgeo_earthsynth.synthesis_controls.controls_from_masks`).
+    (``seg``, ``road``; :func:`~torchgeo_earthsynth.families.controls_from_masks`).
 
     Args:
         synthesizer: the synthesizer, or its loader (loaded on first use).
@@ -73,12 +72,12 @@ def filter_generated(
 ) -> Tensor:
     """Which generated samples the R-Filter keeps.
 
-    The R-Filter (a :class:`~torchgeo_earthsynth.filtering.SampleFilter`, like
+    The R-Filter (a :class:`~torchgeo_earthsynth.rfilter.SampleFilter`, like
     :class:`~torchgeo_earthsynth.rfilter.RFilter`) gets a batch dict with ``image`` float
     [N, 3, H, W] 0..255, ``mask`` int64 [N, H, W] (the conditions, vocabulary ids), ``prompt``
     (N strings) and ``reference`` (the real images the samples stand for), and returns a bool
     tensor [N] or an object with such a ``keep`` attribute; wrap a filter of
-    ``(images, masks, prompts)`` in :class:`~torchgeo_earthsynth.filtering.KeyedFilter`.
+    ``(images, masks, prompts)`` in :class:`~torchgeo_earthsynth.rfilter.KeyedFilter`.
 
     Args:
         rfilter: the R-Filter (None keeps all).

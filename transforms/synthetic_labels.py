@@ -11,11 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchgeo_earthsynth.boxes import rasterize_instances
-from torchgeo_earthsynth.dataset_encodings import DatasetEncoding
+from torchgeo_earthsynth.boxes.records import rasterize_instances
+from torchgeo_earthsynth.encodings.registry import DatasetEncoding
+from torchgeo_earthsynth.transforms.synthetic_sources import Task
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, prompt_from_ids
-
-from .synthetic_sources import Task
 
 Batch = dict[str, Any]
 
@@ -116,7 +115,7 @@ def rasterize_boxes(
             ``bbox_xyxy``).
         labels: per image, int [N] downstream class indices (TorchGeo's ``label``).
         lut: int64 [C] vocabulary id per downstream class
-            (:func:`~torchgeo_earthsynth.vocabulary.label_map`).
+            (:func:`~torchgeo_earthsynth.encodings.label_map`).
         size: (height, width) of the masks.
 
     Returns:

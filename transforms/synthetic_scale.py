@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from torchgeo_earthsynth.dataset_encodings import ENCODINGS, DatasetEncoding, SelectBands
+from torchgeo_earthsynth.encodings.registry import ENCODINGS, DatasetEncoding, SelectBands
 
 
 def synthetic_gain(encoding: DatasetEncoding, image_scale: float | None) -> float:

@@ -3,9 +3,13 @@
 
 """TorchGeo datasets for EarthSynth-180K and the bundled mini corpus."""
 
-from .earthsynth180k import EarthSynth180K, EarthSynthNotFoundError, Record
-from .mini import EarthSynthMini, make_mini_corpus
-from .mini_superres import EarthSynthMiniSR, render_bands
+from torchgeo_earthsynth.datasets.earthsynth180k import (
+    EarthSynth180K,
+    EarthSynthNotFoundError,
+    Record,
+)
+from torchgeo_earthsynth.datasets.mini import EarthSynthMini, make_mini_corpus
+from torchgeo_earthsynth.datasets.mini_superres import EarthSynthMiniSR, render_bands
 
 __all__ = (
     'EarthSynth180K',

@@ -13,8 +13,8 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..atomic import current_umask
-from . import layout
+from torchgeo_earthsynth.atomic import current_umask
+from torchgeo_earthsynth.datasets import layout
 
 __all__ = ('extract_archive', 'find_archives')
 

@@ -18,18 +18,23 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..boxes import check_boxes
-from ..compat import DETECTION_BOXES, DETECTION_LABELS, DatasetNotFoundError, NonGeoDataset
-from ..vocabulary import (
+from torchgeo_earthsynth.boxes.records import check_boxes
+from torchgeo_earthsynth.compat import (
+    DETECTION_BOXES,
+    DETECTION_LABELS,
+    DatasetNotFoundError,
+    NonGeoDataset,
+)
+from torchgeo_earthsynth.datasets import layout
+from torchgeo_earthsynth.datasets.archives import extract_archive, find_archives
+from torchgeo_earthsynth.datasets.plotting import plot_sample
+from torchgeo_earthsynth.datasets.records import Record, _RecordListing
+from torchgeo_earthsynth.vocabulary import (
     VOCABULARY,
     class_histogram,
     prompt_from_ids,
     source_from_stem,
 )
-from . import layout
-from .archives import extract_archive, find_archives
-from .plotting import plot_sample
-from .records import Record, _RecordListing
 
 logger = logging.getLogger(__name__)
 

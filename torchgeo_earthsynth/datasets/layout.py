@@ -16,8 +16,8 @@ from typing import Any, Final
 import numpy as np
 from PIL import Image
 
-from ..atomic import atomic_open, atomic_write_bytes
-from ..vocabulary import NUM_CLASSES, VOCABULARY, present_ids, prompt_from_ids
+from torchgeo_earthsynth.atomic import atomic_open, atomic_write_bytes
+from torchgeo_earthsynth.vocabulary import NUM_CLASSES, VOCABULARY, present_ids, prompt_from_ids
 
 logger = logging.getLogger(__name__)
 

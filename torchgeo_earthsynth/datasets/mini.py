@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_directory
-from ..cache import default_cache_dir
-from ..conditions import METADATA_FIELDS
-from ..vocabulary import CLASS_IDS, present_ids
-from . import layout
-from .earthsynth180k import EarthSynth180K
+from torchgeo_earthsynth.atomic import atomic_directory
+from torchgeo_earthsynth.cache import default_cache_dir
+from torchgeo_earthsynth.conditions import METADATA_FIELDS
+from torchgeo_earthsynth.datasets import layout
+from torchgeo_earthsynth.datasets.earthsynth180k import EarthSynth180K
+from torchgeo_earthsynth.vocabulary import CLASS_IDS, present_ids
 
 #: Bump when the renderer changes, so stale caches are not reused.
 MINI_VERSION: Final = 3

@@ -14,11 +14,11 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..compat import NonGeoDataset
-from ..models import SENTINEL2_LOW_RES_BANDS
-from ..superres import degrade
-from ..vocabulary import CLASS_IDS
-from .mini import EarthSynthMini
+from torchgeo_earthsynth.compat import NonGeoDataset
+from torchgeo_earthsynth.datasets.mini import EarthSynthMini
+from torchgeo_earthsynth.degradation import degrade
+from torchgeo_earthsynth.models import SENTINEL2_LOW_RES_BANDS
+from torchgeo_earthsynth.vocabulary import CLASS_IDS
 
 __all__ = ('EarthSynthMiniSR', 'render_bands')
 
@@ -75,7 +75,7 @@ class EarthSynthMiniSR(NonGeoDataset):
     Each scene of :class:`EarthSynthMini` gives ``image`` (float32 [3, H, W], 0..255, the
     high-res target) and ``low_res`` (float32 [C, H / scale, W / scale], 0..255): its 10
     Sentinel-2-like bands (:func:`render_bands`; ``bands='rgb'`` keeps the 3 RGB bands)
-    degraded by :func:`~torchgeo_earthsynth.superres.degrade` (Gaussian blur sigma
+    degraded by :func:`~torchgeo_earthsynth.degradation.degrade` (Gaussian blur sigma
     ``scale / 2``, decimation by ``scale``, Gaussian noise ``noise_std``, seeded per scene so
     a sample is the same on every read). Also ``mask``, ``prompt`` and ``metadata`` of the
     scene.

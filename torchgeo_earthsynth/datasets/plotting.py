@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..vocabulary import NUM_CLASSES, PALETTE, VOCABULARY, colorize, present_ids
+from torchgeo_earthsynth.vocabulary import NUM_CLASSES, PALETTE, VOCABULARY, colorize, present_ids
 
 
 def plot_sample(

@@ -16,10 +16,15 @@ from typing import Any, ClassVar, NamedTuple, overload
 
 import numpy as np
 
-from ..boxes import boxes_from_record
-from ..conditions import METADATA_FIELDS, NUM_METADATA, metadata_from_record
-from ..vocabulary import BACKGROUND, present_ids, prompt_from_ids, source_from_stem
-from . import layout
+from torchgeo_earthsynth.boxes.records import boxes_from_record
+from torchgeo_earthsynth.conditions import METADATA_FIELDS, NUM_METADATA, metadata_from_record
+from torchgeo_earthsynth.datasets import layout
+from torchgeo_earthsynth.vocabulary import (
+    BACKGROUND,
+    present_ids,
+    prompt_from_ids,
+    source_from_stem,
+)
 
 logger = logging.getLogger(__name__)
 

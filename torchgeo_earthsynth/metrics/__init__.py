@@ -3,17 +3,24 @@
 
 """Evaluation metrics: CLIP score, FID, mask fidelity, PSNR/SSIM, pixel classifier, season."""
 
-from .clip import TINY_CLIP_CONFIG, ClipModel, ClipScorer, TinyClip, Tokenizer, tiny_open_clip
-from .fid import FrechetDistance, fid, find_inception_weights
-from .generator_fidelity import (
+from torchgeo_earthsynth.metrics.clip import (
+    TINY_CLIP_CONFIG,
+    ClipModel,
+    ClipScorer,
+    TinyClip,
+    Tokenizer,
+    tiny_open_clip,
+)
+from torchgeo_earthsynth.metrics.fid import FrechetDistance, fid, find_inception_weights
+from torchgeo_earthsynth.metrics.generator_fidelity import (
     REAL_ROW,
     GeneratorFidelity,
     MaskGenerator,
     generate_images,
     generator_fidelity,
 )
-from .image_quality import psnr, rgb_to_y, ssim
-from .mask_fidelity import (
+from torchgeo_earthsynth.metrics.image_quality import psnr, rgb_to_y, ssim
+from torchgeo_earthsynth.metrics.mask_fidelity import (
     MaskFidelity,
     MaskFidelityResult,
     PresentClassIoU,
@@ -22,8 +29,8 @@ from .mask_fidelity import (
     miou_from_confusion,
     per_sample_miou,
 )
-from .pixel_classifier import PixelClassifier
-from .season_following import corpus_season_shift, season_shift
+from torchgeo_earthsynth.metrics.pixel_classifier import PixelClassifier
+from torchgeo_earthsynth.metrics.season_following import corpus_season_shift, season_shift
 
 __all__ = (
     'REAL_ROW',

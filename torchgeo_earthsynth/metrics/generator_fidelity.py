@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .mask_fidelity import MaskFidelityResult, mask_fidelity
-from .pixel_classifier import PixelClassifier
+from torchgeo_earthsynth.metrics.mask_fidelity import MaskFidelityResult, mask_fidelity
+from torchgeo_earthsynth.metrics.pixel_classifier import PixelClassifier
 
 #: Name of the real images' row (the ceiling) in :attr:`GeneratorFidelity.scores`.
 REAL_ROW = 'real held-out images (reference)'

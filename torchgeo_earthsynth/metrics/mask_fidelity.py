@@ -15,7 +15,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from ..vocabulary import NUM_CLASSES, VOCABULARY
+from torchgeo_earthsynth.vocabulary import NUM_CLASSES, VOCABULARY
 
 if TYPE_CHECKING:  # open_clip and torch-fidelity are slow to import: loaded when used
     pass
@@ -183,7 +183,7 @@ class MaskFidelity:
     ``[B, C, h, w]`` (resized bilinearly to the mask) or labels ``[B, H, W]``: a
     :class:`PixelClassifier`, or a wrapped TorchGeo ``SemanticSegmentationTask`` (normalise as
     its datamodule does). ``label_map[c]`` gives the vocabulary id of segmenter class ``c``
-    (e.g. :func:`torchgeo_earthsynth.vocabulary.label_map`); without it segmenter class ``c``
+    (e.g. :func:`torchgeo_earthsynth.encodings.label_map`); without it segmenter class ``c``
     is vocabulary id ``c``.
 
     Pixels are counted in torchmetrics' ``MulticlassJaccardIndex`` confusion matrix; the mIoU

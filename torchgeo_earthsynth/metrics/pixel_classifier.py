@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..vocabulary import NUM_CLASSES
+from torchgeo_earthsynth.vocabulary import NUM_CLASSES
 
 if TYPE_CHECKING:  # open_clip and torch-fidelity are slow to import: loaded when used
     pass

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..conditions import METADATA_FIELDS
-from ..datasets import EarthSynth180K
-from ..datasets.mini import green_chroma, greenness, seasonal_extremes
-from ..synthesis import Synthesizer
+from torchgeo_earthsynth.conditions import METADATA_FIELDS
+from torchgeo_earthsynth.datasets import EarthSynth180K
+from torchgeo_earthsynth.datasets.mini import green_chroma, greenness, seasonal_extremes
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 
 __all__ = ('corpus_season_shift', 'season_shift')
 

@@ -3,7 +3,7 @@
 
 """Diffusers components: one module per generator family, SD parts, tiny configs, tokenizer."""
 
-from .diffusionsat import (
+from torchgeo_earthsynth.models.diffusionsat import (
     DIFFUSIONSAT_CHECKPOINTS,
     SD21_ID,
     DiffusionSatUNet,
@@ -14,7 +14,7 @@ from .diffusionsat import (
     normalize_metadata,
     unconditional_metadata,
 )
-from .diffusionsat_controlnet import (
+from torchgeo_earthsynth.models.diffusionsat_controlnet import (
     SENTINEL2_LOW_RES_BANDS,
     DiffusionSatControlNet,
     LowResControlNetPipeline,
@@ -24,9 +24,13 @@ from .diffusionsat_controlnet import (
     load_diffusionsat_controlnet,
     sentinel2_low_res,
 )
-from .dsclora import SPAN, ConvLoRA2d, train_dsclora
-from .earthsynth import EARTHSYNTH_ID, EARTHSYNTH_SUBFOLDER, load_controlnet
-from .global_content import (
+from torchgeo_earthsynth.models.dsclora import SPAN, ConvLoRA2d, train_dsclora
+from torchgeo_earthsynth.models.earthsynth import (
+    EARTHSYNTH_ID,
+    EARTHSYNTH_SUBFOLDER,
+    load_controlnet,
+)
+from torchgeo_earthsynth.models.global_content import (
     IMAGE_ENCODER_FOLDER,
     IP_ADAPTER_WEIGHTS,
     REFERENCE_ENCODER_ID,
@@ -40,18 +44,27 @@ from .global_content import (
     save_ip_adapter,
     without_ip_adapter,
 )
-from .multicontrol import MULTICONTROL_CONFIG, NamedMultiControlNet, is_multicontrol
-from .prompts import PromptEncoder
-from .shipped import SHIPPED_GENERATOR, install_generator, shipped_fidelity, shipped_generator
-from .sr_baseline import ESPCN, fit_sr_baseline
-from .stable_diffusion import (
+from torchgeo_earthsynth.models.multicontrol import (
+    MULTICONTROL_CONFIG,
+    NamedMultiControlNet,
+    is_multicontrol,
+)
+from torchgeo_earthsynth.models.prompts import PromptEncoder
+from torchgeo_earthsynth.models.shipped import (
+    SHIPPED_GENERATOR,
+    install_generator,
+    shipped_fidelity,
+    shipped_generator,
+)
+from torchgeo_earthsynth.models.sr_baseline import ESPCN, fit_sr_baseline
+from torchgeo_earthsynth.models.stable_diffusion import (
     SD15_ID,
     DiffusionParts,
     forward_kwargs,
     pretrained_parts,
     sd_scheduler,
 )
-from .text2earth import (
+from torchgeo_earthsynth.models.text2earth import (
     TEXT2EARTH_DEFAULTS,
     TEXT2EARTH_ID,
     TEXT2EARTH_INPAINTING_ID,
@@ -66,7 +79,7 @@ from .text2earth import (
     takes_levels,
     text2earth_parts,
 )
-from .tiny import (
+from torchgeo_earthsynth.models.tiny import (
     TINY_IMAGE_DIM,
     TINY_TEXT_DIM,
     tiny_controlnet,
@@ -82,7 +95,7 @@ from .tiny import (
     tiny_unet,
     tiny_vae,
 )
-from .tokenizer import clip_tokenizer
+from torchgeo_earthsynth.models.tokenizer import clip_tokenizer
 
 __all__ = (
     'DIFFUSIONSAT_CHECKPOINTS',

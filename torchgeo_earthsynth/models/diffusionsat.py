@@ -19,8 +19,8 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import Tensor, nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..conditions import METADATA_FIELDS, NUM_METADATA, check_metadata
-from .stable_diffusion import DiffusionParts
+from torchgeo_earthsynth.conditions import METADATA_FIELDS, NUM_METADATA, check_metadata
+from torchgeo_earthsynth.models.stable_diffusion import DiffusionParts
 
 __all__ = (
     'DIFFUSIONSAT_CHECKPOINTS',

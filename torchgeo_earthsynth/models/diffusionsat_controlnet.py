@@ -16,8 +16,8 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.controlnets.controlnet import ControlNetOutput
 from torch import Tensor, nn
 
-from ..conditions import NUM_METADATA
-from .diffusionsat import (
+from torchgeo_earthsynth.conditions import NUM_METADATA
+from torchgeo_earthsynth.models.diffusionsat import (
     DiffusionSatUNet,
     embed_metadata,
     load_key_for_key,
@@ -25,7 +25,7 @@ from .diffusionsat import (
     with_config_fields,
     zero_output_layers,
 )
-from .stable_diffusion import forward_kwargs
+from torchgeo_earthsynth.models.stable_diffusion import forward_kwargs
 
 __all__ = (
     'SENTINEL2_LOW_RES_BANDS',

@@ -27,7 +27,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
-from .sr_baseline import fit_pairs
+from torchgeo_earthsynth.models.sr_baseline import fit_pairs
 
 __all__ = (
     'SPAN',

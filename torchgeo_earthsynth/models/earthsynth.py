@@ -11,7 +11,7 @@ from typing import Final
 
 from diffusers import ControlNetModel
 
-from .diffusionsat_controlnet import load_diffusionsat_controlnet
+from torchgeo_earthsynth.models.diffusionsat_controlnet import load_diffusionsat_controlnet
 
 #: The released EarthSynth ControlNet (DESIGN.md).
 EARTHSYNTH_ID: Final = 'jaychempan/EarthSynth'

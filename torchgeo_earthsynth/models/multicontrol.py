@@ -25,7 +25,10 @@ from typing import Final
 from diffusers import ControlNetModel
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
-from .diffusionsat_controlnet import DiffusionSatControlNet, load_diffusionsat_controlnet
+from torchgeo_earthsynth.models.diffusionsat_controlnet import (
+    DiffusionSatControlNet,
+    load_diffusionsat_controlnet,
+)
 
 __all__ = ('MULTICONTROL_CONFIG', 'NamedMultiControlNet', 'is_multicontrol')
 

@@ -14,8 +14,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from ..atomic import atomic_directory
-from .tokenizer import clip_tokenizer
+from torchgeo_earthsynth.atomic import atomic_directory
+from torchgeo_earthsynth.models.tokenizer import clip_tokenizer
 
 __all__ = ('BASE_CONFIGS', 'Architecture', 'random_base')
 

@@ -14,8 +14,8 @@ from typing import Any, Final
 import torch
 from torch import Tensor, nn
 
-from ..conditions import METADATA_FIELDS, check_metadata
-from .stable_diffusion import DiffusionParts, pretrained_parts
+from torchgeo_earthsynth.conditions import METADATA_FIELDS, check_metadata
+from torchgeo_earthsynth.models.stable_diffusion import DiffusionParts, pretrained_parts
 
 __all__ = (
     'TEXT2EARTH_DEFAULTS',

@@ -17,11 +17,11 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from .diffusionsat import DiffusionSatUNet
-from .diffusionsat_controlnet import DiffusionSatControlNet
-from .multicontrol import NamedMultiControlNet
-from .stable_diffusion import DiffusionParts, sd_scheduler
-from .tokenizer import clip_tokenizer
+from torchgeo_earthsynth.models.diffusionsat import DiffusionSatUNet
+from torchgeo_earthsynth.models.diffusionsat_controlnet import DiffusionSatControlNet
+from torchgeo_earthsynth.models.multicontrol import NamedMultiControlNet
+from torchgeo_earthsynth.models.stable_diffusion import DiffusionParts, sd_scheduler
+from torchgeo_earthsynth.models.tokenizer import clip_tokenizer
 
 TINY_TEXT_DIM: Final = 32
 #: The tiny CLIP vision model's image embedding size (the real ViT-L/14's: 768).

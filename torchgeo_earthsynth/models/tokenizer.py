@@ -12,8 +12,8 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-from ..atomic import atomic_write_text
-from ..cache import default_cache_dir
+from torchgeo_earthsynth.atomic import atomic_write_text
+from torchgeo_earthsynth.cache import default_cache_dir
 
 __all__ = ('clip_tokenizer',)
 

@@ -1,0 +1,22 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""``earthsynth demo``: the whole EarthSynth loop on the bundled mini corpus, with a report."""
+
+from torchgeo_earthsynth.demo.report import (
+    loss_curve,
+    write_report,
+)
+from torchgeo_earthsynth.demo.stages import (
+    BankResult,
+    build_bank,
+    downstream_study,
+)
+
+__all__ = (
+    'BankResult',
+    'build_bank',
+    'downstream_study',
+    'loss_curve',
+    'write_report',
+)
