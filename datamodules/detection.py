@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from torchgeo_earthsynth.compat import VHR10DataModule
-from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation, attach
+from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation
+from torchgeo_earthsynth.transforms.synthetic_callback import attach
 
 
 class SyntheticVHR10DataModule(VHR10DataModule):

@@ -19,7 +19,8 @@ from torch.utils.data import Dataset, Subset
 from torchgeo_earthsynth.compat import NonGeoDataModule
 from torchgeo_earthsynth.datasets import EarthSynth180K, make_mini_corpus
 from torchgeo_earthsynth.encodings.label_maps import label_map
-from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation, attach
+from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation
+from torchgeo_earthsynth.transforms.synthetic_callback import attach
 from torchgeo_earthsynth.vocabulary import (
     BACKGROUND,
     NUM_CLASSES,

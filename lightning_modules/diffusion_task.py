@@ -16,7 +16,6 @@ from torch import Tensor
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
-from torchgeo_earthsynth.lightning_modules.callbacks import log_figure
 from torchgeo_earthsynth.lightning_modules.diffusion_loss import (
     denoising_loss,
     drop_prompts,
@@ -24,6 +23,7 @@ from torchgeo_earthsynth.lightning_modules.diffusion_loss import (
     prediction_target,
 )
 from torchgeo_earthsynth.lightning_modules.diffusion_networks import DiffusionNetworks
+from torchgeo_earthsynth.lightning_modules.figures import log_figure
 from torchgeo_earthsynth.lightning_modules.latent_cache import LatentCache
 from torchgeo_earthsynth.lightning_modules.resume import restore_rng_states
 from torchgeo_earthsynth.models import SD15_ID

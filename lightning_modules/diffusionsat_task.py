@@ -12,8 +12,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from torchgeo_earthsynth.lightning_modules.callbacks import sample_grid
 from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
+from torchgeo_earthsynth.lightning_modules.figures import sample_grid
 from torchgeo_earthsynth.models import (
     SD21_ID,
     DiffusionParts,

@@ -14,13 +14,13 @@ from diffusers import ControlNetModel
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from torchgeo_earthsynth.lightning_modules.callbacks import (
+from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
+from torchgeo_earthsynth.lightning_modules.figures import (
     AtomicCheckpointIO,
     DiffusersExport,
     output_dir,
     sample_grid,
 )
-from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
 from torchgeo_earthsynth.models import SD15_ID, load_controlnet, tiny_controlnet
 from torchgeo_earthsynth.synthesis.synthesizer import (
     ConditionEncoding,

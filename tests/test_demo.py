@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from torchgeo_earthsynth import demo
 from torchgeo_earthsynth.demo import DemoConfig, run_demo
+from torchgeo_earthsynth.demo import run as demo
 
 
 def test_demo_writes_an_honest_report(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Final
 EXTRA_COMMANDS: Final[dict[str, str]] = {
     'build-corpus': 'torchgeo_earthsynth.corpus.cli:main',
     'demo': 'torchgeo_earthsynth.demo.run:main',
-    'evaluate': 'torchgeo_earthsynth.evaluation.harness:main',
+    'evaluate': 'torchgeo_earthsynth.evaluation.cli:main',
     'benchmark': 'torchgeo_earthsynth.evaluation.benchmark:main',
     'synthesize': 'torchgeo_earthsynth.cli:synthesize',
     'datasets': 'torchgeo_earthsynth.cli:datasets_main',

@@ -15,11 +15,10 @@ from torchgeo_earthsynth.transforms.synthetic_augmentation import (
     BankLike,
     SynthesizerLoader,
     SyntheticAugmentation,
-    SyntheticAugmentationCallback,
     SyntheticPlan,
-    attach,
     rasterize_boxes,
 )
+from torchgeo_earthsynth.transforms.synthetic_callback import SyntheticAugmentationCallback, attach
 
 __all__ = (
     'PASTE',

@@ -23,7 +23,6 @@ from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.encodings.registry import DatasetEncoding, resolve_encoding
 from torchgeo_earthsynth.rfilter.protocol import SampleFilter
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
-from torchgeo_earthsynth.transforms.synthetic_callback import SyntheticAugmentationCallback, attach
 from torchgeo_earthsynth.transforms.synthetic_draws import Batch, SyntheticDraws
 from torchgeo_earthsynth.transforms.synthetic_geo import GeoMetadata
 from torchgeo_earthsynth.transforms.synthetic_labels import LabelTables, rasterize_boxes
@@ -362,8 +361,6 @@ __all__ = (
     'FilterLike',
     'SynthesizerLoader',
     'SyntheticAugmentation',
-    'SyntheticAugmentationCallback',
     'SyntheticPlan',
-    'attach',
     'rasterize_boxes',
 )

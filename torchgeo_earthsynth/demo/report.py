@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 if TYPE_CHECKING:
-    from torchgeo_earthsynth.demo.run import DemoConfig
+    from torchgeo_earthsynth.demo.config import DemoConfig
     from torchgeo_earthsynth.demo.stages import BankResult
     from torchgeo_earthsynth.evaluation.data_efficiency import DataEfficiencyResult
     from torchgeo_earthsynth.metrics import GeneratorFidelity

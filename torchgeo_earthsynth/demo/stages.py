@@ -18,7 +18,7 @@ from torchgeo_earthsynth.bank.layouts import LayoutDraw, class_counts, draw_layo
 from torchgeo_earthsynth.metrics import MaskGenerator, PixelClassifier, generate_images
 
 if TYPE_CHECKING:
-    from torchgeo_earthsynth.demo.run import DemoConfig
+    from torchgeo_earthsynth.demo.config import DemoConfig
     from torchgeo_earthsynth.evaluation.data_efficiency import DataEfficiencyResult
     from torchgeo_earthsynth.rfilter.filter import RFilterSummary
 

@@ -9,7 +9,7 @@ import copy
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,6 @@ from torchgeo_earthsynth.evaluation.config import (
     TASKS,
     ExperimentConfig,
     TaskName,
-    _config_parser,
-    _from_namespace,
     _instantiate,
     _Plan,
     load_config,
@@ -235,33 +233,6 @@ def run_experiment(config: ExperimentConfig | Mapping[str, Any] | str | Path) ->
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``earthsynth evaluate --config <yaml> [--field value ...]``.
-
-    Args:
-        argv: command-line arguments after ``evaluate``.
-
-    .. versionadded:: 0.1
-    """
-    parser = _config_parser()
-    parser.exit_on_error = True
-    cfg = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        config = _from_namespace(cfg)
-        if config.budgets is not None:
-            from torchgeo_earthsynth.evaluation.data_efficiency import run_data_efficiency
-
-            study = run_data_efficiency(config, config.budgets)
-            print(study.format_table())
-            print(f'report: {study.files["table"].parent}')
-            return
-        result = run_experiment(config)
-    except ValueError as error:
-        parser.error(str(error))
-    print(result.format_table())
-    print(f'report: {result.files["json"].parent}')
-
-
 __all__ = (
     'ARMS',
     'DEFAULT_DATA',
@@ -276,7 +247,6 @@ __all__ = (
     'SyntheticTrainSet',
     'learning_curve',
     'load_config',
-    'main',
     'plot_learning_curves',
     'plot_summary',
     'run_experiment',

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -13,13 +14,22 @@ from torch import Tensor
 from torchgeo_earthsynth.conditions import METADATA_FIELDS
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.datasets.mini import green_chroma, greenness, seasonal_extremes
-from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 
-__all__ = ('corpus_season_shift', 'season_shift')
+__all__ = ('MetadataGenerator', 'corpus_season_shift', 'season_shift')
+
+
+class MetadataGenerator(Protocol):
+    """Anything with ``Synthesizer.generate``'s prompt + metadata form."""
+
+    def generate(
+        self, masks: None, prompts: Sequence[str], seeds: Sequence[int], *, metadata: Tensor
+    ) -> Tensor:
+        """[B, 3, H, W] images in 0..255 for prompts, per-sample seeds and metadata."""
+        ...
 
 
 def season_shift(
-    synthesizer: Synthesizer, prompts: Sequence[str], metadata: Tensor, seeds: Sequence[int]
+    synthesizer: MetadataGenerator, prompts: Sequence[str], metadata: Tensor, seeds: Sequence[int]
 ) -> Tensor:
     """Green chromaticity of images generated at midsummer minus at midwinter, per sample.
 
