@@ -11,12 +11,12 @@ from torchgeo_earthsynth.datamodules.downstream import (
 )
 from torchgeo_earthsynth.datamodules.earthsynth180k import (
     EarthSynth180KDataModule,
-    EarthSynthMiniDataModule,
     RefreshLabels,
     balanced_weights,
     sample_class_ids,
 )
 from torchgeo_earthsynth.datamodules.mask_prompt import MaskPromptDataModule, MaskPromptDataset
+from torchgeo_earthsynth.datamodules.mini import EarthSynthMiniDataModule
 from torchgeo_earthsynth.datamodules.superres import EarthSynthMiniSRDataModule
 
 __all__ = (

@@ -12,6 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from torchgeo_earthsynth.families.pipelines import build_text_pipeline
 from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
 from torchgeo_earthsynth.lightning_modules.figures import sample_grid
 from torchgeo_earthsynth.models import (
@@ -21,7 +22,7 @@ from torchgeo_earthsynth.models import (
     load_diffusionsat_unet,
     normalize_metadata,
 )
-from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer, build_text_pipeline
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 
 __all__ = ('DiffusionSatTask', 'training_metadata')
 

@@ -14,20 +14,13 @@ from diffusers import ControlNetModel
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from torchgeo_earthsynth.conditions import ConditionEncoding, encode_condition
+from torchgeo_earthsynth.families.pipelines import build_pipeline
+from torchgeo_earthsynth.lightning_modules.callbacks import AtomicCheckpointIO, DiffusersExport
 from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
-from torchgeo_earthsynth.lightning_modules.figures import (
-    AtomicCheckpointIO,
-    DiffusersExport,
-    output_dir,
-    sample_grid,
-)
+from torchgeo_earthsynth.lightning_modules.figures import output_dir, sample_grid
 from torchgeo_earthsynth.models import SD15_ID, load_controlnet, tiny_controlnet
-from torchgeo_earthsynth.synthesis.synthesizer import (
-    ConditionEncoding,
-    Synthesizer,
-    build_pipeline,
-    encode_condition,
-)
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 from torchgeo_earthsynth.vocabulary import PROMPT_PREFIX, multi_hot
 
 #: ControlNet condition-embedding channels of SD 1.5 (diffusers' default), one per VAE level.
@@ -248,7 +241,7 @@ class EarthSynthControlNet(DiffusionTask):
 
         From their masks (if ``synth`` takes masks), prompts and :meth:`generation_inputs`.
         """
-        masks = batch['mask'][:count] if synth.takes_masks else None
+        masks = batch['mask'][:count] if synth.takes('mask') else None
         images: Tensor = synth.generate(
             masks,
             list(batch['prompt'][:count]),

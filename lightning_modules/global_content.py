@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from transformers import CLIPVisionModelWithProjection
 
+from torchgeo_earthsynth.families.pipelines import build_text_pipeline
 from torchgeo_earthsynth.lightning_modules.earthsynth_controlnet import EarthSynthControlNet
 from torchgeo_earthsynth.models import (
     IMAGE_ENCODER_FOLDER,
@@ -25,7 +26,7 @@ from torchgeo_earthsynth.models import (
     tiny_image_encoder,
     without_ip_adapter,
 )
-from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer, build_text_pipeline
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 
 __all__ = ('GlobalContentControlNet',)
 

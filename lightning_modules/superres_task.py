@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from torchgeo_earthsynth.degradation import RGB_BANDS, upsample
-from torchgeo_earthsynth.families.superres import condition_size, super_resolve
+from torchgeo_earthsynth.families.pipelines import build_pipeline
+from torchgeo_earthsynth.families.superres import condition_size
 from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
 from torchgeo_earthsynth.lightning_modules.earthsynth_controlnet import (
     _EMBEDDING_CHANNELS,
@@ -27,7 +28,8 @@ from torchgeo_earthsynth.models import (
     find_diffusionsat_controlnet,
     load_diffusionsat_controlnet,
 )
-from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer, build_pipeline
+from torchgeo_earthsynth.synthesis.superres import super_resolve
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 
 __all__ = ('SuperResolutionTask',)
 
@@ -175,7 +177,7 @@ class SuperResolutionTask(EarthSynthControlNet):
         self.controlnet = model
 
     def synthesizer(self, num_inference_steps: int, guidance_scale: float) -> Synthesizer:
-        """A :class:`Synthesizer` (``takes_low_res``) over this module's current weights."""
+        """A :class:`Synthesizer` (it takes ``low_res``) over this module's current weights."""
         return Synthesizer(
             build_pipeline(self.parts, self.controlnet, LowResControlNetPipeline),
             num_inference_steps=num_inference_steps,
@@ -279,7 +281,7 @@ class SuperResolutionTask(EarthSynthControlNet):
             '# Super-resolution ControlNet (torchgeo-earthsynth export)\n\n'
             f'- preset: `{meta["preset"]}`, trained steps: {meta["global_step"]}\n'
             f'- condition: {meta["low_res_channels"]} low-res bands, x{meta["scale"]}\n\n'
-            '```python\nfrom torchgeo_earthsynth.families.superres import super_resolve\n'
+            '```python\nfrom torchgeo_earthsynth.synthesis import super_resolve\n'
             'from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer\n\n'
             "synth = Synthesizer.from_pretrained('<this folder>', guidance_scale=1.0)\n"
             f'images = super_resolve(synth, low_res, prompts, scale={meta["scale"]})\n```\n'

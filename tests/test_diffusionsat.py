@@ -295,7 +295,7 @@ PLACES = torch.tensor(
 
 def test_from_pretrained_detects_diffusionsat(synth: Synthesizer, release: Path) -> None:
     assert isinstance(synth.pipeline.unet, DiffusionSatUNet)
-    assert synth.takes_metadata and not synth.takes_masks
+    assert synth.takes('metadata') and not synth.takes('mask')
     assert synth.pipeline.scheduler.config.prediction_type == 'v_prediction'
     loaded = synth.pipeline.unet.state_dict()['metadata_embedding.6.linear_2.bias']
     saved = torch.load(
@@ -344,7 +344,7 @@ def test_bare_unet_folder_takes_base_parts(release: Path, tmp_path: Path) -> Non
     synth = Synthesizer.from_pretrained(
         release / 'checkpoint-50', base=release, num_inference_steps=1
     )
-    assert synth.takes_metadata
+    assert synth.takes('metadata')
     with pytest.raises(ValueError, match='cannot load the parts around the DiffusionSat UNet'):
         Synthesizer.from_pretrained(release / 'checkpoint-50', base=tmp_path)
 
@@ -497,7 +497,7 @@ def test_cli_fit_tiny_config_and_export_generates(tmp_path: Path) -> None:
     export = tmp_path / 'export'
     assert (export / 'unet' / 'config.json').exists()
     synth = Synthesizer.from_pretrained(export, num_inference_steps=2)
-    assert synth.takes_metadata
+    assert synth.takes('metadata')
     summer, winter = PLACES[:1].clone(), PLACES[:1].clone()
     winter[0, 5] = 1
     images = synth.generate(None, ['x', 'x'], seeds=[0, 0], metadata=torch.cat([summer, winter]))

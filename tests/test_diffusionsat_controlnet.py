@@ -233,7 +233,7 @@ PLACE = torch.tensor([[2.35, 48.85, 0.5, 0.0, 2021, 6, 15], [-70, -30, 1.0, NAN,
 def test_from_pretrained_super_resolves(super_resolution: tuple[Path, Path]) -> None:
     base, sr = super_resolution
     synth = Synthesizer.from_pretrained(sr, base=base, num_inference_steps=2, guidance_scale=3.0)
-    assert synth.takes_low_res and synth.takes_metadata and not synth.takes_masks
+    assert synth.takes('low_res') and synth.takes('metadata') and not synth.takes('mask')
     prompts = ['a satellite image of farmland'] * 2
     low_res = torch.rand(2, BANDS, SIZE // 2, SIZE // 2, generator=torch.Generator().manual_seed(0))
     images = synth.generate(None, prompts, metadata=PLACE, low_res=low_res)
@@ -301,7 +301,7 @@ def test_mask_controlnet_takes_metadata_unchanged_until_trained() -> None:
     synth = Synthesizer(
         build_pipeline(parts, with_metadata), num_inference_steps=2, guidance_scale=3
     )
-    assert synth.takes_metadata and synth.takes_masks and not synth.needs_metadata
+    assert synth.takes('metadata') and synth.takes('mask') and 'metadata' not in synth.needs
     masks = torch.randint(0, 12, (2, SIZE, SIZE))
     prompts = ['a satellite image of road'] * 2
     reference = plain.generate(masks, prompts)

@@ -65,7 +65,7 @@ def test_cli_fit_yaml_and_export_generates_with_metadata(
     synth = Synthesizer.from_pretrained(export, num_inference_steps=2, guidance_scale=2.0)
     controlnet = synth.pipeline.controlnet
     assert isinstance(controlnet, DiffusionSatControlNet)
-    assert synth.takes_masks and synth.takes_metadata
+    assert synth.takes('mask') and synth.takes('metadata')
     assert controlnet.metadata_embedding is not None
     # trained: the zero-initialised output layers moved
     assert all(e.linear_2.weight.abs().sum() > 0 for e in controlnet.metadata_embedding)

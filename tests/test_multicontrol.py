@@ -49,7 +49,7 @@ def generate(synth: Synthesizer, **kwargs: object) -> torch.Tensor:
 
 
 def test_family(synth: Synthesizer) -> None:
-    assert synth.takes_controls and not synth.takes_masks and not synth.takes_metadata
+    assert synth.takes('controls') and not synth.takes('mask') and not synth.takes('metadata')
     assert synth.pipeline.controlnet.names == CONTROL_NAMES
 
 
@@ -129,7 +129,7 @@ def test_from_pretrained_detects_a_multicontrol_folder(
         getattr(pipeline, part).save_pretrained(tmp_path / part)
     pipeline.controlnet.save_pretrained(tmp_path / 'controlnet')
     loaded = Synthesizer.from_pretrained(tmp_path, num_inference_steps=2, guidance_scale=3.0)
-    assert loaded.takes_controls and loaded.pipeline.controlnet.names == CONTROL_NAMES
+    assert loaded.takes('controls') and loaded.pipeline.controlnet.names == CONTROL_NAMES
     assert torch.allclose(generate(loaded, controls=controls), all_on, atol=1e-3)
 
 
@@ -138,7 +138,7 @@ def test_augmentation_draws_from_the_maps_the_masks_give(synth: Synthesizer) -> 
     masks[:, 10:14] = CLASS_IDS['road']  # a road across a background scene
     masks[:, 20:] = CLASS_IDS['water']  # and water below it
     prompts = ['a satellite image'] * BATCH
-    maps = controls_from_masks(synth, masks)
+    maps = controls_from_masks(synth.pipeline, masks)
     assert maps.keys() == {'road', 'seg'}  # the model's controls made from a mask
     assert torch.equal(maps['road'][:, 0], (masks == CLASS_IDS['road']).float())
     images = generate_on_device(
@@ -149,4 +149,4 @@ def test_augmentation_draws_from_the_maps_the_masks_give(synth: Synthesizer) -> 
     assert torch.equal(images, with_maps)
     assert (images - synth.generate(None, prompts, seeds.tolist(), (SIZE, SIZE))).abs().mean() > 1
     plain = Synthesizer.tiny(image_size=SIZE, num_inference_steps=1)
-    assert controls_from_masks(plain, masks) == {}
+    assert controls_from_masks(plain.pipeline, masks) == {}

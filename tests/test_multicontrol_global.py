@@ -75,7 +75,7 @@ def reference() -> torch.Tensor:
 def test_no_reference_or_scale_zero_is_the_model_without_it(
     plain: tuple[Synthesizer, torch.Tensor], synth: Synthesizer, reference: torch.Tensor
 ) -> None:
-    assert synth.takes_reference and has_global_content(synth.pipeline.unet)
+    assert synth.takes('reference') and has_global_content(synth.pipeline.unet)
     before = plain[1]  # generated before the adapter was added
     assert torch.equal(generate(synth), before)
     assert torch.equal(generate(synth, reference=reference, reference_scale=0.0), before)
@@ -227,7 +227,7 @@ def test_cli_fit_yaml_export_round_trip_with_metadata(
     unet_keys = load_file(str(export / 'unet' / 'diffusion_pytorch_model.safetensors'))
     assert not any('_ip.' in k or 'hid_proj' in k for k in unet_keys)  # a plain SD UNet
     synth = Synthesizer.from_pretrained(export, num_inference_steps=2, guidance_scale=2.0)
-    assert synth.takes_reference and synth.pipeline.image_encoder is not None
+    assert synth.takes('reference') and synth.pipeline.image_encoder is not None
 
     controls = ControlExtractor(['seg', 'edges'])(batch)
     prompts, images = list(batch['prompt']), batch['image']
@@ -241,7 +241,7 @@ def test_cli_fit_yaml_export_round_trip_with_metadata(
     assert (with_reference - maps_only).abs().mean() > 0.02
     # the metadata trained too: every ControlNet takes it, with its embeddings moved from zero
     nets = synth.pipeline.controlnet.nets
-    assert synth.takes_metadata and all(isinstance(net, DiffusionSatControlNet) for net in nets)
+    assert synth.takes('metadata') and all(isinstance(net, DiffusionSatControlNet) for net in nets)
     assert all(e.linear_2.weight.abs().sum() > 0 for n in nets for e in n.metadata_embedding)
     metadata = batch['metadata'].roll(1, 0)  # another scene's place and date
     with_metadata = run(controls=controls, reference=images, metadata=metadata)

@@ -65,7 +65,7 @@ def generate(synth: Synthesizer, **kwargs: Any) -> torch.Tensor:
 def test_metadata_steers_every_controlnet_once_trained(
     synth: Synthesizer, controls: dict[str, torch.Tensor], tmp_path: Path
 ) -> None:
-    assert synth.takes_controls and synth.takes_metadata
+    assert synth.takes('controls') and synth.takes('metadata')
     # fresh metadata embeddings end in zeros: the ControlNets' output is unchanged
     maps_only = generate(synth, controls=controls)
     assert torch.equal(generate(synth, controls=controls, metadata=METADATA), maps_only)

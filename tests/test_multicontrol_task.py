@@ -119,7 +119,7 @@ def test_cli_fit_yaml_export_takes_any_subset(
     assert meta['controls'] == ['seg', 'edges'] and 'condition_encoding' not in meta
     assert 'Synthesizer.from_pretrained' in (export / 'README.md').read_text()
     synth = Synthesizer.from_pretrained(export, num_inference_steps=2, guidance_scale=2.0)
-    assert synth.takes_controls and synth.pipeline.controlnet.names == ('seg', 'edges')
+    assert synth.takes('controls') and synth.pipeline.controlnet.names == ('seg', 'edges')
     for net in synth.pipeline.controlnet.nets:  # trained: the zero convolutions moved
         assert net.controlnet_mid_block.weight.abs().sum() > 0
 

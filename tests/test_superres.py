@@ -16,11 +16,10 @@ from torch.utils.data import DataLoader, Subset
 from torchgeo_earthsynth.datamodules import EarthSynthMiniSRDataModule
 from torchgeo_earthsynth.datasets import EarthSynthMiniSR, render_bands
 from torchgeo_earthsynth.degradation import RGB_BANDS, degrade, upsample
-from torchgeo_earthsynth.families.superres import super_resolve
 from torchgeo_earthsynth.lightning_modules import SuperResolutionTask
 from torchgeo_earthsynth.metrics import psnr
 from torchgeo_earthsynth.models import ESPCN, fit_sr_baseline
-from torchgeo_earthsynth.synthesis import Synthesizer
+from torchgeo_earthsynth.synthesis import Synthesizer, super_resolve
 from torchgeo_earthsynth.vocabulary import CLASS_IDS
 
 SIZE = 16
@@ -154,7 +153,7 @@ def test_trained_super_resolution_agrees_with_its_low_res_input(tmp_path: Path) 
     # the full export loads with Synthesizer.from_pretrained, the trained weights key for key
     export = task.save_pretrained(tmp_path / 'export')
     loaded = Synthesizer.from_pretrained(export, num_inference_steps=10, guidance_scale=1.0)
-    assert loaded.takes_low_res and not loaded.takes_metadata
+    assert loaded.takes('low_res') and not loaded.takes('metadata')
     for name in ('controlnet', 'unet', 'vae'):
         ours, theirs = getattr(task, name).state_dict(), getattr(loaded.pipeline, name).state_dict()
         assert ours.keys() == theirs.keys()

@@ -45,12 +45,15 @@ def write(path: Path, left: float, top: float, bands: int, value: int) -> None:
 class RecordingGenerator:
     """A generator conditioned on metadata that records what it is asked for."""
 
-    takes_metadata = True
-    takes_controls = False  # a mask-conditioned generator, not a multi-condition one
     device = torch.device('cpu')
 
     def __init__(self) -> None:
         self.metadata: list[Tensor | None] = []
+        # a mask-conditioned generator with metadata, not a multi-condition one
+        self.accepts = {'prompt', 'mask', 'metadata'}
+
+    def takes(self, key: str) -> bool:
+        return key in self.accepts
 
     def generate(
         self, masks: Tensor, prompts: list[str], seeds: list[int], *, metadata: Tensor | None
@@ -112,7 +115,7 @@ def test_metadata_in_the_batch_wins_and_plain_generators_get_none(
     assert torch.equal(
         augmentation.geo.for_generator(generator, {**batch, 'metadata': given}, [1]), given[1:]
     )
-    generator.takes_metadata = False
+    generator.accepts.discard('metadata')
     assert augmentation.geo.for_generator(generator, batch, [0, 1]) is None
-    generator.takes_metadata = True
+    generator.accepts.add('metadata')
     assert augmentation.geo.for_generator(generator, {'image': batch['image']}, [0]) is None

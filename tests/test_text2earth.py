@@ -74,7 +74,7 @@ def test_their_layout_loads_with_stock_classes(folder: Path, synth: Synthesizer)
     assert type(CLIPTextModel.from_pretrained(folder, subfolder='text_encoder')) is CLIPTextModel
     assert is_text2earth(folder) and is_text2earth('lcybuaa/Text2Earth')
     assert not is_text2earth(folder / 'unet')
-    assert synth.takes_levels and synth.takes_metadata and not synth.takes_masks
+    assert synth.takes('levels') and synth.takes('metadata') and not synth.takes('mask')
     assert type(synth.pipeline.unet) is UNet2DConditionModel
     # their README's sampling: Euler, 50 steps, guidance 4.0, 256 px
     defaults = Synthesizer.from_pretrained(folder)
@@ -201,7 +201,7 @@ def test_bad_requests_are_refused(synth: Synthesizer, folder: Path) -> None:
 def test_inpainting_folder_needs_an_image(tmp_path: Path) -> None:
     folder = save_their_layout(tmp_path / 'Text2Earth-inpainting', inpainting=True)
     synth = Synthesizer.from_pretrained(folder, num_inference_steps=1)
-    assert synth.takes_levels and synth.inpaints_only
+    assert synth.takes('levels') and 'image' in synth.needs
     assert synth.pipeline.unet.config.in_channels == 9
     with pytest.raises(ValueError, match=r'inpainting model .* needs image'):
         synth.generate(None, ['a lake'])

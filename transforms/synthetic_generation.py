@@ -54,8 +54,8 @@ def generate_on_device(
     synth = ready_synthesizer(synthesizer, device)
     seeds = torch.randint(0, 2**31 - 1, (len(conditions),), generator=generator)
     with torch.inference_mode():
-        if synth.takes_controls:
-            controls = controls_from_masks(synth, conditions)
+        if synth.takes('controls'):
+            controls = controls_from_masks(synth.pipeline, conditions)
             size = (int(conditions.shape[-2]), int(conditions.shape[-1]))
             images = synth.generate(None, prompts, seeds.tolist(), size, controls=controls)
         else:

@@ -87,6 +87,7 @@ class GeoMetadata:
         self, synthesizer: Any, batch: Mapping[str, Any], rows: Sequence[int]
     ) -> Tensor | None:
         """The rows' metadata if ``synthesizer`` is conditioned on metadata, else None."""
-        if not getattr(synthesizer, 'takes_metadata', False):
+        takes = getattr(synthesizer, 'takes', None)
+        if takes is None or not takes('metadata'):
             return None
         return self.of_rows(batch, rows)

@@ -30,9 +30,9 @@ from torchgeo_earthsynth.evaluation.benchmark_report import (
     random_features,
     write_benchmark,
 )
-from torchgeo_earthsynth.families.superres import super_resolve
 from torchgeo_earthsynth.metrics import ClipScorer, fid, psnr, ssim
 from torchgeo_earthsynth.models import ESPCN, fit_sr_baseline, train_dsclora
+from torchgeo_earthsynth.synthesis.superres import super_resolve
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 
 __all__ = ('main', 'run_benchmark')
@@ -115,19 +115,19 @@ def _synthesizer(
 
 
 def _kind(synth: Synthesizer) -> str:
-    if synth.takes_low_res:
+    if synth.takes('low_res'):
         return 'diffusion SR'
-    return 'mask-to-image' if synth.takes_masks else 'text-to-image'
+    return 'mask-to-image' if synth.takes('mask') else 'text-to-image'
 
 
 def _generate(synth: Synthesizer, pairs: Mapping[str, Any], scale: int, seed: int) -> Tensor:
     """One image per scene: from its low-res view, its mask or its prompt (and metadata)."""
     prompts = list(pairs['prompt'])
     seeds = [seed + i for i in range(len(prompts))]
-    metadata = pairs['metadata'] if synth.takes_metadata else None
-    if synth.takes_low_res:
+    metadata = pairs['metadata'] if synth.takes('metadata') else None
+    if synth.takes('low_res'):
         return super_resolve(synth, pairs['low_res'], prompts, scale, seeds, metadata)
-    masks = pairs['mask'] if synth.takes_masks else None
+    masks = pairs['mask'] if synth.takes('mask') else None
     size = (int(pairs['image'].shape[-2]), int(pairs['image'].shape[-1]))
     return synth.generate(masks, prompts, seeds, size, metadata=metadata)
 

@@ -1,10 +1,49 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""Generator families as plug-ins: what each needs, accepts and adds to a pipeline call."""
+"""Generator families as plug-ins: what each needs, accepts and adds to a pipeline call.
 
+One module per family registers its :class:`~torchgeo_earthsynth.families.base.
+GeneratorFamily` (``@register``); the import order below is the order in which they add
+their inputs to a call. A new family is one new module and one import here.
+"""
+
+# isort: off
+from torchgeo_earthsynth.families.base import (
+    CONDITIONS,
+    FAMILIES,
+    SETTINGS,
+    BatchCall,
+    GeneratorFamily,
+    bind_families,
+    check_conditions,
+    register,
+    stack_for_guidance,
+)
+from torchgeo_earthsynth.families.pipelines import (
+    build_pipeline,
+    build_text_pipeline,
+)
+from torchgeo_earthsynth.families.earthsynth import (
+    MaskControlNetFamily,
+)
+from torchgeo_earthsynth.families.superres import (
+    SuperResolutionFamily,
+    condition_size,
+    is_super_resolution_export,
+    low_res_pipeline,
+)
+from torchgeo_earthsynth.families.diffusionsat import (
+    LOW_RES_GSD,
+    MetadataFamily,
+    metadata_controlnets,
+)
+from torchgeo_earthsynth.families.text2earth import (
+    ResolutionLevelFamily,
+)
 from torchgeo_earthsynth.families.inpainting import (
     SEAM,
+    InpaintingFamily,
     check_inpainting,
     class_region,
     composite,
@@ -13,6 +52,7 @@ from torchgeo_earthsynth.families.inpainting import (
     outpaint_canvas,
 )
 from torchgeo_earthsynth.families.multicontrol import (
+    MultiControlFamily,
     check_controls,
     controlled_pipeline,
     controls_from_masks,
@@ -20,18 +60,30 @@ from torchgeo_earthsynth.families.multicontrol import (
     multicontrol_of,
 )
 from torchgeo_earthsynth.families.reference import (
+    GlobalContentFamily,
     reference_embeddings,
-    takes_reference,
 )
-from torchgeo_earthsynth.families.superres import (
-    condition_size,
-    is_super_resolution_export,
-    low_res_pipeline,
-    super_resolve,
-)
+# isort: on
 
 __all__ = (
+    'CONDITIONS',
+    'FAMILIES',
+    'LOW_RES_GSD',
     'SEAM',
+    'SETTINGS',
+    'BatchCall',
+    'GeneratorFamily',
+    'GlobalContentFamily',
+    'InpaintingFamily',
+    'MaskControlNetFamily',
+    'MetadataFamily',
+    'MultiControlFamily',
+    'ResolutionLevelFamily',
+    'SuperResolutionFamily',
+    'bind_families',
+    'build_pipeline',
+    'build_text_pipeline',
+    'check_conditions',
     'check_controls',
     'check_inpainting',
     'class_region',
@@ -44,9 +96,10 @@ __all__ = (
     'inpainting_pipeline',
     'is_super_resolution_export',
     'low_res_pipeline',
+    'metadata_controlnets',
     'multicontrol_of',
     'outpaint_canvas',
     'reference_embeddings',
-    'super_resolve',
-    'takes_reference',
+    'register',
+    'stack_for_guidance',
 )

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 import torch
@@ -19,10 +19,12 @@ from diffusers import (
 )
 from torch import Tensor
 
+from torchgeo_earthsynth.families.base import BatchCall, GeneratorFamily, register
 from torchgeo_earthsynth.models import LowResControlNetPipeline
 
 __all__ = (
     'SEAM',
+    'InpaintingFamily',
     'check_inpainting',
     'class_region',
     'composite',
@@ -176,6 +178,62 @@ def composite(generated: Tensor, image: Tensor, inpaint_mask: Tensor, seam: int 
     generated = generated.to(image.device, image.dtype)
     # lerp is exact at both ends: the generated pixels themselves past the seam
     return torch.where(region, torch.lerp(image, generated, alpha), image)
+
+
+@register
+class InpaintingFamily(GeneratorFamily):
+    """In- and outpainting over any family that can: ``image`` + ``inpaint_mask``.
+
+    The pipeline becomes diffusers' inpainting counterpart over the same modules; every
+    pixel outside ``inpaint_mask`` is returned bit for bit (:func:`composite`). A 9-channel
+    inpainting UNet (Text2Earth-inpainting) needs both.
+    """
+
+    def __init__(self, pipeline: Any, settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(pipeline, settings)
+        self.accepts = frozenset({'image', 'inpaint_mask'})
+        if pipeline.unet.config.in_channels != pipeline.vae.config.latent_channels:
+            self.needs = self.accepts
+            self.title = 'an inpainting model (9-channel UNet)'
+
+    @staticmethod
+    def recognises(pipeline: Any) -> bool:
+        """Every pipeline: one that cannot inpaint refuses a request that asks it to."""
+        return True
+
+    def default_size(self, request: Mapping[str, Any]) -> tuple[int, int] | None:
+        """The image's size."""
+        image = request.get('image')
+        return None if image is None else (int(image.shape[-2]), int(image.shape[-1]))
+
+    def check_size(self, request: Mapping[str, Any], size: tuple[int, int]) -> None:
+        """Both or neither of image and region, at the output size."""
+        image, region = request.get('image'), request.get('inpaint_mask')
+        check_inpainting(self.pipeline, image, region, len(request['prompt']), size)
+
+    def stacks_inputs(self, request: Mapping[str, Any]) -> bool:
+        """The inpainting pipeline's inputs are stacked under guidance."""
+        return 'image' in request
+
+    def contribute(self, call: BatchCall) -> None:
+        """The inpainting pipeline and its image, region and per-sample generators."""
+        if 'image' in call.request:
+            image, region = call.request['image'], call.request['inpaint_mask']
+            call.pipeline, call.kwargs = inpainting_call(
+                call.pipeline,
+                call.kwargs,
+                image[call.batch],
+                region[call.batch],
+                call.seeds,
+                call.dtype,
+            )
+
+    def finish(self, call: BatchCall, images: Tensor) -> Tensor:
+        """The kept pixels pasted back exactly, the region faded in over the seam."""
+        if 'image' not in call.request:
+            return images
+        image, region = call.request['image'], call.request['inpaint_mask']
+        return composite(images, image[call.batch], region[call.batch], SEAM)
 
 
 def outpaint_canvas(

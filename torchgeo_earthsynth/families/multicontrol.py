@@ -12,25 +12,15 @@ none left, the base model runs alone (text only).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from torchgeo_earthsynth.controls import CONTROLS, ControlExtractor
+from torchgeo_earthsynth.families.base import BatchCall, GeneratorFamily, register
+from torchgeo_earthsynth.families.pipelines import build_pipeline, build_text_pipeline
 from torchgeo_earthsynth.models import NamedMultiControlNet
-from torchgeo_earthsynth.synthesis.parts import build_pipeline, build_text_pipeline
-
-if TYPE_CHECKING:
-    from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
-
-__all__ = (
-    'check_controls',
-    'controlled_pipeline',
-    'controls_from_masks',
-    'controls_size',
-    'multicontrol_of',
-)
 
 
 def multicontrol_of(pipeline: Any) -> NamedMultiControlNet | None:
@@ -39,18 +29,18 @@ def multicontrol_of(pipeline: Any) -> NamedMultiControlNet | None:
     return controlnet if isinstance(controlnet, NamedMultiControlNet) else None
 
 
-def controls_from_masks(synth: Synthesizer, masks: Tensor) -> dict[str, Tensor]:
-    """The maps of the synthesizer's model that class masks give (``seg``, ``road``).
+def controls_from_masks(pipeline: Any, masks: Tensor) -> dict[str, Tensor]:
+    """The maps of a pipeline's model that class masks give (``seg``, ``road``).
 
     Args:
-        synth: the synthesizer.
+        pipeline: a synthesizer's pipeline.
         masks: int [B, H, W] vocabulary ids.
 
     Returns:
         ``{name: float [B, C, H, W]}`` for each of the model's controls made from a mask
         (none for a model that takes no controls).
     """
-    model = multicontrol_of(synth.pipeline)
+    model = multicontrol_of(pipeline)
     names = [
         name
         for name in (model.names if model is not None else ())
@@ -61,7 +51,7 @@ def controls_from_masks(synth: Synthesizer, masks: Tensor) -> dict[str, Tensor]:
 
 
 def check_controls(
-    synth: Synthesizer,
+    model: NamedMultiControlNet,
     controls: Mapping[str, Tensor] | None,
     control_scales: Mapping[str, float] | None,
     count: int,
@@ -71,14 +61,6 @@ def check_controls(
     Raises:
         ValueError: naming the control, what was expected and the known controls.
     """
-    model = multicontrol_of(synth.pipeline)
-    if model is None:
-        if controls or control_scales:
-            raise ValueError(
-                'this synthesizer is not a multi-condition ControlNet: it takes no controls '
-                '(pass None)'
-            )
-        return
     channels = {name: net.config.conditioning_channels for name, net in model.by_name().items()}
     for what, names in (('controls', controls or {}), ('control_scales', control_scales or {})):
         unknown = [name for name in names if name not in channels]
@@ -101,7 +83,7 @@ def controls_size(controls: Mapping[str, Tensor] | None) -> tuple[int, int] | No
 
 
 def controlled_pipeline(
-    synth: Synthesizer,
+    parent: Any,
     controls: Mapping[str, Tensor] | None,
     control_scales: Mapping[str, float] | None,
     batch: slice,
@@ -110,31 +92,31 @@ def controlled_pipeline(
     """The pipeline to run for a batch and its control inputs.
 
     Args:
-        synth: the synthesizer (its pipeline holds a :class:`NamedMultiControlNet`).
+        parent: the synthesizer's pipeline (it holds a :class:`NamedMultiControlNet`).
         controls: ``{name: float [B, C, H, W] in [0, 1]}``, any subset of the model's.
         control_scales: ``{name: scale}``; a control not named here has scale 1.0.
         batch: the samples of this batch.
         size: the output (height, width); controls are resized to it (``seg`` NEAREST).
 
     Returns:
-        A pipeline sharing the synthesizer's modules (a ControlNet pipeline over the active
+        A pipeline sharing the parent's modules (a ControlNet pipeline over the active
         controls, or a text pipeline when none is active) and its keyword inputs.
     """
-    model = multicontrol_of(synth.pipeline)
+    model = multicontrol_of(parent)
     assert model is not None
     scales = {name: float((control_scales or {}).get(name, 1.0)) for name in controls or {}}
     active = [name for name in model.names if scales.get(name, 0.0) != 0.0]
     if not active:
-        pipeline = build_text_pipeline(synth.pipeline)
+        pipeline = build_text_pipeline(parent)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline, {}
     assert controls is not None
-    pipeline = build_pipeline(synth.pipeline, model.subset(active))
+    pipeline = build_pipeline(parent, model.subset(active))
     pipeline.set_progress_bar_config(disable=True)
-    dtype = synth.pipeline.unet.dtype
+    dtype, device = parent.unet.dtype, parent.unet.device
     images = []
     for name in active:
-        values = controls[name][batch].to(synth.device, dtype)
+        values = controls[name][batch].to(device, dtype)
         if tuple(values.shape[-2:]) != tuple(size):
             mode = 'nearest' if name == 'seg' else 'bilinear'
             values = F.interpolate(values, size=size, mode=mode)
@@ -143,3 +125,55 @@ def controlled_pipeline(
         'image': images,
         'controlnet_conditioning_scale': [scales[name] for name in active],
     }
+
+
+@register
+class MultiControlFamily(GeneratorFamily):
+    """CRS-Diff's multi-condition: one ControlNet per named control map (``controls``).
+
+    Any subset of the model's controls steers a call (a control left out is skipped, not
+    zero-filled); ``control_scales`` scales their residuals (0: left out).
+    """
+
+    title = 'a multi-condition ControlNet (controls=)'
+
+    def __init__(self, pipeline: Any, settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(pipeline, settings)
+        self.accepts = frozenset({'controls', 'control_scales'})
+
+    @staticmethod
+    def recognises(pipeline: Any) -> bool:
+        """A pipeline over a :class:`~torchgeo_earthsynth.models.NamedMultiControlNet`."""
+        return multicontrol_of(pipeline) is not None
+
+    def check(self, request: Mapping[str, Any], count: int) -> None:
+        """Known controls of the model's channel counts, one per prompt."""
+        model = multicontrol_of(self.pipeline)
+        assert model is not None
+        check_controls(model, request.get('controls'), request.get('control_scales'), count)
+
+    def default_size(self, request: Mapping[str, Any]) -> tuple[int, int] | None:
+        """The first control's size."""
+        return controls_size(request.get('controls'))
+
+    def stacks_inputs(self, request: Mapping[str, Any]) -> bool:
+        """Named controls are stacked under guidance."""
+        return True
+
+    def contribute(self, call: BatchCall) -> None:
+        """The pipeline over the active controls, their images and scales."""
+        controls, scales = call.request.get('controls'), call.request.get('control_scales')
+        call.pipeline, inputs = controlled_pipeline(
+            self.pipeline, controls, scales, call.batch, call.size
+        )
+        call.kwargs.update(inputs)
+
+
+__all__ = (
+    'MultiControlFamily',
+    'check_controls',
+    'controlled_pipeline',
+    'controls_from_masks',
+    'controls_size',
+    'multicontrol_of',
+)

@@ -18,29 +18,31 @@ pipelines' own unconditional input), with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from torchgeo_earthsynth.models import encode_reference, has_global_content
+from torchgeo_earthsynth.families.base import (
+    BatchCall,
+    GeneratorFamily,
+    register,
+    stack_for_guidance,
+)
+from torchgeo_earthsynth.models import (
+    encode_reference,
+    forward_kwargs,
+    has_global_content,
+    ip_adapter_scale,
+)
 
-if TYPE_CHECKING:
-    from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 
-__all__ = ('reference_embeddings', 'takes_reference')
-
-
-def takes_reference(synth: Synthesizer) -> bool:
-    """Whether the synthesizer's UNet has an IP-Adapter (takes a reference image)."""
-    return has_global_content(synth.pipeline.unet)
-
-
-def reference_embeddings(synth: Synthesizer, reference: Tensor | None, count: int) -> Tensor | None:
+def reference_embeddings(pipeline: Any, reference: Tensor | None, count: int) -> Tensor:
     """The request's reference as CLIP image embeddings [B, D] (zeros when none is given).
 
     Args:
-        synth: the synthesizer.
+        pipeline: a pipeline whose UNet has an IP-Adapter.
         reference: float [B, 3, H, W] images in 0..255, or [B, D] CLIP image embeddings.
         count: the request's batch size.
 
@@ -49,21 +51,15 @@ def reference_embeddings(synth: Synthesizer, reference: Tensor | None, count: in
         IP-Adapter.
 
     Raises:
-        ValueError: for a reference to a model without an IP-Adapter, of the wrong shape or
-            batch size, or images without an image encoder.
+        ValueError: for a reference of the wrong shape or batch size, or images without an
+            image encoder.
     """
-    if not takes_reference(synth):
-        if reference is not None:
-            raise ValueError(
-                'this synthesizer has no global content adapter (IP-Adapter): it takes no '
-                'reference (pass None)'
-            )
-        return None
-    (projection,) = synth.pipeline.unet.encoder_hid_proj.image_projection_layers
+    device = pipeline.unet.device
+    (projection,) = pipeline.unet.encoder_hid_proj.image_projection_layers
     dim = int(projection.image_embeds.in_features)
     if reference is None:
-        return torch.zeros(count, dim, device=synth.device)
-    encoder = getattr(synth.pipeline, 'image_encoder', None)
+        return torch.zeros(count, dim, device=device)
+    encoder = getattr(pipeline, 'image_encoder', None)
     shape = list(reference.shape)
     if reference.dim() == 4 and shape[:2] == [count, 3]:
         if encoder is None:
@@ -71,10 +67,47 @@ def reference_embeddings(synth: Synthesizer, reference: Tensor | None, count: in
                 'reference images need the pipeline image_encoder (a CLIP vision model); '
                 f'pass CLIP image embeddings [{count}, {dim}] instead'
             )
-        return encode_reference(encoder, reference.to(synth.device))
+        return encode_reference(encoder, reference.to(device))
     if shape != [count, dim]:
         raise ValueError(
             f'reference: expected images float [{count}, 3, H, W] in 0..255 or CLIP image '
             f'embeddings [{count}, {dim}] for {count} prompts, got {shape}'
         )
-    return reference.to(synth.device, torch.float32)
+    return reference.to(device, torch.float32)
+
+
+@register
+class GlobalContentFamily(GeneratorFamily):
+    """CRS-Diff's global content: a reference image through the UNet's IP-Adapter.
+
+    ``reference`` images float [B, 3, H, W] 0..255 (encoded by the pipeline's CLIP
+    ``image_encoder``) or their CLIP image embeddings [B, D]; without one the model runs at
+    IP-Adapter scale 0. ``reference_scale`` (default 1.0) scales it.
+    """
+
+    def __init__(self, pipeline: Any, settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(pipeline, settings)
+        self.accepts = frozenset({'reference', 'reference_scale'})
+
+    @staticmethod
+    def recognises(pipeline: Any) -> bool:
+        """A UNet with an IP-Adapter."""
+        return has_global_content(pipeline.unet)
+
+    def prepare(self, request: Mapping[str, Any], count: int) -> dict[str, Any]:
+        """The reference embeddings (zeros without one) and the adapter's scale."""
+        reference = request.get('reference')
+        scale = 0.0 if reference is None else float(request.get('reference_scale', 1.0))
+        embeddings = reference_embeddings(self.pipeline, reference, count)
+        return {'reference': embeddings, 'reference_scale': scale}
+
+    def contribute(self, call: BatchCall) -> None:
+        """One reference per sample into the UNet's ``added_cond_kwargs``, at its scale."""
+        unet = call.pipeline.unet
+        chunk = call.prepared['reference'][call.batch, None].to(call.device, call.dtype)
+        added = {'image_embeds': [stack_for_guidance(chunk, call.guided)]}
+        call.stack.enter_context(forward_kwargs(unet, added_cond_kwargs=added))
+        call.stack.enter_context(ip_adapter_scale(unet, call.prepared['reference_scale']))
+
+
+__all__ = ('GlobalContentFamily', 'reference_embeddings')

@@ -1,27 +1,21 @@
 # Copyright (c) torchgeo-earthsynth contributors.
 # Licensed under the MIT License.
 
-"""Super-resolution as a task: the degradation model, condition resizing, diffusion SR calls."""
+"""DiffusionSat's super-resolution ControlNet: the low-res condition, its size, our exports."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from torch import Tensor
-
-from torchgeo_earthsynth.degradation import upsample
-
-if TYPE_CHECKING:  # synthesis imports this module to load our SR exports
-    from torchgeo_earthsynth.models import DiffusionSatControlNet, LowResControlNetPipeline
-    from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
-
-__all__ = (
-    'condition_size',
-    'is_super_resolution_export',
-    'low_res_pipeline',
-    'super_resolve',
+from torchgeo_earthsynth.families.base import BatchCall, GeneratorFamily, register
+from torchgeo_earthsynth.families.pipelines import build_pipeline
+from torchgeo_earthsynth.models import (
+    DiffusionSatControlNet,
+    LowResControlNetPipeline,
+    load_diffusionsat_controlnet,
+    pretrained_parts,
 )
 
 
@@ -47,43 +41,57 @@ def condition_size(
     return height // vae_scale_factor * downsample, width // vae_scale_factor * downsample
 
 
-def super_resolve(
-    synthesizer: Synthesizer,
-    low_res: Tensor,
-    prompts: Sequence[str],
-    scale: int,
-    seeds: Sequence[int] | Tensor | None = None,
-    metadata: Tensor | None = None,
-) -> Tensor:
-    """Super-resolve a low-res stack with a super-resolution ControlNet synthesizer.
+@register
+class SuperResolutionFamily(GeneratorFamily):
+    """A super-resolution ControlNet: ``low_res`` float [B, C, h, w] in [0, 1] as its condition.
 
-    The stack (0..255, any band count the ControlNet takes) is scaled to [0, 1] and resized
-    bicubically to the size the ControlNet takes it at (:func:`condition_size`).
-
-    Args:
-        synthesizer: a :class:`~torchgeo_earthsynth.synthesis.Synthesizer` whose
-            ``takes_low_res``.
-        low_res: float [B, C, h, w] in 0..255.
-        prompts: B prompts.
-        scale: output size / ``low_res`` size.
-        seeds: B seeds (default ``0..B-1``).
-        metadata: [B, 7] for a ControlNet or UNet with metadata.
-
-    Returns:
-        float32 [B, 3, h * scale, w * scale] in 0..255.
-
-    Raises:
-        ValueError: if the synthesizer is not a super-resolution one.
+    C is the ControlNet's ``conditioning_in_channels`` (their fMoW checkpoint: 10
+    Sentinel-2 bands), h x w the size it takes the condition at (:func:`condition_size`);
+    the output defaults to the size that condition implies.
     """
-    if not synthesizer.takes_low_res:
-        raise ValueError('super_resolve needs a super-resolution synthesizer (takes_low_res)')
-    height, width = low_res.shape[-2] * scale, low_res.shape[-1] * scale
-    pipeline = synthesizer.pipeline
-    size = condition_size(pipeline.controlnet, pipeline.vae_scale_factor, height, width)
-    condition = upsample(low_res, size) / 255
-    return synthesizer.generate(
-        None, prompts, seeds, (height, width), metadata=metadata, low_res=condition
-    )
+
+    title = 'a super-resolution ControlNet'
+
+    def __init__(self, pipeline: Any, settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(pipeline, settings)
+        self.needs = frozenset({'low_res'})
+        self.accepts = frozenset({'low_res', 'low_res_metadata'})
+
+    @staticmethod
+    def recognises(pipeline: Any) -> bool:
+        """A :class:`~torchgeo_earthsynth.models.LowResControlNetPipeline`."""
+        return isinstance(pipeline, LowResControlNetPipeline)
+
+    def check(self, request: Mapping[str, Any], count: int) -> None:
+        """The band count and one low-res image per prompt."""
+        low_res = request['low_res']
+        channels = self.pipeline.controlnet.config.conditioning_in_channels
+        if low_res.dim() != 4 or low_res.shape[1] != channels or len(low_res) != count:
+            raise ValueError(
+                f'low_res: expected [{count}, {channels}, h, w] for {count} '
+                f'prompts (the ControlNet takes {channels} bands), got {list(low_res.shape)}'
+            )
+
+    def default_size(self, request: Mapping[str, Any]) -> tuple[int, int] | None:
+        """The output size whose condition the low-res image is."""
+        factor = self.pipeline.vae_scale_factor
+        downsample = self.pipeline.controlnet.condition_downsample
+        height, width = (int(side) // downsample * factor for side in request['low_res'].shape[-2:])
+        return height, width
+
+    def check_size(self, request: Mapping[str, Any], size: tuple[int, int]) -> None:
+        """The low-res image is at the size the ControlNet takes for ``size``."""
+        controlnet, factor = self.pipeline.controlnet, self.pipeline.vae_scale_factor
+        expected = list(condition_size(controlnet, factor, *size))
+        if list(request['low_res'].shape[-2:]) != expected:
+            raise ValueError(
+                f'low_res: {list(request["low_res"].shape[-2:])} px does not fit a '
+                f'{size[0]}x{size[1]} output (this ControlNet takes it at {expected} px)'
+            )
+
+    def contribute(self, call: BatchCall) -> None:
+        """The batch's low-res images as the ControlNet's condition."""
+        call.kwargs['image'] = call.chunk(call.request['low_res'])
 
 
 def is_super_resolution_export(folder: str | Path) -> bool:
@@ -103,14 +111,15 @@ def low_res_pipeline(folder: str | Path) -> LowResControlNetPipeline:
     Returns:
         The pipeline, its ControlNet loaded key for key.
     """
-    from torchgeo_earthsynth.models import (
-        LowResControlNetPipeline,
-        load_diffusionsat_controlnet,
-        pretrained_parts,
-    )
-    from torchgeo_earthsynth.synthesis.parts import build_pipeline
-
     parts = pretrained_parts(folder)
     controlnet = load_diffusionsat_controlnet(folder, 'controlnet')
     pipeline: LowResControlNetPipeline = build_pipeline(parts, controlnet, LowResControlNetPipeline)
     return pipeline
+
+
+__all__ = (
+    'SuperResolutionFamily',
+    'condition_size',
+    'is_super_resolution_export',
+    'low_res_pipeline',
+)

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeAlias, get_args
 from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
 from torchgeo_earthsynth.controls import CONTROLS
+from torchgeo_earthsynth.families.pipelines import build_pipeline, build_text_pipeline
 from torchgeo_earthsynth.families.superres import is_super_resolution_export, low_res_pipeline
 from torchgeo_earthsynth.models import (
     EARTHSYNTH_ID,
@@ -44,8 +45,6 @@ from torchgeo_earthsynth.synthesis.parts import (
     Family,
     _check_exists,
     _raise_if_unreachable,
-    build_pipeline,
-    build_text_pipeline,
     check_compatible,
 )
 

@@ -14,8 +14,6 @@ from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
-    StableDiffusionControlNetPipeline,
-    StableDiffusionPipeline,
     UNet2DConditionModel,
     UniPCMultistepScheduler,
 )
@@ -38,43 +36,6 @@ Family = Literal[
     'text2earth_inpainting',
     'multicontrol',
 ]
-
-
-def build_pipeline(
-    parts: Any,
-    controlnet: ControlNetModel,
-    pipeline_class: type[StableDiffusionControlNetPipeline] = StableDiffusionControlNetPipeline,
-) -> StableDiffusionControlNetPipeline:
-    """A ControlNet pipeline sharing (not copying) the given modules.
-
-    ``pipeline_class`` :class:`~torchgeo_earthsynth.models.LowResControlNetPipeline` takes a
-    low-res condition as given (super-resolution).
-    """
-    return pipeline_class(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=parts.unet,
-        controlnet=controlnet,
-        scheduler=parts.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-
-
-def build_text_pipeline(parts: Any) -> StableDiffusionPipeline:
-    """A text (+ metadata) pipeline sharing (not copying) the given modules."""
-    return StableDiffusionPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=parts.unet,
-        scheduler=parts.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
 
 
 def _looks_local(source: str | Path) -> bool:
@@ -176,7 +137,5 @@ __all__ = (
     'SCHEDULERS',
     'Family',
     'SchedulerName',
-    'build_pipeline',
-    'build_text_pipeline',
     'check_compatible',
 )

@@ -3,16 +3,15 @@
 
 """Batched conditions -> image synthesis: one sampling core for every generator family.
 
-Its parts live next to it: which family a checkpoint is and its pipeline
-(:mod:`.synthesis_loading`), what a request must hold for the family
-(:mod:`.synthesis_requests`), and condition images, pipelines and source checks
-(:mod:`.synthesis_parts`).
+The core knows no family by name: each family (:mod:`torchgeo_earthsynth.families`)
+declares the conditions it needs and accepts and adds its inputs to every call. Its parts
+live next to it: which pipeline a checkpoint is (:mod:`.loading`), schedulers and source
+checks (:mod:`.parts`), guidance for the first steps only (:mod:`.guidance_cutoff`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,31 +22,8 @@ from diffusers import (
 )
 from torch import Tensor
 
-from torchgeo_earthsynth.families.inpainting import (
-    SEAM,
-    check_inpainting,
-    composite,
-    inpainting_call,
-)
-from torchgeo_earthsynth.families.multicontrol import (
-    check_controls,
-    controlled_pipeline,
-    controls_size,
-    multicontrol_of,
-)
-from torchgeo_earthsynth.families.reference import reference_embeddings, takes_reference
-from torchgeo_earthsynth.models import (
-    EARTHSYNTH_ID,
-    DiffusionSatControlNet,
-    DiffusionSatUNet,
-    LowResControlNetPipeline,
-    PromptEncoder,
-    controlnet_metadata,
-    forward_kwargs,
-    ip_adapter_scale,
-    resolution_levels,
-    takes_levels,
-)
+from torchgeo_earthsynth.families import BatchCall, bind_families, check_conditions
+from torchgeo_earthsynth.models import EARTHSYNTH_ID, PromptEncoder
 from torchgeo_earthsynth.synthesis.guidance_cutoff import cutoff_call
 from torchgeo_earthsynth.synthesis.loading import pretrained_pipeline, tiny_pipeline
 from torchgeo_earthsynth.synthesis.parts import (
@@ -55,18 +31,10 @@ from torchgeo_earthsynth.synthesis.parts import (
     ConditionEncoding,
     Family,
     SchedulerName,
-    build_pipeline,
-    build_text_pipeline,
     check_compatible,
     encode_condition,
 )
-from torchgeo_earthsynth.synthesis.requests import check_request, normalised_metadata, request_size
 from torchgeo_earthsynth.vocabulary import multi_hot
-
-
-def _stack_for_guidance(values: Tensor, guided: bool) -> Tensor:
-    """``values`` as the pipeline's batch: [zeros (unconditional), values] when guided."""
-    return torch.cat([torch.zeros_like(values), values]) if guided else values
 
 
 class Synthesizer:
@@ -146,6 +114,7 @@ class Synthesizer:
         self.prompts = prompt_encoder or PromptEncoder(
             pipeline.tokenizer, pipeline.text_encoder, prompt_cache
         )
+        self.families = bind_families(pipeline, {'condition_encoding': condition_encoding})
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -223,58 +192,19 @@ class Synthesizer:
         return cls(tiny_pipeline(seed, image_size, family), **kwargs)
 
     @property
-    def takes_low_res(self) -> bool:
-        """Whether this family is conditioned on a low-res image (super-resolution)."""
-        return isinstance(self.pipeline, LowResControlNetPipeline)
+    def needs(self) -> frozenset[str]:
+        """The request keys generation needs (DESIGN.md "Conditions"), by the families."""
+        return frozenset(key for family in self.families for key in family.needs)
 
     @property
-    def takes_masks(self) -> bool:
-        """Whether this family is conditioned on masks (a mask ControlNet)."""
-        controlnet = isinstance(self.pipeline, StableDiffusionControlNetPipeline)
-        return controlnet and not self.takes_low_res and not self.takes_controls
+    def accepts(self) -> frozenset[str]:
+        """The request keys this synthesizer takes (``prompt`` always)."""
+        keys = {'prompt', *self.needs}
+        return frozenset(keys.union(*(family.accepts for family in self.families)))
 
-    @property
-    def takes_controls(self) -> bool:
-        """Whether this family is conditioned on named control maps (multi-condition)."""
-        return multicontrol_of(self.pipeline) is not None
-
-    @property
-    def takes_reference(self) -> bool:
-        """Whether this model takes a reference image (global content: an IP-Adapter)."""
-        return takes_reference(self)
-
-    @property
-    def needs_metadata(self) -> bool:
-        """Whether generation needs metadata (a DiffusionSat UNet)."""
-        unet = self.pipeline.unet
-        return isinstance(unet, DiffusionSatUNet) and unet.metadata_embedding is not None
-
-    @property
-    def takes_metadata(self) -> bool:
-        """Whether this family takes metadata (its UNet, its ControlNet, Text2Earth's GSD)."""
-        return self.needs_metadata or bool(self._metadata_controlnets) or self.takes_levels
-
-    @property
-    def takes_levels(self) -> bool:
-        """Whether this family takes a resolution level as ``class_labels`` (Text2Earth)."""
-        return takes_levels(self.pipeline.unet)
-
-    @property
-    def inpaints_only(self) -> bool:
-        """Whether the UNet is an inpainting one (9 channels: needs image and inpaint_mask)."""
-        unet_channels = self.pipeline.unet.config.in_channels
-        return bool(unet_channels != self.pipeline.vae.config.latent_channels)
-
-    @property
-    def _metadata_controlnets(self) -> list[DiffusionSatControlNet]:
-        """The ControlNets that take metadata (the pipeline's, or a multi-condition model's)."""
-        multi = multicontrol_of(self.pipeline)
-        if multi is not None:
-            return multi.metadata_nets()
-        controlnet = getattr(self.pipeline, 'controlnet', None)
-        if not isinstance(controlnet, DiffusionSatControlNet):
-            return []
-        return [controlnet] if controlnet.metadata_embedding is not None else []
+    def takes(self, key: str) -> bool:
+        """Whether a request may hold ``key`` (``mask``, ``metadata``, ``low_res``, ...)."""
+        return key in self.accepts
 
     # ------------------------------------------------------------------ generation
     @property
@@ -283,7 +213,6 @@ class Synthesizer:
         device: torch.device = self.pipeline.unet.device
         return device
 
-    @torch.inference_mode()
     def generate(
         self,
         masks: Tensor | None,
@@ -300,164 +229,159 @@ class Synthesizer:
         controls: Mapping[str, Tensor] | None = None,
         control_scales: Mapping[str, float] | None = None,
         reference: Tensor | None = None,
-        reference_scale: float = 1.0,
+        reference_scale: float | None = None,
     ) -> Tensor:
-        """Generate one image per request (mask, metadata and/or low-res image, and prompt).
+        """Generate one image per request: :meth:`sample`'s request keys, as keywords.
+
+        Each family documents what it takes (:mod:`torchgeo_earthsynth.families`); None
+        leaves a condition out.
 
         Args:
-            masks: int [B, H, W] vocabulary ids, for a family conditioned on masks (None for
-                one that takes none, e.g. DiffusionSat).
-            prompts: B prompts.
+            masks: ``mask``: int [B, H, W] vocabulary ids (None for a family without).
+            prompts: ``prompt``: B prompts.
             seeds: B seeds (default ``0..B-1``); a sample depends only on its own.
-            size: output (height, width), default the masks' size, the size the low-res
-                image is super-resolved to, or the UNet's.
-            metadata: float32 [B, 7] in physical units, NaN where unknown
-                (:data:`~torchgeo_earthsynth.conditions.METADATA_FIELDS`), for a family
-                conditioned on metadata; normalised here as the family was trained. A mask
-                ControlNet with metadata, and multi-condition ControlNets with metadata, take
-                it optionally (absent: all unknown).
-            low_res: float [B, C, h, w] in [0, 1], C the ControlNet's
-                ``conditioning_in_channels`` (their fMoW checkpoint: 10 Sentinel-2 bands at
-                256 px, see :func:`~torchgeo_earthsynth.models.sentinel2_low_res`), for
-                super-resolution.
-            low_res_metadata: float32 [B, 7], the low-res image's metadata (default:
-                ``metadata`` with a 10 m GSD, as their fMoW super-resolution training).
-            levels: Text2Earth's resolution level per sample: 0 (unknown) or 10..18
-                (GSD = 2 ** (17 - level) m/px); else the nearest level to ``metadata``'s
-                GSD; else 0. Prompts carry the caption alone.
-            image: float [B, 3, H, W] 0..255, the scene to in- or outpaint (see
-                :func:`~torchgeo_earthsynth.families.outpaint_canvas`).
-            inpaint_mask: bool [B, H, W], True where to generate; every other pixel of
-                ``image`` is returned bit for bit.
-            controls: ``{name: float [B, C, H, W] in [0, 1]}``, any subset of a
-                multi-condition model's controls (:mod:`~torchgeo_earthsynth.controls` makes
-                them); a control left out is skipped, not zero-filled.
-            control_scales: ``{name: scale}`` of the ControlNet residuals (default 1.0 each;
-                0 is the same as leaving the control out).
-            reference: the global content condition of a model with an IP-Adapter
-                (:mod:`~torchgeo_earthsynth.models.global_content`): reference images float
-                [B, 3, H, W] in 0..255 (encoded by the pipeline's CLIP ``image_encoder``) or
-                their CLIP image embeddings [B, D]; None runs the model without it.
-            reference_scale: the IP-Adapter's scale (0 is the same as no reference).
+            size: output (height, width), default the size the conditions imply.
+            metadata: float32 [B, 7] in physical units, NaN where unknown.
+            low_res: float [B, C, h, w] in [0, 1], for super-resolution.
+            low_res_metadata: the low-res image's metadata (default: ``metadata``, 10 m).
+            levels: Text2Earth's resolution level per sample (0 or 10..18).
+            image: float [B, 3, H, W] 0..255, the scene to in- or outpaint.
+            inpaint_mask: bool [B, H, W], True where to generate.
+            controls: ``{name: float [B, C, H, W] in [0, 1]}`` of a multi-condition model.
+            control_scales: ``{name: scale}`` of the controls' residuals (default 1.0).
+            reference: images [B, 3, H, W] 0..255 or CLIP image embeddings [B, D].
+            reference_scale: the IP-Adapter's scale (default 1.0).
 
         Returns:
-            float32 [B, 3, H, W] images in 0..255 on the masks' (else the prompts'
-            metadata's, else the model's) device.
+            float32 [B, 3, H, W] images in 0..255.
 
         Raises:
             ValueError: if a condition the family needs is missing, one it does not take is
                 given, or the batch sizes, band count or image size do not fit.
         """
-        count = check_request(self, masks, prompts, metadata, low_res, low_res_metadata, image)
-        check_controls(self, controls, control_scales, count)
-        references = reference_embeddings(self, reference, count)  # None: no IP-Adapter
-        reference_scale = 0.0 if reference is None else reference_scale
+        request = {
+            'mask': masks,
+            'prompt': list(prompts),
+            'metadata': metadata,
+            'low_res': low_res,
+            'low_res_metadata': low_res_metadata,
+            'levels': levels,
+            'image': image,
+            'inpaint_mask': inpaint_mask,
+            'controls': controls,
+            'control_scales': control_scales,
+            'reference': reference,
+            'reference_scale': reference_scale,
+        }
+        return self.sample(request, seeds, size)
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        request: Mapping[str, Any],
+        seeds: Sequence[int] | Tensor | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """Generate one image per prompt of a request, a batch dict (DESIGN.md "Conditions").
+
+        The sampling core: it checks the request against the families' declared
+        conditions, then generates in batches, each sample from its own seed, prompts
+        through the cache, with classifier-free guidance (and its cut-off); each family adds
+        its inputs to every call (:class:`~torchgeo_earthsynth.families.GeneratorFamily`).
+
+        Args:
+            request: ``prompt`` (B prompts) and any conditions the families take; None
+                values are left out.
+            seeds: B seeds (default ``0..B-1``).
+            size: output (height, width), default the size the conditions imply.
+
+        Returns:
+            float32 [B, 3, H, W] images in 0..255 on the request's (``mask``, ``metadata``,
+            ``image``) device, else the model's.
+
+        Raises:
+            ValueError: naming the condition that is missing, not taken or does not fit.
+        """
+        request = {key: value for key, value in request.items() if value is not None}
+        check_conditions(self.families, request)
+        count = len(request['prompt'])
+        for family in self.families:
+            family.check(request, count)
         seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != count:
-            what = 'masks' if masks is not None else 'prompts'
+            what = 'masks' if 'mask' in request else 'prompts'
             raise ValueError(f'{count} {what} but {len(seeds)} seeds')
-        size = size or controls_size(controls)
-        height, width = request_size(self, size, masks, low_res, image)
-        check_inpainting(self.pipeline, image, inpaint_mask, count, (height, width))
-        class_labels = self._levels(count, levels, metadata)
+        size = self._size(request, size)
+        prepared = {
+            k: v for family in self.families for k, v in family.prepare(request, count).items()
+        }
         guided = self.guidance_scale > 1
-        stacked_extras = self.takes_metadata or self.takes_controls or image is not None
-        cutoff = cutoff_call(
-            self.pipeline, self.guidance_steps, self.num_inference_steps, guided, stacked_extras
-        )
+        stacked = any(family.stacks_inputs(request) for family in self.families)
+        steps = self.num_inference_steps
+        cutoff = cutoff_call(self.pipeline, self.guidance_steps, steps, guided, stacked)
         # The negative prompt is one embedding for every sample: encode it once per call.
         negative = self.prompts([self.negative_prompt]) if guided else None
-        normalised, low_res_normalised = normalised_metadata(
-            self, count, metadata, low_res, low_res_metadata
-        )
         out = []
         for start in range(0, count, self.batch_size):
-            stop = start + self.batch_size
-            embeds = self.prompts(list(prompts[start:stop]))
+            batch = slice(start, start + self.batch_size)
+            embeds = self.prompts(request['prompt'][batch])
             # One CPU generator per sample: a sample depends on its seed only.
             latents = torch.stack(
                 [
                     torch.randn(
-                        self._latent_shape(height, width),
-                        generator=torch.Generator().manual_seed(seed),
+                        self._latent_shape(*size), generator=torch.Generator().manual_seed(s)
                     )
-                    for seed in seeds[start:stop]
+                    for s in seeds[batch]
                 ]
             ).to(self.device, embeds.dtype)
-            family_inputs: dict[str, Any] = {}
-            if masks is not None:
-                chunk = masks[start:stop].to(self.device)
-                cond = encode_condition(chunk, (height, width), self.condition_encoding)
-                family_inputs['image'] = cond.to(embeds.dtype)
-            if low_res is not None:
-                family_inputs['image'] = low_res[start:stop].to(self.device, embeds.dtype)
-            # The pipeline stacks [unconditional, conditional]; unconditional metadata is 0.
-            chunk_md, chunk_low_res_md = (
-                None
-                if values is None
-                else _stack_for_guidance(values[start:stop].to(self.device, embeds.dtype), guided)
-                for values in (normalised, low_res_normalised)
+            call = BatchCall(
+                request, prepared, batch, seeds[batch], size, guided, embeds.dtype, self.pipeline
             )
-            if self.needs_metadata:  # pipelines hand cross_attention_kwargs to the UNet untouched
-                family_inputs['cross_attention_kwargs'] = {'metadata': chunk_md}
-            pipeline = self.pipeline
-            if image is not None and inpaint_mask is not None:
-                pipeline, family_inputs = inpainting_call(
-                    pipeline,
-                    family_inputs,
-                    image[start:stop],
-                    inpaint_mask[start:stop],
-                    seeds[start:stop],
-                    embeds.dtype,
-                )
-            if self.takes_controls:
-                pipeline, control_inputs = controlled_pipeline(
-                    self, controls, control_scales, slice(start, stop), (height, width)
-                )
-                family_inputs.update(control_inputs)
-            with ExitStack() as stack:
-                for controlnet in self._metadata_controlnets:
-                    stack.enter_context(controlnet_metadata(controlnet, chunk_md, chunk_low_res_md))
-                if class_labels is not None:
-                    labels = class_labels[start:stop].to(self.device, torch.float32)
-                    stack.enter_context(
-                        forward_kwargs(
-                            pipeline.unet, class_labels=_stack_for_guidance(labels, guided)
-                        )
+            with call.stack:
+                for family in self.families:
+                    family.contribute(call)
+                images = (
+                    call.pipeline(
+                        prompt_embeds=embeds,
+                        negative_prompt_embeds=None
+                        if negative is None
+                        else negative.expand_as(embeds),
+                        height=size[0],
+                        width=size[1],
+                        num_inference_steps=steps,
+                        guidance_scale=self.guidance_scale,
+                        latents=latents,
+                        output_type='pt',
+                        **call.kwargs,
+                        **cutoff,
                     )
-                if references is not None:  # one reference per sample: see synthesis_reference
-                    chunk_ref = references[start:stop, None].to(self.device, embeds.dtype)
-                    added = {'image_embeds': [_stack_for_guidance(chunk_ref, guided)]}
-                    stack.enter_context(forward_kwargs(pipeline.unet, added_cond_kwargs=added))
-                    stack.enter_context(ip_adapter_scale(pipeline.unet, reference_scale))
-                images = pipeline(
-                    prompt_embeds=embeds,
-                    negative_prompt_embeds=None if negative is None else negative.expand_as(embeds),
-                    height=height,
-                    width=width,
-                    num_inference_steps=self.num_inference_steps,
-                    guidance_scale=self.guidance_scale,
-                    latents=latents,
-                    output_type='pt',
-                    **family_inputs,
-                    **cutoff,
-                ).images
-            images = images.float().mul(255)
-            if image is not None and inpaint_mask is not None:
-                images = composite(images, image[start:stop], inpaint_mask[start:stop], SEAM)
+                    .images.float()
+                    .mul(255)
+                )
+            for family in self.families:
+                images = family.finish(call, images)
             out.append(images)
-        device = next((t.device for t in (masks, metadata, image) if t is not None), self.device)
+        tensors = (request.get(key) for key in ('mask', 'metadata', 'image'))
+        device = next((t.device for t in tensors if isinstance(t, Tensor)), self.device)
         return torch.cat(out).to(device)
 
-    def _levels(
-        self, count: int, levels: Sequence[int] | Tensor | None, metadata: Tensor | None
-    ) -> Tensor | None:
-        """Text2Earth's ``class_labels``: explicit levels, else from the GSD, else 0."""
-        if not self.takes_levels:
-            if levels is not None:
-                raise ValueError('this synthesizer takes no resolution levels (pass None)')
-            return None
-        return resolution_levels(count, levels, metadata)
+    def _size(self, request: Mapping[str, Any], size: tuple[int, int] | None) -> tuple[int, int]:
+        """The output size: ``size``, the conditions', ``default_size``, else the UNet's."""
+        implied = (family.default_size(request) for family in self.families)
+        size = size or next((s for s in implied if s is not None), None) or self.default_size
+        factor = self.pipeline.vae_scale_factor
+        if size is None:
+            side = int(self.pipeline.unet.config.sample_size) * factor
+            size = (side, side)
+        height, width = size
+        if height % factor or width % factor:
+            raise ValueError(
+                f'image size {height}x{width} must be a multiple of the VAE downscale factor '
+                f'{factor}'
+            )
+        for family in self.families:
+            family.check_size(request, (height, width))
+        return height, width
 
     def _latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         factor = self.pipeline.vae_scale_factor
@@ -516,8 +440,6 @@ __all__ = (
     'Family',
     'SchedulerName',
     'Synthesizer',
-    'build_pipeline',
-    'build_text_pipeline',
     'check_compatible',
     'encode_condition',
 )
