@@ -22,7 +22,12 @@ from diffusers import (
 )
 from torch import Tensor
 
-from torchgeo_earthsynth.families import BatchCall, bind_families, check_conditions
+from torchgeo_earthsynth.families import (
+    BatchCall,
+    GeneratorFamily,
+    bind_families,
+    check_conditions,
+)
 from torchgeo_earthsynth.models import EARTHSYNTH_ID, PromptEncoder
 from torchgeo_earthsynth.synthesis.guidance_cutoff import cutoff_call
 from torchgeo_earthsynth.synthesis.loading import pretrained_pipeline, tiny_pipeline
@@ -114,7 +119,6 @@ class Synthesizer:
         self.prompts = prompt_encoder or PromptEncoder(
             pipeline.tokenizer, pipeline.text_encoder, prompt_cache
         )
-        self.families = bind_families(pipeline, {'condition_encoding': condition_encoding})
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -190,6 +194,11 @@ class Synthesizer:
         """
         kwargs.setdefault('guidance_scale', 3.0)
         return cls(tiny_pipeline(seed, image_size, family), **kwargs)
+
+    @property
+    def families(self) -> list[GeneratorFamily]:
+        """The families serving the pipeline as it is now (adapters may be loaded later)."""
+        return bind_families(self.pipeline, {'condition_encoding': self.condition_encoding})
 
     @property
     def needs(self) -> frozenset[str]:
@@ -303,20 +312,19 @@ class Synthesizer:
             ValueError: naming the condition that is missing, not taken or does not fit.
         """
         request = {key: value for key, value in request.items() if value is not None}
-        check_conditions(self.families, request)
+        families = self.families
+        check_conditions(families, request)
         count = len(request['prompt'])
-        for family in self.families:
+        for family in families:
             family.check(request, count)
         seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != count:
             what = 'masks' if 'mask' in request else 'prompts'
             raise ValueError(f'{count} {what} but {len(seeds)} seeds')
-        size = self._size(request, size)
-        prepared = {
-            k: v for family in self.families for k, v in family.prepare(request, count).items()
-        }
+        size = self._size(families, request, size)
+        prepared = {k: v for family in families for k, v in family.prepare(request, count).items()}
         guided = self.guidance_scale > 1
-        stacked = any(family.stacks_inputs(request) for family in self.families)
+        stacked = any(family.stacks_inputs(request) for family in families)
         steps = self.num_inference_steps
         cutoff = cutoff_call(self.pipeline, self.guidance_steps, steps, guided, stacked)
         # The negative prompt is one embedding for every sample: encode it once per call.
@@ -338,7 +346,7 @@ class Synthesizer:
                 request, prepared, batch, seeds[batch], size, guided, embeds.dtype, self.pipeline
             )
             with call.stack:
-                for family in self.families:
+                for family in families:
                     family.contribute(call)
                 images = (
                     call.pipeline(
@@ -358,16 +366,21 @@ class Synthesizer:
                     .images.float()
                     .mul(255)
                 )
-            for family in self.families:
+            for family in families:
                 images = family.finish(call, images)
             out.append(images)
         tensors = (request.get(key) for key in ('mask', 'metadata', 'image'))
         device = next((t.device for t in tensors if isinstance(t, Tensor)), self.device)
         return torch.cat(out).to(device)
 
-    def _size(self, request: Mapping[str, Any], size: tuple[int, int] | None) -> tuple[int, int]:
+    def _size(
+        self,
+        families: Sequence[GeneratorFamily],
+        request: Mapping[str, Any],
+        size: tuple[int, int] | None,
+    ) -> tuple[int, int]:
         """The output size: ``size``, the conditions', ``default_size``, else the UNet's."""
-        implied = (family.default_size(request) for family in self.families)
+        implied = (family.default_size(request) for family in families)
         size = size or next((s for s in implied if s is not None), None) or self.default_size
         factor = self.pipeline.vae_scale_factor
         if size is None:
@@ -379,7 +392,7 @@ class Synthesizer:
                 f'image size {height}x{width} must be a multiple of the VAE downscale factor '
                 f'{factor}'
             )
-        for family in self.families:
+        for family in families:
             family.check_size(request, (height, width))
         return height, width
 
