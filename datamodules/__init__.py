@@ -3,21 +3,21 @@
 
 """torchgeo_earthsynth.datamodules: LightningDataModules for EarthSynth corpora."""
 
-from torchgeo_earthsynth.datamodules.box_layouts import BoxLayoutDataModule, BoxLayoutDataset
-from torchgeo_earthsynth.datamodules.detection import SyntheticVHR10DataModule
-from torchgeo_earthsynth.datamodules.downstream import (
+from .box_layouts import BoxLayoutDataModule, BoxLayoutDataset
+from .detection import SyntheticVHR10DataModule
+from .downstream import (
     MiniClassificationDataModule,
     MiniSegmentationDataModule,
 )
-from torchgeo_earthsynth.datamodules.earthsynth180k import (
+from .earthsynth180k import (
     EarthSynth180KDataModule,
     RefreshLabels,
     balanced_weights,
     sample_class_ids,
 )
-from torchgeo_earthsynth.datamodules.mask_prompt import MaskPromptDataModule, MaskPromptDataset
-from torchgeo_earthsynth.datamodules.mini import EarthSynthMiniDataModule
-from torchgeo_earthsynth.datamodules.superres import EarthSynthMiniSRDataModule
+from .mask_prompt import MaskPromptDataModule, MaskPromptDataset
+from .mini import EarthSynthMiniDataModule
+from .superres import EarthSynthMiniSRDataModule
 
 __all__ = (
     'BoxLayoutDataModule',

@@ -15,11 +15,12 @@ from torchgeo_earthsynth.bank.store import SyntheticBank
 from torchgeo_earthsynth.boxes.recompose import BoxRecomposer
 from torchgeo_earthsynth.boxes.records import check_boxes, scale_boxes
 from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS, NonGeoDataset
-from torchgeo_earthsynth.datamodules.mask_prompt import MaskPromptDataModule, MaskPromptDataset
 from torchgeo_earthsynth.encodings.encoding import DatasetEncoding
 from torchgeo_earthsynth.encodings.registry import encoding_for
 from torchgeo_earthsynth.transforms.synthetic_labels import present_prompts, rasterize_boxes
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES
+
+from .mask_prompt import MaskPromptDataModule, MaskPromptDataset
 
 
 class BoxLayoutDataset(Dataset[dict[str, Any]]):

@@ -24,7 +24,6 @@ from torch.utils.data import (
 )
 
 from torchgeo_earthsynth.compat import DatasetNotFoundError, NonGeoDataModule, batch_for_trainer
-from torchgeo_earthsynth.datamodules.epoch_order import EpochOrder, ResumableBatchSampler
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.datasets.earthsynth180k import plot_sample
 from torchgeo_earthsynth.vocabulary import (
@@ -34,6 +33,8 @@ from torchgeo_earthsynth.vocabulary import (
     present_ids,
     prompt_from_ids,
 )
+
+from .epoch_order import EpochOrder, ResumableBatchSampler
 
 
 def sample_class_ids(dataset: EarthSynth180K) -> list[list[int]]:

@@ -10,9 +10,10 @@ from typing import Any, Literal
 
 from torch import nn
 
-from torchgeo_earthsynth.datamodules.earthsynth180k import EarthSynth180KDataModule
 from torchgeo_earthsynth.datasets import EarthSynthMini, make_mini_corpus
 from torchgeo_earthsynth.datasets.mini import DEFAULT_LATITUDES
+
+from .earthsynth180k import EarthSynth180KDataModule
 
 
 class EarthSynthMiniDataModule(EarthSynth180KDataModule):

@@ -15,9 +15,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from torchgeo_earthsynth.atomic import atomic_open, pid_temporary
-from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
-from torchgeo_earthsynth.lightning_modules.figures import output_dir
-from torchgeo_earthsynth.lightning_modules.resume import clean_stale_temporaries
+
+from .diffusion_task import DiffusionTask
+from .figures import output_dir
+from .resume import clean_stale_temporaries
 
 __all__ = ('AtomicCheckpointIO', 'DiffusersExport')
 

@@ -18,12 +18,13 @@ from torch import Tensor
 
 from torchgeo_earthsynth.atomic import atomic_directory, pid_temporary
 from torchgeo_earthsynth.compat import BaseTask
-from torchgeo_earthsynth.lightning_modules.resume import (
+from torchgeo_earthsynth.models import DiffusionParts, PromptEncoder, pretrained_parts, tiny_parts
+
+from .resume import (
     clean_stale_temporaries,
     rng_states,
     run_seed,
 )
-from torchgeo_earthsynth.models import DiffusionParts, PromptEncoder, pretrained_parts, tiny_parts
 
 __all__ = ('DiffusionNetworks',)
 

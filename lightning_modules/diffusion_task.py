@@ -16,19 +16,20 @@ from torch import Tensor
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
-from torchgeo_earthsynth.lightning_modules.diffusion_loss import (
+from torchgeo_earthsynth.models import SD15_ID
+from torchgeo_earthsynth.seeding import sample_seeds
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
+
+from .diffusion_loss import (
     denoising_loss,
     drop_prompts,
     min_snr_weight,
     prediction_target,
 )
-from torchgeo_earthsynth.lightning_modules.diffusion_networks import DiffusionNetworks
-from torchgeo_earthsynth.lightning_modules.figures import log_figure
-from torchgeo_earthsynth.lightning_modules.latent_cache import LatentCache
-from torchgeo_earthsynth.lightning_modules.resume import restore_rng_states
-from torchgeo_earthsynth.models import SD15_ID
-from torchgeo_earthsynth.seeding import sample_seeds
-from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
+from .diffusion_networks import DiffusionNetworks
+from .figures import log_figure
+from .latent_cache import LatentCache
+from .resume import restore_rng_states
 
 __all__ = ('DiffusionTask',)
 

@@ -13,8 +13,6 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from torchgeo_earthsynth.families.pipelines import build_text_pipeline
-from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
-from torchgeo_earthsynth.lightning_modules.figures import sample_grid
 from torchgeo_earthsynth.models import (
     SD21_ID,
     DiffusionParts,
@@ -23,6 +21,9 @@ from torchgeo_earthsynth.models import (
     normalize_metadata,
 )
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
+
+from .diffusion_task import DiffusionTask
+from .figures import sample_grid
 
 __all__ = ('DiffusionSatTask', 'training_metadata')
 

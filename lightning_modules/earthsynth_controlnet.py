@@ -16,12 +16,13 @@ from torch import Tensor
 
 from torchgeo_earthsynth.conditions import ConditionEncoding, encode_condition
 from torchgeo_earthsynth.families.pipelines import build_pipeline
-from torchgeo_earthsynth.lightning_modules.callbacks import AtomicCheckpointIO, DiffusersExport
-from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
-from torchgeo_earthsynth.lightning_modules.figures import output_dir, sample_grid
 from torchgeo_earthsynth.models import SD15_ID, load_controlnet, tiny_controlnet
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 from torchgeo_earthsynth.vocabulary import PROMPT_PREFIX, multi_hot
+
+from .callbacks import AtomicCheckpointIO, DiffusersExport
+from .diffusion_task import DiffusionTask
+from .figures import output_dir, sample_grid
 
 #: ControlNet condition-embedding channels of SD 1.5 (diffusers' default), one per VAE level.
 _EMBEDDING_CHANNELS: Final = (16, 32, 96, 256)

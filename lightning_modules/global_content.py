@@ -13,7 +13,6 @@ from torch import Tensor, nn
 from transformers import CLIPVisionModelWithProjection
 
 from torchgeo_earthsynth.families.pipelines import build_text_pipeline
-from torchgeo_earthsynth.lightning_modules.earthsynth_controlnet import EarthSynthControlNet
 from torchgeo_earthsynth.models import (
     IMAGE_ENCODER_FOLDER,
     IP_ADAPTER_WEIGHTS,
@@ -27,6 +26,8 @@ from torchgeo_earthsynth.models import (
     without_ip_adapter,
 )
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
+
+from .earthsynth_controlnet import EarthSynthControlNet
 
 __all__ = ('GlobalContentControlNet',)
 

@@ -9,9 +9,10 @@ from typing import Any
 
 from torch import Tensor
 
-from torchgeo_earthsynth.lightning_modules.diffusionsat_task import training_metadata
-from torchgeo_earthsynth.lightning_modules.earthsynth_controlnet import EarthSynthControlNet
 from torchgeo_earthsynth.models import DiffusionSatControlNet, controlnet_metadata
+
+from .diffusionsat_task import training_metadata
+from .earthsynth_controlnet import EarthSynthControlNet
 
 __all__ = ('MetadataControlNet',)
 

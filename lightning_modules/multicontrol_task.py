@@ -15,10 +15,6 @@ from diffusers import ControlNetModel
 from torch import Tensor, nn
 
 from torchgeo_earthsynth.controls import CONTROLS, ControlExtractor
-from torchgeo_earthsynth.lightning_modules.diffusion_networks import DiffusionNetworks
-from torchgeo_earthsynth.lightning_modules.diffusionsat_task import training_metadata
-from torchgeo_earthsynth.lightning_modules.earthsynth_controlnet import _EMBEDDING_CHANNELS
-from torchgeo_earthsynth.lightning_modules.global_content import GlobalContentControlNet
 from torchgeo_earthsynth.models import (
     EARTHSYNTH_SUBFOLDER,
     MULTICONTROL_CONFIG,
@@ -28,6 +24,11 @@ from torchgeo_earthsynth.models import (
     controlnet_metadata,
     tiny_multicontrol,
 )
+
+from .diffusion_networks import DiffusionNetworks
+from .diffusionsat_task import training_metadata
+from .earthsynth_controlnet import _EMBEDDING_CHANNELS
+from .global_content import GlobalContentControlNet
 
 __all__ = ('MultiControlNetTask',)
 

@@ -16,11 +16,6 @@ from torch import Tensor
 from torchgeo_earthsynth.degradation import RGB_BANDS, upsample
 from torchgeo_earthsynth.families.pipelines import build_pipeline
 from torchgeo_earthsynth.families.superres import condition_size
-from torchgeo_earthsynth.lightning_modules.diffusion_task import DiffusionTask
-from torchgeo_earthsynth.lightning_modules.earthsynth_controlnet import (
-    _EMBEDDING_CHANNELS,
-    EarthSynthControlNet,
-)
 from torchgeo_earthsynth.models import (
     SD15_ID,
     DiffusionSatControlNet,
@@ -30,6 +25,12 @@ from torchgeo_earthsynth.models import (
 )
 from torchgeo_earthsynth.synthesis.superres import super_resolve
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
+
+from .diffusion_task import DiffusionTask
+from .earthsynth_controlnet import (
+    _EMBEDDING_CHANNELS,
+    EarthSynthControlNet,
+)
 
 __all__ = ('SuperResolutionTask',)
 

@@ -4,21 +4,22 @@
 """Batch-level transforms (nn.Modules applied on the device) and callbacks."""
 
 from torchgeo_earthsynth.origins import SampleOrigin
-from torchgeo_earthsynth.transforms.cf_comp import (
+
+from .cf_comp import (
     PASTE,
     REAL,
     TILE,
     CompositionPlan,
     CounterfactualComposition,
 )
-from torchgeo_earthsynth.transforms.synthetic_augmentation import (
+from .synthetic_augmentation import (
     BankLike,
     SynthesizerLoader,
     SyntheticAugmentation,
     SyntheticPlan,
     rasterize_boxes,
 )
-from torchgeo_earthsynth.transforms.synthetic_callback import SyntheticAugmentationCallback, attach
+from .synthetic_callback import SyntheticAugmentationCallback, attach
 
 __all__ = (
     'PASTE',

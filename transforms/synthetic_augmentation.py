@@ -23,16 +23,17 @@ from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.encodings.registry import DatasetEncoding, resolve_encoding
 from torchgeo_earthsynth.rfilter.protocol import SampleFilter
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
-from torchgeo_earthsynth.transforms.synthetic_draws import Batch, SyntheticDraws
-from torchgeo_earthsynth.transforms.synthetic_geo import GeoMetadata
-from torchgeo_earthsynth.transforms.synthetic_labels import LabelTables, rasterize_boxes
-from torchgeo_earthsynth.transforms.synthetic_rows import BANK, GENERATED, REAL, SyntheticPlan
-from torchgeo_earthsynth.transforms.synthetic_scale import (
+
+from .synthetic_draws import Batch, SyntheticDraws
+from .synthetic_geo import GeoMetadata
+from .synthetic_labels import LabelTables, rasterize_boxes
+from .synthetic_rows import BANK, GENERATED, REAL, SyntheticPlan
+from .synthetic_scale import (
     check_datamodule,
     registered_dataset,
     synthetic_gain,
 )
-from torchgeo_earthsynth.transforms.synthetic_sources import (
+from .synthetic_sources import (
     BankLike,
     SamplePools,
     SynthesizerLoader,

@@ -12,10 +12,10 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from torchgeo_earthsynth.transforms.synthetic_rows import REAL
+from .synthetic_rows import REAL
 
 if TYPE_CHECKING:
-    from torchgeo_earthsynth.transforms.synthetic_augmentation import SyntheticAugmentation
+    from .synthetic_augmentation import SyntheticAugmentation
 
 
 def attach(datamodule: Any, augmentation: SyntheticAugmentation) -> None:

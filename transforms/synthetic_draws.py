@@ -18,22 +18,24 @@ from torchgeo_earthsynth.encodings.registry import DatasetEncoding
 from torchgeo_earthsynth.rfilter.protocol import SampleFilter
 from torchgeo_earthsynth.seeding import seed_for_rank
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
-from torchgeo_earthsynth.transforms.synthetic_boxes import downstream_label, vocabulary_boxes
-from torchgeo_earthsynth.transforms.synthetic_generation import (
+from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
+
+from .synthetic_boxes import downstream_label, vocabulary_boxes
+from .synthetic_generation import (
     bank_generated,
     filter_generated,
     generate_on_device,
     ready_synthesizer,
 )
-from torchgeo_earthsynth.transforms.synthetic_geo import GeoMetadata
-from torchgeo_earthsynth.transforms.synthetic_labels import (
+from .synthetic_geo import GeoMetadata
+from .synthetic_labels import (
     LabelTables,
     check_batch,
     online_conditions,
     present_prompts,
     segmentation_label,
 )
-from torchgeo_earthsynth.transforms.synthetic_rows import (
+from .synthetic_rows import (
     BANK,
     GENERATED,
     Batch,
@@ -41,8 +43,8 @@ from torchgeo_earthsynth.transforms.synthetic_rows import (
     SyntheticRows,
     insert_rows,
 )
-from torchgeo_earthsynth.transforms.synthetic_scale import check_pixels, synthetic_gain
-from torchgeo_earthsynth.transforms.synthetic_sources import (
+from .synthetic_scale import check_pixels, synthetic_gain
+from .synthetic_sources import (
     BankLike,
     SamplePools,
     SynthesizerLoader,
@@ -50,7 +52,6 @@ from torchgeo_earthsynth.transforms.synthetic_sources import (
     resize_images,
     resize_masks,
 )
-from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
 
 #: ``(row, origin, online condition or None, bank index or None)`` of one chosen row.
 Pick = tuple[int, int, Tensor | None, int | None]

@@ -12,8 +12,9 @@ from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
 from torchgeo_earthsynth.families.multicontrol import controls_from_masks
 from torchgeo_earthsynth.rfilter.protocol import SampleFilter, filter_verdict
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
-from torchgeo_earthsynth.transforms.synthetic_labels import present_prompts
-from torchgeo_earthsynth.transforms.synthetic_sources import BankLike, SynthesizerLoader
+
+from .synthetic_labels import present_prompts
+from .synthetic_sources import BankLike, SynthesizerLoader
 
 
 def ready_synthesizer(

@@ -13,8 +13,9 @@ from torch import Tensor, nn
 
 from torchgeo_earthsynth.boxes.records import rasterize_instances
 from torchgeo_earthsynth.encodings.registry import DatasetEncoding
-from torchgeo_earthsynth.transforms.synthetic_sources import Task
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, prompt_from_ids
+
+from .synthetic_sources import Task
 
 Batch = dict[str, Any]
 

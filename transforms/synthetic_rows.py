@@ -12,10 +12,11 @@ import torch
 from torch import Tensor
 
 from torchgeo_earthsynth.origins import SampleOrigin
-from torchgeo_earthsynth.transforms.synthetic_boxes import insert_boxes
-from torchgeo_earthsynth.transforms.synthetic_labels import present_prompts
-from torchgeo_earthsynth.transforms.synthetic_sources import Task
 from torchgeo_earthsynth.vocabulary import NUM_CLASSES, prompt_from_ids
+
+from .synthetic_boxes import insert_boxes
+from .synthetic_labels import present_prompts
+from .synthetic_sources import Task
 
 Batch = dict[str, Any]
 

@@ -17,8 +17,9 @@ from torch import Tensor
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.models import SD15_ID
 from torchgeo_earthsynth.synthesis.synthesizer import SchedulerName, Synthesizer
-from torchgeo_earthsynth.transforms.synthetic_boxes import pool_boxes, usable_rows
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, class_histogram, present_ids
+
+from .synthetic_boxes import pool_boxes, usable_rows
 
 Task = Literal['segmentation', 'classification', 'detection']
 Source = Literal['online', 'bank', 'both']
