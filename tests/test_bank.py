@@ -21,15 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
-from torchgeo_earthsynth.bank import (
-    BankWriter,
-    KeyedFilter,
-    MaskPromptDataModule,
-    MaskPromptDataset,
-    SyntheticBank,
-    main,
-)
+from torchgeo_earthsynth.bank import SyntheticBank
+from torchgeo_earthsynth.cli import synthesize as main
+from torchgeo_earthsynth.datamodules import MaskPromptDataModule, MaskPromptDataset
 from torchgeo_earthsynth.datasets import EarthSynth180K, layout
+from torchgeo_earthsynth.lightning_modules import BankWriter
+from torchgeo_earthsynth.rfilter import KeyedFilter
 from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.vocabulary import multi_hot, prompt_from_mask
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from lightning.pytorch import LightningDataModule
 
-from torchgeo_earthsynth.evaluation import (
+from torchgeo_earthsynth.evaluation.config import (
     _config_parser,
     _from_namespace,
     _instantiate,
     _Plan,
-    run_experiment,
 )
+from torchgeo_earthsynth.evaluation.harness import run_experiment
 
 CONFIGS = Path(__file__).parents[1] / 'configs'
 

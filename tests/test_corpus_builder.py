@@ -20,7 +20,7 @@ from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 from shapely.geometry import Polygon
 
-from torchgeo_earthsynth.corpus.builder import build_corpus, main
+from torchgeo_earthsynth.corpus import build_corpus, main
 from torchgeo_earthsynth.datasets import EarthSynth180K, layout
 from torchgeo_earthsynth.vocabulary import CLASS_IDS, prompt_from_mask
 

@@ -36,10 +36,9 @@ from torchgeo_earthsynth.transforms.synthetic_augmentation import (
     REAL,
     SynthesizerLoader,
     SyntheticAugmentation,
-    SyntheticAugmentationCallback,
-    attach,
     rasterize_boxes,
 )
+from torchgeo_earthsynth.transforms.synthetic_callback import SyntheticAugmentationCallback, attach
 from torchgeo_earthsynth.vocabulary import CLASS_IDS, prompt_from_ids
 
 C = CLASS_IDS

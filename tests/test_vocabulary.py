@@ -8,6 +8,7 @@ import pytest
 import torch
 from torchgeo.datasets import DeepGlobeLandCover, LoveDA
 
+from torchgeo_earthsynth.encodings import label_map
 from torchgeo_earthsynth.vocabulary import (
     CLASS_IDS,
     NUM_CLASSES,
@@ -18,7 +19,6 @@ from torchgeo_earthsynth.vocabulary import (
     class_names,
     colorize,
     ids_from_prompt,
-    label_map,
     multi_hot,
     present_ids,
     prompt_from_ids,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ import socket
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -411,27 +410,6 @@ class SyntheticBank(_BankRecords):
         if index.dataset.transforms is not None:
             sample = index.dataset.transforms(sample)
         out.append(sample | {'source': 'synthetic'})
-
-
-#: Names that lived here before the bank became storage only: ``name -> module``.
-_MOVED: Final[dict[str, str]] = {
-    'BankWriter': 'torchgeo_earthsynth.lightning_modules.synthesizer',
-    'BatchFilter': 'torchgeo_earthsynth.rfilter.protocol',
-    'KeyedFilter': 'torchgeo_earthsynth.rfilter.protocol',
-    'MaskPromptDataModule': 'torchgeo_earthsynth.datamodules.mask_prompt',
-    'MaskPromptDataset': 'torchgeo_earthsynth.datamodules.mask_prompt',
-    'SynthesizeCLI': 'torchgeo_earthsynth.cli',
-    'SynthesizerModule': 'torchgeo_earthsynth.lightning_modules.synthesizer',
-    'main': 'torchgeo_earthsynth.cli',
-}
-
-
-def __getattr__(name: str) -> Any:
-    """Old names, imported lazily from their new homes (which import this module)."""
-    if name not in _MOVED:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(importlib.import_module(_MOVED[name]), 'synthesize' if name == 'main' else name)
-    return value
 
 
 __all__ = ('CLAIMS', 'PARTS', 'SUMMARY', 'SyntheticBank', 'default_writer_id')

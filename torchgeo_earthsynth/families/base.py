@@ -176,12 +176,14 @@ def check_conditions(families: Sequence[GeneratorFamily], request: Mapping[str, 
     Raises:
         ValueError: naming the condition and the synthesizer's family.
     """
-    unknown = sorted(set(request) - {*CONDITIONS, *SETTINGS})
-    if unknown:
-        raise ValueError(f'unknown request keys {unknown}; a request holds {list(CONDITIONS)}')
-    title = next((f.title for f in families if f.title), 'a text-to-image model')
     needs = {key for family in families for key in family.needs}
     accepts = {'prompt', *needs, *(key for family in families for key in family.accepts)}
+    unknown = sorted(set(request) - {*CONDITIONS, *SETTINGS, *accepts})
+    if unknown:
+        raise ValueError(f'unknown request keys {unknown}; a request holds {list(CONDITIONS)}')
+    if 'prompt' not in request:
+        raise ValueError('a request needs prompt: B prompts (an empty string for none)')
+    title = next((f.title for f in families if f.title), 'a text-to-image model')
     for key in sorted(needs - set(request)):
         raise ValueError(f'this synthesizer is {title}: generate needs {NEEDED.get(key, key)}')
     for key in sorted(set(request) - accepts):

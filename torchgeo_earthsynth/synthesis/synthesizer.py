@@ -42,6 +42,23 @@ from torchgeo_earthsynth.synthesis.parts import (
 from torchgeo_earthsynth.vocabulary import multi_hot
 
 
+def _checked_seeds(
+    families: Sequence[GeneratorFamily],
+    request: Mapping[str, Any],
+    seeds: Sequence[int] | Tensor | None,
+) -> list[int]:
+    """Check a request against its families; its seeds (default ``0..B-1``)."""
+    check_conditions(families, request)
+    count = len(request['prompt'])
+    for family in families:
+        family.check(request, count)
+    seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != count:
+        what = 'masks' if 'mask' in request else 'prompts'
+        raise ValueError(f'{count} {what} but {len(seeds)} seeds')
+    return seeds
+
+
 class Synthesizer:
     """Batched, reproducible generation from a request's conditions (DESIGN.md "Conditions").
 
@@ -299,8 +316,7 @@ class Synthesizer:
         its inputs to every call (:class:`~torchgeo_earthsynth.families.GeneratorFamily`).
 
         Args:
-            request: ``prompt`` (B prompts) and any conditions the families take; None
-                values are left out.
+            request: ``prompt`` (B prompts) and any conditions the families take (None: out).
             seeds: B seeds (default ``0..B-1``).
             size: output (height, width), default the size the conditions imply.
 
@@ -313,14 +329,8 @@ class Synthesizer:
         """
         request = {key: value for key, value in request.items() if value is not None}
         families = self.families
-        check_conditions(families, request)
-        count = len(request['prompt'])
-        for family in families:
-            family.check(request, count)
-        seeds = list(range(count)) if seeds is None else [int(s) for s in seeds]
-        if len(seeds) != count:
-            what = 'masks' if 'mask' in request else 'prompts'
-            raise ValueError(f'{count} {what} but {len(seeds)} seeds')
+        seeds = _checked_seeds(families, request, seeds)
+        count = len(seeds)
         size = self._size(families, request, size)
         prepared = {k: v for family in families for k, v in family.prepare(request, count).items()}
         guided = self.guidance_scale > 1
