@@ -349,7 +349,7 @@ def test_cli_with_diffusers_export(tmp_path: Path, mini_root: Path) -> None:
     summary = main(
         [
             '--model',
-            'torchgeo_earthsynth.bank.SynthesizerModule',
+            'torchgeo_earthsynth.lightning_modules.SynthesizerModule',
             '--model.pretrained',
             str(export),
             '--model.num_inference_steps',

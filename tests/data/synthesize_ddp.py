@@ -16,7 +16,7 @@ import os
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
-from torchgeo_earthsynth.bank import main
+from torchgeo_earthsynth.cli import synthesize as main
 
 data = os.environ.get('SYNTH_DATA')
 source = ['--data', data] if data else [

@@ -3,10 +3,7 @@
 
 """Downstream experiments and the benchmark: is synthetic data ready for image recognition?"""
 
-from torchgeo_earthsynth.evaluation.benchmark import (
-    main,
-    run_benchmark,
-)
+from torchgeo_earthsynth.evaluation.benchmark import run_benchmark
 from torchgeo_earthsynth.evaluation.benchmark_config import (
     BenchmarkConfig,
     GeneratorSpec,
@@ -19,6 +16,7 @@ from torchgeo_earthsynth.evaluation.benchmark_report import (
     random_features,
     write_benchmark,
 )
+from torchgeo_earthsynth.evaluation.cli import main  # earthsynth evaluate
 from torchgeo_earthsynth.evaluation.config import (
     ARMS,
     DEFAULT_DATA,

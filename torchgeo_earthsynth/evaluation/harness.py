@@ -78,10 +78,7 @@ def _datamodule(plan: _Plan, arm: str, seed: int) -> tuple[LightningDataModule, 
     else:
         dm = _instantiate(spec, LightningDataModule, 'data')
         if synthetic_spec is not None:
-            from torchgeo_earthsynth.transforms.synthetic_augmentation import (
-                SyntheticAugmentation,
-                attach,
-            )
+            from torchgeo_earthsynth.transforms import SyntheticAugmentation, attach
 
             attach(dm, _instantiate(synthetic_spec, SyntheticAugmentation, 'synthetic'))
     synthetic = getattr(dm, 'train_aug', None) if synthetic_spec is not None else None
