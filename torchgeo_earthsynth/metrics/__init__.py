@@ -11,6 +11,7 @@ from torchgeo_earthsynth.metrics.clip import (
     Tokenizer,
     tiny_open_clip,
 )
+from torchgeo_earthsynth.metrics.clip_training import train_clip
 from torchgeo_earthsynth.metrics.fid import FrechetDistance, fid, find_inception_weights
 from torchgeo_earthsynth.metrics.generator_fidelity import (
     REAL_ROW,
@@ -60,4 +61,5 @@ __all__ = (
     'season_shift',
     'ssim',
     'tiny_open_clip',
+    'train_clip',
 )
