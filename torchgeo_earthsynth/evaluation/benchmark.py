@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from matplotlib import pyplot as plt
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
@@ -20,6 +21,10 @@ from tqdm.auto import tqdm
 from torchgeo_earthsynth.datasets import EarthSynthMiniSR, layout
 from torchgeo_earthsynth.degradation import RGB_BANDS, upsample
 from torchgeo_earthsynth.evaluation.benchmark_config import (
+    DSCLORA_ROW,
+    ESPCN_ROW,
+    SHIPPED_SOURCE,
+    SHUFFLED_ROW,
     BenchmarkConfig,
     GeneratorSpec,
     load_benchmark_config,
@@ -27,10 +32,13 @@ from torchgeo_earthsynth.evaluation.benchmark_config import (
 from torchgeo_earthsynth.evaluation.benchmark_report import (
     BenchmarkResult,
     BenchmarkRow,
+    plot_classifier_curves,
     random_features,
     write_benchmark,
 )
-from torchgeo_earthsynth.metrics import ClipScorer, fid, psnr, ssim
+from torchgeo_earthsynth.evaluation.benchmark_verdict import verdict
+from torchgeo_earthsynth.evaluation.results import RunResult
+from torchgeo_earthsynth.metrics import ClipScorer, fid, psnr, ssim, train_clip
 from torchgeo_earthsynth.models import ESPCN, fit_sr_baseline, train_dsclora
 from torchgeo_earthsynth.synthesis.superres import super_resolve
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
@@ -111,6 +119,10 @@ def _synthesizer(
             return Synthesizer.tiny(config.seed, size, 'earthsynth', **options)
         case 'tiny-diffusionsat':
             return Synthesizer.tiny(config.seed, size, 'diffusionsat', **options)
+        case source if source == SHIPPED_SOURCE:
+            from torchgeo_earthsynth.models.shipped import shipped_generator
+
+            return Synthesizer.from_pretrained(shipped_generator(), device=config.device, **options)
     return Synthesizer.from_pretrained(spec.source, base=spec.base, device=config.device, **options)
 
 
@@ -147,10 +159,10 @@ def _write_bank(folder: Path, images: Tensor, masks: Tensor, prompts: Sequence[s
 
 def _accuracy(
     config: BenchmarkConfig, name: str, bank: Path | None, train_count: int
-) -> float | None:
-    """Mean test accuracy of the harness's classifier trained on real data or on a bank."""
+) -> list[RunResult]:
+    """The harness's classifier runs (one per seed) trained on real data or on a bank."""
     if config.classification is None:
-        return None
+        return []
     from torchgeo_earthsynth.evaluation.harness import run_experiment
 
     overrides = copy.deepcopy(dict(config.classification))
@@ -173,8 +185,33 @@ def _accuracy(
         'progress': False,
         **overrides,
     }
-    result = run_experiment(experiment)
-    return float(next(iter(result.summary.values())).mean)
+    return run_experiment(experiment).runs
+
+
+def _clip_scorer(config: BenchmarkConfig, train_set: EarthSynthMiniSR) -> ClipScorer:
+    """The configured CLIP, or the tiny one trained on every training scene and its prompt."""
+    if config.clip_model == 'tiny':
+        return ClipScorer.tiny(config.seed)
+    if config.clip_model == 'trained':
+        scenes = _pairs(train_set, None)
+        return train_clip(
+            scenes['image'].float(),
+            scenes['prompt'],
+            steps=config.clip_steps,
+            seed=config.seed,
+            device=config.device,
+            progress=config.progress,
+        )
+    return ClipScorer.from_pretrained(config.clip_model, config.clip_pretrained)
+
+
+def _other_prompts(prompts: Sequence[str]) -> list[str]:
+    """Each scene's prompt replaced by the next scene's that differs from it (cyclically)."""
+    others = []
+    for i, prompt in enumerate(prompts):
+        following = [*prompts[i + 1 :], *prompts[:i]]
+        others.append(next((p for p in following if p != prompt), prompt))
+    return others
 
 
 def run_benchmark(
@@ -218,10 +255,7 @@ def run_benchmark(
     scale, bands = train_set.scale, train_set.num_bands
     size = (int(held_out['image'].shape[-2]), int(held_out['image'].shape[-1]))
     crop = scale if config.crop_border is None else config.crop_border
-    if config.clip_model == 'tiny':
-        clip = ClipScorer.tiny(config.seed)
-    else:
-        clip = ClipScorer.from_pretrained(config.clip_model, config.clip_pretrained)
+    clip = _clip_scorer(config, train_set)
     feature: Literal[2048] | nn.Module = (
         random_features(config.seed) if config.fid_feature == 'random' else 2048
     )
@@ -265,8 +299,8 @@ def run_benchmark(
     methods: list[tuple[str, str, Any]] = [
         ('real', 'reference', None),
         ('bicubic', 'interpolation', bicubic),
-        ('regression (ESPCN)', 'regression SR', regression),
-        ('DSCLoRA (SPAN + ConvLoRA, distilled)', 'regression SR', distilled),
+        (ESPCN_ROW, 'regression SR', regression),
+        (DSCLORA_ROW, 'regression SR', distilled),
     ]
     for spec in config.specs:
         synth = _synthesizer(spec, config, train_subset, bands, scale)
@@ -278,18 +312,24 @@ def run_benchmark(
         methods.append((spec.name, _kind(synth), generated))
 
     rows = []
+    curves: dict[str, list[RunResult]] = {}
     bar = tqdm(methods, desc='benchmark', disable=not config.progress)
     for name, kind, render in bar:
         bar.set_postfix_str(name)
         start = time.perf_counter()
         real_row = render is None
         images = held_out['image'] if real_row else render(held_out).float()
-        row = BenchmarkRow(
-            name, kind, clip_score=float(clip.score(images, held_out['prompt']).mean())
-        )
-        if not real_row:
-            row.psnr_y = float(psnr(images, held_out['image'], y_channel=True, crop_border=crop))
-            row.ssim_y = float(ssim(images, held_out['image'], y_channel=True, crop_border=crop))
+        row = BenchmarkRow(name, kind)
+        _measure(row, 'clip_score', clip.score(images, held_out['prompt']))
+        if real_row:
+            shuffled = BenchmarkRow(SHUFFLED_ROW, 'reference')
+            _measure(shuffled, 'clip_score', clip.score(images, _other_prompts(held_out['prompt'])))
+        else:
+            for key, metric in (('psnr_y', psnr), ('ssim_y', ssim)):
+                values = metric(
+                    images, held_out['image'], y_channel=True, crop_border=crop, reduction='none'
+                )
+                _measure(row, key, values)
         reference = train['image'] if real_row else images
         row.fid = fid(
             held_out['image'], reference, feature=feature, weights_path=config.fid_weights
@@ -302,16 +342,34 @@ def run_benchmark(
                 train['mask'],
                 train['prompt'],
             )
-        row.accuracy = _accuracy(config, name, bank, train_count)
+        runs = _accuracy(config, name, bank, train_count)
+        if runs:
+            curves[name] = runs
+            _measure(row, 'accuracy', torch.tensor([run.value for run in runs]))
         row.seconds = time.perf_counter() - start
         if render is regression:
             row.seconds += baseline_seconds
         if render is distilled:
             row.seconds += dsclora_seconds
         rows.append(row)
+        if real_row:
+            rows.append(shuffled)
     result = BenchmarkResult(rows, config.to_dict(), scale=scale, bands=bands, crop_border=crop)
+    result.verdict = verdict(result)
     result.files = write_benchmark(result, output)
+    if curves:
+        figure = plot_classifier_curves(curves)
+        result.files['curves'] = output / 'benchmark_curves.png'
+        figure.savefig(result.files['curves'], dpi=100)
+        plt.close(figure)
     return result
+
+
+def _measure(row: BenchmarkRow, key: str, values: Tensor) -> None:
+    """Set a row's metric to the mean of its per-sample values, and keep the samples."""
+    samples = [float(v) for v in values.detach().double().cpu()]
+    row.samples[key] = samples
+    setattr(row, key, sum(samples) / len(samples))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -21,6 +21,13 @@ __all__ = ('BenchmarkConfig', 'GeneratorSpec', 'load_benchmark_config')
 
 #: ``GeneratorSpec.source`` values that build an untrained tiny model (nothing downloaded).
 TINY_SOURCES = ('tiny-sr', 'tiny-earthsynth', 'tiny-diffusionsat')
+#: ``GeneratorSpec.source`` of the tiny EarthSynth generator shipped in the package.
+SHIPPED_SOURCE = 'shipped-earthsynth'
+
+#: Rows every benchmark has (generator names must differ from them).
+SHUFFLED_ROW = 'real, shuffled prompts'
+ESPCN_ROW = 'regression (ESPCN)'
+DSCLORA_ROW = 'DSCLoRA (SPAN + ConvLoRA, distilled)'
 
 
 @dataclass
@@ -32,7 +39,9 @@ class GeneratorSpec:
         source: a folder or hub id ``Synthesizer.from_pretrained`` loads (our exports,
             released EarthSynth/DiffusionSat folders), or a tiny model built in code:
             ``tiny-sr`` (our super-resolution ControlNet), ``tiny-earthsynth`` (mask
-            ControlNet), ``tiny-diffusionsat`` (text + metadata).
+            ControlNet), ``tiny-diffusionsat`` (text + metadata), or ``shipped-earthsynth``
+            (the tiny EarthSynth generator shipped in the package, trained on the mini
+            corpus by ``configs/mini_generator.yaml``).
         base: the base ``Synthesizer.from_pretrained`` needs (e.g. the DiffusionSat
             checkpoint of their super-resolution ControlNet).
         train_steps: ``tiny-sr`` only: train it in the run on the benchmark's training
@@ -65,10 +74,13 @@ class BenchmarkConfig:
             the regression baseline trains on (None: all).
         baseline_steps: training steps of the regression baseline (ESPCN).
         baseline_lr: its learning rate.
-        clip_model: open_clip model name for the CLIP score, or ``tiny`` (random weights,
-            tests only).
+        clip_model: open_clip model name for the CLIP score, ``trained`` (the tiny open_clip
+            model trained in the run on every training scene and its prompt:
+            :func:`~torchgeo_earthsynth.metrics.train_clip`, for machines without CLIP
+            weights) or ``tiny`` (random weights, tests only).
+        clip_steps: training steps of the ``trained`` CLIP.
         clip_pretrained: open_clip pretrained tag or checkpoint path (e.g. a remote-sensing
-            CLIP); ignored for ``tiny``.
+            CLIP); ignored for ``tiny`` and ``trained``.
         fid_feature: ``inception`` (torch-fidelity's InceptionV3, ``fid_weights`` or the
             torch hub cache; never downloaded) or ``random`` (a fixed random conv net: for
             tiny setups, not comparable with published FIDs).
@@ -96,6 +108,7 @@ class BenchmarkConfig:
     baseline_lr: float = 1e-3
     clip_model: str = 'ViT-B-32'
     clip_pretrained: str | None = 'openai'
+    clip_steps: int = 600
     fid_feature: Literal['inception', 'random'] = 'inception'
     fid_weights: str | None = None
     crop_border: int | None = None
@@ -127,7 +140,7 @@ class BenchmarkConfig:
             except TypeError as error:
                 raise ValueError(f'generators[{i}]: {error}') from error
         names = [spec.name for spec in specs]
-        reserved = {'real', 'bicubic', 'regression (ESPCN)'}
+        reserved = {'real', SHUFFLED_ROW, 'bicubic', 'regression (ESPCN)', DSCLORA_ROW}
         if len(set(names)) != len(names) or reserved & set(names):
             raise ValueError(
                 f'generators: names must be distinct and not {sorted(reserved)}, got {names}'
@@ -143,11 +156,9 @@ class BenchmarkConfig:
             value = getattr(self, name)
             if value is not None and value < 2:
                 raise ValueError(f'{name} must be >= 2 (FID needs two images), got {value}')
-        if self.baseline_steps < 1 or self.batch_size < 1:
-            raise ValueError(
-                f'baseline_steps and batch_size must be >= 1, got {self.baseline_steps} and '
-                f'{self.batch_size}'
-            )
+        for name in ('baseline_steps', 'batch_size', 'clip_steps'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
 
     def to_dict(self) -> dict[str, Any]:
         """The config as written into ``benchmark.json``."""

@@ -9,17 +9,29 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import torch
 from matplotlib import pyplot as plt
 from torch import Tensor, nn
 
 from torchgeo_earthsynth.atomic import atomic_write_text
+from torchgeo_earthsynth.evaluation.data_efficiency import interval95
+from torchgeo_earthsynth.evaluation.report import learning_curve
+from torchgeo_earthsynth.evaluation.results import RunResult
 
-__all__ = ('COLUMNS', 'BenchmarkResult', 'BenchmarkRow', 'random_features', 'write_benchmark')
+__all__ = (
+    'COLUMNS',
+    'BenchmarkResult',
+    'BenchmarkRow',
+    'plot_classifier_curves',
+    'random_features',
+    'write_benchmark',
+)
 
 #: Metric columns: name, header, higher is better.
 COLUMNS: Final = (
@@ -35,6 +47,9 @@ COLUMNS: Final = (
 class BenchmarkRow:
     """One method's measurements (None: not applicable, e.g. PSNR of real vs itself).
 
+    ``samples`` holds what each mean is over: per held-out scene for ``clip_score``,
+    ``psnr_y`` and ``ssim_y``, per seed for ``accuracy`` (the verdict's paired intervals).
+
     .. versionadded:: 0.3
     """
 
@@ -46,6 +61,7 @@ class BenchmarkRow:
     ssim_y: float | None = None
     fid: float | None = None
     seconds: float = 0.0
+    samples: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +77,7 @@ class BenchmarkResult:
     bands: int
     crop_border: int
     files: dict[str, Path] = field(default_factory=dict)
+    verdict: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
         """The table in markdown (``-`` where a metric does not apply)."""
@@ -69,8 +86,7 @@ class BenchmarkResult:
         for row in self.rows:
             cells = [row.method, row.kind]
             for key, _, _ in COLUMNS:
-                value = getattr(row, key)
-                cells.append('-' if value is None else f'{value:.4g}')
+                cells.append(_cell(getattr(row, key), row.samples.get(key, [])))
             cells.append(f'{row.seconds:.1f}')
             lines.append('| ' + ' | '.join(cells) + ' |')
         note = (
@@ -80,19 +96,32 @@ class BenchmarkResult:
             '(real row: training vs held-out real scenes); CLIP score '
             f'({self.config["clip_model"]}) against each scene prompt; accuracy: the '
             "harness classifier trained on the method's images of the training scenes, "
-            'tested on real held-out scenes. Seconds: rendering and measuring the row.\n'
+            'tested on real held-out scenes. Brackets: 95% t-interval of the mean over scenes '
+            '(accuracy: over seeds). Seconds: rendering and measuring the row.\n'
         )
-        return '\n'.join(lines) + '\n' + note
+        verdict = '\n' + '\n'.join(self.verdict) + '\n' if self.verdict else ''
+        return '\n'.join(lines) + '\n' + note + verdict
 
     def to_dict(self) -> dict[str, Any]:
         """Rows, settings and config as written into ``benchmark.json``."""
         return {
             'rows': [asdict(row) for row in self.rows],
+            'verdict': self.verdict,
             'scale': self.scale,
             'bands': self.bands,
             'crop_border': self.crop_border,
             'config': self.config,
         }
+
+
+def _cell(value: float | None, samples: Sequence[float]) -> str:
+    """A mean, with its 95% interval where it is over more than one sample."""
+    if value is None:
+        return '-'
+    if len(samples) < 2:
+        return f'{value:.4g}'
+    _, low, high = interval95(samples)
+    return f'{value:.4g} [{low:.4g}, {high:.4g}]'
 
 
 def write_benchmark(result: BenchmarkResult, folder: str | Path) -> dict[str, Path]:
@@ -115,7 +144,7 @@ def write_benchmark(result: BenchmarkResult, folder: str | Path) -> dict[str, Pa
     }
     fields = ['method', 'kind', *(key for key, _, _ in COLUMNS), 'seconds']
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=fields, lineterminator='\n')
+    writer = csv.DictWriter(table, fieldnames=fields, lineterminator='\n', extrasaction='ignore')
     writer.writeheader()
     for row in result.rows:
         writer.writerow({k: ('' if v is None else v) for k, v in asdict(row).items()})
@@ -140,6 +169,31 @@ def plot_benchmark(result: BenchmarkResult) -> Any:
         ax.set_title(f'{header} ({"higher" if higher else "lower"} is better)', fontsize=9)
     fig.suptitle(f'x{result.scale} super-resolution and generation benchmark')
     fig.tight_layout()
+    return fig
+
+
+def plot_classifier_curves(runs: Mapping[str, Sequence[RunResult]]) -> Any:
+    """Each row's classifier: training loss (smoothed over 10 steps) and validation accuracy.
+
+    Args:
+        runs: per benchmark row, its classifier runs (one per seed, each a thin line).
+
+    Returns:
+        A matplotlib figure: whether the classifiers converged.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout='constrained')
+    for colour, (method, row_runs) in enumerate(runs.items()):
+        for i, run in enumerate(row_runs):
+            for ax, column in zip(axes, ('train_loss', 'val_OverallAccuracy')):
+                steps, values = learning_curve(run, column)
+                if column == 'train_loss' and len(values) >= 10:
+                    values = np.convolve(values, np.ones(10) / 10, mode='valid')
+                    steps = steps[9:]
+                label = method if i == 0 and column == 'train_loss' else None
+                ax.plot(steps, values, color=f'C{colour % 10}', lw=1, alpha=0.8, label=label)
+    axes[0].set(title='classifier training loss', xlabel='step')
+    axes[1].set(title='validation accuracy', xlabel='step')
+    fig.legend(loc='outside right center', fontsize=7)
     return fig
 
 

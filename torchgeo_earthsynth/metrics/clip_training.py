@@ -72,7 +72,7 @@ def train_clip(
     model = model.to(device)
     scorer = ClipScorer(model, tokenizer, pretrained=True)
     with torch.no_grad():
-        pixels = torch.cat([scorer.preprocess(chunk) for chunk in images.split(256)])
+        pixels = torch.cat([scorer.preprocess(chunk) for chunk in torch.split(images, 256)])
     tokens = tokenizer(list(captions)).to(device)
     clip_loss = open_clip.ClipLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
