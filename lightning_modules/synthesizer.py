@@ -19,10 +19,12 @@ from torch import Tensor
 from torchgeo_earthsynth.atomic import atomic_write_text
 from torchgeo_earthsynth.bank.store import SUMMARY, SyntheticBank, default_writer_id
 from torchgeo_earthsynth.compat import DETECTION_BOXES, DETECTION_LABELS
+from torchgeo_earthsynth.conditions import ConditionEncoding
 from torchgeo_earthsynth.models import SD15_ID
 from torchgeo_earthsynth.rfilter.protocol import SampleFilter, filter_verdict
 from torchgeo_earthsynth.seeding import sample_seeds
-from torchgeo_earthsynth.synthesis.synthesizer import ConditionEncoding, SchedulerName, Synthesizer
+from torchgeo_earthsynth.synthesis.parts import SchedulerName
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 from torchgeo_earthsynth.vocabulary import multi_hot
 
 __all__ = ('BankWriter', 'SynthesizerModule')

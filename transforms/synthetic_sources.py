@@ -16,7 +16,8 @@ from torch import Tensor
 
 from torchgeo_earthsynth.datasets import EarthSynth180K
 from torchgeo_earthsynth.models import SD15_ID
-from torchgeo_earthsynth.synthesis.synthesizer import SchedulerName, Synthesizer
+from torchgeo_earthsynth.synthesis.parts import SchedulerName
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 from torchgeo_earthsynth.vocabulary import BACKGROUND, NUM_CLASSES, class_histogram, present_ids
 
 from .synthetic_boxes import pool_boxes, usable_rows

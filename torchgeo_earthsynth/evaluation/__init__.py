@@ -13,9 +13,11 @@ from torchgeo_earthsynth.evaluation.benchmark_report import (
     COLUMNS,
     BenchmarkResult,
     BenchmarkRow,
+    plot_classifier_curves,
     random_features,
     write_benchmark,
 )
+from torchgeo_earthsynth.evaluation.benchmark_verdict import compare, verdict
 from torchgeo_earthsynth.evaluation.cli import main  # earthsynth evaluate
 from torchgeo_earthsynth.evaluation.config import (
     ARMS,
@@ -79,11 +81,13 @@ __all__ = (
     'SyntheticTrainSet',
     'TaskName',
     'budget_label',
+    'compare',
     'interval95',
     'learning_curve',
     'load_benchmark_config',
     'load_config',
     'main',
+    'plot_classifier_curves',
     'plot_data_efficiency',
     'plot_learning_curves',
     'plot_summary',
@@ -92,6 +96,7 @@ __all__ = (
     'run_data_efficiency',
     'run_experiment',
     'summarize',
+    'verdict',
     'write_benchmark',
     'write_data_efficiency',
     'write_report',

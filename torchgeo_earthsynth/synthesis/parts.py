@@ -18,9 +18,6 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from torchgeo_earthsynth.conditions import ConditionEncoding as ConditionEncoding
-from torchgeo_earthsynth.conditions import encode_condition as encode_condition
-
 SchedulerName = Literal['unipc', 'ddim', 'dpm', 'euler']
 SCHEDULERS: Final = {
     'unipc': UniPCMultistepScheduler,

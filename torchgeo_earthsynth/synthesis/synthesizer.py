@@ -22,6 +22,7 @@ from diffusers import (
 )
 from torch import Tensor
 
+from torchgeo_earthsynth.conditions import ConditionEncoding
 from torchgeo_earthsynth.families import (
     BatchCall,
     GeneratorFamily,
@@ -31,14 +32,7 @@ from torchgeo_earthsynth.families import (
 from torchgeo_earthsynth.models import EARTHSYNTH_ID, PromptEncoder
 from torchgeo_earthsynth.synthesis.guidance_cutoff import cutoff_call
 from torchgeo_earthsynth.synthesis.loading import pretrained_pipeline, tiny_pipeline
-from torchgeo_earthsynth.synthesis.parts import (
-    SCHEDULERS,
-    ConditionEncoding,
-    Family,
-    SchedulerName,
-    check_compatible,
-    encode_condition,
-)
+from torchgeo_earthsynth.synthesis.parts import SCHEDULERS, Family, SchedulerName
 from torchgeo_earthsynth.vocabulary import multi_hot
 
 
@@ -458,11 +452,4 @@ class Synthesizer:
         return samples
 
 
-__all__ = (
-    'ConditionEncoding',
-    'Family',
-    'SchedulerName',
-    'Synthesizer',
-    'check_compatible',
-    'encode_condition',
-)
+__all__ = ('Synthesizer',)
