@@ -113,8 +113,8 @@ def test_verdict_says_above_or_below_only_when_the_interval_excludes_zero() -> N
     ]
     result = BenchmarkResult(rows, {}, scale=2, bands=10, crop_border=2)
     text = '\n'.join(verdict(result))
-    assert 'good: as aligned as real images' in text
-    assert 'good: as aligned as real images' in text and 'above the shuffled-prompt floor' in text
+    assert 'good: not separable from real images' in text
+    assert 'above the shuffled-prompt floor' in text
     assert 'noise: below real images' in text and 'no better than the shuffled-prompt floor' in text
     assert 'good: worse than real scenes' in text
     assert 'noise: not separable from real scenes' in text  # spread over seeds: unclear

@@ -191,7 +191,7 @@ def plot_classifier_curves(runs: Mapping[str, Sequence[RunResult]]) -> Any:
                     steps = steps[9:]
                 label = method if i == 0 and column == 'train_loss' else None
                 ax.plot(steps, values, color=f'C{colour % 10}', lw=1, alpha=0.8, label=label)
-    axes[0].set(title='classifier training loss', xlabel='step')
+    axes[0].set(title='classifier training loss (mean of 10 steps)', xlabel='step', yscale='log')
     axes[1].set(title='validation accuracy', xlabel='step')
     fig.legend(loc='outside right center', fontsize=7)
     return fig

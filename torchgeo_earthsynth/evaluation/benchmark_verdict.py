@@ -89,7 +89,7 @@ def _alignment(rows: dict[str, BenchmarkRow], generated: Sequence[BenchmarkRow])
         if to_real is None or to_floor is None:
             continue
         lines.append(
-            f'  - {row.method}: {_word(to_real, "above", "below", "as aligned as")} real '
+            f'  - {row.method}: {_word(to_real, "above", "below", "not separable from")} real '
             f'images ({_interval(to_real)}), '
             f'{_word(to_floor, "above", "below", "no better than")} the shuffled-prompt floor '
             f'({_interval(to_floor)}).'

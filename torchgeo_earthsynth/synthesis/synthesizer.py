@@ -219,8 +219,9 @@ class Synthesizer:
     @property
     def accepts(self) -> frozenset[str]:
         """The request keys this synthesizer takes (``prompt`` always)."""
-        keys = {'prompt', *self.needs}
-        return frozenset(keys.union(*(family.accepts for family in self.families)))
+        families = self.families  # bound once: every family's needed and accepted keys
+        keys = {'prompt'}.union(*(family.needs for family in families))
+        return frozenset(keys.union(*(family.accepts for family in families)))
 
     def takes(self, key: str) -> bool:
         """Whether a request may hold ``key`` (``mask``, ``metadata``, ``low_res``, ...)."""
