@@ -20,7 +20,7 @@ extensions = [
     'sphinx.ext.viewcode',
 ]
 source_suffix = {'.rst': 'restructuredtext', '.md': 'markdown'}
-exclude_patterns = ['_build']
+exclude_patterns = ['_build', 'research']
 myst_heading_anchors = 3
 
 # Google-style docstrings (Args:, Returns:, Raises:), as TorchGeo writes them.
