@@ -21,8 +21,14 @@ from torchgeo_earthsynth.models.diffusionsat_controlnet import (
     controlnet_metadata,
     find_diffusionsat_controlnet,
     is_diffusionsat_controlnet,
+    is_temporal_controlnet,
     load_diffusionsat_controlnet,
     sentinel2_low_res,
+)
+from torchgeo_earthsynth.models.diffusionsat_temporal import (
+    TemporalConditioningEmbedding,
+    TemporalControlNet,
+    load_temporal_controlnet,
 )
 from torchgeo_earthsynth.models.dsclora import SPAN, ConvLoRA2d, train_dsclora
 from torchgeo_earthsynth.models.earthsynth import (
@@ -125,6 +131,8 @@ __all__ = (
     'LowResControlNetPipeline',
     'NamedMultiControlNet',
     'PromptEncoder',
+    'TemporalConditioningEmbedding',
+    'TemporalControlNet',
     'add_global_content',
     'check_no_level_prefix',
     'clip_tokenizer',
@@ -144,12 +152,14 @@ __all__ = (
     'is_diffusionsat_controlnet',
     'is_diffusionsat_unet',
     'is_multicontrol',
+    'is_temporal_controlnet',
     'is_text2earth',
     'level_to_gsd',
     'load_controlnet',
     'load_diffusionsat_controlnet',
     'load_diffusionsat_unet',
     'load_global_content',
+    'load_temporal_controlnet',
     'normalize_metadata',
     'pretrained_parts',
     'resolution_levels',

@@ -50,8 +50,8 @@ DIFFUSIONSAT_CHECKPOINTS: Final = {
         'RGB; its base is the 512 px UNet above)'
     ),
     'controlnet3d-mixattn_sd21_md7norm_texas': (
-        'waits: temporal 3D ControlNet (Conv3d condition embedding, temporal transformers, '
-        'mixing weights: no diffusers counterpart here)'
+        'ControlNet layout supported (models.TemporalControlNet: Conv3d condition embedding, '
+        'temporal transformers, mixing weights); no temporal pipeline or family yet'
     ),
 }
 

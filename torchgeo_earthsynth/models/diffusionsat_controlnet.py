@@ -34,6 +34,7 @@ __all__ = (
     'controlnet_metadata',
     'find_diffusionsat_controlnet',
     'is_diffusionsat_controlnet',
+    'is_temporal_controlnet',
     'load_diffusionsat_controlnet',
     'sentinel2_low_res',
 )
@@ -351,6 +352,15 @@ def is_diffusionsat_controlnet(folder: str | Path) -> bool:
     return 'conditioning_in_channels' in fields and 'conditioning_embedding_out_channels' in fields
 
 
+def is_temporal_controlnet(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a DiffusionSat temporal ControlNet (``ControlNetModel3D``)."""
+    config = Path(folder) / 'config.json'
+    if not config.is_file():
+        return False
+    fields = json.loads(config.read_text())
+    return 'use_temporal_transformer' in fields or fields.get('_class_name') == 'ControlNetModel3D'
+
+
 def is_mask_controlnet_export(folder: str | Path) -> bool:
     """Whether ``folder`` is our export of a mask ControlNet (``earthsynth.json``)."""
     meta = Path(folder) / 'earthsynth.json'
@@ -395,6 +405,12 @@ def load_diffusionsat_controlnet(
     Raises:
         ValueError: naming the folder and every missing, unexpected or mis-shaped weight.
     """
+    if is_temporal_controlnet(Path(folder) / (subfolder or '')):
+        raise ValueError(
+            f"{Path(folder) / (subfolder or '')}: DiffusionSat's temporal ControlNet "
+            '(ControlNetModel3D: a sequence of earlier frames, not one condition image); load '
+            'it with models.load_temporal_controlnet (no temporal pipeline or family yet)'
+        )
     model: DiffusionSatControlNet = load_key_for_key(
         DiffusionSatControlNet, folder, subfolder, dtype, 'DiffusionSat ControlNet'
     )
