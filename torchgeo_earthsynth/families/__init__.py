@@ -33,6 +33,7 @@ from torchgeo_earthsynth.families.superres import (
     is_super_resolution_export,
     low_res_pipeline,
 )
+from torchgeo_earthsynth.families.temporal import TemporalFamily, normalize_frame_metadata
 from torchgeo_earthsynth.families.diffusionsat import (
     LOW_RES_GSD,
     MetadataFamily,
@@ -80,6 +81,7 @@ __all__ = (
     'MultiControlFamily',
     'ResolutionLevelFamily',
     'SuperResolutionFamily',
+    'TemporalFamily',
     'bind_families',
     'build_pipeline',
     'build_text_pipeline',
@@ -98,6 +100,7 @@ __all__ = (
     'low_res_pipeline',
     'metadata_controlnets',
     'multicontrol_of',
+    'normalize_frame_metadata',
     'outpaint_canvas',
     'reference_embeddings',
     'register',

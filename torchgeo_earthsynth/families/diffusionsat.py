@@ -53,7 +53,8 @@ class MetadataFamily(GeneratorFamily):
     DiffusionSat was trained and handed to the UNet (``cross_attention_kwargs``) and to
     every ControlNet with a metadata embedding (a forward hook). A ControlNet alone takes
     it optionally (absent: all unknown); a super-resolution ControlNet also gets the
-    low-res image's (``low_res_metadata``; default ``metadata`` at a 10 m GSD).
+    low-res image's (``low_res_metadata``; default ``metadata`` at a 10 m GSD), a temporal
+    ControlNet its frames' (prepared by :class:`~torchgeo_earthsynth.families.TemporalFamily`).
     """
 
     def __init__(self, pipeline: Any, settings: Mapping[str, Any] | None = None) -> None:
@@ -85,7 +86,7 @@ class MetadataFamily(GeneratorFamily):
             if low_res_metadata is None:
                 low_res_metadata = metadata.float().clone()
                 low_res_metadata[:, METADATA_FIELDS.index('gsd')] = LOW_RES_GSD
-            prepared['low_res_metadata'] = normalize_metadata(low_res_metadata.float())
+            prepared['condition_metadata'] = normalize_metadata(low_res_metadata.float())
         return prepared
 
     def stacks_inputs(self, request: Mapping[str, Any]) -> bool:
@@ -94,14 +95,14 @@ class MetadataFamily(GeneratorFamily):
 
     def contribute(self, call: BatchCall) -> None:
         """The UNet's ``cross_attention_kwargs`` and the ControlNets' metadata hooks."""
-        metadata, low_res_metadata = (
+        metadata, condition_metadata = (
             None if values is None else stack_for_guidance(call.chunk(values), call.guided)
-            for values in (call.prepared['metadata'], call.prepared.get('low_res_metadata'))
+            for values in (call.prepared['metadata'], call.prepared.get('condition_metadata'))
         )
         if self.unet_metadata:  # pipelines hand cross_attention_kwargs to the UNet untouched
             call.kwargs['cross_attention_kwargs'] = {'metadata': metadata}
         for controlnet in self.controlnets:
-            call.stack.enter_context(controlnet_metadata(controlnet, metadata, low_res_metadata))
+            call.stack.enter_context(controlnet_metadata(controlnet, metadata, condition_metadata))
 
 
 __all__ = ('LOW_RES_GSD', 'MetadataFamily', 'metadata_controlnets')

@@ -12,7 +12,7 @@ from diffusers import StableDiffusionControlNetPipeline
 
 from torchgeo_earthsynth.conditions import encode_condition
 from torchgeo_earthsynth.families.base import BatchCall, GeneratorFamily, register
-from torchgeo_earthsynth.models import LowResControlNetPipeline, NamedMultiControlNet
+from torchgeo_earthsynth.models import NamedMultiControlNet
 
 
 @register
@@ -31,10 +31,14 @@ class MaskControlNetFamily(GeneratorFamily):
 
     @staticmethod
     def recognises(pipeline: Any) -> bool:
-        """A ControlNet pipeline that is neither super-resolution nor multi-condition."""
+        """A ControlNet pipeline taking one image condition through diffusers' processor.
+
+        Pipelines that take their condition as a tensor (super-resolution, temporal frames)
+        override ``prepare_image``; multi-condition models have their own family.
+        """
         return (
             isinstance(pipeline, StableDiffusionControlNetPipeline)
-            and not isinstance(pipeline, LowResControlNetPipeline)
+            and type(pipeline).prepare_image is StableDiffusionControlNetPipeline.prepare_image
             and not isinstance(pipeline.controlnet, NamedMultiControlNet)
         )
 

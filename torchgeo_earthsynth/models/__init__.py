@@ -28,7 +28,9 @@ from torchgeo_earthsynth.models.diffusionsat_controlnet import (
 from torchgeo_earthsynth.models.diffusionsat_temporal import (
     TemporalConditioningEmbedding,
     TemporalControlNet,
+    TemporalControlNetPipeline,
     load_temporal_controlnet,
+    temporal_controlnet_from_unet,
 )
 from torchgeo_earthsynth.models.dsclora import SPAN, ConvLoRA2d, train_dsclora
 from torchgeo_earthsynth.models.earthsynth import (
@@ -133,6 +135,7 @@ __all__ = (
     'PromptEncoder',
     'TemporalConditioningEmbedding',
     'TemporalControlNet',
+    'TemporalControlNetPipeline',
     'add_global_content',
     'check_no_level_prefix',
     'clip_tokenizer',
@@ -170,6 +173,7 @@ __all__ = (
     'shipped_generator',
     'split_level_prompt',
     'takes_levels',
+    'temporal_controlnet_from_unet',
     'text2earth_parts',
     'tiny_controlnet',
     'tiny_diffusionsat_controlnet',

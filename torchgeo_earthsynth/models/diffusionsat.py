@@ -51,7 +51,8 @@ DIFFUSIONSAT_CHECKPOINTS: Final = {
     ),
     'controlnet3d-mixattn_sd21_md7norm_texas': (
         'ControlNet layout supported (models.TemporalControlNet: Conv3d condition embedding, '
-        'temporal transformers, mixing weights); no temporal pipeline or family yet'
+        'temporal transformers, mixing weights; families.TemporalFamily generates from '
+        'frames + frame_metadata); no loader of the full release folder yet'
     ),
 }
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers import StableDiffusionControlNetPipeline
 from diffusers.configuration_utils import register_to_config
 from diffusers.models import TransformerTemporalModel
 from diffusers.models.controlnets.controlnet import ControlNetOutput
@@ -29,9 +30,18 @@ from torchgeo_earthsynth.models.diffusionsat import (
     load_key_for_key,
     with_config_fields,
 )
-from torchgeo_earthsynth.models.diffusionsat_controlnet import DiffusionSatControlNet
+from torchgeo_earthsynth.models.diffusionsat_controlnet import (
+    DiffusionSatControlNet,
+    LowResControlNetPipeline,
+)
 
-__all__ = ('TemporalConditioningEmbedding', 'TemporalControlNet', 'load_temporal_controlnet')
+__all__ = (
+    'TemporalConditioningEmbedding',
+    'TemporalControlNet',
+    'TemporalControlNetPipeline',
+    'load_temporal_controlnet',
+    'temporal_controlnet_from_unet',
+)
 
 
 def _zero(module: nn.Conv3d) -> nn.Conv3d:
@@ -359,3 +369,73 @@ def load_temporal_controlnet(
         TemporalControlNet, folder, subfolder, dtype, 'DiffusionSat temporal ControlNet'
     )
     return model
+
+
+class TemporalControlNetPipeline(StableDiffusionControlNetPipeline):  # type: ignore[misc]
+    """A ControlNet pipeline whose condition is a sequence of earlier frames, used as given.
+
+    ``image`` is ``[B, C, T, H, W]`` in 0..1 (their pipeline's ``is_temporal`` layout), batched
+    and doubled for guidance as diffusers does; the output size is the frames'.
+
+    .. versionadded:: 0.4
+    """
+
+    # the condition tensor as given, only batched: as the low-res condition of SR ControlNets
+    prepare_image = LowResControlNetPipeline.prepare_image
+
+
+def temporal_controlnet_from_unet(
+    unet: Any, conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256)
+) -> TemporalControlNet:
+    """A temporal ControlNet copied from a DiffusionSat UNet, as their ``from_unet``.
+
+    The input convolution, timestep and metadata embeddings, down and mid blocks are the
+    UNet's; the zero convolutions and mixing weights start at 0 (the UNet's output is
+    unchanged until trained); the temporal blocks keep diffusers' initialisation.
+
+    Args:
+        unet: a :class:`~torchgeo_earthsynth.models.DiffusionSatUNet` (or any diffusers
+            ``UNet2DConditionModel``: no metadata embeddings copied then).
+        conditioning_embedding_out_channels: the condition embedding's channels; one
+            stride-2 block fewer than entries, so it must downsample as the VAE does.
+
+    Returns:
+        The ControlNet.
+    """
+    config = unet.config
+    fields = (
+        'in_channels',
+        'flip_sin_to_cos',
+        'freq_shift',
+        'down_block_types',
+        'only_cross_attention',
+        'block_out_channels',
+        'layers_per_block',
+        'downsample_padding',
+        'mid_block_scale_factor',
+        'act_fn',
+        'norm_num_groups',
+        'norm_eps',
+        'cross_attention_dim',
+        'attention_head_dim',
+        'use_linear_projection',
+        'upcast_attention',
+        'resnet_time_scale_shift',
+    )
+    num_metadata = getattr(unet, 'num_metadata', None) or getattr(config, 'num_metadata', 7)
+    model = TemporalControlNet(
+        **{name: config[name] for name in fields if name in config},
+        conditioning_embedding_out_channels=conditioning_embedding_out_channels,
+        num_metadata=num_metadata,
+    )
+    copied = {
+        key: value
+        for key, value in unet.state_dict().items()
+        if key.startswith(('conv_in.', 'time_embedding.', 'metadata_embedding.'))
+        or key.startswith(('down_blocks.', 'mid_block.'))
+    }
+    result = model.load_state_dict(copied, strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f'the UNet does not fit the ControlNet: {result.unexpected_keys}')
+    moved: TemporalControlNet = model.to(unet.device)
+    return moved if moved.dtype == unet.dtype else moved.to(dtype=unet.dtype)
