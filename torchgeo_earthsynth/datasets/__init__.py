@@ -10,13 +10,16 @@ from torchgeo_earthsynth.datasets.earthsynth180k import (
 )
 from torchgeo_earthsynth.datasets.mini import EarthSynthMini, make_mini_corpus
 from torchgeo_earthsynth.datasets.mini_superres import EarthSynthMiniSR, render_bands
+from torchgeo_earthsynth.datasets.mini_temporal import EarthSynthMiniTemporal, add_buildings
 
 __all__ = (
     'EarthSynth180K',
     'EarthSynthMini',
     'EarthSynthMiniSR',
+    'EarthSynthMiniTemporal',
     'EarthSynthNotFoundError',
     'Record',
+    'add_buildings',
     'make_mini_corpus',
     'render_bands',
 )

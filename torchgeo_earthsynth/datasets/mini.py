@@ -239,9 +239,20 @@ def _layout(
     return mask
 
 
-def _render(
+def render_scene(
     rng: np.random.Generator, prefix: str, mask: np.ndarray, metadata: dict[str, float | int]
 ) -> np.ndarray:
+    """Render a mini-corpus image of a mask: class colours and textures, the date's season.
+
+    Args:
+        rng: the draws of the texture and noise.
+        prefix: the source's file prefix (``DG_``, ``LD_``, ``OEM_``, ``SIOR_``): its sensor tint.
+        mask: uint8 [H, W] vocabulary ids.
+        metadata: the scene's ``lat`` and ``month`` (vegetation's winter/summer tone).
+
+    Returns:
+        uint8 [H, W, 3] RGB.
+    """
     size = mask.shape[0]
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
     image = np.zeros((size, size, 3), dtype=np.float32)
@@ -352,7 +363,7 @@ def make_mini_corpus(
                     else _SCENES[prefix]
                 )
                 mask = _layout(rng, prefix, size, metadata, recipe)
-                image = _render(rng, prefix, mask, metadata)
+                image = render_scene(rng, prefix, mask, metadata)
                 stem = f'{prefix}{split}{i:05d}'
                 scene = layout.write_sample(tmp / split, stem, image, mask)
                 records += [{**record, 'metadata': metadata} for record in scene]
