@@ -18,6 +18,7 @@ from .earthsynth180k import (
 from .mask_prompt import MaskPromptDataModule, MaskPromptDataset
 from .mini import EarthSynthMiniDataModule
 from .superres import EarthSynthMiniSRDataModule
+from .temporal import EarthSynthMiniTemporalDataModule
 
 __all__ = (
     'BoxLayoutDataModule',
@@ -25,6 +26,7 @@ __all__ = (
     'EarthSynth180KDataModule',
     'EarthSynthMiniDataModule',
     'EarthSynthMiniSRDataModule',
+    'EarthSynthMiniTemporalDataModule',
     'MaskPromptDataModule',
     'MaskPromptDataset',
     'MiniClassificationDataModule',

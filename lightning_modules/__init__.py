@@ -13,6 +13,7 @@ from .metadata_controlnet import MetadataControlNet
 from .multicontrol_task import MultiControlNetTask
 from .superres_task import SuperResolutionTask
 from .synthesizer import BankWriter, SynthesizerModule
+from .temporal_task import TemporalControlNetTask
 
 __all__ = (
     'AtomicCheckpointIO',
@@ -26,6 +27,7 @@ __all__ = (
     'MultiControlNetTask',
     'SuperResolutionTask',
     'SynthesizerModule',
+    'TemporalControlNetTask',
     'output_dir',
     'sample_grid',
 )

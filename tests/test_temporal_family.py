@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from torchgeo_earthsynth.datasets import EarthSynthMiniTemporal
 from torchgeo_earthsynth.families import TemporalFamily, build_pipeline, normalize_frame_metadata
 from torchgeo_earthsynth.models import (
     TemporalControlNetPipeline,
@@ -99,3 +101,55 @@ def test_frame_metadata_is_normalised_frame_by_frame() -> None:
         expected = normalize_metadata(history[..., t])
         torch.testing.assert_close(normalised[..., t], expected)
     assert normalised[0, 3, 1] == 0
+
+
+def test_temporal_tiny_config_trains_from_the_cli(tmp_path: Path) -> None:
+    from torchgeo_earthsynth.cli import main as cli_main
+
+    config = Path(__file__).resolve().parents[1] / 'configs' / 'temporal_tiny.yaml'
+    cli_main(
+        [
+            'fit',
+            '--config',
+            str(config),
+            '--trainer.fast_dev_run',
+            '1',
+            '--trainer.default_root_dir',
+            str(tmp_path),
+            '--data.init_args.root',
+            str(tmp_path / 'mini'),
+            '--data.init_args.num_train',
+            '8',
+            '--data.init_args.num_val',
+            '4',
+            '--data.init_args.batch_size',
+            '4',
+            '--model.init_args.val_num_samples',
+            '2',
+            '--model.init_args.val_inference_steps',
+            '2',
+        ]
+    )
+    export = tmp_path / 'export'
+    assert '"task": "temporal"' in (export / 'earthsynth.json').read_text()
+    loaded = Synthesizer.from_pretrained(export, num_inference_steps=2, guidance_scale=1.0)
+    assert loaded.takes('frames') and loaded.takes('frame_metadata')
+    sequence = EarthSynthMiniTemporal(tmp_path / 'mini', size=32, num_train=8, num_val=4)[0]
+    request = {
+        'prompt': [sequence['prompt']],
+        'frames': sequence['frames'][None] / 255,
+        'frame_metadata': sequence['frame_metadata'][None],
+        'metadata': sequence['metadata'][None],
+    }
+    assert loaded.sample(request).shape == (1, 3, 32, 32)
+
+
+def test_task_refuses_batches_without_frames() -> None:
+    from torchgeo_earthsynth.lightning_modules import TemporalControlNetTask
+
+    task = TemporalControlNetTask(image_size=32, val_num_samples=0)
+    batch = {'image': torch.zeros(2, 3, 32, 32), 'metadata': torch.zeros(2, 7)}
+    with pytest.raises(ValueError, match=r'needs batches with frames \[B, 3, T, 32, 32\]'):
+        task.condition_inputs(batch, (32, 32))
+    with pytest.raises(ValueError, match='metadata_dropout'):
+        TemporalControlNetTask(metadata_dropout=2.0)

@@ -33,7 +33,12 @@ from torchgeo_earthsynth.families.superres import (
     is_super_resolution_export,
     low_res_pipeline,
 )
-from torchgeo_earthsynth.families.temporal import TemporalFamily, normalize_frame_metadata
+from torchgeo_earthsynth.families.temporal import (
+    TemporalFamily,
+    is_temporal_export,
+    normalize_frame_metadata,
+    temporal_pipeline,
+)
 from torchgeo_earthsynth.families.diffusionsat import (
     LOW_RES_GSD,
     MetadataFamily,
@@ -97,6 +102,7 @@ __all__ = (
     'inpainting_call',
     'inpainting_pipeline',
     'is_super_resolution_export',
+    'is_temporal_export',
     'low_res_pipeline',
     'metadata_controlnets',
     'multicontrol_of',
@@ -105,4 +111,5 @@ __all__ = (
     'reference_embeddings',
     'register',
     'stack_for_guidance',
+    'temporal_pipeline',
 )

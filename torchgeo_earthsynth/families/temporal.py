@@ -6,13 +6,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from torchgeo_earthsynth.conditions import NUM_METADATA
 from torchgeo_earthsynth.families.base import BatchCall, GeneratorFamily, register
-from torchgeo_earthsynth.models import TemporalControlNetPipeline, normalize_metadata
+from torchgeo_earthsynth.families.pipelines import build_pipeline
+from torchgeo_earthsynth.models import (
+    TemporalControlNetPipeline,
+    load_temporal_controlnet,
+    normalize_metadata,
+    pretrained_parts,
+)
 
 
 def normalize_frame_metadata(frame_metadata: torch.Tensor) -> torch.Tensor:
@@ -86,4 +93,27 @@ class TemporalFamily(GeneratorFamily):
         call.kwargs['image'] = call.chunk(call.request['frames'])
 
 
-__all__ = ('TemporalFamily', 'normalize_frame_metadata')
+def is_temporal_export(folder: str | Path) -> bool:
+    """Whether ``folder`` is a full pipeline export of ``TemporalControlNetTask``."""
+    index = Path(folder) / 'model_index.json'
+    return index.is_file() and 'TemporalControlNetPipeline' in index.read_text()
+
+
+def temporal_pipeline(folder: str | Path) -> TemporalControlNetPipeline:
+    """Load a ``TemporalControlNetTask`` full export as a ``TemporalControlNetPipeline``.
+
+    Args:
+        folder: the export (``model_index.json``, the SD parts, ``controlnet/`` in
+            DiffusionSat's temporal layout).
+
+    Returns:
+        The pipeline, its ControlNet loaded key for key.
+    """
+    controlnet = load_temporal_controlnet(folder, 'controlnet')
+    pipeline: TemporalControlNetPipeline = build_pipeline(
+        pretrained_parts(folder), controlnet, TemporalControlNetPipeline
+    )
+    return pipeline
+
+
+__all__ = ('TemporalFamily', 'is_temporal_export', 'normalize_frame_metadata', 'temporal_pipeline')

@@ -29,6 +29,7 @@ from torchgeo_earthsynth.models.diffusionsat import (
     embed_metadata,
     load_key_for_key,
     with_config_fields,
+    zero_output_layers,
 )
 from torchgeo_earthsynth.models.diffusionsat_controlnet import (
     DiffusionSatControlNet,
@@ -391,7 +392,8 @@ def temporal_controlnet_from_unet(
 
     The input convolution, timestep and metadata embeddings, down and mid blocks are the
     UNet's; the zero convolutions and mixing weights start at 0 (the UNet's output is
-    unchanged until trained); the temporal blocks keep diffusers' initialisation.
+    unchanged until trained); the temporal blocks keep diffusers' initialisation. A UNet
+    without metadata embeddings leaves the ControlNet's own with zeroed output layers.
 
     Args:
         unet: a :class:`~torchgeo_earthsynth.models.DiffusionSatUNet` (or any diffusers
@@ -437,5 +439,9 @@ def temporal_controlnet_from_unet(
     result = model.load_state_dict(copied, strict=False)
     if result.unexpected_keys:
         raise ValueError(f'the UNet does not fit the ControlNet: {result.unexpected_keys}')
+    if model.metadata_embedding is not None and not any(
+        key.startswith('metadata_embedding.') for key in copied
+    ):  # a UNet without metadata: the ControlNet's own embeddings start silent
+        zero_output_layers(model.metadata_embedding)
     moved: TemporalControlNet = model.to(unet.device)
     return moved if moved.dtype == unet.dtype else moved.to(dtype=unet.dtype)

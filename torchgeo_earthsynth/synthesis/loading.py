@@ -14,6 +14,7 @@ from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 from torchgeo_earthsynth.controls import CONTROLS
 from torchgeo_earthsynth.families.pipelines import build_pipeline, build_text_pipeline
 from torchgeo_earthsynth.families.superres import is_super_resolution_export, low_res_pipeline
+from torchgeo_earthsynth.families.temporal import is_temporal_export, temporal_pipeline
 from torchgeo_earthsynth.models import (
     EARTHSYNTH_ID,
     EARTHSYNTH_SUBFOLDER,
@@ -151,6 +152,8 @@ def pretrained_pipeline(
         raise ValueError(f"family: only 'text2earth' is named, others are detected; got {family!r}")
     if is_super_resolution_export(path):  # SuperResolutionTask's full export
         return low_res_pipeline(path), {}
+    if is_temporal_export(path):  # TemporalControlNetTask's full export
+        return temporal_pipeline(path), {}
     if family == 'text2earth' or is_text2earth(controlnet):
         if base is not None or subfolder is not None:
             raise ValueError(f'{controlnet}: a Text2Earth folder is complete (no base/subfolder)')
