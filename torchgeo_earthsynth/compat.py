@@ -23,12 +23,14 @@ HAS_TASKS_MODULE: Final[bool] = find_spec('torchgeo.tasks') is not None
 if TYPE_CHECKING or not HAS_TASKS_MODULE:
     from torchgeo.trainers import (
         BaseTask,
+        ChangeDetectionTask,
         ClassificationTask,
         ObjectDetectionTask,
         SemanticSegmentationTask,
     )
 else:
     from torchgeo.tasks import BaseTask
+    from torchgeo.tasks import ChangeDetection as ChangeDetectionTask
     from torchgeo.tasks import Classification as ClassificationTask
     from torchgeo.tasks import ObjectDetection as ObjectDetectionTask
     from torchgeo.tasks import SemanticSegmentation as SemanticSegmentationTask
@@ -84,6 +86,7 @@ __all__ = (
     'TORCHGEO_VERSION_TUPLE',
     'BaseDataModule',
     'BaseTask',
+    'ChangeDetectionTask',
     'ClassificationTask',
     'DatasetNotFoundError',
     'NonGeoDataModule',

@@ -20,6 +20,7 @@ from .synthetic_augmentation import (
     rasterize_boxes,
 )
 from .synthetic_callback import SyntheticAugmentationCallback, attach
+from .synthetic_change import SyntheticChangePairs, make_change_pairs
 
 __all__ = (
     'PASTE',
@@ -32,7 +33,9 @@ __all__ = (
     'SynthesizerLoader',
     'SyntheticAugmentation',
     'SyntheticAugmentationCallback',
+    'SyntheticChangePairs',
     'SyntheticPlan',
     'attach',
+    'make_change_pairs',
     'rasterize_boxes',
 )

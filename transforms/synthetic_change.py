@@ -1,0 +1,163 @@
+# Copyright (c) torchgeo-earthsynth contributors.
+# Licensed under the MIT License.
+
+"""Synthetic change pairs for TorchGeo's change detection: new buildings, exact change masks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from torchgeo_earthsynth.datasets import add_buildings
+from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
+from torchgeo_earthsynth.vocabulary import prompt_from_mask
+
+__all__ = ('SyntheticChangePairs', 'make_change_pairs')
+
+
+def make_change_pairs(
+    synthesizer: Synthesizer,
+    before: Tensor,
+    seeds: Sequence[int],
+    masks: Tensor | None = None,
+    buildings: tuple[int, int] = (1, 3),
+) -> tuple[Tensor, Tensor]:
+    """From real "before" images, "after" images that gained buildings, and the change mask.
+
+    Each image's class mask (background where unknown, as for LEVIR-CD, which has none) gets
+    new buildings (:func:`~torchgeo_earthsynth.datasets.add_buildings`); the synthesizer's
+    in-painting (a mask ControlNet's) generates them inside the edited region only and keeps
+    every other pixel bit for bit, so the change mask is exactly the edited region.
+
+    Args:
+        synthesizer: a mask-ControlNet synthesizer that takes ``image`` + ``inpaint_mask``.
+        before: float [B, 3, H, W] in 0..255.
+        seeds: one seed per image (its buildings and its sample).
+        masks: int [B, H, W] vocabulary ids of ``before`` (None: all background).
+        buildings: how many buildings to add, at least and at most.
+
+    Returns:
+        ``pairs`` float [B, 2, 3, H, W] (before, after) and ``change`` bool [B, H, W].
+
+    Raises:
+        ValueError: if the synthesizer cannot in-paint from a mask, or shapes do not fit.
+    """
+    if not (synthesizer.takes('mask') and synthesizer.takes('inpaint_mask')):
+        raise ValueError(
+            'make_change_pairs needs a mask ControlNet that in-paints (takes mask, image and '
+            f'inpaint_mask); this one takes {sorted(synthesizer.accepts)}'
+        )
+    count, height, width = len(before), int(before.shape[-2]), int(before.shape[-1])
+    if before.ndim != 4 or before.shape[1] != 3 or len(seeds) != count:
+        raise ValueError(
+            f'before: expected [{len(seeds)}, 3, H, W] for {len(seeds)} seeds, '
+            f'got {list(before.shape)}'
+        )
+    if masks is None:
+        masks = torch.zeros(count, height, width, dtype=torch.long)
+    edited = []
+    for mask, seed in zip(masks, seeds):
+        rng = np.random.default_rng([int(seed), 28])
+        added = int(rng.integers(buildings[0], buildings[1] + 1))
+        edited.append(
+            torch.from_numpy(add_buildings(rng, mask.cpu().numpy().astype(np.uint8), added))
+        )
+    after_masks = torch.stack(edited).long()
+    change = after_masks != masks.cpu().long()
+    prompts = [prompt_from_mask(mask) for mask in after_masks]
+    after = synthesizer.generate(
+        after_masks, prompts, list(seeds), image=before.float(), inpaint_mask=change
+    )
+    return torch.stack([before.float().cpu(), after.cpu()], dim=1), change
+
+
+class SyntheticChangePairs(nn.Module):
+    """Synthetic pairs in a change-detection batch (TorchGeo's ``ChangeDetectionTask`` loop).
+
+    A batch transform for LEVIR-CD-style batches: ``image`` [B, 2, 3, H, W] (before, after)
+    in 0..255 and ``mask`` [B, 1, H, W] (or [B, H, W]) with ``change_value`` where a
+    building appeared. Each row is replaced, with probability ``probability``, by a
+    synthetic pair from its own "before" image (:func:`make_change_pairs`): the same place
+    with new buildings in-painted, and their exact change mask in the dataset's encoding.
+    Put it in a datamodule's ``train_aug`` slot with :meth:`attach`, so batches are
+    augmented raw and then normalised as before. ``generated`` counts synthetic rows.
+
+    .. versionadded:: 0.4
+    """
+
+    def __init__(
+        self,
+        synthesizer: Synthesizer,
+        probability: float = 0.5,
+        buildings: tuple[int, int] = (1, 3),
+        change_value: int = 1,
+        seed: int = 0,
+        then: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        """Initialize a new SyntheticChangePairs instance.
+
+        Args:
+            synthesizer: a mask-ControlNet synthesizer that in-paints.
+            probability: share of rows replaced by a synthetic pair.
+            buildings: how many buildings a synthetic pair gains, at least and at most.
+            change_value: the mask value of a changed pixel (LEVIR-CD: 1).
+            seed: seed of which rows are replaced and of the pairs.
+            then: the datamodule's own augmentation, applied after (set by :meth:`attach`).
+
+        Raises:
+            ValueError: if ``probability`` is not in [0, 1] or ``buildings`` is not ordered.
+        """
+        super().__init__()
+        if not 0 <= probability <= 1:
+            raise ValueError(f'probability must be in [0, 1], got {probability}')
+        if not 1 <= buildings[0] <= buildings[1]:
+            raise ValueError(f'buildings must be (least >= 1, most >= least), got {buildings}')
+        self.synthesizer = synthesizer
+        self.probability, self.buildings = probability, buildings
+        self.change_value, self.seed, self.then = change_value, seed, then
+        self.generated = 0
+        self._calls = 0
+
+    def attach(self, datamodule: Any) -> None:
+        """Put this transform into a TorchGeo datamodule's ``train_aug`` slot (once)."""
+        if datamodule.train_aug is self:
+            return
+        if self.then is None:
+            own = datamodule.train_aug if datamodule.train_aug is not None else datamodule.aug
+            self.then = own
+        datamodule.train_aug = self
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Replace the chosen rows by synthetic pairs, then apply ``then``.
+
+        Raises:
+            ValueError: if the batch is not [B, 2, 3, H, W] images with a change mask.
+        """
+        image, mask = batch.get('image'), batch.get('mask')
+        if image is None or mask is None or image.ndim != 5 or image.shape[1:3] != (2, 3):
+            got = None if image is None else list(image.shape)
+            raise ValueError(
+                'SyntheticChangePairs needs batches with image [B, 2, 3, H, W] (before, after; '
+                f'0..255) and mask [B, 1, H, W], got image {got}'
+            )
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls)
+        self._calls += 1
+        rows = torch.nonzero(torch.rand(len(image), generator=generator) < self.probability)
+        rows = rows.flatten()
+        if len(rows):
+            seeds = [self.seed * 1_000_003 + self.generated + i for i in range(len(rows))]
+            pairs, change = make_change_pairs(
+                self.synthesizer, image[rows, 0], seeds, buildings=self.buildings
+            )
+            image = image.clone()
+            image[rows] = pairs.to(image.device, image.dtype)
+            label = (change * self.change_value).to(mask.device, mask.dtype)
+            mask = mask.clone()
+            mask[rows] = label[:, None] if mask.ndim == 4 else label
+            batch = {**batch, 'image': image, 'mask': mask}
+            self.generated += len(rows)
+        return self.then(batch) if self.then is not None else batch
