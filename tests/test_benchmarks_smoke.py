@@ -113,6 +113,20 @@ def test_mask_following(tmp_path: Path, script: Any) -> None:
     assert set(summary['mIoU']) == {'real', 'untrained', 'shuffled', 'trained'}
 
 
+def test_temporal_prediction(tmp_path: Path, script: Any) -> None:
+    argv = ['--steps', '1', '--vae-steps', '1', '--num-train', '8', '--num-eval', '2']
+    argv += ['--batch-size', '4', '--sample-steps', '1', '--root', str(tmp_path)]
+    summary = script('temporal_prediction').main([*argv, '--results', str(tmp_path)])
+    assert written(tmp_path, 'temporal_prediction')['results'] == summary
+    assert set(summary['psnr_y']) == {
+        'copy the last frame',
+        'untrained',
+        'trained',
+        'VAE reconstruction (ceiling)',
+    }
+    assert summary['sequences'] == 2
+
+
 def test_shipped_generator(tmp_path: Path, script: Any) -> None:
     argv = [str(SHIPPED_GENERATOR), '--num', '2', '--steps', '1', '--results', str(tmp_path)]
     summary = script('shipped_generator').main(argv)
