@@ -51,6 +51,18 @@ def config_commands(path: Path) -> list[list[str]]:
     ]
 
 
+def test_temporal_tutorial_trains_change_detection_on_synthetic_pairs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv('EARTHSYNTH_CACHE', str(tmp_path))
+    page = TUTORIALS / 'temporal.md'
+    (block,) = blocks(page, 'python')
+    namespace = run(page, block)
+    change = namespace['change']
+    assert change.shape == (8, 32, 32) and change.any(dim=(1, 2)).all()
+    assert namespace['trainer'].global_step == 2
+
+
 def test_corpus_tutorial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     page = TUTORIALS / 'corpus.md'

@@ -19,6 +19,17 @@ from torchgeo_earthsynth.vocabulary import prompt_from_mask
 __all__ = ('SyntheticChangePairs', 'make_change_pairs')
 
 
+def _new_buildings(mask: Tensor, seed: int, buildings: tuple[int, int]) -> np.ndarray:
+    """``mask`` with new buildings; redrawn (up to 8 times) while they land on nothing new."""
+    layout = mask.cpu().numpy().astype(np.uint8)
+    rng = np.random.default_rng([seed, 28])
+    for _ in range(8):  # a draw may fall on water or on buildings already there
+        edited = add_buildings(rng, layout, int(rng.integers(buildings[0], buildings[1] + 1)))
+        if (edited != layout).any():
+            break
+    return edited
+
+
 def make_change_pairs(
     synthesizer: Synthesizer,
     before: Tensor,
@@ -31,7 +42,9 @@ def make_change_pairs(
     Each image's class mask (background where unknown, as for LEVIR-CD, which has none) gets
     new buildings (:func:`~torchgeo_earthsynth.datasets.add_buildings`); the synthesizer's
     in-painting (a mask ControlNet's) generates them inside the edited region only and keeps
-    every other pixel bit for bit, so the change mask is exactly the edited region.
+    every other pixel bit for bit, so the change mask is exactly the edited region. Buildings
+    that would change nothing (all on water or on buildings) are redrawn, up to 8 times: only
+    a scene with no land left keeps an empty change mask.
 
     Args:
         synthesizer: a mask-ControlNet synthesizer that takes ``image`` + ``inpaint_mask``.
@@ -61,11 +74,7 @@ def make_change_pairs(
         masks = torch.zeros(count, height, width, dtype=torch.long)
     edited = []
     for mask, seed in zip(masks, seeds):
-        rng = np.random.default_rng([int(seed), 28])
-        added = int(rng.integers(buildings[0], buildings[1] + 1))
-        edited.append(
-            torch.from_numpy(add_buildings(rng, mask.cpu().numpy().astype(np.uint8), added))
-        )
+        edited.append(torch.from_numpy(_new_buildings(mask, int(seed), buildings)))
     after_masks = torch.stack(edited).long()
     change = after_masks != masks.cpu().long()
     prompts = [prompt_from_mask(mask) for mask in after_masks]
