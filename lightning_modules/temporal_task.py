@@ -70,7 +70,12 @@ class TemporalControlNetTask(EarthSynthControlNet):
             self.controlnet: TemporalControlNet = load_temporal_controlnet(folder, subfolder)
             return
         levels = len(self.vae.config.block_out_channels)
-        self.controlnet = temporal_controlnet_from_unet(self.unet, _EMBEDDING_CHANNELS[:levels])
+        # theirs (8 heads x 64) at SD's width; a tiny UNet's first width otherwise
+        width = self.unet.config.block_out_channels[0]
+        first = (8, 64) if self.hparams['preset'] != 'tiny' else (max(1, width // 8), 8)
+        self.controlnet = temporal_controlnet_from_unet(
+            self.unet, _EMBEDDING_CHANNELS[:levels], first
+        )
 
     def synthesizer(self, num_inference_steps: int, guidance_scale: float) -> Synthesizer:
         """A :class:`Synthesizer` (it takes ``frames``) over this module's current weights."""

@@ -83,6 +83,10 @@ def test_state_dict_has_their_names_and_shapes() -> None:
     assert shapes['metadata_embedding.6.linear_2.weight'] == (128, 128)
     trainable = [i for i, p in enumerate(model.mixing_attns) if p.requires_grad]
     assert trainable == [0, 3]
+    # theirs hard-codes the first block's 8 x 64; tiny presets narrow it (a config field)
+    narrow = TemporalControlNet(**TINY, first_temporal_heads=4, first_temporal_head_dim=8)
+    assert narrow.state_dict()['temporal_blocks.0.proj_in.weight'].shape == (32, 32)
+    assert narrow.config.first_temporal_heads == 4
 
 
 def test_one_frame_with_mixing_off_is_diffusionsats_2d_controlnet() -> None:

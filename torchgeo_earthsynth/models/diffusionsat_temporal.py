@@ -129,6 +129,10 @@ class TemporalControlNet(DiffusionSatControlNet):
     Args:
         *args: :class:`~torchgeo_earthsynth.models.DiffusionSatControlNet`'s arguments.
         use_temporal_transformer: build the temporal attention blocks (theirs: True).
+        first_temporal_heads: heads of the temporal attention at the first residual (theirs:
+            8; not in their config, which hard-codes it).
+        first_temporal_head_dim: their width (theirs: 64; 8 x 64 = 512 is most of a tiny
+            model's compute, so tiny presets narrow it).
         **kwargs: its keyword arguments (``conditioning_scale`` must stay 1).
 
     Raises:
@@ -138,8 +142,20 @@ class TemporalControlNet(DiffusionSatControlNet):
     """
 
     @register_to_config  # type: ignore[untyped-decorator]
-    @with_config_fields(DiffusionSatControlNet, use_temporal_transformer=True)
-    def __init__(self, *args: Any, use_temporal_transformer: bool = True, **kwargs: Any) -> None:
+    @with_config_fields(
+        DiffusionSatControlNet,
+        use_temporal_transformer=True,
+        first_temporal_heads=8,
+        first_temporal_head_dim=64,
+    )
+    def __init__(
+        self,
+        *args: Any,
+        use_temporal_transformer: bool = True,
+        first_temporal_heads: int = 8,
+        first_temporal_head_dim: int = 64,
+        **kwargs: Any,
+    ) -> None:
         if kwargs.get('conditioning_scale', 1) != 1:
             raise ValueError(
                 'TemporalControlNet: conditioning_scale must be 1 (frames at the output '
@@ -157,7 +173,8 @@ class TemporalControlNet(DiffusionSatControlNet):
         self.controlnet_down_blocks = nn.ModuleList(_zero(nn.Conv3d(c, c, 1)) for c in widths)
         mid = config.block_out_channels[-1]
         self.controlnet_mid_block = _zero(nn.Conv3d(mid, mid, 1))
-        temporal = self._temporal_blocks(widths) if use_temporal_transformer else {}
+        first = (first_temporal_heads, first_temporal_head_dim)
+        temporal = self._temporal_blocks(widths, first) if use_temporal_transformer else {}
         self.temporal_blocks = nn.ModuleList(
             temporal.get(i, nn.Identity()) for i in range(len(widths))
         )
@@ -175,7 +192,7 @@ class TemporalControlNet(DiffusionSatControlNet):
             factor *= int(conv.stride[-1])
         return factor
 
-    def _temporal_blocks(self, widths: list[int]) -> dict[int, nn.Module]:
+    def _temporal_blocks(self, widths: list[int], first: tuple[int, int]) -> dict[int, nn.Module]:
         """Their temporal attention: at residual 0 and at each downsampler's residual."""
         config = self.config
         levels = len(config.block_out_channels)
@@ -184,8 +201,8 @@ class TemporalControlNet(DiffusionSatControlNet):
             head_dims = [head_dims] * levels
         blocks: dict[int, nn.Module] = {
             0: TransformerTemporalModel(
-                num_attention_heads=8,
-                attention_head_dim=64,
+                num_attention_heads=first[0],
+                attention_head_dim=first[1],
                 in_channels=widths[0],
                 num_layers=1,
                 norm_num_groups=config.norm_num_groups,
@@ -386,7 +403,9 @@ class TemporalControlNetPipeline(StableDiffusionControlNetPipeline):  # type: ig
 
 
 def temporal_controlnet_from_unet(
-    unet: Any, conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256)
+    unet: Any,
+    conditioning_embedding_out_channels: tuple[int, ...] = (16, 32, 96, 256),
+    first_temporal: tuple[int, int] = (8, 64),
 ) -> TemporalControlNet:
     """A temporal ControlNet copied from a DiffusionSat UNet, as their ``from_unet``.
 
@@ -400,6 +419,7 @@ def temporal_controlnet_from_unet(
             ``UNet2DConditionModel``: no metadata embeddings copied then).
         conditioning_embedding_out_channels: the condition embedding's channels; one
             stride-2 block fewer than entries, so it must downsample as the VAE does.
+        first_temporal: heads and head width of the first temporal attention (theirs: 8, 64).
 
     Returns:
         The ControlNet.
@@ -429,6 +449,8 @@ def temporal_controlnet_from_unet(
         **{name: config[name] for name in fields if name in config},
         conditioning_embedding_out_channels=conditioning_embedding_out_channels,
         num_metadata=num_metadata,
+        first_temporal_heads=first_temporal[0],
+        first_temporal_head_dim=first_temporal[1],
     )
     copied = {
         key: value
