@@ -3,6 +3,11 @@
 
 """Dataset encodings: how a dataset's labels map to vocabulary ids, and its registry."""
 
+from torchgeo_earthsynth.encodings.bands import (
+    SENTINEL2_BANDS,
+    SpectralBands,
+    canonical_band,
+)
 from torchgeo_earthsynth.encodings.encoding import (
     RGB,
     DatasetEncoding,
@@ -28,9 +33,12 @@ __all__ = (
     'LABEL_MAPS',
     'NONE',
     'RGB',
+    'SENTINEL2_BANDS',
     'DatasetEncoding',
     'SelectBands',
+    'SpectralBands',
     'Task',
+    'canonical_band',
     'encoding_for',
     'explicit_encoding',
     'label_map',

@@ -11,6 +11,7 @@ from typing import Any, Final
 import torch
 
 from torchgeo_earthsynth.compat import TORCHGEO_VERSION_TUPLE
+from torchgeo_earthsynth.encodings.bands import SENTINEL2_BANDS
 from torchgeo_earthsynth.encodings.encoding import DatasetEncoding, Task, vocabulary_id
 from torchgeo_earthsynth.vocabulary import BACKGROUND
 
@@ -40,21 +41,6 @@ def _positional(
 #: No vocabulary counterpart: the class is kept but never synthesised.
 NONE: Final[int] = BACKGROUND
 
-_EUROSAT_BANDS = (
-    'B01',
-    'B02',
-    'B03',
-    'B04',
-    'B05',
-    'B06',
-    'B07',
-    'B08',
-    'B09',
-    'B10',
-    'B11',
-    'B12',
-    'B8A',
-)
 
 _ISPRS = (
     ('Clutter/background', 'background'),
@@ -163,7 +149,7 @@ ENCODINGS: Final[Mapping[str, DatasetEncoding]] = {
                 ('River', NONE),
                 ('SeaLake', 'water'),
             ),
-            bands=_EUROSAT_BANDS,
+            bands=SENTINEL2_BANDS,
             rgb=(3, 2, 1),
             pixel_max=65535.0,
             gain=None,
