@@ -4,6 +4,7 @@
 """torchgeo_earthsynth.datamodules: LightningDataModules for EarthSynth corpora."""
 
 from .box_layouts import BoxLayoutDataModule, BoxLayoutDataset
+from .change import MiniChangeDetectionDataModule
 from .detection import SyntheticVHR10DataModule
 from .downstream import (
     MiniClassificationDataModule,
@@ -29,6 +30,7 @@ __all__ = (
     'EarthSynthMiniTemporalDataModule',
     'MaskPromptDataModule',
     'MaskPromptDataset',
+    'MiniChangeDetectionDataModule',
     'MiniClassificationDataModule',
     'MiniSegmentationDataModule',
     'RefreshLabels',

@@ -59,6 +59,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
         'datamodules.box_layouts',
         'datamodules.detection',
         'datamodules.downstream',
+        'datamodules.change',
     ),
     # 7. evaluation, the benchmark and the demo
     ('evaluation', 'demo'),

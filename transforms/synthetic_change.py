@@ -16,6 +16,9 @@ from torchgeo_earthsynth.datasets import add_buildings
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 from torchgeo_earthsynth.vocabulary import prompt_from_mask
 
+from .synthetic_generation import ready_synthesizer
+from .synthetic_loader import SynthesizerLoader
+
 __all__ = ('SyntheticChangePairs', 'make_change_pairs')
 
 
@@ -93,14 +96,15 @@ class SyntheticChangePairs(nn.Module):
     synthetic pair from its own "before" image (:func:`make_change_pairs`): the same place
     with new buildings in-painted, and their exact change mask in the dataset's encoding.
     Put it in a datamodule's ``train_aug`` slot with :meth:`attach`, so batches are
-    augmented raw and then normalised as before. ``generated`` counts synthetic rows.
+    augmented raw and then normalised as before. ``generated`` counts synthetic rows
+    (:attr:`stats`).
 
     .. versionadded:: 0.4
     """
 
     def __init__(
         self,
-        synthesizer: Synthesizer,
+        synthesizer: Synthesizer | SynthesizerLoader,
         probability: float = 0.5,
         buildings: tuple[int, int] = (1, 3),
         change_value: int = 1,
@@ -110,7 +114,8 @@ class SyntheticChangePairs(nn.Module):
         """Initialize a new SyntheticChangePairs instance.
 
         Args:
-            synthesizer: a mask-ControlNet synthesizer that in-paints.
+            synthesizer: a mask-ControlNet synthesizer that in-paints (or a
+                :class:`SynthesizerLoader`, built on the first batch: configs).
             probability: share of rows replaced by a synthetic pair.
             buildings: how many buildings a synthetic pair gains, at least and at most.
             change_value: the mask value of a changed pixel (LEVIR-CD: 1).
@@ -130,6 +135,11 @@ class SyntheticChangePairs(nn.Module):
         self.change_value, self.seed, self.then = change_value, seed, then
         self.generated = 0
         self._calls = 0
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters for reports: batches seen and synthetic pairs put in."""
+        return {'batches': self._calls, 'generated': self.generated}
 
     def attach(self, datamodule: Any) -> None:
         """Put this transform into a TorchGeo datamodule's ``train_aug`` slot (once)."""
@@ -159,8 +169,9 @@ class SyntheticChangePairs(nn.Module):
         rows = rows.flatten()
         if len(rows):
             seeds = [self.seed * 1_000_003 + self.generated + i for i in range(len(rows))]
+            synthesizer = ready_synthesizer(self.synthesizer, image.device)
             pairs, change = make_change_pairs(
-                self.synthesizer, image[rows, 0], seeds, buildings=self.buildings
+                synthesizer, image[rows, 0], seeds, buildings=self.buildings
             )
             image = image.clone()
             image[rows] = pairs.to(image.device, image.dtype)
