@@ -469,3 +469,45 @@ def test_epoch_samples_repeat_a_small_budget_within_an_epoch(
     assert (once_validations, repeated_validations) == (4, 2)
     with pytest.raises(ValueError, match='epoch_samples must be a count'):
         ExperimentConfig(epoch_samples=0)
+
+
+def test_change_detection_real_and_synthetic_pairs(tmp_path: Path) -> None:
+    """TorchGeo's ChangeDetectionTask on real pairs and on real + synthetic (tiny) pairs."""
+    pairs = {
+        'init_args': {
+            'probability': 1.0,
+            'synthesizer': {
+                'class_path': f'{AUG}.SynthesizerLoader',
+                'init_args': {'tiny': True, 'image_size': 32, 'num_inference_steps': 1},
+            },
+        }
+    }
+    result = run_experiment(
+        {
+            'task': 'change',
+            'model': {'model': 'fcn', 'num_filters': 8},
+            'data': {
+                'root': str(tmp_path / 'mini'),
+                'batch_size': 4,
+                'num_train': 12,
+                'num_val': 4,
+                'synthetic': pairs,
+            },
+            'seeds': [0],
+            'train_subset': 8,
+            'trainer': FAST_TRAINER,
+            'output': str(tmp_path / 'report'),
+            'progress': False,
+        }
+    )
+    assert result.metric == 'test_BinaryJaccardIndex'
+    assert [(run.arm, run.seed) for run in result.runs] == [('real', 0), ('real+synthetic', 0)]
+    for run in result.runs:
+        assert 0.0 <= run.value <= 1.0 and run.value == run.metrics['test_BinaryJaccardIndex']
+        assert run.steps == 2 and (run.folder / 'metrics.csv').is_file()
+    synthetic = next(run for run in result.runs if run.arm == 'real+synthetic')
+    assert synthetic.synthetic_stats == {'batches': 2, 'generated': 8}  # every row, 2 steps
+    real = next(run for run in result.runs if run.arm == 'real')
+    assert real.synthetic_stats is None and real.train_samples == 8
+    with pytest.raises(ValueError, match='no bank of change pairs'):
+        run_experiment({'task': 'change', 'bank': str(tmp_path)})

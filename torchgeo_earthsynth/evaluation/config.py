@@ -19,12 +19,13 @@ from lightning.pytorch import LightningDataModule
 
 from torchgeo_earthsynth.compat import (
     BaseTask,
+    ChangeDetectionTask,
     ClassificationTask,
     ObjectDetectionTask,
     SemanticSegmentationTask,
 )
 
-TaskName = Literal['classification', 'segmentation', 'detection']
+TaskName = Literal['classification', 'segmentation', 'detection', 'change']
 Arm = Literal['real', 'real+synthetic', 'synthetic-only']
 
 #: The arms of an experiment, in report order.
@@ -38,6 +39,7 @@ DEFAULT_METRICS: Final[dict[str, str]] = {
     'classification': 'test_OverallAccuracy',
     'segmentation': 'test_mIoU',
     'detection': 'test_map',  # torchmetrics' MeanAveragePrecision (mAP@[.5:.95]), TorchGeo's
+    'change': 'test_BinaryJaccardIndex',  # IoU of the change class (TorchGeo's, binary)
 }
 #: Default init args of the TorchGeo task per experiment task (small, no download).
 DEFAULT_MODELS: Final[dict[str, dict[str, Any]]] = {
@@ -70,12 +72,23 @@ DEFAULT_MODELS: Final[dict[str, dict[str, Any]]] = {
         'lr': 1e-3,
         'patience': 5,
     },
+    'change': {  # LEVIR-CD style: before and after stacked as 6 channels, binary change
+        'model': 'unet',
+        'backbone': 'resnet18',
+        'weights': None,
+        'in_channels': 3,
+        'task': 'binary',
+        'loss': 'bce',
+        'lr': 1e-3,
+        'patience': 5,
+    },
 }
 #: Default datamodule per experiment task.
 DEFAULT_DATA: Final[dict[str, str]] = {
     'classification': 'torchgeo_earthsynth.datamodules.downstream.MiniClassificationDataModule',
     'segmentation': 'torchgeo_earthsynth.datamodules.downstream.MiniSegmentationDataModule',
     'detection': 'torchgeo_earthsynth.datamodules.detection.SyntheticVHR10DataModule',
+    'change': 'torchgeo_earthsynth.datamodules.change.MiniChangeDetectionDataModule',
 }
 #: Default Trainer arguments (anything in ``trainer:`` overrides them). With ``max_steps``
 #: given and no ``max_epochs``, ``max_epochs`` becomes -1 so epochs never cap the steps.
@@ -97,11 +110,13 @@ RESERVED_TRAINER_ARGS: Final[tuple[str, ...]] = (
 )
 
 _AUGMENTATION: Final = 'torchgeo_earthsynth.transforms.synthetic_augmentation.SyntheticAugmentation'
+_CHANGE_PAIRS: Final = 'torchgeo_earthsynth.transforms.synthetic_change.SyntheticChangePairs'
 _BANK: Final = 'torchgeo_earthsynth.bank.SyntheticBank'
 TASKS: Final[dict[str, type[BaseTask]]] = {
     'classification': ClassificationTask,
     'segmentation': SemanticSegmentationTask,
     'detection': ObjectDetectionTask,
+    'change': ChangeDetectionTask,
 }
 
 
@@ -188,6 +203,11 @@ class ExperimentConfig:
             if value is not None and not isinstance(value, Mapping):
                 raise ValueError(f'{name} must be a mapping, got {type(value).__name__}')
         has_synthetic = self.synthetic is not None or _nested_synthetic(self.data) is not None
+        if self.task == 'change' and self.bank is not None:
+            raise ValueError(
+                "task 'change' draws synthetic pairs online (synthetic: SyntheticChangePairs); "
+                'there is no bank of change pairs yet: drop bank'
+            )
         if self.arms is None:
             self.arms = ['real']
             if has_synthetic or self.bank is not None:
@@ -388,6 +408,8 @@ class _Plan:
                 )
 
     def _synthetic_spec(self, value: Mapping[str, Any]) -> dict[str, Any]:
+        if self.config.task == 'change':
+            return self._change_pairs_spec(value)
         shorthand = 'class_path' not in value and 'init_args' not in value
         spec = _spec(value, _AUGMENTATION)
         args = spec['init_args']
@@ -421,6 +443,18 @@ class _Plan:
                 f'{self.data["class_path"]} takes no synthetic argument: give '
                 'synthetic.init_args.classes (and dataset) so the augmentation '
                 'can be attached to it'
+            )
+        return spec
+
+    def _change_pairs_spec(self, value: Mapping[str, Any]) -> dict[str, Any]:
+        from torchgeo_earthsynth.transforms.synthetic_change import SyntheticChangePairs
+
+        spec = _spec(value, _CHANGE_PAIRS)
+        _parse(spec, SyntheticChangePairs, 'synthetic')
+        if not self.data_takes_synthetic:
+            raise ValueError(
+                f'{self.data["class_path"]} takes no synthetic argument: change pairs need a '
+                'datamodule with a synthetic slot (e.g. MiniChangeDetectionDataModule)'
             )
         return spec
 
