@@ -233,3 +233,19 @@ def test_every_script_has_a_smoke_test() -> None:
     scripts = {p.stem for p in BENCHMARKS.glob('*.py')} - HELPERS
     tested = {name.removeprefix('test_') for name in globals() if name.startswith('test_')}
     assert scripts <= tested, f'no smoke test for {sorted(scripts - tested)}'
+
+
+def test_change_pairs(tmp_path: Path, script: Any) -> None:
+    argv = ['--steps', '2', '--num-train', '8', '--num-eval', '2', '--sample-steps', '1']
+    summary = script('change_pairs').main(
+        [*argv, '--root', str(tmp_path), '--results', str(tmp_path)]
+    )
+    assert written(tmp_path, 'change_pairs')['results'] == summary
+    assert set(summary['rows']) == {
+        'real pairs',
+        'synthetic pairs (shipped generator)',
+        'synthetic pairs (untrained twin)',
+    }
+    assert all(len(values) == 2 for values in summary['samples'].values())
+    assert all(0.0 <= v <= 1.0 for values in summary['samples'].values() for v in values)
+    assert summary['synthetic_changed_share'] > 0  # every synthetic pair gained a building
