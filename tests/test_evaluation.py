@@ -32,6 +32,7 @@ from torchgeo_earthsynth.evaluation import (
     run_experiment,
     summarize,
 )
+from torchgeo_earthsynth.evaluation.config import _Plan
 
 CONFIGS = Path(__file__).parents[1] / 'configs'
 AUG = 'torchgeo_earthsynth.transforms.synthetic_augmentation'
@@ -271,6 +272,10 @@ def test_shipped_config_is_valid() -> None:
     assert len(config.seeds) == 2
     assert config.trainer['accelerator'] == 'cpu'
     assert config.metric_name == 'test_mIoU'
+    change = load_config(CONFIGS / 'evaluate_change_mini.yaml')
+    assert change.task == 'change' and change.arms == ['real', 'real+synthetic']
+    assert change.metric_name == 'test_BinaryJaccardIndex'
+    _Plan(change)  # the datamodule and the change pairs resolve
 
 
 def test_default_arms_follow_the_sources() -> None:
