@@ -77,12 +77,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     root = args.root or Path(tempfile.mkdtemp())
     data = {'root': root, 'tile_size': args.size, 'num_train': args.num_train}
     datamodule = MiniChangeDetectionDataModule(batch_size=16, num_val=2 * args.num_eval, **data)
-    task = ChangeDetectionTask(model='unet', backbone='resnet18', weights=None, loss='bce')
+    # TorchGeo's plateau scheduler reads val_loss each epoch: one validation batch, no patience
+    task = ChangeDetectionTask(
+        model='unet', backbone='resnet18', weights=None, loss='bce', patience=10_000
+    )
     start = time.perf_counter()
     trainer = pl.Trainer(
         accelerator='cpu',
         max_steps=args.steps,
-        limit_val_batches=0,
+        limit_val_batches=1,
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
