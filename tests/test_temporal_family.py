@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -12,7 +13,12 @@ import pytest
 import torch
 
 from torchgeo_earthsynth.datasets import EarthSynthMiniTemporal
-from torchgeo_earthsynth.families import TemporalFamily, build_pipeline, normalize_frame_metadata
+from torchgeo_earthsynth.families import (
+    TemporalFamily,
+    build_pipeline,
+    build_text_pipeline,
+    normalize_frame_metadata,
+)
 from torchgeo_earthsynth.models import (
     TemporalControlNetPipeline,
     normalize_metadata,
@@ -153,3 +159,29 @@ def test_task_refuses_batches_without_frames() -> None:
         task.condition_inputs(batch, (32, 32))
     with pytest.raises(ValueError, match='metadata_dropout'):
         TemporalControlNetTask(metadata_dropout=2.0)
+
+
+def test_their_release_folder_loads_through_from_pretrained(
+    synth: Synthesizer, tmp_path: Path
+) -> None:
+    """controlnet3d-mixattn_sd21_md7norm_texas: their pipeline parts + controlnet/ (3D)."""
+    release = tmp_path / 'controlnet3d-mixattn_sd21_md7norm_texas'
+    pipeline = synth.pipeline
+    build_text_pipeline(pipeline).save_pretrained(release)
+    pipeline.controlnet.save_pretrained(release / 'controlnet')
+    config = json.loads((release / 'controlnet' / 'config.json').read_text())
+    config['_class_name'] = 'ControlNetModel3D'  # their class, as their training writes it
+    config['_diffusers_version'] = '0.17.0.dev0'
+    (release / 'controlnet' / 'config.json').write_text(json.dumps(config))
+    loaded = Synthesizer.from_pretrained(release, num_inference_steps=2, guidance_scale=2.0)
+    assert isinstance(loaded.pipeline, TemporalControlNetPipeline)
+    ours, theirs = pipeline.controlnet.state_dict(), loaded.pipeline.controlnet.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    loaded.batch_size = synth.batch_size
+    request = _request()
+    # the same images up to float32 rounding (1e-4 of 255: parts rebuilt from their configs)
+    expected = synth.sample(request, [0, 1])
+    torch.testing.assert_close(loaded.sample(request, [0, 1]), expected, atol=1e-3, rtol=0)
+    # the ControlNet alone needs the checkpoint it steers: named, not guessed
+    with pytest.raises(ValueError, match='needs base= the DiffusionSat checkpoint'):
+        Synthesizer.from_pretrained(release / 'controlnet')

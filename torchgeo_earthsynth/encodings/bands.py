@@ -22,7 +22,7 @@ from torch import Tensor
 #: 8-bit sensor's digital numbers (0..255, aerial orthophotos such as ISPRS Potsdam).
 Units = Literal['reflectance', 'dn8']
 
-#: Sentinel-2 MSI's 13 bands in EuroSAT's (and TorchGeo's) order.
+#: Sentinel-2 MSI's 13 bands in band-number order (EuroSAT loads B8A last: match by name).
 SENTINEL2_BANDS: Final[tuple[str, ...]] = (
     'B01',
     'B02',

@@ -11,7 +11,6 @@ from typing import Any, Final
 import torch
 
 from torchgeo_earthsynth.compat import TORCHGEO_VERSION_TUPLE
-from torchgeo_earthsynth.encodings.bands import SENTINEL2_BANDS
 from torchgeo_earthsynth.encodings.encoding import DatasetEncoding, Task, vocabulary_id
 from torchgeo_earthsynth.vocabulary import BACKGROUND
 
@@ -41,6 +40,8 @@ def _positional(
 #: No vocabulary counterpart: the class is kept but never synthesised.
 NONE: Final[int] = BACKGROUND
 
+#: EuroSAT's bands in the order TorchGeo loads them (``EuroSAT.all_band_names``: B8A last).
+_EUROSAT_BANDS = (*(f'B{i:02d}' for i in range(1, 13)), 'B8A')
 
 _ISPRS = (
     ('Clutter/background', 'background'),
@@ -149,7 +150,7 @@ ENCODINGS: Final[Mapping[str, DatasetEncoding]] = {
                 ('River', NONE),
                 ('SeaLake', 'water'),
             ),
-            bands=SENTINEL2_BANDS,
+            bands=_EUROSAT_BANDS,
             rgb=(3, 2, 1),
             pixel_max=65535.0,
             gain=None,

@@ -33,6 +33,7 @@ __all__ = (
     'LowResControlNetPipeline',
     'controlnet_metadata',
     'find_diffusionsat_controlnet',
+    'find_temporal_controlnet',
     'is_diffusionsat_controlnet',
     'is_temporal_controlnet',
     'load_diffusionsat_controlnet',
@@ -367,24 +368,40 @@ def is_mask_controlnet_export(folder: str | Path) -> bool:
     return meta.is_file() and 'condition_encoding' in json.loads(meta.read_text())
 
 
+def _release_candidates(root: Path) -> list[Path]:
+    """``root``, ``root/controlnet`` and each ``checkpoint-N/controlnet``, newest first."""
+    checkpoints = sorted(
+        (p for p in root.glob('checkpoint-*') if p.name.split('-')[-1].isdigit()),
+        key=lambda p: int(p.name.split('-')[-1]),
+        reverse=True,
+    )
+    return [root, root / 'controlnet', *(p / 'controlnet' for p in checkpoints)]
+
+
 def find_diffusionsat_controlnet(folder: str | Path) -> Path | None:
     """The DiffusionSat super-resolution ControlNet folder of a release folder, or None.
 
     Looks at ``folder``, ``folder/controlnet`` and the newest ``checkpoint-N/controlnet``
     (their training writes both the final folder and checkpoints). An export of a mask
     ControlNet with metadata (its ``earthsynth.json`` names a ``condition_encoding``) is
-    not one: None.
+    not one, nor is a temporal ControlNet (:func:`find_temporal_controlnet`): None.
     """
     root = Path(folder)
     if is_mask_controlnet_export(root):
         return None
-    checkpoints = sorted(
-        (p for p in root.glob('checkpoint-*') if p.name.split('-')[-1].isdigit()),
-        key=lambda p: int(p.name.split('-')[-1]),
-        reverse=True,
-    )
-    for candidate in (root, root / 'controlnet', *(p / 'controlnet' for p in checkpoints)):
-        if is_diffusionsat_controlnet(candidate):
+    for candidate in _release_candidates(root):
+        if is_diffusionsat_controlnet(candidate) and not is_temporal_controlnet(candidate):
+            return candidate
+    return None
+
+
+def find_temporal_controlnet(folder: str | Path) -> Path | None:
+    """The temporal ControlNet folder (their ``ControlNetModel3D``) of a release, or None.
+
+    Looks where :func:`find_diffusionsat_controlnet` does.
+    """
+    for candidate in _release_candidates(Path(folder)):
+        if is_temporal_controlnet(candidate):
             return candidate
     return None
 

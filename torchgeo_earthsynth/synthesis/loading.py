@@ -25,14 +25,17 @@ from torchgeo_earthsynth.models import (
     DiffusionSatControlNet,
     LowResControlNetPipeline,
     NamedMultiControlNet,
+    TemporalControlNetPipeline,
     diffusionsat_parts,
     find_diffusionsat_controlnet,
     find_diffusionsat_unet,
+    find_temporal_controlnet,
     is_multicontrol,
     is_text2earth,
     load_controlnet,
     load_diffusionsat_controlnet,
     load_global_content,
+    load_temporal_controlnet,
     pretrained_parts,
     text2earth_parts,
     tiny_controlnet,
@@ -73,6 +76,34 @@ def _super_resolution_parts(
     controlnet = load_diffusionsat_controlnet(folder)
     check_compatible(controlnet, parts.unet, parts.text_encoder, str(folder), str(base))
     return parts, controlnet, LowResControlNetPipeline
+
+
+def _temporal_release_parts(
+    folder: Path, release: Path, base: str | Path | None
+) -> tuple[Any, Any, type[TemporalControlNetPipeline]]:
+    """Their temporal ControlNet and the DiffusionSat checkpoint it steers.
+
+    The checkpoint is ``base``, else the release folder itself when it holds their UNet
+    (their training saves the whole pipeline beside the ControlNet).
+    """
+    if base is None and find_diffusionsat_unet(release) is not None:
+        base = release
+    if base is None:
+        raise ValueError(
+            f'{folder}: a DiffusionSat temporal ControlNet needs base= the DiffusionSat '
+            'checkpoint folder it was trained on (no UNet with use_metadata in the release)'
+        )
+    _check_exists(base, 'DiffusionSat checkpoint')
+    unet_folder = find_diffusionsat_unet(base)
+    if unet_folder is None:
+        raise ValueError(
+            f'{base}: no DiffusionSat UNet (use_metadata/num_metadata) for the temporal '
+            f'ControlNet {folder}'
+        )
+    parts = diffusionsat_parts(base, unet_folder)
+    controlnet = load_temporal_controlnet(folder)
+    check_compatible(controlnet, parts.unet, parts.text_encoder, str(folder), str(base))
+    return parts, controlnet, TemporalControlNetPipeline
 
 
 def _multicontrol_pipeline(path: Path, base: str | Path | None) -> Pipeline:
@@ -158,6 +189,9 @@ def pretrained_pipeline(
         if base is not None or subfolder is not None:
             raise ValueError(f'{controlnet}: a Text2Earth folder is complete (no base/subfolder)')
         return build_text_pipeline(text2earth_parts(controlnet)), dict(TEXT2EARTH_DEFAULTS)
+    temporal_folder = find_temporal_controlnet(path) if path.is_dir() else None
+    if temporal_folder is not None:  # their controlnet3d release
+        return build_pipeline(*_temporal_release_parts(temporal_folder, path, base)), {}
     sr_folder = find_diffusionsat_controlnet(path) if path.is_dir() else None
     if sr_folder is not None:
         return build_pipeline(*_super_resolution_parts(sr_folder, base)), {}
