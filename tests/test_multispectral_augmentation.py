@@ -50,11 +50,12 @@ class PatternGenerator(RecordingGenerator):
         super().__init__()
         self.accepts = {'prompt', 'mask'}
         self.bands = bands
+        self.count = len(bands)
 
     def generate(
         self, masks: Tensor, prompts: list[str], seeds: list[int], *, metadata: Tensor | None
     ) -> Tensor:
-        pattern = 10.0 * torch.arange(len(self.bands), dtype=torch.float32)
+        pattern = 10.0 * torch.arange(self.count, dtype=torch.float32)
         return pattern[:, None, None].expand(len(masks), -1, *masks.shape[-2:]).clone()
 
 
@@ -124,8 +125,7 @@ def test_rgbir_generator_on_eurosat_names_the_missing_bands() -> None:
         synthesizer=PatternGenerator(RGBIR_BANDS),
         bank=layouts_bank(),
     )
-    # the registry's names of EuroSAT's default bands (B08A for TorchGeo's B8A)
-    missing = [b for b in SENTINEL2_BANDS if b not in ('B02', 'B03', 'B04', 'B08')]
+    missing = [b for b in EuroSAT.all_band_names if b not in ('B02', 'B03', 'B04', 'B08')]
     with pytest.raises(ValueError, match=r'EuroSAT loads bands .*lack') as info:
         attach(dm, synthetic)
     assert str(missing) in str(info.value)
@@ -139,6 +139,17 @@ def test_rgbir_generator_on_eurosat_names_the_missing_bands() -> None:
     synthetic.image_scale = 10000 / 255
     attach(covered, synthetic)
     assert synthetic.band_map is not None and synthetic.band_map.indices == (1, 2, 3, 0)
+    # without a bands option, the map follows the channel order TorchGeo's EuroSAT loads
+    sentinel2 = SyntheticAugmentation(
+        task='classification',
+        source='online',
+        synthesizer=PatternGenerator(S2_BANDS),
+        bank=layouts_bank(),
+    )
+    attach(dm, sentinel2)
+    assert sentinel2.band_map is not None
+    assert sentinel2.band_map.loaded == EuroSAT.all_band_names  # B8A last
+    assert sentinel2.band_map.indices[-1] == SENTINEL2_BANDS.index('B08A')
 
 
 # ---------------------------------------------------------------------- Potsdam, Vaihingen
@@ -236,3 +247,15 @@ def test_band_map_clamps_to_the_pixel_range_and_refuses_bad_images() -> None:
         mapped(torch.zeros(4, 2, 2))
     with pytest.raises(ValueError, match='image_scale must be > 0'):
         band_map(enc, wide, enc.bands, image_scale=0.0)
+
+
+def test_undeclared_bands_are_refused_not_inserted() -> None:
+    # e.g. a SynthesizerLoader not built yet at attach: its bands are unknown, taken for RGB
+    generator = PatternGenerator(RGBIR_BANDS)
+    del generator.bands
+    synthetic = SyntheticAugmentation(
+        ('background', 'water'), source='online', p=1.0, synthesizer=generator
+    )
+    batch = {'image': torch.full((2, 3, 16, 16), 9.0), 'mask': torch.ones(2, 16, 16).long()}
+    with pytest.raises(ValueError, match='the generator returned 4 bands, but was taken for RGB'):
+        synthetic.augment(batch)

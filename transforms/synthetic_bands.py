@@ -74,7 +74,9 @@ def loaded_bands(encoding: DatasetEncoding, datamodule: Any | None) -> tuple[str
 
     Its band option (EuroSAT's ``bands``) where given, else the bands a
     :class:`~torchgeo_earthsynth.encodings.registry.SelectBands` in its ``transforms``
-    keeps, else the dataset's default bands.
+    keeps, else the dataset's default bands: its ``dataset_class.all_band_names`` (names
+    and order) where those are the registry's bands, so the map follows the channel order
+    the dataset class loads and messages name what its band option takes.
 
     Args:
         encoding: the dataset's encoding.
@@ -98,6 +100,13 @@ def loaded_bands(encoding: DatasetEncoding, datamodule: Any | None) -> tuple[str
                 f'{encoding.name} {encoding.bands}'
             )
         return tuple(encoding.bands[i] for i in selector.indices)
+    # the dataset class's own names and order of its default bands, where it has them:
+    # TorchGeo 0.8's EuroSAT loads B8A last, the registry's Sentinel-2 order has it 9th
+    own = getattr(getattr(datamodule, 'dataset_class', None), 'all_band_names', None)
+    if own is not None and sorted(canonical_band(b) for b in own) == sorted(
+        canonical_band(b) for b in encoding.bands
+    ):
+        return tuple(str(name) for name in own)
     return encoding.bands
 
 

@@ -230,6 +230,12 @@ class SyntheticDraws(nn.Module):
         """One synthetic row's image [C, H, W] 0..255 in the dataset's bands and scale."""
         if origin == GENERATED and self.band_map is not None:
             return self.band_map(image)
+        if image.shape[0] != 3:
+            raise ValueError(
+                f'the generator returned {image.shape[0]} bands, but was taken for RGB 0..255 '
+                "(its 'bands' were not known when the augmentation was fitted: build a "
+                'SynthesizerLoader with .get() before attach())'
+            )
         gain = self._rgb_gain()
         return image * gain if gain != 1.0 else image
 
