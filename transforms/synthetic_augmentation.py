@@ -24,15 +24,12 @@ from torchgeo_earthsynth.encodings.registry import DatasetEncoding, resolve_enco
 from torchgeo_earthsynth.rfilter.protocol import SampleFilter
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 
+from .synthetic_bands import BandMap
 from .synthetic_draws import Batch, SyntheticDraws
 from .synthetic_geo import GeoMetadata
 from .synthetic_labels import LabelTables, rasterize_boxes
 from .synthetic_rows import BANK, GENERATED, REAL, SyntheticPlan
-from .synthetic_scale import (
-    check_datamodule,
-    registered_dataset,
-    synthetic_gain,
-)
+from .synthetic_scale import registered_dataset
 from .synthetic_sources import (
     BankLike,
     SamplePools,
@@ -79,6 +76,15 @@ class SyntheticAugmentation(SyntheticDraws):
     scale are checked against the datamodule (multispectral datasets: select the RGB bands);
     synthetic 0..255 RGB is multiplied by ``image_scale`` (the registry's, or given) before it
     goes into the batch.
+
+    A multispectral generator declares its bands (a ``bands`` attribute, a
+    :class:`~torchgeo_earthsynth.encodings.bands.SpectralBands`; every band generated in
+    0..255). Its bands must then cover those the dataset loads (EuroSAT's ``bands`` option,
+    else the dataset's default bands, e.g. Potsdam's R, G, B, IR or Vaihingen's IR, R, G):
+    each dataset band gets its generator band, in the dataset's order, converted 0..255 ->
+    physical units -> pixels (x the registry's ``pixels_per_unit``, or ``image_scale``),
+    clamped to the pixel range (:class:`~.synthetic_bands.BandMap`, :attr:`band_map`).
+    Bank samples stay RGB 0..255.
 
     With probability ``p`` each sample gets a synthetic counterpart that replaces it
     (``mode='replace'``) or is appended to the batch (``mode='append'``). Its label is exact:
@@ -190,7 +196,10 @@ class SyntheticAugmentation(SyntheticDraws):
                 ``classes``: a registered dataset whose class names to reuse.
             image_scale: synthetic 0..255 RGB times this is in the dataset's pixel scale
                 (default: the registry's, 1 for 8-bit datasets; required where none is
-                known, e.g. EuroSAT reflectance).
+                known, e.g. EuroSAT reflectance). For a multispectral generator: its
+                physical values times this are the dataset's pixels (default: the
+                registry's ``pixels_per_unit``; required where the generator's units are
+                not the dataset's, e.g. a reflectance generator on Potsdam's 8-bit pixels).
             unmapped_index: downstream index that vocabulary ids outside ``classes`` map to
                 in bank masks (as the downstream dataset does, e.g. background); None draws
                 only bank samples whose every id maps back.
@@ -247,6 +256,10 @@ class SyntheticAugmentation(SyntheticDraws):
         )
         self.image_scale = image_scale
         self.encoding: DatasetEncoding | None = None
+        # the generator's bands -> the dataset's (None: RGB 0..255), fitted at attach or
+        # on the first batch
+        self.band_map: BandMap | None = None
+        self._bands_fitted = False
         self._dataset, self._overrides, self._names = dataset, overrides, names
         if classes is not None or dataset is not None:
             self.bind(classes, dataset, overrides, names)
@@ -313,16 +326,16 @@ class SyntheticAugmentation(SyntheticDraws):
 
         Raises:
             ValueError: if the datamodule's dataset is another than the one bound, its images
-                are not RGB (saying how to select RGB bands), or their scale does not match.
+                are not RGB (saying how to select RGB bands) for RGB samples, a multispectral
+                generator lacks bands it loads (naming them), or their scale or units do not
+                match.
         """
         self.geo.fit_to(datamodule)
         name = registered_dataset(datamodule, self.encoding)
         if name is not None and self.encoding is None:
             self.bind(dataset=name)
         if self.encoding is not None:
-            check_datamodule(
-                self.encoding, datamodule, synthetic_gain(self.encoding, self.image_scale)
-            )
+            self.fit_bands(datamodule)
 
     def reset_stats(self) -> None:
         """Set every counter of :attr:`stats` to 0."""
@@ -339,9 +352,10 @@ class SyntheticAugmentation(SyntheticDraws):
         """Augment a raw training batch, then apply ``then``.
 
         Args:
-            batch: a collated batch on its device, images in 0..255: ``image`` [B, 3, H, W]
-                and ``mask`` int [B, H, W] (segmentation), ``label`` int [B]
-                (classification), or ``bbox_xyxy`` and ``label`` lists (detection).
+            batch: a collated batch on its device, raw images: ``image`` [B, 3, H, W] (or
+                [B, C, H, W], the bands :attr:`band_map` maps to) and ``mask`` int
+                [B, H, W] (segmentation), ``label`` int [B] (classification), or
+                ``bbox_xyxy`` and ``label`` lists (detection).
 
         Returns:
             The augmented batch (after ``then``).

@@ -20,6 +20,7 @@ from torchgeo_earthsynth.seeding import seed_for_rank
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 from torchgeo_earthsynth.vocabulary import BACKGROUND, prompt_from_ids
 
+from .synthetic_bands import BandMap, fit_sources
 from .synthetic_boxes import downstream_label, vocabulary_boxes
 from .synthetic_generation import (
     bank_generated,
@@ -87,6 +88,8 @@ class SyntheticDraws(nn.Module):
     encoding: DatasetEncoding | None
     pools: SamplePools
     tables: LabelTables
+    band_map: BandMap | None
+    _bands_fitted: bool
     lut: Tensor
     inverse: Tensor
     _seeded_rank: int
@@ -111,9 +114,13 @@ class SyntheticDraws(nn.Module):
                 'bind(classes) (downstream datamodules do it for you)'
             )
         assert self.encoding is not None
-        image = check_batch(batch, self.task, self.classes, self.encoding.rgb_path)
-        gain = synthetic_gain(self.encoding, self.image_scale)
+        if not self._bands_fitted:
+            self.fit_bands()
+        channels = 3 if self.band_map is None else len(self.band_map)
+        image = check_batch(batch, self.task, self.classes, self.encoding.rgb_path, channels)
         if self._batches == 0:
+            mapped = self.band_map if self.source == 'online' else None
+            gain = mapped.gain if mapped is not None else self._rgb_gain()
             check_pixels(image, self.encoding, gain)
         b, device = image.shape[0], image.device
         size = (int(image.shape[-2]), int(image.shape[-1]))
@@ -138,6 +145,30 @@ class SyntheticDraws(nn.Module):
             else:
                 picks.append((row, *origin))
         return self._assemble(batch, picks, size, device)
+
+    def fit_bands(self, datamodule: Any | None = None) -> None:
+        """Check the sources against the dataset and set :attr:`band_map`.
+
+        Called by :meth:`~.synthetic_augmentation.SyntheticAugmentation.fit_to`, else on
+        the first batch (with the dataset's default bands).
+
+        Args:
+            datamodule: the datamodule, if attached.
+
+        Raises:
+            ValueError: as for
+                :meth:`~.synthetic_augmentation.SyntheticAugmentation.fit_to`.
+        """
+        assert self.encoding is not None
+        self.band_map = fit_sources(
+            self.encoding,
+            self.synthesizer,
+            self.source,
+            self.image_scale,
+            self.add_to_bank,
+            datamodule,
+        )
+        self._bands_fitted = True
 
     def _choose_origin(
         self, batch: Batch, row: int, bank_first: bool, online: Tensor | None
@@ -181,14 +212,32 @@ class SyntheticDraws(nn.Module):
         generated = [(row, cond) for row, origin, cond, _ in picks if origin == GENERATED]
         if generated:
             self._add_generated_rows(synthetic, batch, generated, device)
-        gain = synthetic_gain(self.encoding, self.image_scale) if self.encoding else 1.0
-        if gain != 1.0:  # synthetic 0..255 RGB into the dataset's pixel scale
-            synthetic.images = [image * gain for image in synthetic.images]
+        synthetic.images = [
+            self._to_pixels(image, origin)
+            for image, origin in zip(synthetic.images, synthetic.origins)
+        ]
         self.stats['replaced' if self.mode == 'replace' else 'appended'] += len(synthetic.rows)
         out, self.last_plan = insert_rows(
             batch, synthetic, self.task, self.mode, self.lut, size, device
         )
         return out, self.last_plan
+
+    def _rgb_gain(self) -> float:
+        """The factor taking synthetic 0..255 RGB into the dataset's pixel scale."""
+        return synthetic_gain(self.encoding, self.image_scale) if self.encoding else 1.0
+
+    def _to_pixels(self, image: Tensor, origin: int) -> Tensor:
+        """One synthetic row's image [C, H, W] 0..255 in the dataset's bands and scale."""
+        if origin == GENERATED and self.band_map is not None:
+            return self.band_map(image)
+        if image.shape[0] != 3:
+            raise ValueError(
+                f'the generator returned {image.shape[0]} bands, but was taken for RGB 0..255 '
+                "(its 'bands' were not known when the augmentation was fitted: build a "
+                'SynthesizerLoader with .get() before attach())'
+            )
+        gain = self._rgb_gain()
+        return image * gain if gain != 1.0 else image
 
     def _add_bank_rows(
         self,

@@ -155,7 +155,9 @@ TASK_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_batch(batch: Batch, task: Task, classes: Sequence[str], rgb_path: str = '') -> Tensor:
+def check_batch(
+    batch: Batch, task: Task, classes: Sequence[str], rgb_path: str = '', channels: int = 3
+) -> Tensor:
     """Check that a raw batch holds what ``task`` needs.
 
     Args:
@@ -163,6 +165,8 @@ def check_batch(batch: Batch, task: Task, classes: Sequence[str], rgb_path: str 
         task: the downstream task.
         classes: the downstream classes.
         rgb_path: how to load only the RGB bands, for the error on other band counts.
+        channels: the band count synthetic samples have: 3 (RGB), or the bands a
+            multispectral generator is mapped to.
 
     Returns:
         The batch's images.
@@ -180,8 +184,14 @@ def check_batch(batch: Batch, task: Task, classes: Sequence[str], rgb_path: str 
             f'{missing} (batch has {sorted(batch)})'
         )
     image = batch['image']
-    if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
+    if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != channels:
         got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        if channels != 3:
+            raise ValueError(
+                f'batch["image"] must be a tensor [B, {channels}, H, W] (the bands the '
+                f'generator is mapped to), got {got}; attach(datamodule, augmentation) so '
+                'the bands the datamodule loads are known'
+            )
         hint = f'; RGB bands only: {rgb_path}' if rgb_path else ''
         raise ValueError(f'batch["image"] must be a tensor [B, 3, H, W] (RGB), got {got}{hint}')
     if task == 'segmentation':

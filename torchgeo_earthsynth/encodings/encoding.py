@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 import torch
 from torch import Tensor
 
+from torchgeo_earthsynth.encodings.bands import Units
 from torchgeo_earthsynth.vocabulary import BACKGROUND, CLASS_IDS, NUM_CLASSES
 
 Task = Literal['segmentation', 'classification', 'detection']
@@ -79,8 +80,15 @@ class DatasetEncoding:
         band_option: the dataset argument that selects bands (EuroSAT's ``bands``), if any.
         rgb_path: how to load only the RGB bands, for error messages.
         notes: what else a user should know about the encoding.
+        units: the physical units its pixels measure: ``'dn8'`` (8-bit digital numbers,
+            e.g. aerial orthophotos) or ``'reflectance'`` (0..1, e.g. Sentinel-2).
+        pixels_per_unit: pixel value = physical value x this (EuroSAT: reflectance x
+            10000; 8-bit datasets: 1). Used for generators that declare their bands
+            (:class:`~torchgeo_earthsynth.encodings.bands.SpectralBands`).
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       ``units`` and ``pixels_per_unit``.
     """
 
     name: str
@@ -97,14 +105,16 @@ class DatasetEncoding:
     band_option: str | None = None
     rgb_path: str = ''
     notes: str = ''
+    units: Units = 'dn8'
+    pixels_per_unit: float = 1.0
     _by_name: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Check the table is consistent and index the class names.
 
         Raises:
-            ValueError: if lengths differ, a value repeats or is negative, or an id is
-                outside the vocabulary.
+            ValueError: if lengths differ, a value repeats or is negative, an id is
+                outside the vocabulary, or ``pixels_per_unit`` is not positive.
         """
         n = len(self.classes)
         if len(self.values) != n or len(self.vocabulary) != n:
@@ -116,6 +126,10 @@ class DatasetEncoding:
             raise ValueError(f'{self.name}: values must be distinct and >= 0, got {self.values}')
         for name, vocab in zip(self.classes, self.vocabulary):
             vocabulary_id(vocab, f'{self.name} class {name!r}')
+        if not self.pixels_per_unit > 0:
+            raise ValueError(
+                f'{self.name}: pixels_per_unit must be > 0, got {self.pixels_per_unit}'
+            )
         self._by_name.update((normalise_name(c), i) for i, c in enumerate(self.classes))
 
     @property

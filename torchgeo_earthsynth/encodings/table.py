@@ -155,6 +155,8 @@ ENCODINGS: Final[Mapping[str, DatasetEncoding]] = {
             pixel_max=65535.0,
             gain=None,
             band_option='bands',
+            units='reflectance',
+            pixels_per_unit=10000.0,
             rgb_path="EuroSATDataModule(..., bands=('B04', 'B03', 'B02')) (EuroSAT.rgb_bands)",
             notes=(
                 'Sentinel-2 L1C reflectance x 10000 (RGB bands mostly below ~3500); '
