@@ -100,8 +100,8 @@ def loaded_bands(encoding: DatasetEncoding, datamodule: Any | None) -> tuple[str
                 f'{encoding.name} {encoding.bands}'
             )
         return tuple(encoding.bands[i] for i in selector.indices)
-    # the dataset class's own names and order of its default bands, where it has them:
-    # TorchGeo 0.8's EuroSAT loads B8A last, the registry's Sentinel-2 order has it 9th
+    # the dataset class's own names and order of its default bands, where it has them
+    # (a registry entry may spell or order them otherwise)
     own = getattr(getattr(datamodule, 'dataset_class', None), 'all_band_names', None)
     if own is not None and sorted(canonical_band(b) for b in own) == sorted(
         canonical_band(b) for b in encoding.bands
