@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -18,18 +18,27 @@ if TYPE_CHECKING:
     from .synthetic_augmentation import SyntheticAugmentation
 
 
-def attach(datamodule: Any, augmentation: SyntheticAugmentation) -> None:
+class BatchAugmentation(Protocol):
+    """A batch transform for the ``train_aug`` slot, with the augmentation it runs after."""
+
+    then: Callable[[dict[str, Any]], dict[str, Any]] | None
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        """Augment one raw batch."""
+
+
+def attach(datamodule: Any, augmentation: BatchAugmentation) -> None:
     """Put ``augmentation`` into a TorchGeo datamodule's ``train_aug`` slot.
 
     The datamodule's own training augmentation (``train_aug``, else ``aug``) becomes the
     augmentation's ``then``, so batches are augmented raw and then processed exactly as
-    before. Attaching twice does nothing. The augmentation is bound to the datamodule's
-    dataset when that is registered, and its bands and pixel scale are checked
+    before. Attaching twice does nothing. A :class:`SyntheticAugmentation` is bound to the
+    datamodule's dataset when that is registered, and its bands and pixel scale are checked
     (:meth:`SyntheticAugmentation.fit_to`).
 
     Args:
         datamodule: a TorchGeo ``BaseDataModule`` (anything with ``aug``/``train_aug``).
-        augmentation: the synthetic augmentation.
+        augmentation: a :class:`SyntheticAugmentation` or ``SyntheticChangePairs``.
 
     Raises:
         ValueError: if the datamodule's images do not suit synthetic RGB samples.
@@ -38,7 +47,9 @@ def attach(datamodule: Any, augmentation: SyntheticAugmentation) -> None:
     """
     if datamodule.train_aug is augmentation:
         return
-    augmentation.fit_to(datamodule)
+    fit_to = getattr(augmentation, 'fit_to', None)
+    if fit_to is not None:
+        fit_to(datamodule)
     if augmentation.then is None:
         own = datamodule.train_aug if datamodule.train_aug is not None else datamodule.aug
         augmentation.then = own
@@ -134,4 +145,4 @@ class SyntheticAugmentationCallback(Callback):
         batch.update(out)
 
 
-__all__ = ('SyntheticAugmentationCallback', 'attach')
+__all__ = ('BatchAugmentation', 'SyntheticAugmentationCallback', 'attach')

@@ -16,6 +16,7 @@ from torchgeo_earthsynth.datasets import add_buildings
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 from torchgeo_earthsynth.vocabulary import prompt_from_mask
 
+from .synthetic_callback import attach
 from .synthetic_generation import ready_synthesizer
 from .synthetic_loader import SynthesizerLoader
 
@@ -143,12 +144,7 @@ class SyntheticChangePairs(nn.Module):
 
     def attach(self, datamodule: Any) -> None:
         """Put this transform into a TorchGeo datamodule's ``train_aug`` slot (once)."""
-        if datamodule.train_aug is self:
-            return
-        if self.then is None:
-            own = datamodule.train_aug if datamodule.train_aug is not None else datamodule.aug
-            self.then = own
-        datamodule.train_aug = self
+        attach(datamodule, self)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Replace the chosen rows by synthetic pairs, then apply ``then``.
