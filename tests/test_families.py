@@ -66,7 +66,7 @@ def test_families_declare_conditions(synth: Synthesizer) -> None:
     kinds = [type(family) for family in synth.families]
     assert kinds == [MaskControlNetFamily, InpaintingFamily]
     assert synth.needs == {'mask'}
-    assert synth.accepts == {'prompt', 'mask', 'image', 'inpaint_mask'}
+    assert synth.accepts == {'prompt', 'mask', 'image', 'inpaint_mask', 'inpaint_seam'}
     text2earth = Synthesizer.tiny(image_size=SIZE, family='text2earth')
     assert ResolutionLevelFamily in {type(family) for family in text2earth.families}
     assert text2earth.takes('levels') and not text2earth.takes('mask')

@@ -14,6 +14,7 @@ from diffusers import (
 )
 
 from torchgeo_earthsynth.families.inpainting import (
+    SEAM,
     class_region,
     composite,
     inpainting_pipeline,
@@ -104,6 +105,18 @@ def test_text_family_inpaints_by_latent_blending(text2earth: Synthesizer) -> Non
         None, prompts[1:], [40], levels=[16], image=image[1:], inpaint_mask=region[1:]
     )
     assert (other[0] - out[1]).abs().mean() > 0.1
+    # no seam: the region is the generated pixels themselves, up to its edge
+    hard = text2earth.generate(
+        None, prompts, [3, 4], levels=[16, 16], image=image, inpaint_mask=region, inpaint_seam=0
+    )
+    assert_kept_exactly(hard, image, region)
+    near = torch.nn.functional.max_pool2d(
+        (~region)[:, None].float(), 2 * SEAM + 1, stride=1, padding=SEAM
+    )[:, 0].bool()
+    deep, rim = region & ~near, region & near  # past the seam / within it
+    assert deep.any() and rim.any()
+    torch.testing.assert_close(hard[:, 0][deep], out[:, 0][deep], atol=0.05, rtol=0)
+    assert (hard[:, 0][rim] - out[:, 0][rim]).abs().mean() > 1  # the fade is gone
 
 
 def test_inpainting_unet_keeps_the_scene(text2earth: Synthesizer) -> None:
@@ -173,6 +186,10 @@ def test_families_that_cannot_inpaint_and_bad_requests(text2earth: Synthesizer) 
         text2earth.generate(None, ['x'], image=image, inpaint_mask=region.float())
     with pytest.raises(ValueError, match=r'image: expected float \[1, 3, 32, 32\]'):
         text2earth.generate(None, ['x'], image=image[:, :1], inpaint_mask=region)
+    with pytest.raises(ValueError, match='inpaint_seam: expected pixels'):
+        text2earth.generate(None, ['x'], image=image, inpaint_mask=region, inpaint_seam=-1)
+    with pytest.raises(ValueError, match='inpaint_seam is for in/outpainting'):
+        text2earth.generate(None, ['x'], inpaint_seam=0)
 
 
 def test_inpainting_equals_diffusers_inpainting_pipeline() -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 #: The condition keys of a request (DESIGN.md "Conditions") and the settings that go with
-#: them (``low_res_metadata``, ``control_scales``, ``reference_scale``).
+#: them (``low_res_metadata``, ``control_scales``, ``reference_scale``, ``inpaint_seam``).
 CONDITIONS: Final[tuple[str, ...]] = (
     'mask',
     'prompt',
@@ -34,7 +34,12 @@ CONDITIONS: Final[tuple[str, ...]] = (
     'levels',
     'reference',
 )
-SETTINGS: Final[tuple[str, ...]] = ('low_res_metadata', 'control_scales', 'reference_scale')
+SETTINGS: Final[tuple[str, ...]] = (
+    'low_res_metadata',
+    'control_scales',
+    'reference_scale',
+    'inpaint_seam',
+)
 
 #: How an error names a missing condition.
 NEEDED: Final[dict[str, str]] = {

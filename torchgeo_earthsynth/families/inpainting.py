@@ -191,9 +191,9 @@ class InpaintingFamily(GeneratorFamily):
 
     def __init__(self, pipeline: Any, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(pipeline, settings)
-        self.accepts = frozenset({'image', 'inpaint_mask'})
+        self.accepts = frozenset({'image', 'inpaint_mask', 'inpaint_seam'})
         if pipeline.unet.config.in_channels != pipeline.vae.config.latent_channels:
-            self.needs = self.accepts
+            self.needs = frozenset({'image', 'inpaint_mask'})
             self.title = 'an inpainting model (9-channel UNet)'
 
     @staticmethod
@@ -207,9 +207,14 @@ class InpaintingFamily(GeneratorFamily):
         return None if image is None else (int(image.shape[-2]), int(image.shape[-1]))
 
     def check_size(self, request: Mapping[str, Any], size: tuple[int, int]) -> None:
-        """Both or neither of image and region, at the output size."""
+        """Both or neither of image and region, at the output size; a seam of >= 0 px."""
         image, region = request.get('image'), request.get('inpaint_mask')
         check_inpainting(self.pipeline, image, region, len(request['prompt']), size)
+        seam = request.get('inpaint_seam', SEAM)
+        if image is None and 'inpaint_seam' in request:
+            raise ValueError('inpaint_seam is for in/outpainting: give image and inpaint_mask')
+        if isinstance(seam, bool) or not isinstance(seam, int) or seam < 0:
+            raise ValueError(f'inpaint_seam: expected pixels, an int >= 0, got {seam!r}')
 
     def stacks_inputs(self, request: Mapping[str, Any]) -> bool:
         """The inpainting pipeline's inputs are stacked under guidance."""
@@ -233,7 +238,8 @@ class InpaintingFamily(GeneratorFamily):
         if 'image' not in call.request:
             return images
         image, region = call.request['image'], call.request['inpaint_mask']
-        return composite(images, image[call.batch], region[call.batch], SEAM)
+        seam = call.request.get('inpaint_seam', SEAM)
+        return composite(images, image[call.batch], region[call.batch], seam)
 
 
 def outpaint_canvas(

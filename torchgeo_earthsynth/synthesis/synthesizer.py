@@ -247,6 +247,7 @@ class Synthesizer:
         levels: Sequence[int] | Tensor | None = None,
         image: Tensor | None = None,
         inpaint_mask: Tensor | None = None,
+        inpaint_seam: int | None = None,
         controls: Mapping[str, Tensor] | None = None,
         control_scales: Mapping[str, float] | None = None,
         reference: Tensor | None = None,
@@ -268,6 +269,8 @@ class Synthesizer:
             levels: Text2Earth's resolution level per sample (0 or 10..18).
             image: float [B, 3, H, W] 0..255, the scene to in- or outpaint.
             inpaint_mask: bool [B, H, W], True where to generate.
+            inpaint_seam: pixels over which the region fades into the kept image (default
+                4; 0 pastes it hard, so everything inside the region is generated).
             controls: ``{name: float [B, C, H, W] in [0, 1]}`` of a multi-condition model.
             control_scales: ``{name: scale}`` of the controls' residuals (default 1.0).
             reference: images [B, 3, H, W] 0..255 or CLIP image embeddings [B, D].
@@ -289,6 +292,7 @@ class Synthesizer:
             'levels': levels,
             'image': image,
             'inpaint_mask': inpaint_mask,
+            'inpaint_seam': inpaint_seam,
             'controls': controls,
             'control_scales': control_scales,
             'reference': reference,
