@@ -17,6 +17,7 @@ from .earthsynth180k import (
 )
 from .mask_prompt import MaskPromptDataModule, MaskPromptDataset
 from .mini import EarthSynthMiniDataModule
+from .multispectral import EarthSynthMiniMultispectralDataModule
 from .superres import EarthSynthMiniSRDataModule
 from .temporal import EarthSynthMiniTemporalDataModule
 
@@ -25,6 +26,7 @@ __all__ = (
     'BoxLayoutDataset',
     'EarthSynth180KDataModule',
     'EarthSynthMiniDataModule',
+    'EarthSynthMiniMultispectralDataModule',
     'EarthSynthMiniSRDataModule',
     'EarthSynthMiniTemporalDataModule',
     'MaskPromptDataModule',

@@ -57,6 +57,13 @@ from torchgeo_earthsynth.models.multicontrol import (
     NamedMultiControlNet,
     is_multicontrol,
 )
+from torchgeo_earthsynth.models.multispectral import (
+    RGB_BANDS,
+    MultispectralAutoencoderKL,
+    is_multispectral_vae,
+    load_vae,
+    vae_bands,
+)
 from torchgeo_earthsynth.models.prompts import PromptEncoder
 from torchgeo_earthsynth.models.shipped import (
     SHIPPED_GENERATOR,
@@ -96,6 +103,7 @@ from torchgeo_earthsynth.models.tiny import (
     tiny_diffusionsat_unet,
     tiny_image_encoder,
     tiny_multicontrol,
+    tiny_multispectral_vae,
     tiny_parts,
     tiny_text2earth_parts,
     tiny_text2earth_unet,
@@ -114,6 +122,7 @@ __all__ = (
     'IP_ADAPTER_WEIGHTS',
     'MULTICONTROL_CONFIG',
     'REFERENCE_ENCODER_ID',
+    'RGB_BANDS',
     'SD15_ID',
     'SD21_ID',
     'SENTINEL2_LOW_RES_BANDS',
@@ -131,6 +140,7 @@ __all__ = (
     'DiffusionSatControlNet',
     'DiffusionSatUNet',
     'LowResControlNetPipeline',
+    'MultispectralAutoencoderKL',
     'NamedMultiControlNet',
     'PromptEncoder',
     'TemporalConditioningEmbedding',
@@ -155,6 +165,7 @@ __all__ = (
     'is_diffusionsat_controlnet',
     'is_diffusionsat_unet',
     'is_multicontrol',
+    'is_multispectral_vae',
     'is_temporal_controlnet',
     'is_text2earth',
     'level_to_gsd',
@@ -163,6 +174,7 @@ __all__ = (
     'load_diffusionsat_unet',
     'load_global_content',
     'load_temporal_controlnet',
+    'load_vae',
     'normalize_metadata',
     'pretrained_parts',
     'resolution_levels',
@@ -181,6 +193,7 @@ __all__ = (
     'tiny_diffusionsat_unet',
     'tiny_image_encoder',
     'tiny_multicontrol',
+    'tiny_multispectral_vae',
     'tiny_parts',
     'tiny_text2earth_parts',
     'tiny_text2earth_unet',
@@ -189,5 +202,6 @@ __all__ = (
     'tiny_vae',
     'train_dsclora',
     'unconditional_metadata',
+    'vae_bands',
     'without_ip_adapter',
 )
