@@ -6,18 +6,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from torch import nn
-from torch.utils.data import Subset
-
-from torchgeo_earthsynth.compat import NonGeoDataModule
 from torchgeo_earthsynth.datasets import EarthSynthMiniMultispectral
+
+from .held_out import HeldOutHalvesDataModule
 
 __all__ = ('EarthSynthMiniMultispectralDataModule',)
 
 
-class EarthSynthMiniMultispectralDataModule(NonGeoDataModule):
+class EarthSynthMiniMultispectralDataModule(HeldOutHalvesDataModule):
     """LightningDataModule of :class:`~torchgeo_earthsynth.datasets.EarthSynthMiniMultispectral`.
 
     Batches hold ``image`` [B, C, H, W] in the bands' physical units (no normalisation: the
@@ -65,25 +63,3 @@ class EarthSynthMiniMultispectralDataModule(NonGeoDataModule):
             num_val=num_val,
             long_tail=long_tail,
         )
-        self.aug = nn.Identity()  # physical units (TorchGeo's default divides by 255)
-
-    def setup(self, stage: str) -> None:
-        """Set up the train, validation (first half of ``val``) and test datasets.
-
-        Args:
-            stage: ``fit``, ``validate``, ``test`` or ``predict``.
-        """
-        if stage == 'fit':
-            self.train_dataset = EarthSynthMiniMultispectral(split='train', **self.kwargs)
-        held_out = EarthSynthMiniMultispectral(split='val', **self.kwargs)
-        half = len(held_out) // 2
-        self.val_dataset = Subset(held_out, range(half))
-        self.test_dataset = Subset(held_out, range(half, len(held_out)))
-        self.predict_dataset = held_out
-
-    def plot(self, *args: Any, **kwargs: Any) -> Any:
-        """Plot a scene with :meth:`EarthSynthMiniMultispectral.plot`."""
-        if self.val_dataset is None:
-            return None
-        dataset: Any = self.val_dataset
-        return dataset.dataset.plot(*args, **kwargs)

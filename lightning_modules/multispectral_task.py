@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from matplotlib.figure import Figure
+from torch import Tensor
 
 from torchgeo_earthsynth.datasets import MULTISPECTRAL_BANDS, rgb_composite
 from torchgeo_earthsynth.encodings.bands import SpectralBands, Units
@@ -59,7 +60,7 @@ class MultispectralControlNet(EarthSynthControlNet):
 
     Batches carry ``image`` [B, C, H, W] in the bands' physical units (reflectance, 8-bit
     digital numbers; :class:`~torchgeo_earthsynth.datamodules.
-    EarthSynthMiniMultispectralDataModule`); :meth:`on_after_batch_transfer` maps them to
+    EarthSynthMiniMultispectralDataModule`); the training and validation steps map them to
     0..255 per band with :attr:`bands` (``from_physical``), the scale the diffusion task and
     the generated images share. The tiny preset builds a
     :class:`~torchgeo_earthsynth.models.MultispectralAutoencoderKL` for the bands; the
@@ -129,21 +130,36 @@ class MultispectralControlNet(EarthSynthControlNet):
             )
         return parts
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Images in physical units -> 0..255 per band (clamped), as the diffusion task takes.
+    def scaled(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch with ``image`` in physical units -> 0..255 per band (clamped).
+
+        Called by the training and validation steps (not ``on_after_batch_transfer``:
+        Lightning skips the module's hook when a TorchGeo datamodule defines its own).
 
         Raises:
             ValueError: if the images do not hold :attr:`bands`' count.
         """
-        if isinstance(batch, dict) and 'image' in batch:
-            bands = self.bands
-            if batch['image'].dim() != 4 or batch['image'].shape[1] != len(bands):
-                raise ValueError(
-                    f"batch['image'] {list(batch['image'].shape)}: expected [B, {len(bands)}, "
-                    f'H, W] in the physical units of {list(bands.names)}'
-                )
-            batch['image'] = bands.from_physical(batch['image'].float()).clamp(0, 255)
-        return batch
+        if 'image' not in batch:
+            return batch
+        bands, image = self.bands, batch['image']
+        if image.dim() != 4 or image.shape[1] != len(bands):
+            raise ValueError(
+                f"batch['image'] {list(image.shape)}: expected [B, {len(bands)}, H, W] in the "
+                f'physical units of {list(bands.names)}'
+            )
+        return {**batch, 'image': bands.from_physical(image.float()).clamp(0, 255)}
+
+    def training_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """:meth:`EarthSynthControlNet.training_step` on the batch :meth:`scaled`."""
+        return super().training_step(self.scaled(batch), batch_idx, dataloader_idx)
+
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """:meth:`EarthSynthControlNet.validation_step` on the batch :meth:`scaled`."""
+        super().validation_step(self.scaled(batch), batch_idx, dataloader_idx)
 
     def sample_figure(self, batch: dict[str, Any], count: int) -> Figure:
         """Condition | generated | real rows, the images as RGB composites."""

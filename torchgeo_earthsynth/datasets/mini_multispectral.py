@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, get_args
 
 import torch
-from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from torchgeo_earthsynth.compat import NonGeoDataset
 from torchgeo_earthsynth.datasets.mini import EarthSynthMini
 from torchgeo_earthsynth.datasets.mini_superres import _FULL_SCALE, render_bands
+from torchgeo_earthsynth.datasets.plotting import colorized, plot_panels
 from torchgeo_earthsynth.encodings.bands import SENTINEL2_BANDS, SpectralBands, canonical_band
 from torchgeo_earthsynth.models import SENTINEL2_LOW_RES_BANDS
-from torchgeo_earthsynth.vocabulary import colorize
 
 __all__ = (
     'MULTISPECTRAL_BANDS',
@@ -165,19 +164,11 @@ class EarthSynthMiniMultispectral(NonGeoDataset):
         Returns:
             The figure.
         """
-        composite = rgb_composite(sample['image'][None], self.bands)[0].permute(1, 2, 0)
-        panels = [('RGB composite', composite.numpy() / 255), ('Mask', colorize(sample['mask']))]
+        composite = rgb_composite(sample['image'][None], self.bands)[0]
+        panels = [('RGB composite', composite), ('Mask', colorized(sample['mask']))]
         if 'prediction' in sample:
-            panels.append(('Prediction', colorize(sample['prediction'])))
-        fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3))
-        for ax, (title, pixels) in zip(axes, panels):
-            ax.imshow(pixels, interpolation='nearest')
-            ax.axis('off')
-            if show_titles:
-                ax.set_title(title)
-        if suptitle is not None:
-            fig.suptitle(suptitle)
-        return fig
+            panels.append(('Prediction', colorized(sample['prediction'])))
+        return plot_panels(panels, show_titles, suptitle)
 
 
 def rgb_composite(images: Tensor, bands: SpectralBands, physical: bool = True) -> Tensor:
