@@ -245,3 +245,14 @@ def test_multispectral_tiny_config_trains_from_the_cli(tmp_path: Path) -> None:
     assert meta['bands']['names'] == list(SENTINEL2_BANDS) and meta['global_step'] == 2
     vae = json.loads((export / 'vae' / 'config.json').read_text())
     assert vae['_class_name'] == 'MultispectralAutoencoderKL' and vae['in_channels'] == 13
+
+
+def test_pretrained_preset_takes_a_base_whose_vae_has_the_bands(trained: dict[str, Any]) -> None:
+    base = str(trained['out'] / 'export')
+    task = MultispectralControlNet(
+        variant='sentinel2', preset='pretrained', base_model=base, val_num_samples=0
+    )
+    assert isinstance(task.vae, MultispectralAutoencoderKL)
+    assert task.vae.bands == task.bands == MULTISPECTRAL_BANDS['sentinel2']
+    with pytest.raises(ValueError, match=r"expected a MultispectralAutoencoderKL of \['R', 'G'"):
+        MultispectralControlNet(variant='rgbi', preset='pretrained', base_model=base)

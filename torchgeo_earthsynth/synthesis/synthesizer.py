@@ -327,8 +327,8 @@ class Synthesizer:
             size: output (height, width), default the size the conditions imply.
 
         Returns:
-            float32 [B, 3, H, W] images in 0..255 on the request's (``mask``, ``metadata``,
-            ``image``) device, else the model's.
+            float32 [B, C, H, W] images in 0..255 per band (C: :attr:`bands`) on the
+            request's (``mask``, ``metadata``, ``image``) device, else the model's.
 
         Raises:
             ValueError: naming the condition that is missing, not taken or does not fit.
@@ -436,7 +436,7 @@ class Synthesizer:
         Takes :meth:`generate`'s conditions.
 
         Returns:
-            Sample dicts: ``image`` float32 [3, H, W] 0..255, ``prompt``,
+            Sample dicts: ``image`` float32 [C, H, W] 0..255 (:attr:`bands`), ``prompt``,
             ``source='synthetic'``, ``seed``; with masks also ``mask`` int64 and
             ``categories``; with metadata also ``metadata`` float32 [7] (physical units).
         """
