@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,40 +212,14 @@ def test_export_generates_13_bands_deterministic_per_seed(trained: dict[str, Any
     assert 0 <= float(reflectance.min()) and float(reflectance.max()) <= 1
 
 
-def test_multispectral_tiny_config_trains_from_the_cli(tmp_path: Path) -> None:
-    from torchgeo_earthsynth.cli import main as cli_main
-
+def test_multispectral_tiny_config_trains_from_the_cli(fit_fast: Callable[..., Path]) -> None:
     config = Path(__file__).resolve().parents[1] / 'configs' / 'multispectral_tiny.yaml'
-    cli_main(
-        [
-            'fit',
-            '--config',
-            str(config),
-            '--trainer.fast_dev_run',
-            '2',
-            '--trainer.default_root_dir',
-            str(tmp_path),
-            '--data.init_args.root',
-            str(tmp_path / 'mini'),
-            '--data.init_args.num_train',
-            '8',
-            '--data.init_args.num_val',
-            '4',
-            '--data.init_args.batch_size',
-            '4',
-            '--model.init_args.vae_warmup_steps',
-            '1',
-            '--model.init_args.val_num_samples',
-            '2',
-            '--model.init_args.val_inference_steps',
-            '2',
-        ]
-    )
-    export = tmp_path / 'export'
+    export = fit_fast(config)  # 4 steps: 1 VAE warm-up, 3 diffusion
     meta = json.loads((export / 'earthsynth.json').read_text())
-    assert meta['bands']['names'] == list(SENTINEL2_BANDS) and meta['global_step'] == 2
+    assert meta['bands']['names'] == list(SENTINEL2_BANDS) and meta['global_step'] == 4
     vae = json.loads((export / 'vae' / 'config.json').read_text())
     assert vae['_class_name'] == 'MultispectralAutoencoderKL' and vae['in_channels'] == 13
+    assert list((export.parent / 'samples').glob('val_step*.png'))  # 13 bands drawn as RGB
 
 
 def test_pretrained_preset_takes_a_base_whose_vae_has_the_bands(trained: dict[str, Any]) -> None:
