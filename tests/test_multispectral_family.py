@@ -231,3 +231,16 @@ def test_pretrained_preset_takes_a_base_whose_vae_has_the_bands(trained: dict[st
     assert task.vae.bands == task.bands == MULTISPECTRAL_BANDS['sentinel2']
     with pytest.raises(ValueError, match=r"expected a MultispectralAutoencoderKL of \['R', 'G'"):
         MultispectralControlNet(variant='rgbi', preset='pretrained', base_model=base)
+
+
+def test_plain_diffusers_loads_the_export_with_its_vae_class(trained: dict[str, Any]) -> None:
+    from diffusers import StableDiffusionControlNetPipeline
+
+    pipeline = StableDiffusionControlNetPipeline.from_pretrained(
+        trained['out'] / 'export',
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    assert isinstance(pipeline.vae, MultispectralAutoencoderKL)
+    assert pipeline.vae.bands.names == SENTINEL2_BANDS

@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from diffusers import AutoencoderKL
+
+# A pipeline folder's model_index.json names this module as the VAE's library; diffusers'
+# from_pretrained looks up its loadable base classes (ModelMixin) in that module.
+from diffusers import ModelMixin as ModelMixin
 from diffusers.configuration_utils import register_to_config
 
 from torchgeo_earthsynth.encodings.bands import SpectralBands, Units
