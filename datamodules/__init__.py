@@ -18,6 +18,7 @@ from .earthsynth180k import (
 )
 from .mask_prompt import MaskPromptDataModule, MaskPromptDataset
 from .mini import EarthSynthMiniDataModule
+from .multispectral import EarthSynthMiniMultispectralDataModule
 from .superres import EarthSynthMiniSRDataModule
 from .temporal import EarthSynthMiniTemporalDataModule
 
@@ -26,6 +27,7 @@ __all__ = (
     'BoxLayoutDataset',
     'EarthSynth180KDataModule',
     'EarthSynthMiniDataModule',
+    'EarthSynthMiniMultispectralDataModule',
     'EarthSynthMiniSRDataModule',
     'EarthSynthMiniTemporalDataModule',
     'MaskPromptDataModule',

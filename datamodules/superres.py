@@ -6,18 +6,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from torch import nn
-from torch.utils.data import Subset
-
-from torchgeo_earthsynth.compat import NonGeoDataModule
 from torchgeo_earthsynth.datasets import EarthSynthMiniSR
+
+from .held_out import HeldOutHalvesDataModule
 
 __all__ = ('EarthSynthMiniSRDataModule',)
 
 
-class EarthSynthMiniSRDataModule(NonGeoDataModule):
+class EarthSynthMiniSRDataModule(HeldOutHalvesDataModule):
     """LightningDataModule of :class:`~torchgeo_earthsynth.datasets.EarthSynthMiniSR` pairs.
 
     Batches hold ``image`` [B, 3, H, W] (the high-res RGB target), ``low_res`` [B, C, h, w]
@@ -72,30 +70,8 @@ class EarthSynthMiniSRDataModule(NonGeoDataModule):
             num_train=num_train,
             num_val=num_val,
         )
-        self.aug = nn.Identity()  # raw 0..255 pairs (TorchGeo's default divides by 255)
-
-    def setup(self, stage: str) -> None:
-        """Set up the train, validation (first half of ``val``) and test datasets.
-
-        Args:
-            stage: ``fit``, ``validate``, ``test`` or ``predict``.
-        """
-        if stage == 'fit':
-            self.train_dataset = EarthSynthMiniSR(split='train', **self.kwargs)
-        held_out = EarthSynthMiniSR(split='val', **self.kwargs)
-        half = len(held_out) // 2
-        self.val_dataset = Subset(held_out, range(half))
-        self.test_dataset = Subset(held_out, range(half, len(held_out)))
-        self.predict_dataset = held_out
 
     @property
     def num_bands(self) -> int:
         """Bands of ``low_res``."""
         return 10 if self.kwargs['bands'] == 'sentinel2' else 3
-
-    def plot(self, *args: Any, **kwargs: Any) -> Any:
-        """Plot a pair with :meth:`EarthSynthMiniSR.plot`."""
-        if self.val_dataset is None:
-            return None
-        dataset: Any = self.val_dataset
-        return dataset.dataset.plot(*args, **kwargs)

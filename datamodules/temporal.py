@@ -6,18 +6,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from torch import nn
-from torch.utils.data import Subset
-
-from torchgeo_earthsynth.compat import NonGeoDataModule
 from torchgeo_earthsynth.datasets import EarthSynthMiniTemporal
+
+from .held_out import HeldOutHalvesDataModule
 
 __all__ = ('EarthSynthMiniTemporalDataModule',)
 
 
-class EarthSynthMiniTemporalDataModule(NonGeoDataModule):
+class EarthSynthMiniTemporalDataModule(HeldOutHalvesDataModule):
     """LightningDataModule of :class:`~torchgeo_earthsynth.datasets.EarthSynthMiniTemporal`.
 
     Batches hold ``frames`` [B, 3, T, H, W], ``frame_metadata`` [B, 7, T], ``image``,
@@ -66,25 +63,3 @@ class EarthSynthMiniTemporalDataModule(NonGeoDataModule):
             num_train=num_train,
             num_val=num_val,
         )
-        self.aug = nn.Identity()  # raw 0..255 sequences (TorchGeo's default divides by 255)
-
-    def setup(self, stage: str) -> None:
-        """Set up the train, validation (first half of ``val``) and test datasets.
-
-        Args:
-            stage: ``fit``, ``validate``, ``test`` or ``predict``.
-        """
-        if stage == 'fit':
-            self.train_dataset = EarthSynthMiniTemporal(split='train', **self.kwargs)
-        held_out = EarthSynthMiniTemporal(split='val', **self.kwargs)
-        half = len(held_out) // 2
-        self.val_dataset = Subset(held_out, range(half))
-        self.test_dataset = Subset(held_out, range(half, len(held_out)))
-        self.predict_dataset = held_out
-
-    def plot(self, *args: Any, **kwargs: Any) -> Any:
-        """Plot a sequence with :meth:`EarthSynthMiniTemporal.plot`."""
-        if self.val_dataset is None:
-            return None
-        dataset: Any = self.val_dataset
-        return dataset.dataset.plot(*args, **kwargs)

@@ -11,6 +11,7 @@ from .figures import output_dir, sample_grid
 from .global_content import GlobalContentControlNet
 from .metadata_controlnet import MetadataControlNet
 from .multicontrol_task import MultiControlNetTask
+from .multispectral_task import MultispectralControlNet
 from .superres_task import SuperResolutionTask
 from .synthesizer import BankWriter, SynthesizerModule
 from .temporal_task import TemporalControlNetTask
@@ -25,6 +26,7 @@ __all__ = (
     'GlobalContentControlNet',
     'MetadataControlNet',
     'MultiControlNetTask',
+    'MultispectralControlNet',
     'SuperResolutionTask',
     'SynthesizerModule',
     'TemporalControlNetTask',

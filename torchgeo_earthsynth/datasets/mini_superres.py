@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
 
 import torch
-from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from torchgeo_earthsynth.compat import NonGeoDataset
 from torchgeo_earthsynth.datasets.mini import EarthSynthMini
+from torchgeo_earthsynth.datasets.plotting import plot_panels
 from torchgeo_earthsynth.degradation import degrade
 from torchgeo_earthsynth.models import SENTINEL2_LOW_RES_BANDS
 from torchgeo_earthsynth.vocabulary import CLASS_IDS
@@ -183,12 +183,4 @@ class EarthSynthMiniSR(NonGeoDataset):
         panels.append(('high-res RGB', sample['image']))
         if 'prediction' in sample:
             panels.append(('prediction', sample['prediction']))
-        fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3))
-        for ax, (title, img) in zip(axes, panels):
-            ax.imshow((img.permute(1, 2, 0) / 255).clamp(0, 1).numpy())
-            ax.axis('off')
-            if show_titles:
-                ax.set_title(title)
-        if suptitle is not None:
-            fig.suptitle(suptitle)
-        return fig
+        return plot_panels(panels, show_titles, suptitle)

@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from torch import Tensor
 
 from torchgeo_earthsynth.vocabulary import NUM_CLASSES, PALETTE, VOCABULARY, colorize, present_ids
 
@@ -58,4 +60,34 @@ def plot_sample(
     return fig
 
 
-__all__ = ('plot_sample',)
+def plot_panels(
+    panels: Sequence[tuple[str, Tensor]], show_titles: bool = True, suptitle: str | None = None
+) -> Figure:
+    """One row of titled images, each float [3, H, W] in 0..255 (clipped for display).
+
+    Args:
+        panels: ``(title, image)`` pairs, left to right.
+        show_titles: title each panel.
+        suptitle: figure title.
+
+    Returns:
+        The figure.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3), squeeze=False)
+    for ax, (title, image) in zip(axes[0], panels):
+        pixels = (image.detach().cpu().float().permute(1, 2, 0) / 255).clamp(0, 1)
+        ax.imshow(pixels.numpy(), interpolation='nearest')
+        ax.axis('off')
+        if show_titles:
+            ax.set_title(title)
+    if suptitle is not None:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def colorized(mask: Tensor) -> Tensor:
+    """A class-index mask [H, W] in the palette's colours, float [3, H, W] 0..255."""
+    return torch.from_numpy(colorize(torch.as_tensor(mask).cpu())).permute(2, 0, 1).float()
+
+
+__all__ = ('colorized', 'plot_panels', 'plot_sample')

@@ -27,6 +27,7 @@ from torchgeo_earthsynth.families.pipelines import (
 from torchgeo_earthsynth.families.earthsynth import (
     MaskControlNetFamily,
 )
+from torchgeo_earthsynth.families.multispectral import MultispectralFamily
 from torchgeo_earthsynth.families.superres import (
     SuperResolutionFamily,
     condition_size,
@@ -84,6 +85,7 @@ __all__ = (
     'MaskControlNetFamily',
     'MetadataFamily',
     'MultiControlFamily',
+    'MultispectralFamily',
     'ResolutionLevelFamily',
     'SuperResolutionFamily',
     'TemporalFamily',

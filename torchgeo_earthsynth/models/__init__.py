@@ -58,6 +58,13 @@ from torchgeo_earthsynth.models.multicontrol import (
     NamedMultiControlNet,
     is_multicontrol,
 )
+from torchgeo_earthsynth.models.multispectral import (
+    RGB_BANDS,
+    MultispectralAutoencoderKL,
+    is_multispectral_vae,
+    load_vae,
+    vae_bands,
+)
 from torchgeo_earthsynth.models.prompts import PromptEncoder
 from torchgeo_earthsynth.models.shipped import (
     SHIPPED_GENERATOR,
@@ -97,6 +104,7 @@ from torchgeo_earthsynth.models.tiny import (
     tiny_diffusionsat_unet,
     tiny_image_encoder,
     tiny_multicontrol,
+    tiny_multispectral_vae,
     tiny_parts,
     tiny_text2earth_parts,
     tiny_text2earth_unet,
@@ -115,6 +123,7 @@ __all__ = (
     'IP_ADAPTER_WEIGHTS',
     'MULTICONTROL_CONFIG',
     'REFERENCE_ENCODER_ID',
+    'RGB_BANDS',
     'SD15_ID',
     'SD21_ID',
     'SENTINEL2_LOW_RES_BANDS',
@@ -132,6 +141,7 @@ __all__ = (
     'DiffusionSatControlNet',
     'DiffusionSatUNet',
     'LowResControlNetPipeline',
+    'MultispectralAutoencoderKL',
     'NamedMultiControlNet',
     'PromptEncoder',
     'TemporalConditioningEmbedding',
@@ -157,6 +167,7 @@ __all__ = (
     'is_diffusionsat_controlnet',
     'is_diffusionsat_unet',
     'is_multicontrol',
+    'is_multispectral_vae',
     'is_temporal_controlnet',
     'is_text2earth',
     'level_to_gsd',
@@ -165,6 +176,7 @@ __all__ = (
     'load_diffusionsat_unet',
     'load_global_content',
     'load_temporal_controlnet',
+    'load_vae',
     'normalize_metadata',
     'pretrained_parts',
     'resolution_levels',
@@ -183,6 +195,7 @@ __all__ = (
     'tiny_diffusionsat_unet',
     'tiny_image_encoder',
     'tiny_multicontrol',
+    'tiny_multispectral_vae',
     'tiny_parts',
     'tiny_text2earth_parts',
     'tiny_text2earth_unet',
@@ -191,5 +204,6 @@ __all__ = (
     'tiny_vae',
     'train_dsclora',
     'unconditional_metadata',
+    'vae_bands',
     'without_ip_adapter',
 )

@@ -16,6 +16,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from torchgeo_earthsynth.models.multispectral import load_vae
+
 #: Base model of the paper (DESIGN.md).
 SD15_ID: Final = 'stable-diffusion-v1-5/stable-diffusion-v1-5'
 
@@ -78,7 +80,7 @@ def pretrained_parts(
         scheduler = DDPMScheduler.from_config(scheduler.config, prediction_type=prediction_type)
     return DiffusionParts(
         unet=UNet2DConditionModel.from_pretrained(base, subfolder='unet', **kwargs),
-        vae=AutoencoderKL.from_pretrained(base, subfolder='vae', **kwargs),
+        vae=load_vae(base, 'vae', **kwargs),  # a multispectral VAE keeps its class
         text_encoder=CLIPTextModel.from_pretrained(base, subfolder='text_encoder', **kwargs),
         tokenizer=CLIPTokenizer.from_pretrained(base, subfolder='tokenizer', revision=revision),
         scheduler=scheduler,

@@ -17,9 +17,11 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from torchgeo_earthsynth.encodings.bands import SpectralBands
 from torchgeo_earthsynth.models.diffusionsat import DiffusionSatUNet
 from torchgeo_earthsynth.models.diffusionsat_controlnet import DiffusionSatControlNet
 from torchgeo_earthsynth.models.multicontrol import NamedMultiControlNet
+from torchgeo_earthsynth.models.multispectral import MultispectralAutoencoderKL
 from torchgeo_earthsynth.models.stable_diffusion import DiffusionParts, sd_scheduler
 from torchgeo_earthsynth.models.tokenizer import clip_tokenizer
 
@@ -42,6 +44,7 @@ __all__ = (
     'tiny_diffusionsat_unet',
     'tiny_image_encoder',
     'tiny_multicontrol',
+    'tiny_multispectral_vae',
     'tiny_parts',
     'tiny_text2earth_parts',
     'tiny_text2earth_unet',
@@ -132,6 +135,27 @@ def tiny_vae(seed: int = 0, sample_size: int = 64, downscale: int = 2) -> Autoen
         sample_size=sample_size,
         scaling_factor=1.0,
     )
+
+
+def tiny_multispectral_vae(
+    bands: SpectralBands, seed: int = 0, sample_size: int = 64, downscale: int = 2
+) -> MultispectralAutoencoderKL:
+    """:func:`tiny_vae` over ``bands`` (a :class:`MultispectralAutoencoderKL` recording them)."""
+    # tiny_vae's architecture; only the band count and the band fields differ
+    config = {
+        key: value
+        for key, value in tiny_vae(seed, sample_size, downscale).config.items()
+        if not key.startswith('_') and key not in ('in_channels', 'out_channels')
+    }
+    torch.manual_seed(seed)
+    vae: MultispectralAutoencoderKL = MultispectralAutoencoderKL(
+        band_names=bands.names,
+        band_minimum=bands.minimum,
+        band_maximum=bands.maximum,
+        band_units=bands.units,
+        **config,
+    )
+    return vae
 
 
 def tiny_parts(

@@ -23,13 +23,14 @@ from diffusers import (
 from torch import Tensor
 
 from torchgeo_earthsynth.conditions import ConditionEncoding
+from torchgeo_earthsynth.encodings.bands import SpectralBands
 from torchgeo_earthsynth.families import (
     BatchCall,
     GeneratorFamily,
     bind_families,
     check_conditions,
 )
-from torchgeo_earthsynth.models import EARTHSYNTH_ID, PromptEncoder
+from torchgeo_earthsynth.models import EARTHSYNTH_ID, PromptEncoder, vae_bands
 from torchgeo_earthsynth.synthesis.guidance_cutoff import cutoff_call
 from torchgeo_earthsynth.synthesis.loading import pretrained_pipeline, tiny_pipeline
 from torchgeo_earthsynth.synthesis.parts import SCHEDULERS, Family, SchedulerName
@@ -227,6 +228,15 @@ class Synthesizer:
         """Whether a request may hold ``key`` (``mask``, ``metadata``, ``low_res``, ...)."""
         return key in self.accepts
 
+    @property
+    def bands(self) -> SpectralBands:
+        """The bands generated images hold and what their 0..255 mean (8-bit RGB by default).
+
+        A multispectral generator's are its VAE's (``band_names`` etc. in ``vae/config.json``):
+        ``synth.bands.to_physical(images)`` gives reflectance or digital numbers per band.
+        """
+        return vae_bands(self.pipeline.vae)
+
     # ------------------------------------------------------------------ generation
     @property
     def device(self) -> torch.device:
@@ -277,7 +287,8 @@ class Synthesizer:
             reference_scale: the IP-Adapter's scale (default 1.0).
 
         Returns:
-            float32 [B, 3, H, W] images in 0..255.
+            float32 [B, C, H, W] images in 0..255 per band: C = 3 (RGB), or a multispectral
+            generator's :attr:`bands`.
 
         Raises:
             ValueError: if a condition the family needs is missing, one it does not take is
@@ -320,8 +331,8 @@ class Synthesizer:
             size: output (height, width), default the size the conditions imply.
 
         Returns:
-            float32 [B, 3, H, W] images in 0..255 on the request's (``mask``, ``metadata``,
-            ``image``) device, else the model's.
+            float32 [B, C, H, W] images in 0..255 per band (C: :attr:`bands`) on the
+            request's (``mask``, ``metadata``, ``image``) device, else the model's.
 
         Raises:
             ValueError: naming the condition that is missing, not taken or does not fit.
@@ -429,7 +440,7 @@ class Synthesizer:
         Takes :meth:`generate`'s conditions.
 
         Returns:
-            Sample dicts: ``image`` float32 [3, H, W] 0..255, ``prompt``,
+            Sample dicts: ``image`` float32 [C, H, W] 0..255 (:attr:`bands`), ``prompt``,
             ``source='synthetic'``, ``seed``; with masks also ``mask`` int64 and
             ``categories``; with metadata also ``metadata`` float32 [7] (physical units).
         """
