@@ -28,6 +28,10 @@ from torchgeo.datasets import EuroSAT
 from torchgeo_earthsynth.compat import ClassificationTask, SemanticSegmentationTask
 from torchgeo_earthsynth.encodings.bands import SENTINEL2_BANDS, SpectralBands, canonical_band
 from torchgeo_earthsynth.encodings.registry import ENCODINGS, SelectBands
+from torchgeo_earthsynth.families import build_pipeline
+from torchgeo_earthsynth.models import tiny_controlnet, tiny_parts
+from torchgeo_earthsynth.models.tiny import tiny_multispectral_vae
+from torchgeo_earthsynth.synthesis import Synthesizer
 from torchgeo_earthsynth.transforms import SyntheticAugmentation, attach
 from torchgeo_earthsynth.transforms.synthetic_bands import BandMap, band_map
 from torchgeo_earthsynth.transforms.synthetic_rows import GENERATED, REAL
@@ -259,3 +263,25 @@ def test_undeclared_bands_are_refused_not_inserted() -> None:
     batch = {'image': torch.full((2, 3, 16, 16), 9.0), 'mask': torch.ones(2, 16, 16).long()}
     with pytest.raises(ValueError, match='the generator returned 4 bands, but was taken for RGB'):
         synthetic.augment(batch)
+
+
+def test_a_real_multispectral_synthesizer_fills_vaihingen_in_its_band_order() -> None:
+    """The whole path: a 4-band generator's ``Synthesizer.bands`` -> Vaihingen's IR-R-G."""
+    bands = SpectralBands(('R', 'G', 'B', 'IR'), (0,) * 4, (255, 255, 255, 200), 'dn8')
+    parts = tiny_parts(seed=0, image_size=16)
+    parts.vae = tiny_multispectral_vae(bands, seed=1, sample_size=16)
+    synth = Synthesizer(build_pipeline(parts, tiny_controlnet(parts.unet)), num_inference_steps=2)
+    assert synth.bands == bands
+    dm = Vaihingen2DDataModule(
+        root=str(DATA / 'vaihingen'), batch_size=1, patch_size=16, val_split_pct=0.5
+    )
+    synthetic = SyntheticAugmentation(source='online', p=1.0, synthesizer=synth)
+    attach(dm, synthetic)
+    assert synthetic.band_map is not None and synthetic.band_map.indices == (3, 0, 1)
+    batch = first_batch(dm)
+    out, plan = synthetic.augment({k: v.clone() for k, v in batch.items()})
+    assert (plan.origin == GENERATED).all() and out['image'].shape[1] == 3
+    assert torch.isfinite(out['image']).all() and float(out['image'].min()) >= 0
+    assert float(out['image'][:, 0].max()) <= 200  # IR: the generator's 255 is 200 here
+    assert not torch.equal(out['image'], batch['image'])
+    assert torch.equal(out['mask'], batch['mask'])
