@@ -249,3 +249,15 @@ def test_change_pairs(tmp_path: Path, script: Any) -> None:
     assert all(len(values) == 2 for values in summary['samples'].values())
     assert all(0.0 <= v <= 1.0 for values in summary['samples'].values() for v in values)
     assert summary['synthetic_changed_share'] > 0  # every synthetic pair gained a building
+
+
+def test_spectral_fidelity(tmp_path: Path, script: Any) -> None:
+    argv = ['--steps', '1', '--vae-steps', '1', '--num-train', '8', '--num-eval', '2']
+    argv += ['--sample-steps', '1', '--batch-size', '4', '--root', str(tmp_path)]
+    summary = script('spectral_fidelity').main([*argv, '--results', str(tmp_path)])
+    assert written(tmp_path, 'spectral_fidelity')['results'] == summary
+    real = summary['rows']['real held-out images']
+    assert real['mean_angle_deg'] == 0 and real['mean_band_mae'] == 0  # real against itself
+    assert len(summary['bands']) == 13
+    for row in summary['rows'].values():
+        assert 0 <= row['mask_miou'] <= 1 and row['per_class']

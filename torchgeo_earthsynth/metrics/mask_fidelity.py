@@ -320,7 +320,7 @@ def mask_fidelity(
 
     Args:
         segmenter: see :class:`MaskFidelity`.
-        images: float ``[N, 3, H, W]`` in 0..255.
+        images: float ``[N, C, H, W]`` in 0..255 (C: the segmenter's bands).
         masks: int ``[N, H, W]`` vocabulary ids.
         label_map: segmenter class -> vocabulary id.
         ignore_index: a vocabulary id not scored.

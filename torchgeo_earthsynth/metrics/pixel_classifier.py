@@ -42,6 +42,7 @@ class PixelClassifier(nn.Module):
         num_classes: int = NUM_CLASSES,
         kernel_sizes: Sequence[int] = (3, 7),
         hidden: int = 32,
+        bands: int = 3,
     ) -> None:
         """Initialize a new, unfitted PixelClassifier.
 
@@ -49,6 +50,8 @@ class PixelClassifier(nn.Module):
             num_classes: number of output classes (vocabulary ids).
             kernel_sizes: odd box window sizes of the colour statistics.
             hidden: hidden units of the MLP; 0 for logistic regression.
+            bands: image channels (3: RGB; a multispectral image's band count, each band
+                in 0..255).
 
         Raises:
             ValueError: if a kernel size is not a positive odd number.
@@ -58,7 +61,8 @@ class PixelClassifier(nn.Module):
             raise ValueError(f'kernel_sizes must be positive odd numbers, got {kernel_sizes}')
         self.num_classes = num_classes
         self.kernel_sizes = tuple(kernel_sizes)
-        num_features = 6 * len(self.kernel_sizes)
+        self.bands = bands
+        num_features = 2 * bands * len(self.kernel_sizes)
         self.body: nn.Module = (
             nn.Identity()
             if hidden == 0
@@ -70,9 +74,11 @@ class PixelClassifier(nn.Module):
         self.register_buffer('seen', torch.zeros(num_classes, dtype=torch.bool))
 
     def features(self, images: Tensor) -> Tensor:
-        """Unstandardised per-pixel features ``[B, 6 * len(kernel_sizes), H, W]``."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f'images must be [B, 3, H, W], got shape {tuple(images.shape)}')
+        """Unstandardised per-pixel features ``[B, 2 * bands * len(kernel_sizes), H, W]``."""
+        if images.ndim != 4 or images.shape[1] != self.bands:
+            raise ValueError(
+                f'images must be [B, {self.bands}, H, W], got shape {tuple(images.shape)}'
+            )
         x = images.float() / 255
         out = []
         for k in self.kernel_sizes:
