@@ -16,6 +16,7 @@ from .earthsynth180k import (
     balanced_weights,
     sample_class_ids,
 )
+from .eurosat_mini import MiniEuroSATDataModule
 from .mask_prompt import MaskPromptDataModule, MaskPromptDataset
 from .mini import EarthSynthMiniDataModule
 from .multispectral import EarthSynthMiniMultispectralDataModule
@@ -34,6 +35,7 @@ __all__ = (
     'MaskPromptDataset',
     'MiniChangeDetectionDataModule',
     'MiniClassificationDataModule',
+    'MiniEuroSATDataModule',
     'MiniSegmentationDataModule',
     'RefreshLabels',
     'SyntheticVHR10DataModule',

@@ -60,6 +60,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
         'datamodules.detection',
         'datamodules.downstream',
         'datamodules.change',
+        'datamodules.eurosat_mini',
     ),
     # 7. evaluation, the benchmark and the demo
     ('evaluation', 'demo'),

@@ -25,7 +25,6 @@ from torchgeo_earthsynth.encodings.bands import SpectralBands, canonical_band
 from torchgeo_earthsynth.encodings.registry import DatasetEncoding, SelectBands
 
 from .synthetic_scale import check_datamodule, synthetic_gain
-from .synthetic_sources import SynthesizerLoader
 
 #: Canonical names of plain RGB bands, in R, G, B order.
 _RGB_CANONICAL = tuple(canonical_band(name) for name in ('R', 'G', 'B'))
@@ -35,8 +34,8 @@ def generator_bands(generator: object | None) -> SpectralBands | None:
     """The bands a generator declares, or None for a plain RGB 0..255 generator.
 
     Read with ``getattr(generator, 'bands', None)``. A
-    :class:`~.synthetic_sources.SynthesizerLoader` builds its synthesizer lazily: its
-    synthesizer's bands are read once it is built, else it counts as RGB. Bands that are
+    :class:`~.synthetic_loader.SynthesizerLoader` knows them before it builds its
+    synthesizer (a local export's VAE config). Bands that are
     R, G, B in 0..255 digital numbers (what RGB generators declare) count as RGB too, so
     today's checks and messages apply to them.
 
@@ -49,9 +48,7 @@ def generator_bands(generator: object | None) -> SpectralBands | None:
     Raises:
         ValueError: if ``bands`` is neither None nor a ``SpectralBands``.
     """
-    if isinstance(generator, SynthesizerLoader):
-        generator = getattr(generator, '_synthesizer', None)  # built on first use only
-    bands = getattr(generator, 'bands', None)
+    bands = getattr(generator, 'bands', None)  # a SynthesizerLoader's, without building it
     if bands is None:
         return None
     if not isinstance(bands, SpectralBands):

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from torchgeo_earthsynth.models import SD15_ID
-from torchgeo_earthsynth.synthesis.parts import SchedulerName
+from torchgeo_earthsynth.datasets import MULTISPECTRAL_BANDS
+from torchgeo_earthsynth.encodings.bands import SpectralBands
+from torchgeo_earthsynth.models import RGB_BANDS, SD15_ID, config_bands
+from torchgeo_earthsynth.synthesis.parts import Family, SchedulerName
 from torchgeo_earthsynth.synthesis.synthesizer import Synthesizer
 
 __all__ = ('SynthesizerLoader',)
@@ -32,6 +35,7 @@ class SynthesizerLoader:
         subfolder: str | None = None,
         tiny: bool = False,
         shipped: bool = False,
+        family: Family = 'earthsynth',
         seed: int = 0,
         image_size: int = 64,
         scheduler: SchedulerName = 'unipc',
@@ -50,6 +54,7 @@ class SynthesizerLoader:
             tiny: build an untrained tiny synthesizer instead (tests, demos).
             shipped: load the package's own trained tiny EarthSynth generator (32 px, the
                 mini corpus's; :func:`~torchgeo_earthsynth.models.shipped_generator`).
+            family: the tiny synthesizer's family (``Synthesizer.tiny``'s).
             seed: initialisation seed of the tiny synthesizer.
             image_size: image size of the tiny synthesizer.
             scheduler: sampler used for inference.
@@ -68,7 +73,7 @@ class SynthesizerLoader:
         self.pretrained = pretrained
         self.base = base
         self.subfolder = subfolder
-        self.tiny, self.shipped = tiny, shipped
+        self.tiny, self.shipped, self.family = tiny, shipped, family
         self.seed = seed
         self.image_size = image_size
         self.scheduler: SchedulerName = scheduler
@@ -92,7 +97,9 @@ class SynthesizerLoader:
             if self.guidance_scale is not None:
                 kwargs['guidance_scale'] = self.guidance_scale
             if self.tiny:
-                self._synthesizer = Synthesizer.tiny(self.seed, self.image_size, **kwargs)
+                self._synthesizer = Synthesizer.tiny(
+                    self.seed, self.image_size, self.family, **kwargs
+                )
             elif self.shipped:
                 from torchgeo_earthsynth.models.shipped import shipped_generator
 
@@ -103,6 +110,23 @@ class SynthesizerLoader:
                     self.pretrained, self.base, self.subfolder, **kwargs
                 )
         return self._synthesizer
+
+    @property
+    def bands(self) -> SpectralBands:
+        """The bands the synthesizer writes, known without building it (attach checks them).
+
+        A tiny multispectral synthesizer's 13 Sentinel-2 bands, a local export's (its
+        ``vae/config.json``), else 8-bit RGB (the released checkpoints are RGB).
+        """
+        if self._synthesizer is not None:
+            return self._synthesizer.bands
+        if self.tiny:
+            return MULTISPECTRAL_BANDS['sentinel2'] if self.family == 'multispectral' else RGB_BANDS
+        config = Path(str(self.pretrained)) / 'vae' / 'config.json'
+        if not self.shipped and config.is_file():
+            fields = json.loads(config.read_text())
+            return config_bands(fields) if 'band_names' in fields else RGB_BANDS
+        return RGB_BANDS
 
     def __repr__(self) -> str:
         """Where the synthesizer comes from."""

@@ -61,6 +61,7 @@ from torchgeo_earthsynth.models.multicontrol import (
 from torchgeo_earthsynth.models.multispectral import (
     RGB_BANDS,
     MultispectralAutoencoderKL,
+    config_bands,
     is_multispectral_vae,
     load_vae,
     vae_bands,
@@ -150,6 +151,7 @@ __all__ = (
     'add_global_content',
     'check_no_level_prefix',
     'clip_tokenizer',
+    'config_bands',
     'controlnet_metadata',
     'diffusionsat_parts',
     'encode_reference',

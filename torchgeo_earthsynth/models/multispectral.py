@@ -21,6 +21,7 @@ from torchgeo_earthsynth.encodings.bands import SpectralBands, Units
 __all__ = (
     'RGB_BANDS',
     'MultispectralAutoencoderKL',
+    'config_bands',
     'is_multispectral_vae',
     'load_vae',
     'vae_bands',
@@ -132,11 +133,11 @@ class MultispectralAutoencoderKL(AutoencoderKL):  # type: ignore[misc]  # diffus
     @property
     def bands(self) -> SpectralBands:
         """The bands this VAE encodes and what 0..255 per band mean."""
-        return _config_bands(self.config)
+        return config_bands(self.config)
 
 
-def _config_bands(config: Any) -> SpectralBands:
-    """The bands a VAE config records."""
+def config_bands(config: Any) -> SpectralBands:
+    """The bands a VAE config (``vae/config.json``'s fields) records."""
     return SpectralBands(
         tuple(str(v) for v in config['band_names']),
         tuple(float(v) for v in config['band_minimum']),
@@ -156,7 +157,7 @@ def is_multispectral_vae(vae: Any) -> bool:
 def vae_bands(vae: Any) -> SpectralBands:
     """The bands a pipeline's VAE generates: its recorded ones, else 8-bit RGB."""
     config = getattr(vae, 'config', {})
-    return _config_bands(config) if 'band_names' in config else RGB_BANDS
+    return config_bands(config) if 'band_names' in config else RGB_BANDS
 
 
 def load_vae(base: str | Path, subfolder: str | None = 'vae', **kwargs: Any) -> AutoencoderKL:

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeAlias, get_args
 from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
 from torchgeo_earthsynth.controls import CONTROLS
+from torchgeo_earthsynth.datasets import MULTISPECTRAL_BANDS
 from torchgeo_earthsynth.families.pipelines import build_pipeline, build_text_pipeline
 from torchgeo_earthsynth.families.superres import is_super_resolution_export, low_res_pipeline
 from torchgeo_earthsynth.families.temporal import is_temporal_export, temporal_pipeline
@@ -42,6 +43,7 @@ from torchgeo_earthsynth.models import (
     tiny_diffusionsat_controlnet,
     tiny_diffusionsat_parts,
     tiny_multicontrol,
+    tiny_multispectral_vae,
     tiny_parts,
     tiny_text2earth_parts,
 )
@@ -253,6 +255,11 @@ def tiny_pipeline(seed: int = 0, image_size: int = 64, family: Family = 'earthsy
             parts = tiny_parts(seed, image_size)
             channels = {name: spec.channels for name, spec in CONTROLS.items()}
             return build_pipeline(parts, tiny_multicontrol(parts.unet, channels))
+        case 'multispectral':
+            parts = tiny_parts(seed, image_size)
+            bands = MULTISPECTRAL_BANDS['sentinel2']
+            parts.vae = tiny_multispectral_vae(bands, seed=seed + 1, sample_size=image_size)
+            return build_pipeline(parts, tiny_controlnet(parts.unet))
         case _:
             raise ValueError(f'family must be one of {get_args(Family)}, got {family!r}')
 

@@ -32,6 +32,7 @@ Family = Literal[
     'text2earth',
     'text2earth_inpainting',
     'multicontrol',
+    'multispectral',
 ]
 
 

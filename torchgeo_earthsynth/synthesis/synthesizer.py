@@ -193,8 +193,9 @@ class Synthesizer:
             family: ``earthsynth`` (mask ControlNet), ``diffusionsat`` (text + metadata),
                 ``diffusionsat_sr`` (text + metadata + a 10-band low-res image at half size),
                 ``text2earth`` (text + resolution level), ``text2earth_inpainting``
-                (its 9-channel inpainting UNet) or ``multicontrol`` (one ControlNet per
-                control of :data:`~torchgeo_earthsynth.controls.CONTROL_NAMES`).
+                (its 9-channel inpainting UNet), ``multicontrol`` (one ControlNet per
+                control of :data:`~torchgeo_earthsynth.controls.CONTROL_NAMES`) or
+                ``multispectral`` (a mask ControlNet over a 13-band Sentinel-2 VAE).
             **kwargs: passed to :class:`Synthesizer` (``guidance_scale`` defaults to 3.0,
                 the tiny preset's setting, not 7.5).
 
