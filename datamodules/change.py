@@ -11,11 +11,11 @@ from typing import Any, ClassVar
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
-from torch.utils.data import Subset
 
-from torchgeo_earthsynth.compat import NonGeoDataModule
 from torchgeo_earthsynth.datasets import EarthSynthMiniTemporal
 from torchgeo_earthsynth.transforms.synthetic_change import SyntheticChangePairs
+
+from .held_out import HeldOutHalvesDataModule
 
 __all__ = ('MiniChangeDetectionDataModule', 'to_change_pair')
 
@@ -37,7 +37,7 @@ class _Scale(nn.Module):
         return {**batch, 'image': batch['image'] / 255}
 
 
-class MiniChangeDetectionDataModule(NonGeoDataModule):
+class MiniChangeDetectionDataModule(HeldOutHalvesDataModule):
     """LEVIR-CD-style change detection over the mini corpus's places (two dates each).
 
     Each sample is a place a year apart (:class:`~torchgeo_earthsynth.datasets.
@@ -96,19 +96,6 @@ class MiniChangeDetectionDataModule(NonGeoDataModule):
         self.synthetic = synthetic
         if synthetic is not None:
             synthetic.attach(self)
-
-    def setup(self, stage: str) -> None:
-        """Set up the train, validation (first half of ``val``) and test datasets.
-
-        Args:
-            stage: ``fit``, ``validate``, ``test`` or ``predict``.
-        """
-        if stage == 'fit':
-            self.train_dataset = EarthSynthMiniTemporal(split='train', **self.kwargs)
-        held_out = EarthSynthMiniTemporal(split='val', **self.kwargs)
-        half = len(held_out) // 2
-        self.val_dataset = Subset(held_out, range(half))
-        self.test_dataset = Subset(held_out, range(half, len(held_out)))
 
     def plot(self, sample: dict[str, Tensor], suptitle: str | None = None) -> Figure:
         """Plot a pair and its change mask (``prediction`` too, if the sample has one).
