@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from torchgeo_earthsynth.compat import SEGMENTATION_MICRO_METRICS
+from torchgeo_earthsynth.compat import CHANGE_IOU_METRIC, SEGMENTATION_MICRO_METRICS
 from torchgeo_earthsynth.datamodules.downstream import (
     SEGMENTATION_CLASSES,
     MiniClassificationDataModule,
@@ -274,7 +274,7 @@ def test_shipped_config_is_valid() -> None:
     assert config.metric_name == 'test_mIoU'
     change = load_config(CONFIGS / 'evaluate_change_mini.yaml')
     assert change.task == 'change' and change.arms == ['real', 'real+synthetic']
-    assert change.metric_name == 'test_BinaryJaccardIndex'
+    assert change.metric_name == CHANGE_IOU_METRIC
     _Plan(change)  # the datamodule and the change pairs resolve
 
 
@@ -505,10 +505,10 @@ def test_change_detection_real_and_synthetic_pairs(tmp_path: Path) -> None:
             'progress': False,
         }
     )
-    assert result.metric == 'test_BinaryJaccardIndex'
+    assert result.metric == CHANGE_IOU_METRIC
     assert [(run.arm, run.seed) for run in result.runs] == [('real', 0), ('real+synthetic', 0)]
     for run in result.runs:
-        assert 0.0 <= run.value <= 1.0 and run.value == run.metrics['test_BinaryJaccardIndex']
+        assert 0.0 <= run.value <= 1.0 and run.value == run.metrics[CHANGE_IOU_METRIC]
         assert run.steps == 2 and (run.folder / 'metrics.csv').is_file()
     synthetic = next(run for run in result.runs if run.arm == 'real+synthetic')
     assert synthetic.synthetic_stats == {'batches': 2, 'generated': 8}  # every row, 2 steps

@@ -43,6 +43,12 @@ TORCHGEO_VERSION_TUPLE: Final[tuple[int, int]] = (
     int(TORCHGEO_VERSION.split('.')[1]),
 )
 
+#: The test metric of the change class's IoU in TorchGeo's change detection task: named after
+#: torchmetrics' class in 0.8, micro-averaged ("Overall", for binary the same IoU) since 0.10.
+CHANGE_IOU_METRIC: Final = (
+    'test_OverallJaccardIndex' if TORCHGEO_VERSION_TUPLE >= (0, 10) else 'test_BinaryJaccardIndex'
+)
+
 #: The sample (and collated batch) keys of detection boxes, float [N, 4] ``x0 y0 x1 y1`` in
 #: pixels, and their class indices, int64 [N]: the same in TorchGeo 0.8 and 0.10.
 DETECTION_BOXES: Final = 'bbox_xyxy'
@@ -78,6 +84,7 @@ def batch_for_trainer(batch: Mapping[str, Any], trainer: Trainer | None) -> dict
 
 
 __all__ = (
+    'CHANGE_IOU_METRIC',
     'DETECTION_BOXES',
     'DETECTION_LABELS',
     'HAS_TASKS_MODULE',

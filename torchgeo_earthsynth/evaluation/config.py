@@ -18,6 +18,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # type: ig
 from lightning.pytorch import LightningDataModule
 
 from torchgeo_earthsynth.compat import (
+    CHANGE_IOU_METRIC,
     BaseTask,
     ChangeDetectionTask,
     ClassificationTask,
@@ -39,7 +40,7 @@ DEFAULT_METRICS: Final[dict[str, str]] = {
     'classification': 'test_OverallAccuracy',
     'segmentation': 'test_mIoU',
     'detection': 'test_map',  # torchmetrics' MeanAveragePrecision (mAP@[.5:.95]), TorchGeo's
-    'change': 'test_BinaryJaccardIndex',  # IoU of the change class (TorchGeo's, binary)
+    'change': CHANGE_IOU_METRIC,  # IoU of the change class (TorchGeo's, binary)
 }
 #: Default init args of the TorchGeo task per experiment task (small, no download).
 DEFAULT_MODELS: Final[dict[str, dict[str, Any]]] = {
