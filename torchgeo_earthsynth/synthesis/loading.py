@@ -58,23 +58,33 @@ from torchgeo_earthsynth.synthesis.parts import (
 Pipeline: TypeAlias = StableDiffusionControlNetPipeline | StableDiffusionPipeline
 
 
-def _super_resolution_parts(
-    folder: Path, base: str | Path | None
-) -> tuple[Any, DiffusionSatControlNet, type[LowResControlNetPipeline]]:
-    """Their super-resolution ControlNet and the DiffusionSat checkpoint it steers."""
+def _checkpoint_parts(folder: Path, base: str | Path | None, kind: str, hint: str) -> Any:
+    """The DiffusionSat checkpoint ``base`` a ControlNet of theirs (``kind``) steers.
+
+    Raises:
+        ValueError: without ``base`` (``hint`` says which), or if it holds no DiffusionSat UNet.
+    """
     if base is None:
         raise ValueError(
-            f'{folder}: a DiffusionSat super-resolution ControlNet needs base= the DiffusionSat '
-            'checkpoint folder it was trained on (finetune_sd21_sn-satlas-fmow_snr5_md7norm_bs64)'
+            f'{folder}: a DiffusionSat {kind} ControlNet needs base= the DiffusionSat '
+            f'checkpoint folder it was trained on ({hint})'
         )
     _check_exists(base, 'DiffusionSat checkpoint')
     unet_folder = find_diffusionsat_unet(base)
     if unet_folder is None:
         raise ValueError(
-            f'{base}: no DiffusionSat UNet (use_metadata/num_metadata) for the super-resolution '
+            f'{base}: no DiffusionSat UNet (use_metadata/num_metadata) for the {kind} '
             f'ControlNet {folder}'
         )
-    parts = diffusionsat_parts(base, unet_folder)
+    return diffusionsat_parts(base, unet_folder)
+
+
+def _super_resolution_parts(
+    folder: Path, base: str | Path | None
+) -> tuple[Any, DiffusionSatControlNet, type[LowResControlNetPipeline]]:
+    """Their super-resolution ControlNet and the DiffusionSat checkpoint it steers."""
+    hint = 'finetune_sd21_sn-satlas-fmow_snr5_md7norm_bs64'
+    parts = _checkpoint_parts(folder, base, 'super-resolution', hint)
     controlnet = load_diffusionsat_controlnet(folder)
     check_compatible(controlnet, parts.unet, parts.text_encoder, str(folder), str(base))
     return parts, controlnet, LowResControlNetPipeline
@@ -90,19 +100,8 @@ def _temporal_release_parts(
     """
     if base is None and find_diffusionsat_unet(release) is not None:
         base = release
-    if base is None:
-        raise ValueError(
-            f'{folder}: a DiffusionSat temporal ControlNet needs base= the DiffusionSat '
-            'checkpoint folder it was trained on (no UNet with use_metadata in the release)'
-        )
-    _check_exists(base, 'DiffusionSat checkpoint')
-    unet_folder = find_diffusionsat_unet(base)
-    if unet_folder is None:
-        raise ValueError(
-            f'{base}: no DiffusionSat UNet (use_metadata/num_metadata) for the temporal '
-            f'ControlNet {folder}'
-        )
-    parts = diffusionsat_parts(base, unet_folder)
+    hint = 'no UNet with use_metadata in the release'
+    parts = _checkpoint_parts(folder, base, 'temporal', hint)
     controlnet = load_temporal_controlnet(folder)
     check_compatible(controlnet, parts.unet, parts.text_encoder, str(folder), str(base))
     return parts, controlnet, TemporalControlNetPipeline
