@@ -212,9 +212,12 @@ def test_export_generates_13_bands_deterministic_per_seed(trained: dict[str, Any
     assert 0 <= float(reflectance.min()) and float(reflectance.max()) <= 1
 
 
-def test_multispectral_tiny_config_trains_from_the_cli(fit_fast: Callable[..., Path]) -> None:
+def test_multispectral_tiny_config_trains_from_the_cli(
+    fit_fast: Callable[..., Path], tmp_path: Path
+) -> None:
     config = Path(__file__).resolve().parents[1] / 'configs' / 'multispectral_tiny.yaml'
-    export = fit_fast(config)  # 4 steps: 1 VAE warm-up, 3 diffusion
+    # the config exports where configs/evaluate_eurosat_mini.yaml loads from; the test's own folder
+    export = fit_fast(config, '--trainer.callbacks.init_args.dirpath', str(tmp_path / 'export'))
     meta = json.loads((export / 'earthsynth.json').read_text())
     assert meta['bands']['names'] == list(SENTINEL2_BANDS) and meta['global_step'] == 4
     vae = json.loads((export / 'vae' / 'config.json').read_text())
