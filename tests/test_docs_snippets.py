@@ -55,12 +55,16 @@ def test_temporal_tutorial_trains_change_detection_on_synthetic_pairs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv('EARTHSYNTH_CACHE', str(tmp_path))
+    monkeypatch.chdir(tmp_path)
     page = TUTORIALS / 'temporal.md'
-    (block,) = blocks(page, 'python')
-    namespace = run(page, block)
+    pairs, bank = blocks(page, 'python')  # the bank continues the pairs' example
+    namespace = run(page, pairs + bank)
     change = namespace['change']
     assert change.shape == (8, 32, 32) and change.any(dim=(1, 2)).all()
     assert namespace['trainer'].global_step == 2
+    levircd = namespace['levircd']
+    assert len(levircd) == 8 and levircd[0]['image'].shape == (2, 3, 32, 32)
+    assert {int(levircd[i]['mask'].sum() > 0) for i in range(8)} == {1}  # every pair changed
 
 
 def test_corpus_tutorial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

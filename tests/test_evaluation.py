@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from torchgeo_earthsynth.bank import ChangePairBank
 from torchgeo_earthsynth.compat import CHANGE_IOU_METRIC, SEGMENTATION_MICRO_METRICS
 from torchgeo_earthsynth.datamodules.downstream import (
     SEGMENTATION_CLASSES,
@@ -33,6 +34,8 @@ from torchgeo_earthsynth.evaluation import (
     summarize,
 )
 from torchgeo_earthsynth.evaluation.config import _Plan
+from torchgeo_earthsynth.synthesis import Synthesizer
+from torchgeo_earthsynth.transforms import fill_change_bank
 
 CONFIGS = Path(__file__).parents[1] / 'configs'
 AUG = 'torchgeo_earthsynth.transforms.synthetic_augmentation'
@@ -511,11 +514,36 @@ def test_change_detection_real_and_synthetic_pairs(tmp_path: Path) -> None:
         assert 0.0 <= run.value <= 1.0 and run.value == run.metrics[CHANGE_IOU_METRIC]
         assert run.steps == 2 and (run.folder / 'metrics.csv').is_file()
     synthetic = next(run for run in result.runs if run.arm == 'real+synthetic')
-    assert synthetic.synthetic_stats == {'batches': 2, 'generated': 8}  # every row, 2 steps
+    stats = {'batches': 2, 'generated': 8, 'drawn': 0}  # every row, 2 steps
+    assert synthetic.synthetic_stats == stats
     real = next(run for run in result.runs if run.arm == 'real')
     assert real.synthetic_stats is None and real.train_samples == 8
-    with pytest.raises(ValueError, match='no bank of change pairs'):
-        run_experiment({'task': 'change', 'bank': str(tmp_path)})
+    with pytest.raises(ValueError, match="task 'change' has no 'synthetic-only' arm"):
+        ExperimentConfig(task='change', bank=str(tmp_path), arms=['synthetic-only'])
+    with pytest.raises(ValueError, match='holds no change pair'):
+        run_experiment({'task': 'change', 'bank': str(tmp_path / 'empty')})
+
+
+def test_change_detection_draws_pairs_from_a_bank(tmp_path: Path) -> None:
+    """A top-level bank of change pairs fills the real + synthetic arm's batches."""
+    synth = Synthesizer.tiny(0, 32, 'earthsynth', num_inference_steps=1, guidance_scale=1.0)
+    before = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255
+    fill_change_bank(synth, before, ChangePairBank(tmp_path / 'bank'), progress=False)
+    result = run_experiment(
+        {
+            'task': 'change',
+            'model': {'model': 'fcn', 'num_filters': 8},
+            'data': {'root': str(tmp_path / 'mini'), 'batch_size': 4, 'num_train': 8},
+            'bank': str(tmp_path / 'bank'),
+            'synthetic': {'probability': 1.0},
+            'seeds': [0],
+            'trainer': FAST_TRAINER,
+            'output': str(tmp_path / 'report'),
+            'progress': False,
+        }
+    )
+    assert [run.arm for run in result.runs] == ['real', 'real+synthetic']
+    assert result.runs[1].synthetic_stats == {'batches': 2, 'generated': 0, 'drawn': 8}
 
 
 def test_eurosat_layout_classification_with_a_multispectral_generator(tmp_path: Path) -> None:

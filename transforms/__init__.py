@@ -20,7 +20,7 @@ from .synthetic_augmentation import (
     rasterize_boxes,
 )
 from .synthetic_callback import SyntheticAugmentationCallback, attach
-from .synthetic_change import SyntheticChangePairs, make_change_pairs
+from .synthetic_change import SyntheticChangePairs, fill_change_bank, make_change_pairs
 
 __all__ = (
     'PASTE',
@@ -36,6 +36,7 @@ __all__ = (
     'SyntheticChangePairs',
     'SyntheticPlan',
     'attach',
+    'fill_change_bank',
     'make_change_pairs',
     'rasterize_boxes',
 )

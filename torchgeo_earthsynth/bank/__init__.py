@@ -3,6 +3,7 @@
 
 """The synthetic bank: a disk cache of synthetic samples, its records and its layouts."""
 
+from torchgeo_earthsynth.bank.change_pairs import ChangePairBank
 from torchgeo_earthsynth.bank.layouts import (
     LayoutDraw,
     class_counts,
@@ -22,6 +23,7 @@ __all__ = (
     'CLAIMS',
     'PARTS',
     'SUMMARY',
+    'ChangePairBank',
     'LayoutDraw',
     'SyntheticBank',
     'class_counts',

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal, get_args
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # type: ignore[attr-defined]
 from lightning.pytorch import LightningDataModule
 
+from torchgeo_earthsynth.bank.change_pairs import ChangePairBank
 from torchgeo_earthsynth.compat import (
     CHANGE_IOU_METRIC,
     BaseTask,
@@ -150,7 +151,9 @@ class ExperimentConfig:
             synthesizer, :attr:`bank` is drawn from. Its ``task`` and ``seed`` are set by
             the harness (the run's seed).
         bank: a synthetic bank folder in the EarthSynth-180K layout (``train/images``,
-            ``train/masks``): the ``synthetic-only`` arm trains on all of it.
+            ``train/masks``): the ``synthetic-only`` arm trains on all of it; for ``change``,
+            a :class:`~torchgeo_earthsynth.bank.ChangePairBank` (LEVIR-CD's layout) that
+            the ``real+synthetic`` arm's pairs are drawn from.
         arms: arms to run, from :data:`ARMS`; None runs every arm the config allows
             (``real``, ``real+synthetic`` with a synthetic source, ``synthetic-only`` with
             a bank).
@@ -204,17 +207,17 @@ class ExperimentConfig:
             if value is not None and not isinstance(value, Mapping):
                 raise ValueError(f'{name} must be a mapping, got {type(value).__name__}')
         has_synthetic = self.synthetic is not None or _nested_synthetic(self.data) is not None
-        if self.task == 'change' and self.bank is not None:
-            raise ValueError(
-                "task 'change' draws synthetic pairs online (synthetic: SyntheticChangePairs); "
-                'there is no bank of change pairs yet: drop bank'
-            )
         if self.arms is None:
             self.arms = ['real']
             if has_synthetic or self.bank is not None:
                 self.arms.append('real+synthetic')
-            if self.bank is not None:
+            if self.bank is not None and self.task != 'change':
                 self.arms.append('synthetic-only')
+        if self.task == 'change' and 'synthetic-only' in self.arms:
+            raise ValueError(
+                "task 'change' has no 'synthetic-only' arm: a bank of change pairs "
+                "(ChangePairBank) fills the 'real+synthetic' arm's batches"
+            )
         if not self.arms:
             raise ValueError(f'arms is empty; expected some of {list(ARMS)}')
         unknown = [arm for arm in self.arms if arm not in ARMS]
@@ -389,7 +392,13 @@ class _Plan:
         if synthetic is not None and 'real+synthetic' in self.arms:
             self.synthetic = self._synthetic_spec(synthetic)
         self.bank = Path(config.bank) if config.bank is not None else None
-        if self.bank is not None and ('synthetic-only' in self.arms or self.synthetic):
+        if self.bank is not None and config.task == 'change' and self.synthetic:
+            if not len(ChangePairBank(self.bank)):
+                raise ValueError(
+                    f"bank {self.bank} holds no change pair (A/, B/, label/ in LEVIR-CD's "
+                    'layout); fill it with fill_change_bank before evaluating'
+                )
+        elif self.bank is not None and ('synthetic-only' in self.arms or self.synthetic):
             if not self.bank.exists():
                 raise ValueError(
                     f'bank {self.bank} does not exist (so it has no train/images or '
@@ -451,6 +460,9 @@ class _Plan:
         from torchgeo_earthsynth.transforms.synthetic_change import SyntheticChangePairs
 
         spec = _spec(value, _CHANGE_PAIRS)
+        args = spec['init_args']
+        if args.get('synthesizer') is None and args.get('bank') is None:
+            args['bank'] = self.config.bank  # the top-level bank (None: refused by the class)
         _parse(spec, SyntheticChangePairs, 'synthetic')
         if not self.data_takes_synthetic:
             raise ValueError(
