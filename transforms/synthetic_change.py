@@ -239,8 +239,9 @@ class SyntheticChangePairs(nn.Module):
             assert self.synthesizer is not None
             seeds = [self.seed * 1_000_003 + self.generated + i for i in range(len(before))]
             synthesizer = ready_synthesizer(self.synthesizer, before.device)
+            made = make_change_pairs(synthesizer, before, seeds, buildings=self.buildings)
             self.generated += len(before)
-            return make_change_pairs(synthesizer, before, seeds, buildings=self.buildings)
+            return made
         pairs, change = self.bank.sample(len(before), generator)
         if pairs.shape[-2:] != before.shape[-2:]:
             raise ValueError(

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import re
 from collections import Counter
@@ -20,6 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from torchgeo_earthsynth.atomic import atomic_write_bytes
+from torchgeo_earthsynth.datasets.layout import png_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +28,6 @@ FOLDERS = ('A', 'B', 'label')
 #: LEVIR-CD's splits, the prefixes of its file names.
 SPLITS = ('train', 'val', 'test')
 _UNSAFE = re.compile(r'[^A-Za-z0-9.-]+')
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format='PNG')
-    return buffer.getvalue()
 
 
 class ChangePairBank:
@@ -95,15 +89,8 @@ class ChangePairBank:
             ValueError: on bad shapes, non-finite images or keys of the wrong count.
         """
         change = change.squeeze(1) if change.ndim == 4 else change
-        if (
-            pairs.ndim != 5
-            or pairs.shape[1:3] != (2, 3)
-            or change.shape
-            != (
-                pairs.shape[0],
-                *pairs.shape[-2:],
-            )
-        ):
+        expected_change = (len(pairs), *pairs.shape[-2:])
+        if pairs.ndim != 5 or pairs.shape[1:3] != (2, 3) or change.shape != expected_change:
             raise ValueError(
                 'expected pairs [N, 2, 3, H, W] and change [N, H, W], got '
                 f'{list(pairs.shape)} and {list(change.shape)}'
@@ -118,7 +105,7 @@ class ChangePairBank:
         for folder in FOLDERS:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         for i, (before, after, label) in enumerate(zip(pixels_hwc[:, 0], pixels_hwc[:, 1], labels)):
-            files = [_png(np.ascontiguousarray(a)) for a in (before, after, label)]
+            files = [png_bytes(np.ascontiguousarray(a)) for a in (before, after, label)]
             digest = hashlib.sha1(b''.join(files)).hexdigest()
             key = digest[:16] if keys is None else _UNSAFE.sub('-', str(keys[i]))
             stem = f'{self.split}_SYN_{key}_{digest[:8]}'
@@ -130,11 +117,20 @@ class ChangePairBank:
     # ------------------------------------------------------------------ reading
     def prune(self) -> int:
         """Remove before/after images that have no label (a killed writer's); count them."""
-        stored = self._stems('label')
+        return self._prune(*self._scan())
+
+    def _scan(self) -> tuple[set[str], set[str], set[str]]:
+        """The stems in ``A/``, ``B/`` and ``label/``."""
+        before, after, labels = (self._stems(folder) for folder in FOLDERS)
+        return before, after, labels
+
+    def _prune(self, before: set[str], after: set[str], labels: set[str]) -> int:
+        """Remove the orphans among the scanned stems (``before``, ``after`` updated)."""
         removed = 0
-        for folder in FOLDERS[:2]:
-            for stem in sorted(self._stems(folder) - stored):
+        for folder, stems in zip(FOLDERS[:2], (before, after)):
+            for stem in sorted(stems - labels):
                 self._path(folder, stem).unlink(missing_ok=True)
+                stems.discard(stem)
                 removed += 1
         if removed:
             self.problems['orphan images removed'] += removed
@@ -157,9 +153,10 @@ class ChangePairBank:
         return self._stored
 
     def _list(self) -> list[str]:
-        self.prune()
-        complete = self._stems('label') & self._stems('A') & self._stems('B')
-        missing = len(self._stems('label') - complete)
+        before, after, labels = self._scan()
+        self._prune(before, after, labels)
+        complete = labels & before & after
+        missing = len(labels - complete)
         if missing:
             self.problems['labels without images'] += missing
             raise ValueError(

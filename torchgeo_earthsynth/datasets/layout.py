@@ -54,7 +54,8 @@ def category_stem(stem: str, class_id: int) -> str:
     return f'{stem}_{VOCABULARY[class_id].replace(" ", "_")}'
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
+    """A uint8 [H, W] or [H, W, 3] array encoded as PNG."""
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format='PNG')
     return buffer.getvalue()
@@ -67,7 +68,7 @@ def atomic_write_png(array: np.ndarray, path: Path) -> None:
         array: uint8 [H, W] or [H, W, 3].
         path: destination.
     """
-    atomic_write_bytes(_png_bytes(array), path)
+    atomic_write_bytes(png_bytes(array), path)
 
 
 def category_records(
@@ -105,7 +106,7 @@ def category_records(
                 image_png = (
                     image.read_bytes()
                     if isinstance(image, Path)
-                    else _png_bytes(np.ascontiguousarray(image, dtype=np.uint8))
+                    else png_bytes(np.ascontiguousarray(image, dtype=np.uint8))
                 )
             atomic_write_bytes(image_png, image_path)
             atomic_write_png(np.where(mask == class_id, mask, 0).astype(np.uint8), mask_path)
