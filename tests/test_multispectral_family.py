@@ -247,3 +247,19 @@ def test_plain_diffusers_loads_the_export_with_its_vae_class(trained: dict[str, 
     )
     assert isinstance(pipeline.vae, MultispectralAutoencoderKL)
     assert pipeline.vae.bands.names == SENTINEL2_BANDS
+
+
+def test_the_eurosat_evaluation_loads_where_the_tiny_config_exports() -> None:
+    """The documented two commands chain: fit's export folder is evaluate's generator."""
+    import yaml
+
+    configs = Path(__file__).resolve().parents[1] / 'configs'
+    fit = yaml.safe_load((configs / 'multispectral_tiny.yaml').read_text())
+    (export,) = [
+        callback['init_args']['dirpath']
+        for callback in fit['trainer']['callbacks']
+        if callback['class_path'].endswith('DiffusersExport')
+    ]
+    evaluate = yaml.safe_load((configs / 'evaluate_eurosat_mini.yaml').read_text())
+    loader = evaluate['synthetic']['init_args']['synthesizer']['init_args']
+    assert loader['pretrained'] == export
