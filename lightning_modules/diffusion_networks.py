@@ -87,6 +87,8 @@ class DiffusionNetworks(BaseTask):
                 hp['image_size'],
                 hp['prediction_type'] or 'epsilon',
                 self.tiny_vae_downscale,
+                int(hp.get('tiny_vae_width', 16)),
+                int(hp.get('tiny_vae_layers', 1)),
             )
         return pretrained_parts(hp['base_model'], hp['prediction_type'])
 

@@ -75,6 +75,9 @@ class EarthSynthControlNet(DiffusionTask):
         gradient_checkpointing: bool = False,
         vae_warmup_steps: int = 0,
         tiny_vae_downscale: int = 2,
+        tiny_vae_width: int = 16,
+        tiny_vae_layers: int = 1,
+        vae_kl_weight: float = 1e-3,
         val_num_samples: int = 8,
         val_inference_steps: int = 20,
         val_guidance_scale: float = 3.0,
@@ -111,6 +114,10 @@ class EarthSynthControlNet(DiffusionTask):
             tiny_vae_downscale: tiny preset only: the VAE's downscale factor, 2 (latents
                 half the image size) or 1 (latents at image size, a three-level UNet, about
                 1.2x the step cost: the VAE keeps a 32 px tile's fine texture).
+            tiny_vae_width: tiny preset only: channels of the VAE's first block (see
+                :class:`~.diffusion_task.DiffusionTask`).
+            tiny_vae_layers: tiny preset only: ResNet layers per VAE block.
+            vae_kl_weight: weight of the KL term in the VAE warm-up.
             val_num_samples: validation masks generated and logged as a grid.
             val_inference_steps: UniPC steps for validation samples.
             val_guidance_scale: guidance scale for validation samples (3.0 suits the tiny
@@ -139,6 +146,9 @@ class EarthSynthControlNet(DiffusionTask):
             gradient_checkpointing=gradient_checkpointing,
             vae_warmup_steps=vae_warmup_steps,
             tiny_vae_downscale=tiny_vae_downscale,
+            tiny_vae_width=tiny_vae_width,
+            tiny_vae_layers=tiny_vae_layers,
+            vae_kl_weight=vae_kl_weight,
             val_num_samples=val_num_samples,
             val_inference_steps=val_inference_steps,
             val_guidance_scale=val_guidance_scale,

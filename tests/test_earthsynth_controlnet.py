@@ -229,6 +229,25 @@ def test_full_scale_vae_trains_and_reloads_as_exported(tmp_path: Path) -> None:
         EarthSynthControlNet(image_size=16, tiny_vae_downscale=4)
 
 
+def test_wider_vae_options_shape_the_vae_and_its_warm_up_loss(tmp_path: Path) -> None:
+    """``tiny_vae_width``/``tiny_vae_layers`` build the VAE; ``vae_kl_weight`` weighs its KL."""
+    wide = EarthSynthControlNet(
+        image_size=16, tiny_vae_downscale=1, tiny_vae_width=32, tiny_vae_layers=2, seed=0
+    )
+    assert wide.vae.config.block_out_channels == (32,)
+    assert wide.vae.config.layers_per_block == 2
+    exported = wide.save_pretrained(tmp_path / 'export')
+    reloaded = Synthesizer.from_pretrained(exported, num_inference_steps=1)
+    assert list(reloaded.pipeline.vae.config.block_out_channels) == [32]
+    batch = make_batch(16)
+    losses = []
+    for kl_weight in (0.0, 1.0):
+        module = EarthSynthControlNet(image_size=16, vae_kl_weight=kl_weight, seed=0)
+        torch.manual_seed(0)  # the same posterior sample for both weights
+        losses.append(float(module._vae_loss(batch)))
+    assert losses[1] > losses[0]
+
+
 def test_atomic_checkpoint_never_leaves_half_a_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

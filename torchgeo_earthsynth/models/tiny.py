@@ -119,18 +119,28 @@ def _vae_blocks(downscale: int) -> int:
     return TINY_DOWNSCALES.index(downscale) + 1
 
 
-def tiny_vae(seed: int = 0, sample_size: int = 64, downscale: int = 2) -> AutoencoderKL:
-    """A one- or two-block VAE: downscale factor 1 or 2, 4 latent channels."""
+def tiny_vae(
+    seed: int = 0, sample_size: int = 64, downscale: int = 2, width: int = 16, layers: int = 1
+) -> AutoencoderKL:
+    """A one- or two-block VAE: downscale factor 1 or 2, 4 latent channels.
+
+    Args:
+        seed: initialisation seed.
+        sample_size: image size.
+        downscale: 1 (one block) or 2 (two blocks, the second twice as wide).
+        width: channels of the first block (a multiple of 8).
+        layers: ResNet layers per block.
+    """
     blocks = _vae_blocks(downscale)
     torch.manual_seed(seed)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         latent_channels=4,
-        block_out_channels=(16, 32)[:blocks],
+        block_out_channels=(width, 2 * width)[:blocks],
         down_block_types=('DownEncoderBlock2D',) * blocks,
         up_block_types=('UpDecoderBlock2D',) * blocks,
-        layers_per_block=1,
+        layers_per_block=layers,
         norm_num_groups=8,
         sample_size=sample_size,
         scaling_factor=1.0,
@@ -159,7 +169,12 @@ def tiny_multispectral_vae(
 
 
 def tiny_parts(
-    seed: int = 0, image_size: int = 64, prediction_type: str = 'epsilon', downscale: int = 2
+    seed: int = 0,
+    image_size: int = 64,
+    prediction_type: str = 'epsilon',
+    downscale: int = 2,
+    vae_width: int = 16,
+    vae_layers: int = 1,
 ) -> DiffusionParts:
     """Every Stable Diffusion part from small configs, built in code (nothing downloaded).
 
@@ -170,11 +185,13 @@ def tiny_parts(
         downscale: the VAE's downscale factor: 2 (latents half the image size, a two-level
             UNet) or 1 (latents at image size, a three-level UNet at about 1.2x the step
             cost: the VAE keeps the fine texture of 32 px tiles).
+        vae_width: channels of the VAE's first block.
+        vae_layers: ResNet layers per VAE block.
 
     Returns:
         The tiny parts.
     """
-    vae = tiny_vae(seed + 1, image_size, downscale)
+    vae = tiny_vae(seed + 1, image_size, downscale, vae_width, vae_layers)
     return DiffusionParts(
         unet=tiny_unet(seed, image_size // downscale, _UNET_CHANNELS[downscale]),
         vae=vae,
