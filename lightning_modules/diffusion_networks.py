@@ -87,8 +87,7 @@ class DiffusionNetworks(BaseTask):
                 hp['image_size'],
                 hp['prediction_type'] or 'epsilon',
                 self.tiny_vae_downscale,
-                int(hp.get('tiny_vae_width', 16)),
-                int(hp.get('tiny_vae_layers', 1)),
+                *self.tiny_vae_size,
             )
         return pretrained_parts(hp['base_model'], hp['prediction_type'])
 
@@ -96,6 +95,12 @@ class DiffusionNetworks(BaseTask):
     def tiny_vae_downscale(self) -> int:
         """The tiny preset VAE's downscale factor (2 in families that do not offer the option)."""
         return int(self.hparams.get('tiny_vae_downscale', 2))
+
+    @property
+    def tiny_vae_size(self) -> tuple[int, int]:
+        """The tiny preset VAE's first-block width and ResNet layers per block (16 and 1)."""
+        hp = self.hparams
+        return int(hp.get('tiny_vae_width', 16)), int(hp.get('tiny_vae_layers', 1))
 
     def configure_condition_models(self) -> None:
         """Build the family's conditioning networks (none here)."""

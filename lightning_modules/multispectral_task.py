@@ -121,7 +121,11 @@ class MultispectralControlNet(EarthSynthControlNet):
         hp, bands = self.hparams, self.bands
         if hp['preset'] == 'tiny':
             parts.vae = tiny_multispectral_vae(
-                bands, hp['seed'] + 1, hp['image_size'], self.tiny_vae_downscale
+                bands,
+                hp['seed'] + 1,
+                hp['image_size'],
+                self.tiny_vae_downscale,
+                *self.tiny_vae_size,
             )
         elif not is_multispectral_vae(parts.vae) or vae_bands(parts.vae) != bands:
             raise ValueError(

@@ -107,6 +107,14 @@ def test_task_bands_come_from_a_variant_or_the_fields() -> None:
         MultispectralControlNet(variant=None, band_names=['R'], image_size=SIZE)
 
 
+def test_task_builds_its_band_vae_at_the_tiny_vae_size() -> None:
+    task = MultispectralControlNet(
+        variant='rgbi', image_size=SIZE, tiny_vae_width=32, tiny_vae_layers=2
+    )
+    assert list(task.vae.config.block_out_channels) == [32, 64]
+    assert task.vae.config.layers_per_block == 2
+
+
 def test_task_maps_physical_units_to_0_255_per_band() -> None:
     task = MultispectralControlNet(
         variant=None,

@@ -148,13 +148,18 @@ def tiny_vae(
 
 
 def tiny_multispectral_vae(
-    bands: SpectralBands, seed: int = 0, sample_size: int = 64, downscale: int = 2
+    bands: SpectralBands,
+    seed: int = 0,
+    sample_size: int = 64,
+    downscale: int = 2,
+    width: int = 16,
+    layers: int = 1,
 ) -> MultispectralAutoencoderKL:
     """:func:`tiny_vae` over ``bands`` (a :class:`MultispectralAutoencoderKL` recording them)."""
     # tiny_vae's architecture; only the band count and the band fields differ
     config = {
         key: value
-        for key, value in tiny_vae(seed, sample_size, downscale).config.items()
+        for key, value in tiny_vae(seed, sample_size, downscale, width, layers).config.items()
         if not key.startswith('_') and key not in ('in_channels', 'out_channels')
     }
     torch.manual_seed(seed)
