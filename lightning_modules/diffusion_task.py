@@ -125,9 +125,8 @@ class DiffusionTask(DiffusionNetworks):
             tiny_vae_downscale: tiny preset only: the VAE's downscale factor, 2 (latents
                 half the image size) or 1 (latents at image size, a three-level UNet, about
                 1.2x the step cost: the VAE keeps a 32 px tile's fine texture).
-            tiny_vae_width: tiny preset only: channels of the VAE's first block (16; 32 with
-                ``tiny_vae_layers=2`` reconstructs rare small objects better, at about 3x
-                the warm-up step cost).
+            tiny_vae_width: tiny preset only: channels of the VAE's first block (16; a
+                wider VAE keeps finer detail at a higher warm-up step cost).
             tiny_vae_layers: tiny preset only: ResNet layers per VAE block.
             vae_kl_weight: weight of the KL term (per pixel value) in the VAE warm-up; lower
                 keeps finer detail (Stable Diffusion's VAE used 1e-6 on a summed loss).
